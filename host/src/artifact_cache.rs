@@ -1,0 +1,98 @@
+//! Compile once: compiled components are cached on disk, keyed by the component's content
+//! hash, the wasmtime version and the engine's compatibility hash, so a second start loads
+//! a plugin without compiling it.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// Whether a component came from the cache or was compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Loaded from a cached artifact.
+    Hit,
+    /// Compiled, then written to the cache.
+    Compiled,
+    /// Compiled; no cache directory was configured or writing it failed.
+    Uncached,
+}
+
+/// The SHA-256 of `bytes`, hex-encoded.
+pub fn content_hash(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A directory of compiled components written by this host.
+#[derive(Debug, Clone)]
+pub struct ArtifactCache {
+    dir: Option<PathBuf>,
+    engine_key: String,
+}
+
+impl ArtifactCache {
+    /// A cache in `dir` (created on first write), or no caching with `None`.
+    pub fn new(engine: &Engine, dir: Option<PathBuf>) -> Self {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        // The compatibility hash covers the wasmtime version and every setting that affects
+        // compiled code.
+        let engine_key = format!("{:016x}", hasher.finish());
+        ArtifactCache { dir, engine_key }
+    }
+
+    /// The default cache directory: `$XDG_CACHE_HOME/plugboard/components` or the platform's
+    /// equivalent.
+    pub fn default_dir() -> Option<PathBuf> {
+        directories::ProjectDirs::from("", "", "plugboard").map(|d| d.cache_dir().join("components"))
+    }
+
+    fn path_for(&self, hash: &str) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(format!("{hash}-{}.cwasm", self.engine_key)))
+    }
+
+    /// Loads the compiled form of `bytes` (whose hash is `hash`) from the cache, or compiles
+    /// it and stores it. Blocking: call it off the async workers.
+    pub fn load_or_compile(&self, engine: &Engine, bytes: &[u8], hash: &str) -> anyhow::Result<(Component, CacheOutcome)> {
+        let path = self.path_for(hash);
+        if let Some(path) = &path
+            && path.exists()
+        {
+            // SAFETY: the file was written by `store` below from `Engine::precompile_component`
+            // of this very engine configuration (its name carries the compatibility hash), in
+            // a directory of this host's own.
+            match unsafe { Component::deserialize_file(engine, path) } {
+                Ok(component) => return Ok((component, CacheOutcome::Hit)),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "discarding an unusable cached component");
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+        let compiled = engine.precompile_component(bytes).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        // SAFETY: `compiled` was just produced by this engine.
+        let component = unsafe { Component::deserialize(engine, &compiled) }.map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let outcome = match &path {
+            Some(path) => match store(path, &compiled) {
+                Ok(()) => CacheOutcome::Compiled,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot write the component cache");
+                    CacheOutcome::Uncached
+                }
+            },
+            None => CacheOutcome::Uncached,
+        };
+        Ok((component, outcome))
+    }
+}
+
+/// Writes atomically: a temporary file in the same directory, then a rename.
+fn store(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().expect("cache paths have a parent");
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{}.{}.tmp", path.file_name().unwrap().to_string_lossy(), std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}

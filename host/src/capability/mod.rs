@@ -1,0 +1,291 @@
+//! Capabilities, deny by default: a plugin gets what its manifest requests AND the operator
+//! grants in `plugboard.toml`, per plugin id, and nothing else.
+//!
+//! One module per kind: [`filesystem`], [`network`], [`process`] (with [`confinement`]),
+//! and environment variables here. [`CapabilityPolicy::resolve`] validates a plugin's grants
+//! once, at load; the runtime prepares each call's sandbox from the result.
+
+pub mod confinement;
+pub mod filesystem;
+pub mod network;
+pub mod process;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::PluginManifest;
+use confinement::{ConfinementSupport, UnconfinedCommands};
+use filesystem::{Access, DirGrant, DirGrantSpec};
+use network::{HostPattern, NetworkPolicy};
+use process::{CommandPattern, CommandRunner, ProcessPolicy};
+
+/// Resource limits of one call. Unset fields fall back to `[limits]`, then to the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Linear memory of the plugin, in MiB.
+    pub memory_mib: u64,
+    /// Wall-clock time per call, in milliseconds.
+    pub timeout_ms: u64,
+    /// Size of a call's output (text and metadata), in bytes.
+    pub max_output_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { memory_mib: 128, timeout_ms: 30_000, max_output_bytes: 1 << 20 }
+    }
+}
+
+impl Limits {
+    /// The time limit.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// Overrides of some limits for one plugin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOverrides {
+    /// See [`Limits::memory_mib`].
+    pub memory_mib: Option<u64>,
+    /// See [`Limits::timeout_ms`].
+    pub timeout_ms: Option<u64>,
+    /// See [`Limits::max_output_bytes`].
+    pub max_output_bytes: Option<u64>,
+}
+
+impl LimitOverrides {
+    fn apply(&self, base: Limits) -> Limits {
+        Limits {
+            memory_mib: self.memory_mib.unwrap_or(base.memory_mib),
+            timeout_ms: self.timeout_ms.unwrap_or(base.timeout_ms),
+            max_output_bytes: self.max_output_bytes.unwrap_or(base.max_output_bytes),
+        }
+    }
+}
+
+/// What the operator grants one plugin: a `[plugins.<id>]` table of `plugboard.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginGrants {
+    /// Directories, each read-only (a plain path) or `{ path, access }`.
+    #[serde(default)]
+    pub filesystem: Vec<DirGrantSpec>,
+    /// Host patterns for outgoing HTTP(S).
+    #[serde(default)]
+    pub network: Vec<String>,
+    /// Command patterns for the process capability.
+    #[serde(default)]
+    pub process: Vec<String>,
+    /// Names of environment variables the plugin may read.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Limit overrides for this plugin.
+    #[serde(default)]
+    pub limits: LimitOverrides,
+    /// The plugin's own settings, read through `host.config`.
+    #[serde(default)]
+    pub settings: BTreeMap<String, toml::Value>,
+}
+
+/// Settings that apply to every plugin's sandbox (`[sandbox]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxSettings {
+    /// What to do with commands when the kernel cannot confine them.
+    pub unconfined_commands: UnconfinedCommands,
+    /// Directories every command may read and execute from.
+    pub system_paths: Vec<PathBuf>,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        SandboxSettings { unconfined_commands: UnconfinedCommands::Refuse, system_paths: confinement::default_system_paths() }
+    }
+}
+
+/// A grant that could not be resolved, named precisely.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("[plugins.{plugin}] {field}: {message}")]
+pub struct GrantError {
+    /// The plugin id.
+    pub plugin: String,
+    /// The field of its table.
+    pub field: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The effective capabilities of one plugin: requested ∩ granted, resolved and validated.
+#[derive(Debug, Clone)]
+pub struct CapabilityPolicy {
+    /// The plugin id.
+    pub plugin_id: String,
+    /// Directories visible in the sandbox, each with its effective access.
+    pub filesystem: Vec<DirGrant>,
+    /// Hosts it may reach.
+    pub network: NetworkPolicy,
+    /// Commands it may run, and how.
+    pub process: CommandRunner,
+    /// Environment variables it sees, with their values.
+    pub env: Vec<(String, String)>,
+    /// Its limits.
+    pub limits: Limits,
+    /// Its settings, as JSON documents.
+    pub settings: BTreeMap<String, String>,
+    /// What the plugin requested (for `plugin inspect` and denial messages).
+    pub requested: crate::manifest::RequestedCapabilities,
+    /// What the operator granted, as written (or the built-in default).
+    pub granted: PluginGrants,
+}
+
+/// Inputs shared by every plugin's policy.
+#[derive(Debug, Clone)]
+pub struct PolicyContext {
+    /// The workspace directory, canonical.
+    pub workspace: PathBuf,
+    /// `[limits]`.
+    pub default_limits: Limits,
+    /// `[sandbox]`.
+    pub sandbox: SandboxSettings,
+    /// Whether commands can be confined here.
+    pub confinement: Arc<ConfinementSupport>,
+}
+
+impl CapabilityPolicy {
+    /// Resolves what `manifest` requests against `grants` (none: nothing is granted).
+    pub fn resolve(manifest: &PluginManifest, grants: Option<&PluginGrants>, ctx: &PolicyContext) -> Result<Self, GrantError> {
+        let id = manifest.id.clone();
+        let grants = grants.cloned().unwrap_or_default();
+        let requested = manifest.capabilities.clone();
+        let error = |field: &'static str, message: String| GrantError { plugin: id.clone(), field, message };
+
+        let mut filesystem = Vec::new();
+        for spec in &grants.filesystem {
+            let grant = filesystem::resolve(spec, &ctx.workspace).map_err(|m| error("filesystem", m))?;
+            if let Some(wanted) = requested.filesystem {
+                filesystem.push(DirGrant { access: grant.access.min(wanted), ..grant });
+            }
+        }
+
+        let parse_hosts = |list: &[String], field| -> Result<Vec<HostPattern>, GrantError> {
+            list.iter().map(|p| HostPattern::parse(p).map_err(|m| error(field, m))).collect()
+        };
+        let network = NetworkPolicy { requested: parse_hosts(&requested.network, "network (requested)")?, granted: parse_hosts(&grants.network, "network")? };
+
+        let parse_commands = |list: &[String], field| -> Result<Vec<CommandPattern>, GrantError> {
+            list.iter().map(|p| CommandPattern::parse(p).map_err(|m| error(field, m))).collect()
+        };
+        let process_policy =
+            ProcessPolicy { requested: parse_commands(&requested.process, "process (requested)")?, granted: parse_commands(&grants.process, "process")? };
+
+        let mut env = Vec::new();
+        for name in &grants.env {
+            if name.is_empty() || name.contains('=') {
+                return Err(error("env", format!("`{name}` is not a variable name")));
+            }
+            let wanted = requested.env.iter().any(|r| r == name || r == "*");
+            if let (true, Ok(value)) = (wanted, std::env::var(name)) {
+                env.push((name.clone(), value));
+            }
+        }
+
+        let limits = grants.limits.apply(ctx.default_limits);
+        if limits.memory_mib == 0 || limits.timeout_ms == 0 || limits.max_output_bytes == 0 {
+            return Err(error("limits", "limits must be greater than zero".into()));
+        }
+
+        let mut settings = BTreeMap::new();
+        for (key, value) in &grants.settings {
+            let json = serde_json::to_string(value).map_err(|e| error("settings", format!("`{key}`: {e}")))?;
+            settings.insert(key.clone(), json);
+        }
+
+        let mut command_env = env.clone();
+        command_env.push(("PATH".into(), std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())));
+        let process = CommandRunner {
+            policy: process_policy,
+            workspace: ctx.workspace.clone(),
+            grants: filesystem.clone(),
+            system_paths: ctx.sandbox.system_paths.clone(),
+            confinement: ctx.confinement.clone(),
+            unconfined: ctx.sandbox.unconfined_commands,
+            env: command_env,
+            max_output_bytes: limits.max_output_bytes as usize,
+            max_timeout: limits.timeout(),
+        };
+        Ok(CapabilityPolicy { plugin_id: id, filesystem, network, process, env, limits, settings, requested, granted: grants })
+    }
+
+    /// The `plugboard.toml` lines that would grant `target` of `kind`, or why no grant can
+    /// help (the plugin does not request that capability).
+    pub fn grant_hint(&self, kind: CapabilityKind, target: &str) -> String {
+        let id = &self.plugin_id;
+        let not_requested = |what: &str| {
+            format!("plugin `{id}` does not request {what} in its manifest, so no grant can allow it")
+        };
+        match kind {
+            CapabilityKind::Filesystem => {
+                let Some(access) = self.requested.filesystem else { return not_requested("filesystem access") };
+                let dir = Path::new(target);
+                let dir = if dir.extension().is_some() { dir.parent().unwrap_or(dir) } else { dir };
+                format!("to grant it, add to plugboard.toml:\n  [plugins.{id}]\n  filesystem = [{{ path = {:?}, access = \"{access}\" }}]", dir.display().to_string())
+            }
+            CapabilityKind::Network => {
+                if self.requested.network.is_empty() {
+                    return not_requested("network access");
+                }
+                format!("to grant it, add to plugboard.toml:\n  [plugins.{id}]\n  network = [{target:?}]")
+            }
+            CapabilityKind::Process => {
+                if self.requested.process.is_empty() {
+                    return not_requested("the process capability");
+                }
+                let program = target.split_whitespace().next().unwrap_or(target);
+                format!("to grant it, add to plugboard.toml:\n  [plugins.{id}]\n  process = [\"{program} *\"]")
+            }
+            CapabilityKind::Env => {
+                if !self.requested.env.iter().any(|r| r == target || r == "*") {
+                    return not_requested(&format!("the environment variable `{target}`"));
+                }
+                format!("to grant it, add to plugboard.toml:\n  [plugins.{id}]\n  env = [{target:?}]")
+            }
+        }
+    }
+
+    /// True when the plugin can see `path` with at least `access`.
+    pub fn allows_path(&self, path: &Path, access: Access) -> bool {
+        self.filesystem.iter().any(|g| path.starts_with(&g.path) && g.access >= access)
+    }
+}
+
+/// The kinds of capability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CapabilityKind {
+    /// Directories.
+    Filesystem,
+    /// Outgoing HTTP(S).
+    Network,
+    /// Commands.
+    Process,
+    /// Environment variables.
+    Env,
+}
+
+impl std::fmt::Display for CapabilityKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CapabilityKind::Filesystem => "filesystem",
+            CapabilityKind::Network => "network",
+            CapabilityKind::Process => "process",
+            CapabilityKind::Env => "env",
+        })
+    }
+}

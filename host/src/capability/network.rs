@@ -1,0 +1,178 @@
+//! Network grants: outgoing HTTP(S) to host patterns, in the style of Spin's
+//! `allowed_outbound_hosts`: `scheme://host:port`, where the scheme may be `*`, the host
+//! `*` or `*.example.com`, and the port `*`. Without a port, the scheme's default port.
+//! `*` alone allows every host.
+
+/// One host pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    text: String,
+    scheme: Option<String>,
+    host: HostMatch,
+    port: PortMatch,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostMatch {
+    Any,
+    Exact(String),
+    /// `*.example.com`: any subdomain of `example.com`.
+    Subdomain(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PortMatch {
+    Any,
+    Default,
+    Exact(u16),
+}
+
+impl HostPattern {
+    /// Parses a pattern; the error says what is wrong with it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text == "*" {
+            return Ok(HostPattern { text: text.into(), scheme: None, host: HostMatch::Any, port: PortMatch::Any });
+        }
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or_else(|| format!("host pattern `{text}` needs a scheme, e.g. `https://{text}` (or `*://{text}`)"))?;
+        let scheme = match scheme {
+            "*" => None,
+            "http" | "https" => Some(scheme.to_string()),
+            other => return Err(format!("host pattern `{text}`: scheme `{other}` is not http, https or *")),
+        };
+        let rest = rest.trim_end_matches('/');
+        if rest.contains('/') {
+            return Err(format!("host pattern `{text}` must not have a path"));
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => (h, Some(p)),
+            _ => (rest, None),
+        };
+        let port = match port {
+            None => PortMatch::Default,
+            Some("*") => PortMatch::Any,
+            Some(p) => PortMatch::Exact(p.parse().map_err(|_| format!("host pattern `{text}`: `{p}` is not a port"))?),
+        };
+        let host = host.to_ascii_lowercase();
+        let host = if host == "*" {
+            HostMatch::Any
+        } else if let Some(suffix) = host.strip_prefix("*.") {
+            HostMatch::Subdomain(suffix.to_string())
+        } else if host.is_empty() || host.contains('*') {
+            return Err(format!("host pattern `{text}`: a host is a name, `*` or `*.domain`"));
+        } else {
+            HostMatch::Exact(host)
+        };
+        Ok(HostPattern { text: text.into(), scheme, host, port })
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether a request to `scheme://host:port` matches.
+    pub fn matches(&self, scheme: &str, host: &str, port: u16) -> bool {
+        if let Some(s) = &self.scheme
+            && s != scheme
+        {
+            return false;
+        }
+        let host = host.to_ascii_lowercase();
+        let host_ok = match &self.host {
+            HostMatch::Any => true,
+            HostMatch::Exact(h) => *h == host,
+            HostMatch::Subdomain(suffix) => host.strip_suffix(suffix.as_str()).is_some_and(|p| p.ends_with('.')),
+        };
+        let port_ok = match self.port {
+            PortMatch::Any => true,
+            PortMatch::Exact(p) => p == port,
+            PortMatch::Default => port == default_port(scheme),
+        };
+        host_ok && port_ok
+    }
+}
+
+fn default_port(scheme: &str) -> u16 {
+    if scheme == "http" { 80 } else { 443 }
+}
+
+/// Which hosts a plugin may reach: those matching both what it requested and what the
+/// operator granted.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkPolicy {
+    /// Patterns from the plugin's manifest.
+    pub requested: Vec<HostPattern>,
+    /// Patterns from the operator's grant.
+    pub granted: Vec<HostPattern>,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkDenial {
+    /// The plugin's manifest does not request this host.
+    NotRequested,
+    /// The operator has not granted this host.
+    NotGranted,
+}
+
+impl NetworkPolicy {
+    /// Checks a request to `scheme://host:port`.
+    pub fn check(&self, scheme: &str, host: &str, port: Option<u16>) -> Result<(), NetworkDenial> {
+        let port = port.unwrap_or_else(|| default_port(scheme));
+        if !self.requested.iter().any(|p| p.matches(scheme, host, port)) {
+            return Err(NetworkDenial::NotRequested);
+        }
+        if !self.granted.iter().any(|p| p.matches(scheme, host, port)) {
+            return Err(NetworkDenial::NotGranted);
+        }
+        Ok(())
+    }
+
+    /// True when no host at all can be reached.
+    pub fn is_closed(&self) -> bool {
+        self.requested.is_empty() || self.granted.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> HostPattern {
+        HostPattern::parse(s).unwrap()
+    }
+
+    #[test]
+    fn patterns_match_like_spin() {
+        assert!(p("https://api.openai.com").matches("https", "api.openai.com", 443));
+        assert!(!p("https://api.openai.com").matches("http", "api.openai.com", 80));
+        assert!(!p("https://api.openai.com").matches("https", "api.openai.com", 8443));
+        assert!(p("https://*.example.com").matches("https", "a.b.example.com", 443));
+        assert!(!p("https://*.example.com").matches("https", "example.com", 443));
+        assert!(!p("https://*.example.com").matches("https", "badexample.com", 443));
+        assert!(p("http://127.0.0.1:*").matches("http", "127.0.0.1", 39211));
+        assert!(p("*://localhost:8080").matches("http", "localhost", 8080));
+        assert!(p("*").matches("http", "anything", 1));
+    }
+
+    #[test]
+    fn bad_patterns_say_why() {
+        assert!(HostPattern::parse("example.com").unwrap_err().contains("needs a scheme"));
+        assert!(HostPattern::parse("ftp://x").unwrap_err().contains("ftp"));
+        assert!(HostPattern::parse("https://x/path").unwrap_err().contains("path"));
+        assert!(HostPattern::parse("https://x:port").unwrap_err().contains("port"));
+        assert!(HostPattern::parse("https://a*b.com").unwrap_err().contains("host"));
+    }
+
+    #[test]
+    fn both_request_and_grant_are_needed() {
+        let policy = NetworkPolicy { requested: vec![p("*")], granted: vec![p("http://127.0.0.1:*")] };
+        assert_eq!(policy.check("http", "127.0.0.1", Some(8080)), Ok(()));
+        assert_eq!(policy.check("https", "example.com", None), Err(NetworkDenial::NotGranted));
+        let policy = NetworkPolicy { requested: vec![p("https://api.example.com")], granted: vec![p("*")] };
+        assert_eq!(policy.check("https", "other.com", None), Err(NetworkDenial::NotRequested));
+    }
+}

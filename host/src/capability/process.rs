@@ -1,0 +1,316 @@
+//! The process capability: which command lines a plugin may run, and running them with a
+//! time limit, an output cap, a working directory inside the workspace and kernel
+//! confinement.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use globset::GlobMatcher;
+use tokio::io::AsyncReadExt;
+
+use super::confinement::{Confinement, ConfinementSupport, UnconfinedCommands};
+use super::filesystem::DirGrant;
+
+/// A command pattern: a glob over the command line, e.g. `git *`, `cargo test*`, `*`.
+#[derive(Debug, Clone)]
+pub struct CommandPattern {
+    text: String,
+    matcher: GlobMatcher,
+}
+
+impl CommandPattern {
+    /// Parses a pattern.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let glob = globset::GlobBuilder::new(text.trim())
+            .literal_separator(false)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| format!("command pattern `{text}`: {e}"))?;
+        Ok(CommandPattern { text: text.trim().to_string(), matcher: glob.compile_matcher() })
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    fn matches(&self, command: &str) -> bool {
+        self.matcher.is_match(command)
+    }
+}
+
+/// Splits a command line into the simple commands it runs: at `;`, `&`, `|`, newlines,
+/// and inside `$(...)` and backquotes, honouring quotes. Each must be allowed on its own,
+/// so `ls; rm -rf ~` is not allowed by `ls*`.
+pub fn simple_commands(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut chars = line.chars().peekable();
+    let (mut single, mut double) = (false, false);
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' if !double => {
+                single = !single;
+                current.push(c);
+            }
+            '"' if !single => {
+                double = !double;
+                current.push(c);
+            }
+            '\\' if !single => {
+                current.push(c);
+                if let Some(n) = chars.next() {
+                    current.push(n);
+                }
+            }
+            ';' | '&' | '|' | '\n' | '`' | '(' | ')' if !single && !double => {
+                push_command(&mut out, &mut current);
+            }
+            '`' if double => push_command(&mut out, &mut current),
+            '$' if !single && chars.peek() == Some(&'(') => {
+                chars.next();
+                push_command(&mut out, &mut current);
+            }
+            _ => current.push(c),
+        }
+    }
+    push_command(&mut out, &mut current);
+    out
+}
+
+fn push_command(out: &mut Vec<String>, current: &mut String) {
+    let trimmed = current.trim();
+    if !trimmed.is_empty() {
+        out.push(trimmed.to_string());
+    }
+    current.clear();
+}
+
+/// Which commands a plugin may run: those matching both a requested and a granted pattern.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessPolicy {
+    /// Patterns from the plugin's manifest.
+    pub requested: Vec<CommandPattern>,
+    /// Patterns from the operator's grant.
+    pub granted: Vec<CommandPattern>,
+}
+
+impl ProcessPolicy {
+    /// Checks a command line; the error names the simple command that is not allowed.
+    pub fn check(&self, line: &str) -> Result<(), String> {
+        if self.requested.is_empty() {
+            return Err("the plugin does not request the process capability in its manifest".into());
+        }
+        if self.granted.is_empty() {
+            return Err("no commands are granted to this plugin".into());
+        }
+        let commands = simple_commands(line);
+        if commands.is_empty() {
+            return Err("the command line is empty".into());
+        }
+        for command in commands {
+            if !self.requested.iter().any(|p| p.matches(&command)) {
+                return Err(format!("`{command}` is not among the commands the plugin requests"));
+            }
+            if !self.granted.iter().any(|p| p.matches(&command)) {
+                let granted: Vec<&str> = self.granted.iter().map(|p| p.as_str()).collect();
+                return Err(format!("`{command}` matches no granted command pattern (granted: {})", granted.join(", ")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Everything needed to run a plugin's commands.
+#[derive(Debug, Clone)]
+pub struct CommandRunner {
+    /// The allowed command lines.
+    pub policy: ProcessPolicy,
+    /// The workspace: working directories must lie inside it.
+    pub workspace: PathBuf,
+    /// The plugin's filesystem grants, which bound the command through confinement.
+    pub grants: Vec<DirGrant>,
+    /// Directories every command may read and execute from.
+    pub system_paths: Vec<PathBuf>,
+    /// Whether the kernel can confine commands.
+    pub confinement: Arc<ConfinementSupport>,
+    /// What to do when it cannot.
+    pub unconfined: UnconfinedCommands,
+    /// Environment variables the command sees (the plugin's env grant, plus `PATH`).
+    pub env: Vec<(String, String)>,
+    /// Cap on stdout and stderr together.
+    pub max_output_bytes: usize,
+    /// Upper bound on a command's time.
+    pub max_timeout: Duration,
+}
+
+/// A finished command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandResult {
+    /// Exit code; `None` when killed.
+    pub exit_code: Option<i32>,
+    /// Standard output (lossy UTF-8).
+    pub stdout: String,
+    /// Standard error (lossy UTF-8).
+    pub stderr: String,
+    /// Output was cut at the cap.
+    pub truncated: bool,
+    /// Killed at the time limit.
+    pub timed_out: bool,
+}
+
+/// Why a command did not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandError {
+    /// Not allowed by the grant (or not confinable, when confinement is required).
+    Denied(String),
+    /// Could not be started.
+    Failed(String),
+}
+
+impl CommandRunner {
+    /// Runs `line` through `/bin/sh -c` in `cwd` (empty: the workspace) with a time limit.
+    pub async fn run(&self, line: &str, cwd: &str, timeout: Option<Duration>) -> Result<CommandResult, CommandError> {
+        self.policy.check(line).map_err(CommandError::Denied)?;
+        let cwd = self.working_directory(cwd)?;
+        let confinement = match &*self.confinement {
+            ConfinementSupport::Landlock => Some(Confinement::new(&self.grants, &self.system_paths).map_err(CommandError::Failed)?),
+            ConfinementSupport::Unavailable(reason) => match self.unconfined {
+                UnconfinedCommands::Refuse => {
+                    return Err(CommandError::Denied(format!(
+                        "commands cannot be confined here ({reason}) and the configuration refuses unconfined commands (set `[sandbox] unconfined_commands = \"allow\"` to run them anyway)"
+                    )));
+                }
+                UnconfinedCommands::Allow => None,
+            },
+        };
+        let timeout = timeout.map_or(self.max_timeout, |t| t.min(self.max_timeout));
+
+        let mut command = tokio::process::Command::new("/bin/sh");
+        command
+            .arg("-c")
+            .arg(line)
+            .current_dir(&cwd)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        if let Some(confinement) = confinement {
+            let confinement = Arc::new(confinement);
+            // SAFETY: the closure runs in the forked child before exec; it only takes a lock
+            // that no other thread of the child can hold, and makes the Landlock syscalls.
+            unsafe {
+                command.pre_exec(move || confinement.apply());
+            }
+        }
+        let mut child = command.spawn().map_err(|e| CommandError::Failed(format!("cannot start `/bin/sh`: {e}")))?;
+        let pid = child.id();
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let cap = self.max_output_bytes;
+        let collect = async {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let (mut out_open, mut err_open) = (true, true);
+            let mut truncated = false;
+            let (mut buf_out, mut buf_err) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+            while out_open || err_open {
+                tokio::select! {
+                    n = stdout.read(&mut buf_out), if out_open => match n {
+                        Ok(0) | Err(_) => out_open = false,
+                        Ok(n) => truncated |= append_capped(&mut out, &buf_out[..n], cap.saturating_sub(err.len())),
+                    },
+                    n = stderr.read(&mut buf_err), if err_open => match n {
+                        Ok(0) | Err(_) => err_open = false,
+                        Ok(n) => truncated |= append_capped(&mut err, &buf_err[..n], cap.saturating_sub(out.len())),
+                    },
+                }
+            }
+            let status = child.wait().await;
+            (out, err, truncated, status)
+        };
+        match tokio::time::timeout(timeout, collect).await {
+            Ok((out, err, truncated, status)) => Ok(CommandResult {
+                exit_code: status.ok().and_then(|s| s.code()),
+                stdout: String::from_utf8_lossy(&out).into_owned(),
+                stderr: String::from_utf8_lossy(&err).into_owned(),
+                truncated,
+                timed_out: false,
+            }),
+            Err(_) => {
+                if let Some(pid) = pid {
+                    kill_group(pid);
+                }
+                Ok(CommandResult {
+                    exit_code: None,
+                    stdout: String::new(),
+                    stderr: format!("killed after {} ms (time limit)", timeout.as_millis()),
+                    truncated: false,
+                    timed_out: true,
+                })
+            }
+        }
+    }
+
+    fn working_directory(&self, cwd: &str) -> Result<PathBuf, CommandError> {
+        let requested = if cwd.is_empty() { self.workspace.clone() } else { self.workspace.join(cwd) };
+        let canonical = requested
+            .canonicalize()
+            .map_err(|e| CommandError::Failed(format!("working directory `{}`: {e}", requested.display())))?;
+        if !canonical.starts_with(&self.workspace) {
+            return Err(CommandError::Denied(format!(
+                "working directory `{}` is outside the workspace `{}`",
+                canonical.display(),
+                self.workspace.display()
+            )));
+        }
+        Ok(canonical)
+    }
+}
+
+/// Appends up to `room` bytes; true when something was cut.
+fn append_capped(buffer: &mut Vec<u8>, bytes: &[u8], room: usize) -> bool {
+    let room = room.saturating_sub(buffer.len()).min(bytes.len());
+    buffer.extend_from_slice(&bytes[..room]);
+    room < bytes.len()
+}
+
+fn kill_group(pid: u32) {
+    // SAFETY: sends SIGKILL to the process group the child leads (`process_group(0)`).
+    unsafe {
+        libc::kill(-(pid as i32), libc::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines_split_into_simple_commands() {
+        assert_eq!(simple_commands("ls -la"), vec!["ls -la"]);
+        assert_eq!(simple_commands("ls; rm -rf ~"), vec!["ls", "rm -rf ~"]);
+        assert_eq!(simple_commands("a && b || c | d & e"), vec!["a", "b", "c", "d", "e"]);
+        assert_eq!(simple_commands("echo $(whoami)"), vec!["echo", "whoami"]);
+        assert_eq!(simple_commands("echo `id`"), vec!["echo", "id"]);
+        assert_eq!(simple_commands("echo 'a; b' \"c | d\""), vec!["echo 'a; b' \"c | d\""]);
+        // A substitution inside double quotes is still checked as a command of its own.
+        assert_eq!(simple_commands("echo \"$(rm -rf /)\""), vec!["echo \"", "rm -rf /)\""]);
+    }
+
+    #[test]
+    fn each_simple_command_must_be_requested_and_granted() {
+        let pats = |v: &[&str]| v.iter().map(|p| CommandPattern::parse(p).unwrap()).collect::<Vec<_>>();
+        let policy = ProcessPolicy { requested: pats(&["*"]), granted: pats(&["ls*", "echo *"]) };
+        assert!(policy.check("ls -la").is_ok());
+        assert!(policy.check("ls && echo hi").is_ok());
+        let err = policy.check("ls; rm -rf /").unwrap_err();
+        assert!(err.contains("`rm -rf /`"), "{err}");
+        let none = ProcessPolicy { requested: pats(&["*"]), granted: vec![] };
+        assert!(none.check("ls").unwrap_err().contains("no commands are granted"));
+    }
+}

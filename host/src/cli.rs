@@ -1,0 +1,304 @@
+//! The `plugboard` command.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use crate::runtime::{CallContext, HostOptions, LoadedPlugin, PluginHost};
+
+/// Plugboard: a host for AI-agent plugins, each a sandboxed WebAssembly component.
+#[derive(Debug, Parser)]
+#[command(name = "plugboard", version, about)]
+pub struct Cli {
+    /// The workspace directory (default: the current directory).
+    #[arg(long, global = true, env = "WORKSPACE_DIR")]
+    pub workspace: Option<PathBuf>,
+    /// The configuration file (default: plugboard.toml in the workspace, when present).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// An extra directory of plugins (.wasm files); may be repeated.
+    #[arg(long = "plugins", global = true, value_name = "DIR")]
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Where compiled plugins are cached (default: the user's cache directory).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Log level: debug, info, warn or error.
+    #[arg(long, global = true, env = "LOG_LEVEL", default_value = "warn")]
+    pub log_level: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Tools: list them, or run one.
+    #[command(subcommand)]
+    Tool(ToolCommand),
+    /// Plugins: list them, or inspect one.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+/// `plugboard tool ...`
+#[derive(Debug, Subcommand)]
+pub enum ToolCommand {
+    /// Every tool with its plugin, description and parameters.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one call of a tool under the capability policy and print its output.
+    Call {
+        /// The tool's name.
+        name: String,
+        /// The arguments, as a JSON object.
+        #[arg(default_value = "{}")]
+        arguments: String,
+        /// Print the whole result (text, title, metadata) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `plugboard plugin ...`
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Every loaded plugin, and those that failed to load.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A plugin's manifest, tools, and requested vs granted capabilities.
+    Inspect {
+        /// A `.wasm` file, or the id of a loaded plugin.
+        plugin: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs the command line and returns the process's exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{level},cranelift=warn,wasmtime=warn"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let options = HostOptions {
+        workspace: cli.workspace.clone(),
+        config_file: cli.config.clone(),
+        plugin_dirs: cli.plugin_dirs.clone(),
+        cache_dir: cli.cache_dir.clone(),
+        skip_user_plugins: false,
+    };
+    let host = PluginHost::start(options).await?;
+    for failure in host.failures() {
+        eprintln!("warning: plugin {} not loaded: {}", failure.source, failure.reason);
+    }
+    match cli.command {
+        Command::Tool(ToolCommand::List { json }) => {
+            print_tools(&host, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tool(ToolCommand::Call { name, arguments, json }) => call_tool(&host, &name, &arguments, json).await,
+        Command::Plugin(PluginCommand::List { json }) => {
+            print_plugins(&host, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin(PluginCommand::Inspect { plugin, json }) => inspect(&host, &plugin, json).await,
+    }
+}
+
+fn print_tools(host: &PluginHost, json: bool) {
+    if json {
+        let tools: Vec<_> = host
+            .tools()
+            .map(|(t, p)| json!({ "name": t.name, "plugin": p.manifest.id, "description": t.description, "parameters": t.parameters }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&tools).expect("JSON values serialize"));
+        return;
+    }
+    for (tool, plugin) in host.tools() {
+        println!("{}  (plugin {} {})", tool.name, plugin.manifest.id, plugin.manifest.version);
+        for line in tool.description.lines() {
+            println!("    {line}");
+        }
+        let params = parameter_summary(&tool.parameters);
+        if !params.is_empty() {
+            println!("    parameters: {params}");
+        }
+        println!();
+    }
+}
+
+/// `name (type, required), ...` from a JSON Schema object.
+fn parameter_summary(schema: &serde_json::Value) -> String {
+    let required: Vec<&str> = schema["required"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
+    let Some(props) = schema["properties"].as_object() else { return String::new() };
+    props
+        .iter()
+        .map(|(name, p)| {
+            let ty = match &p["type"] {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_str()).filter(|t| *t != "null").collect::<Vec<_>>().join("|"),
+                _ => "any".into(),
+            };
+            if required.contains(&name.as_str()) { format!("{name} ({ty}, required)") } else { format!("{name} ({ty})") }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn call_tool(host: &PluginHost, name: &str, arguments: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let context = CallContext { session_id: String::new(), call_id: format!("cli-{}", std::process::id()) };
+    let progress: crate::runtime::state::ProgressSink = Arc::new(|text: &str| eprintln!("… {text}"));
+    match host.call_tool(name, arguments, &context, Some(progress)).await {
+        Ok(output) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&output)?);
+            } else {
+                print!("{}", output.text);
+                if !output.text.ends_with('\n') {
+                    println!();
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn print_plugins(host: &PluginHost, json: bool) {
+    if json {
+        let plugins: Vec<_> = host.plugins().map(|p| plugin_json(p)).collect();
+        let failures = host.failures();
+        println!("{}", serde_json::to_string_pretty(&json!({ "plugins": plugins, "failures": failures })).expect("JSON values serialize"));
+        return;
+    }
+    for p in host.plugins() {
+        let tools: Vec<&str> = p.tools.iter().map(|t| t.name.as_str()).collect();
+        println!("{} {}  [{}]  tools: {}", p.manifest.id, p.manifest.version, p.source, tools.join(", "));
+    }
+    for f in host.failures() {
+        println!("FAILED {}: {}", f.source, f.reason);
+    }
+}
+
+async fn inspect(host: &PluginHost, plugin: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let loaded;
+    let plugin: &LoadedPlugin = if Path::new(plugin).exists() {
+        match host.loader().load_file(Path::new(plugin)).await {
+            Ok(p) => {
+                loaded = p;
+                &loaded
+            }
+            Err(e) => {
+                eprintln!("error: {plugin} cannot be loaded: {e}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    } else if let Some(p) = host.plugin(plugin) {
+        p
+    } else {
+        eprintln!("error: `{plugin}` is neither a file nor the id of a loaded plugin");
+        return Ok(ExitCode::FAILURE);
+    };
+    let mut value = plugin_json(plugin);
+    value["confinement"] = json!(host.confinement().to_string());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let m = &plugin.manifest;
+    println!("plugin      {} {}", m.id, m.version);
+    if !m.description.is_empty() {
+        println!("            {}", m.description);
+    }
+    println!("source      {}", plugin.source);
+    println!("sha256      {}", plugin.content_hash);
+    println!("world       {} ({})", m.world, m.wit.as_deref().unwrap_or("plugboard:plugin@0.1.0"));
+    println!("load        {} in {:.1} ms", value["load"]["cache"].as_str().unwrap_or(""), plugin.stats.micros as f64 / 1000.0);
+    println!("\ntools");
+    for t in &plugin.tools {
+        println!("  {}: {}", t.name, t.description.lines().next().unwrap_or(""));
+        let params = parameter_summary(&t.parameters);
+        if !params.is_empty() {
+            println!("      parameters: {params}");
+        }
+    }
+    let req = &m.capabilities;
+    let pol = &plugin.policy;
+    let grant_note = match plugin.grant_source {
+        crate::config::GrantSource::Config => "from the configuration",
+        crate::config::GrantSource::BuiltinDefault => "built-in default of a first-party plugin",
+        crate::config::GrantSource::None => "nothing granted",
+    };
+    println!("\ncapabilities (effective = requested AND granted; grants: {grant_note})");
+    let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+    println!("  filesystem  requested: {}", req.filesystem.map(|a| a.to_string()).unwrap_or_else(|| "none".into()));
+    println!("              granted:   {}", list(&pol.granted.filesystem.iter().map(|g| format!("{} ({})", g.path(), g.access())).collect::<Vec<_>>()));
+    println!("              effective: {}", list(&pol.filesystem.iter().map(|g| format!("{} ({})", g.path.display(), g.access)).collect::<Vec<_>>()));
+    println!("  network     requested: {}", list(&req.network));
+    println!("              granted:   {}", list(&pol.granted.network));
+    println!("  process     requested: {}", list(&req.process));
+    println!("              granted:   {}", list(&pol.granted.process));
+    if !req.process.is_empty() {
+        println!("              confinement: {}", host.confinement());
+    }
+    println!("  env         requested: {}", list(&req.env));
+    println!("              granted:   {}", list(&pol.granted.env));
+    println!("              visible:   {}", list(&pol.env.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()));
+    let l = pol.limits;
+    println!("  limits      memory {} MiB, time {} ms per call, output {} bytes", l.memory_mib, l.timeout_ms, l.max_output_bytes);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plugin_json(p: &LoadedPlugin) -> serde_json::Value {
+    let pol = &p.policy;
+    json!({
+        "manifest": p.manifest,
+        "source": p.source,
+        "sha256": p.content_hash,
+        "load": p.stats,
+        "tools": p.tools,
+        "grant_source": p.grant_source,
+        "granted": pol.granted,
+        "effective": {
+            "filesystem": pol.filesystem,
+            "network": pol.granted.network.iter().filter(|_| !pol.network.is_closed()).collect::<Vec<_>>(),
+            "env": pol.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            "limits": pol.limits,
+        },
+    })
+}

@@ -1,0 +1,189 @@
+//! The operator's configuration: `plugboard.toml` in the workspace, or `--config FILE`.
+//!
+//! ```toml
+//! [limits]                      # defaults for every plugin
+//! memory_mib = 128
+//! timeout_ms = 30000
+//! max_output_bytes = 1048576
+//!
+//! [plugins.fetch]               # grants of the plugin with id `fetch`
+//! network = ["https://*.rust-lang.org", "http://127.0.0.1:*"]
+//! ```
+//!
+//! See `docs/configuration.md` for every key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::capability::filesystem::{Access, DirGrantSpec};
+use crate::capability::{Limits, PluginGrants, SandboxSettings};
+use crate::engine::EngineSettings;
+
+/// Name of the configuration file looked up in the workspace.
+pub const CONFIG_FILE_NAME: &str = "plugboard.toml";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[engine]`: allocator settings.
+    #[serde(default)]
+    pub engine: EngineSettings,
+    /// `[limits]`: default limits of every plugin.
+    #[serde(default)]
+    pub limits: Limits,
+    /// `[sandbox]`: settings of every plugin's sandbox.
+    #[serde(default)]
+    pub sandbox: SandboxSettings,
+    /// `[cache]`: where compiled plugins are kept.
+    #[serde(default)]
+    pub cache: CacheSettings,
+    /// `[plugins.<id>]`: grants per plugin id. A first-party plugin without a table here
+    /// gets its built-in default grant (see [`builtin_grants`]); any other plugin gets none.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginGrants>,
+}
+
+/// `[cache]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSettings {
+    /// Directory of compiled plugins; default: the user's cache directory.
+    pub dir: Option<PathBuf>,
+    /// Set to false to compile on every start.
+    pub enabled: Option<bool>,
+}
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid (TOML syntax, an unknown key, a wrong type); the message
+    /// carries the line and column.
+    #[error("invalid configuration in {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads `explicit` when given (it must exist), else `<workspace>/plugboard.toml` when
+    /// present, else the defaults. Returns the file used.
+    pub fn load(explicit: Option<&Path>, workspace: &Path) -> Result<(Config, Option<PathBuf>), ConfigError> {
+        let path = match explicit {
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(workspace.join(CONFIG_FILE_NAME)).filter(|p| p.exists()),
+        };
+        let Some(path) = path else { return Ok((Config::default(), None)) };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let config = Config::parse(&text).map_err(|message| ConfigError::Invalid { path: path.clone(), message })?;
+        Ok((config, Some(path)))
+    }
+
+    /// Parses the text of a configuration file.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+    }
+
+    /// The grants of plugin `id`: its table, or the built-in default of a first-party plugin.
+    pub fn grants_for(&self, id: &str, first_party: bool) -> (Option<PluginGrants>, GrantSource) {
+        match self.plugins.get(id) {
+            Some(g) => (Some(g.clone()), GrantSource::Config),
+            None if first_party => match builtin_grants(id) {
+                Some(g) => (Some(g), GrantSource::BuiltinDefault),
+                None => (None, GrantSource::None),
+            },
+            None => (None, GrantSource::None),
+        }
+    }
+}
+
+/// Where a plugin's grants came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GrantSource {
+    /// A `[plugins.<id>]` table.
+    Config,
+    /// The built-in default of a first-party plugin.
+    BuiltinDefault,
+    /// Nothing is granted.
+    None,
+}
+
+/// The built-in grants of the first-party plugins, used when the configuration has no table
+/// for them: the file tools see the workspace (read-only for the readers, read-write for
+/// `write` and `edit`); `shell` has the workspace read-write but no commands; `fetch` has no
+/// hosts. Everything beyond that must be granted.
+pub fn builtin_grants(id: &str) -> Option<PluginGrants> {
+    let workspace = |access| PluginGrants { filesystem: vec![DirGrantSpec::WithAccess { path: ".".into(), access }], ..Default::default() };
+    match id {
+        "read" | "list" | "glob" | "grep" => Some(workspace(Access::ReadOnly)),
+        "write" | "edit" | "shell" => Some(workspace(Access::ReadWrite)),
+        "fetch" => Some(PluginGrants::default()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_parses() {
+        let config = Config::parse(
+            r#"
+            [limits]
+            memory_mib = 64
+            timeout_ms = 1000
+            max_output_bytes = 4096
+
+            [sandbox]
+            unconfined_commands = "allow"
+
+            [plugins.fetch]
+            network = ["http://127.0.0.1:*"]
+
+            [plugins.shell]
+            filesystem = [".", { path = "/tmp", access = "read-write" }]
+            process = ["ls*"]
+            env = ["HOME"]
+            limits = { timeout_ms = 5000 }
+            settings = { shell = "/bin/sh" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.limits.memory_mib, 64);
+        let shell = &config.plugins["shell"];
+        assert_eq!(shell.filesystem[0].access(), Access::ReadOnly);
+        assert_eq!(shell.filesystem[1].access(), Access::ReadWrite);
+        assert_eq!(shell.limits.timeout_ms, Some(5000));
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_named() {
+        let err = Config::parse("[plugins.read]\nfilesytem = [\".\"]\n").unwrap_err();
+        assert!(err.contains("filesytem") && err.contains("line 2"), "{err}");
+        let err = Config::parse("[limits]\nmemory_mib = \"lots\"\n").unwrap_err();
+        assert!(err.contains("memory_mib") || err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn first_party_plugins_get_defaults_and_others_nothing() {
+        let config = Config::default();
+        assert_eq!(config.grants_for("read", true).1, GrantSource::BuiltinDefault);
+        assert_eq!(config.grants_for("read", false).1, GrantSource::None);
+        assert_eq!(config.grants_for("thirdparty", false).0, None);
+    }
+}

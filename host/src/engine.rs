@@ -1,0 +1,151 @@
+//! The process-wide `wasmtime::Engine`, configured in one place, and the epoch ticker that
+//! drives call deadlines.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances. Call deadlines are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// How instances get their memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllocatorKind {
+    /// Pre-reserved slots: fast instantiation (the default where the machine allows it).
+    Pooling,
+    /// Memory mapped per instance: used where the address space for the pool is not there.
+    OnDemand,
+}
+
+impl std::fmt::Display for AllocatorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AllocatorKind::Pooling => "pooling",
+            AllocatorKind::OnDemand => "on-demand",
+        })
+    }
+}
+
+/// Engine settings that operators may override (`[engine]` in `plugboard.toml`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSettings {
+    /// Use the pooling allocator when the machine allows it.
+    pub pooling: bool,
+    /// Component instances that may be live at once (pooling only).
+    pub max_instances: u32,
+    /// The largest linear memory any plugin may be granted, in MiB (pooling slot size).
+    pub max_memory_mib: u64,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings { pooling: true, max_instances: 1000, max_memory_mib: 1024 }
+    }
+}
+
+/// The engine and how it was set up.
+#[derive(Clone)]
+pub struct PluginEngine {
+    /// The engine shared by every plugin of this process.
+    pub engine: Engine,
+    /// The allocator in use.
+    pub allocator: AllocatorKind,
+    /// Why pooling is not in use, when it is not.
+    pub pooling_fallback_reason: Option<String>,
+    _ticker: Arc<EpochTicker>,
+}
+
+impl PluginEngine {
+    /// Builds the engine: component model, epoch interruption, no component-model
+    /// concurrency (plugins are synchronous guests; this makes instantiation several times
+    /// cheaper), and the pooling allocator where the machine allows it. Starts the ticker.
+    pub fn new(settings: &EngineSettings) -> anyhow::Result<Self> {
+        let (engine, allocator, reason) = if settings.pooling {
+            match Engine::new(&base_config(Some(settings))) {
+                Ok(engine) => match probe_pool(&engine) {
+                    Ok(()) => (engine, AllocatorKind::Pooling, None),
+                    Err(e) => (on_demand()?, AllocatorKind::OnDemand, Some(e)),
+                },
+                Err(e) => (on_demand()?, AllocatorKind::OnDemand, Some(format!("{e:#}"))),
+            }
+        } else {
+            (on_demand()?, AllocatorKind::OnDemand, Some("disabled by configuration".into()))
+        };
+        if let Some(reason) = &reason {
+            tracing::info!(%reason, "pooling allocator not in use; instances are allocated on demand");
+        }
+        let ticker = Arc::new(EpochTicker::start(engine.clone()));
+        Ok(PluginEngine { engine, allocator, pooling_fallback_reason: reason, _ticker: ticker })
+    }
+}
+
+fn on_demand() -> anyhow::Result<Engine> {
+    Engine::new(&base_config(None)).map_err(|e| anyhow::anyhow!("cannot create the WebAssembly engine: {e:#}"))
+}
+
+fn base_config(pooling: Option<&EngineSettings>) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.concurrency_support(false);
+    if let Some(settings) = pooling {
+        let instances = settings.max_instances.max(1);
+        let mut pool = PoolingAllocationConfig::new();
+        // Each Rust component has about 3 core modules, 1 memory and 2 tables.
+        pool.total_component_instances(instances)
+            .total_core_instances(instances * 4)
+            .total_memories(instances * 2)
+            .total_tables(instances * 4)
+            .max_memories_per_component(4)
+            .max_tables_per_component(8)
+            .max_core_instances_per_component(16)
+            .max_memory_size((settings.max_memory_mib as usize) << 20)
+            .pagemap_scan(Enabled::Auto);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+/// Instantiates a trivial module to check that the pool's address space really is there.
+fn probe_pool(engine: &Engine) -> Result<(), String> {
+    let module = wasmtime::Module::new(engine, "(module (memory 1))").map_err(|e| format!("{e:#}"))?;
+    let mut store = wasmtime::Store::new(engine, ());
+    store.set_epoch_deadline(1);
+    wasmtime::Instance::new(&mut store, &module, &[]).map(|_| ()).map_err(|e| format!("{e:#}"))
+}
+
+/// A thread that advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("plugboard-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch ticker thread");
+        EpochTicker { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The number of epoch ticks in `timeout`, at least 1.
+pub fn ticks_for(timeout: Duration) -> u64 {
+    (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
+}

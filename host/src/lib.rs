@@ -1,0 +1,21 @@
+//! # Plugboard
+//!
+//! A host for AI-agent plugins: tools (and, later, providers and hooks) are sandboxed
+//! WebAssembly components typed by the `plugboard:plugin` WIT package.
+//!
+//! - [`engine`]: the process-wide wasmtime engine and its epoch ticker;
+//! - [`artifact_cache`]: compiled components cached on disk;
+//! - [`manifest`]: what a plugin says about itself;
+//! - [`config`]: the operator's `plugboard.toml`;
+//! - [`capability`]: deny-by-default grants (filesystem, network, process, env, limits);
+//! - [`runtime`]: loading plugins and running tool calls;
+//! - [`cli`]: the `plugboard` command.
+
+pub mod artifact_cache;
+pub mod bindings;
+pub mod capability;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod manifest;
+pub mod runtime;

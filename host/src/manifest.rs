@@ -1,0 +1,131 @@
+//! The plugin manifest: id, version, description and the capabilities a plugin requests.
+//! It travels inside the component as the `plugboard-manifest` custom section (written by
+//! the SDK), or in a `plugin.toml` beside the `.wasm` file. The host reads it without
+//! running the plugin.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Name of the custom section the SDK embeds the manifest in.
+pub const MANIFEST_SECTION: &str = "plugboard-manifest";
+
+/// What a plugin says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginManifest {
+    /// Unique id, e.g. `read`. Grants in `plugboard.toml` are keyed by it.
+    pub id: String,
+    /// The plugin's version.
+    pub version: String,
+    /// One line about the plugin.
+    #[serde(default)]
+    pub description: String,
+    /// The WIT world the plugin targets, e.g. `tool-plugin`.
+    #[serde(default = "default_world")]
+    pub world: String,
+    /// The WIT package version it was built against, e.g. `plugboard:plugin@0.1.0`.
+    #[serde(default)]
+    pub wit: Option<String>,
+    /// The SDK version that built it, when built with the SDK.
+    #[serde(default)]
+    pub sdk: Option<String>,
+    /// The capabilities it requests. It gets only those the operator also grants.
+    #[serde(default)]
+    pub capabilities: RequestedCapabilities,
+}
+
+fn default_world() -> String {
+    "tool-plugin".into()
+}
+
+/// The capabilities a plugin requests in its manifest.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestedCapabilities {
+    /// `read-only` or `read-write` access to whatever directories the operator grants.
+    #[serde(default)]
+    pub filesystem: Option<crate::capability::filesystem::Access>,
+    /// Host patterns the plugin may want to reach (`*` for any the operator grants).
+    #[serde(default)]
+    pub network: Vec<String>,
+    /// Command patterns the plugin may want to run (`*` for any the operator grants).
+    #[serde(default)]
+    pub process: Vec<String>,
+    /// Environment variables the plugin wants to read (`*` for any the operator grants).
+    #[serde(default)]
+    pub env: Vec<String>,
+}
+
+/// Why a manifest could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The bytes are not a WebAssembly component.
+    #[error("not a WebAssembly component: {0}")]
+    NotAComponent(String),
+    /// Neither an embedded manifest nor a `plugin.toml` was found.
+    #[error(
+        "no manifest: the component has no `{MANIFEST_SECTION}` section (build it with plugboard-sdk's export_tools!) and there is no plugin.toml beside it"
+    )]
+    Missing,
+    /// The manifest is there but malformed.
+    #[error("invalid manifest in {origin}: {message}")]
+    Invalid {
+        /// Where it came from.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl PluginManifest {
+    /// Reads the manifest of the component `bytes`, preferring a `plugin.toml` beside
+    /// `path` (when given) over the embedded one.
+    pub fn read(bytes: &[u8], path: Option<&Path>) -> Result<Self, ManifestError> {
+        if let Some(toml_path) = path.map(|p| p.with_file_name("plugin.toml"))
+            && toml_path.exists()
+        {
+            let origin = toml_path.display().to_string();
+            let text = std::fs::read_to_string(&toml_path).map_err(|e| ManifestError::Invalid { origin: origin.clone(), message: e.to_string() })?;
+            let manifest: PluginManifest = toml::from_str(&text).map_err(|e| ManifestError::Invalid { origin: origin.clone(), message: e.to_string() })?;
+            return manifest.validated(&origin);
+        }
+        let section = embedded_section(bytes)?.ok_or(ManifestError::Missing)?;
+        let origin = format!("the `{MANIFEST_SECTION}` section");
+        let manifest: PluginManifest =
+            serde_json::from_slice(&section).map_err(|e| ManifestError::Invalid { origin: origin.clone(), message: e.to_string() })?;
+        manifest.validated(&origin)
+    }
+
+    fn validated(self, origin: &str) -> Result<Self, ManifestError> {
+        let invalid = |message: String| ManifestError::Invalid { origin: origin.to_string(), message };
+        if self.id.is_empty() || !self.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
+            return Err(invalid(format!("id `{}` must use only lowercase letters, digits, `-` and `_`", self.id)));
+        }
+        if self.world != "tool-plugin" {
+            return Err(invalid(format!("world `{}` is not one this host runs (known: tool-plugin)", self.world)));
+        }
+        Ok(self)
+    }
+}
+
+/// The contents of the first `plugboard-manifest` custom section anywhere in the component
+/// (the SDK's lands in the core module nested inside it).
+fn embedded_section(bytes: &[u8]) -> Result<Option<Vec<u8>>, ManifestError> {
+    if !wasmparser::Parser::is_component(bytes) {
+        return Err(ManifestError::NotAComponent(if wasmparser::Parser::is_core_wasm(bytes) {
+            "it is a core module; plugins must be components (build for wasm32-wasip2)".into()
+        } else {
+            "the file does not start with the WebAssembly magic bytes".into()
+        }));
+    }
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let payload = payload.map_err(|e| ManifestError::NotAComponent(e.to_string()))?;
+        if let wasmparser::Payload::CustomSection(section) = payload
+            && section.name() == MANIFEST_SECTION
+        {
+            return Ok(Some(section.data().to_vec()));
+        }
+    }
+    Ok(None)
+}

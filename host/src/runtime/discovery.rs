@@ -1,0 +1,77 @@
+//! Where plugins are found: the first-party plugins embedded in the binary, the user's
+//! plugins directory, the workspace's `.plugboard/plugins/`, and `--plugins DIR`s. A
+//! plugin id found in several places is taken from the most specific one (`--plugins`,
+//! then the workspace, then the user's directory, then the embedded ones).
+
+use std::path::{Path, PathBuf};
+
+use super::plugin::PluginSource;
+
+/// The workspace's plugins directory, relative to the workspace.
+pub const WORKSPACE_PLUGINS_DIR: &str = ".plugboard/plugins";
+
+/// A plugin to load, with its bytes.
+pub struct Candidate {
+    /// Where it is.
+    pub source: PluginSource,
+    /// Its component.
+    pub bytes: std::borrow::Cow<'static, [u8]>,
+    /// True for the embedded first-party plugins.
+    pub first_party: bool,
+    /// Higher wins when two candidates have the same plugin id.
+    pub precedence: u8,
+}
+
+/// The user's plugins directory: `$XDG_CONFIG_HOME/plugboard/plugins` or the platform's
+/// equivalent.
+pub fn user_plugins_dir() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "plugboard").map(|d| d.config_dir().join("plugins"))
+}
+
+/// Lists every candidate, highest precedence first. Unreadable files are returned as
+/// errors beside the candidates, never silently skipped.
+pub fn discover(workspace: &Path, user_dir: Option<&Path>, extra_dirs: &[PathBuf]) -> (Vec<Candidate>, Vec<(PluginSource, String)>) {
+    let mut candidates = Vec::new();
+    let mut errors = Vec::new();
+    let mut scan = |dir: &Path, precedence: u8, must_exist: bool| {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                if must_exist {
+                    errors.push((PluginSource::File { path: dir.to_path_buf() }, format!("cannot read the plugins directory: {e}")));
+                }
+                return;
+            }
+        };
+        let mut files: Vec<PathBuf> =
+            entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file()).collect();
+        files.sort();
+        for path in files {
+            match std::fs::read(&path) {
+                Ok(bytes) => candidates.push(Candidate {
+                    source: PluginSource::File { path },
+                    bytes: bytes.into(),
+                    first_party: false,
+                    precedence,
+                }),
+                Err(e) => errors.push((PluginSource::File { path }, format!("cannot read: {e}"))),
+            }
+        }
+    };
+    for dir in extra_dirs {
+        scan(dir, 3, true);
+    }
+    scan(&workspace.join(WORKSPACE_PLUGINS_DIR), 2, false);
+    if let Some(dir) = user_dir {
+        scan(dir, 1, false);
+    }
+    for plugin in plugboard_bundled_plugins::PLUGINS {
+        candidates.push(Candidate {
+            source: PluginSource::Bundled { name: plugin.name.to_string() },
+            bytes: plugin.component.into(),
+            first_party: true,
+            precedence: 0,
+        });
+    }
+    (candidates, errors)
+}

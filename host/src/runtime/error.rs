@@ -1,0 +1,88 @@
+//! Why a tool call failed, typed at the runtime's border.
+
+use crate::capability::CapabilityKind;
+
+/// Why a tool call failed. Every variant names the plugin or tool and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// No loaded plugin provides a tool of this name.
+    #[error("no tool named `{name}`{}", if available.is_empty() { String::new() } else { format!(" (available: {})", available.join(", ")) })]
+    UnknownTool {
+        /// The name asked for.
+        name: String,
+        /// The names that exist.
+        available: Vec<String>,
+    },
+    /// The arguments are not valid JSON or do not match the tool's schema.
+    #[error("invalid arguments for `{tool}`: {message}")]
+    InvalidArguments {
+        /// The tool.
+        tool: String,
+        /// What is wrong, naming the field.
+        message: String,
+    },
+    /// The call needed a capability the plugin was not granted.
+    #[error("plugin `{plugin}` was denied {kind} access to `{target}`: {reason}\n{hint}")]
+    Denied {
+        /// The plugin.
+        plugin: String,
+        /// The kind of capability.
+        kind: CapabilityKind,
+        /// What was refused.
+        target: String,
+        /// Why.
+        reason: String,
+        /// The configuration that would grant it, or why none can.
+        hint: String,
+    },
+    /// The tool ran and reported a failure.
+    #[error("`{tool}` failed: {message}")]
+    Failed {
+        /// The tool.
+        tool: String,
+        /// Its message.
+        message: String,
+    },
+    /// The call ran past its time limit and was stopped.
+    #[error("plugin `{plugin}` exceeded its time limit of {limit_ms} ms and was stopped (raise `limits.timeout_ms` in [plugins.{plugin}] to allow more)")]
+    Timeout {
+        /// The plugin.
+        plugin: String,
+        /// The limit.
+        limit_ms: u64,
+    },
+    /// The plugin tried to grow its memory past the limit and was stopped.
+    #[error("plugin `{plugin}` exceeded its memory limit of {limit_mib} MiB and was stopped (raise `limits.memory_mib` in [plugins.{plugin}] to allow more)")]
+    MemoryExceeded {
+        /// The plugin.
+        plugin: String,
+        /// The limit.
+        limit_mib: u64,
+    },
+    /// The output is larger than allowed.
+    #[error("plugin `{plugin}` returned {size} bytes of output, over its limit of {limit} bytes (`limits.max_output_bytes`)")]
+    OutputTooLarge {
+        /// The plugin.
+        plugin: String,
+        /// The size returned.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The plugin trapped (a panic, an `unreachable`, an out-of-bounds access).
+    #[error("plugin `{plugin}` crashed: {message}")]
+    Crashed {
+        /// The plugin.
+        plugin: String,
+        /// The trap, and the plugin's last stderr lines (a panic message) when any.
+        message: String,
+    },
+    /// The host could not set up the call.
+    #[error("cannot run plugin `{plugin}`: {message}")]
+    Host {
+        /// The plugin.
+        plugin: String,
+        /// What went wrong.
+        message: String,
+    },
+}

@@ -1,0 +1,294 @@
+//! The plugin runtime: loads plugins, keeps the registry of their tools, and runs calls,
+//! each in a fresh instance under the plugin's capabilities and limits.
+
+pub mod discovery;
+pub mod error;
+pub mod plugin;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::artifact_cache::ArtifactCache;
+use crate::bindings::ToolPlugin;
+use crate::capability::confinement::{self, ConfinementSupport};
+use crate::capability::PolicyContext;
+use crate::config::{Config, ConfigError};
+use crate::engine::PluginEngine;
+pub use error::CallError;
+pub use plugin::{CallContext, LoadError, LoadedPlugin, PluginSource, ToolDefinition, ToolOutput};
+use state::{CallState, ProgressSink};
+
+/// How to start a [`PluginHost`].
+#[derive(Debug, Clone, Default)]
+pub struct HostOptions {
+    /// The workspace directory (default: the current directory).
+    pub workspace: Option<PathBuf>,
+    /// `--config FILE` (default: `<workspace>/plugboard.toml` when present).
+    pub config_file: Option<PathBuf>,
+    /// `--plugins DIR`s.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Overrides the cache directory (and `[cache]`).
+    pub cache_dir: Option<PathBuf>,
+    /// Skip the user's plugins directory (tests use this for isolation).
+    pub skip_user_plugins: bool,
+}
+
+/// Why the host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The workspace directory is not usable.
+    #[error("workspace `{path}` is not usable: {message}")]
+    Workspace {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The engine could not be created.
+    #[error("{0}")]
+    Engine(String),
+}
+
+/// A plugin that could not be loaded, and why. The others are loaded regardless.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadFailure {
+    /// Where it is.
+    pub source: PluginSource,
+    /// Why it failed.
+    pub reason: String,
+}
+
+/// The loaded plugins and their tools.
+pub struct PluginHost {
+    engine: PluginEngine,
+    linker: Arc<Linker<CallState>>,
+    cache: ArtifactCache,
+    config: Arc<Config>,
+    config_path: Option<PathBuf>,
+    policy_ctx: PolicyContext,
+    plugins: BTreeMap<String, Arc<LoadedPlugin>>,
+    tools: BTreeMap<String, Arc<LoadedPlugin>>,
+    failures: Vec<LoadFailure>,
+}
+
+impl PluginHost {
+    /// Reads the configuration, builds the engine and loads every plugin found, concurrently.
+    /// A plugin that fails to load is recorded in [`Self::failures`]; the others serve.
+    pub async fn start(options: HostOptions) -> Result<Self, StartError> {
+        let workspace = match &options.workspace {
+            Some(w) => w.clone(),
+            None => std::env::current_dir().map_err(|e| StartError::Workspace { path: ".".into(), message: e.to_string() })?,
+        };
+        let workspace = workspace.canonicalize().map_err(|e| StartError::Workspace { path: workspace.clone(), message: e.to_string() })?;
+        let (config, config_path) = Config::load(options.config_file.as_deref(), &workspace)?;
+        let engine = PluginEngine::new(&config.engine).map_err(|e| StartError::Engine(format!("{e:#}")))?;
+        let cache_dir = match (&options.cache_dir, config.cache.enabled) {
+            (Some(dir), _) => Some(dir.clone()),
+            (None, Some(false)) => None,
+            (None, _) => config.cache.dir.clone().or_else(ArtifactCache::default_dir),
+        };
+        let cache = ArtifactCache::new(&engine.engine, cache_dir);
+        let linker = Arc::new(new_linker(&engine).map_err(StartError::Engine)?);
+        let policy_ctx = PolicyContext {
+            workspace: workspace.clone(),
+            default_limits: config.limits,
+            sandbox: config.sandbox.clone(),
+            confinement: Arc::new(confinement::probe()),
+        };
+        let mut host = PluginHost {
+            engine,
+            linker,
+            cache,
+            config: Arc::new(config),
+            config_path,
+            policy_ctx,
+            plugins: BTreeMap::new(),
+            tools: BTreeMap::new(),
+            failures: Vec::new(),
+        };
+        let user_dir = if options.skip_user_plugins { None } else { discovery::user_plugins_dir() };
+        let (candidates, errors) = discovery::discover(&workspace, user_dir.as_deref(), &options.plugin_dirs);
+        host.failures.extend(errors.into_iter().map(|(source, reason)| LoadFailure { source, reason }));
+        host.load_all(candidates).await;
+        Ok(host)
+    }
+
+    async fn load_all(&mut self, candidates: Vec<discovery::Candidate>) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, candidate) in candidates.into_iter().enumerate() {
+            let loader = self.loader();
+            tasks.spawn(async move {
+                let source = candidate.source.clone();
+                let result = loader.load(candidate.bytes, candidate.source, candidate.first_party).await;
+                (index, candidate.precedence, source, result)
+            });
+        }
+        let mut loaded = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(result) => loaded.push(result),
+                Err(e) => tracing::error!(error = %e, "a plugin load task failed"),
+            }
+        }
+        // Highest precedence first; the discovery order breaks ties.
+        loaded.sort_by_key(|(index, precedence, _, _)| (std::cmp::Reverse(*precedence), *index));
+        for (_, _, source, result) in loaded {
+            match result {
+                Ok(plugin) => self.register(plugin),
+                Err(e) => {
+                    tracing::warn!(%source, error = %e, "plugin not loaded");
+                    self.failures.push(LoadFailure { source, reason: e.to_string() });
+                }
+            }
+        }
+    }
+
+    fn register(&mut self, plugin: LoadedPlugin) {
+        let id = plugin.manifest.id.clone();
+        if let Some(existing) = self.plugins.get(&id) {
+            tracing::info!(plugin = %id, shadowed = %plugin.source, by = %existing.source, "plugin shadowed by one of higher precedence");
+            return;
+        }
+        if let Some(clash) = plugin.tools.iter().find_map(|t| self.tools.get(&t.name).map(|other| (t.name.clone(), other.manifest.id.clone()))) {
+            self.failures.push(LoadFailure {
+                source: plugin.source.clone(),
+                reason: format!("plugin `{id}` provides the tool `{}`, which plugin `{}` already provides", clash.0, clash.1),
+            });
+            return;
+        }
+        let plugin = Arc::new(plugin);
+        for tool in &plugin.tools {
+            self.tools.insert(tool.name.clone(), plugin.clone());
+        }
+        self.plugins.insert(id, plugin);
+    }
+
+    /// What loading one plugin needs, detached from `self` for concurrent loads.
+    pub fn loader(&self) -> PluginLoader {
+        PluginLoader {
+            engine: self.engine.clone(),
+            linker: self.linker.clone(),
+            cache: self.cache.clone(),
+            config: self.config.clone(),
+            policy_ctx: self.policy_ctx.clone(),
+        }
+    }
+
+    /// Every tool with the plugin that provides it, by name.
+    pub fn tools(&self) -> impl Iterator<Item = (&ToolDefinition, &Arc<LoadedPlugin>)> {
+        self.tools.iter().filter_map(|(name, plugin)| plugin.tools.iter().find(|t| &t.name == name).map(|t| (t, plugin)))
+    }
+
+    /// Every loaded plugin, by id.
+    pub fn plugins(&self) -> impl Iterator<Item = &Arc<LoadedPlugin>> {
+        self.plugins.values()
+    }
+
+    /// The loaded plugin `id`.
+    pub fn plugin(&self, id: &str) -> Option<&Arc<LoadedPlugin>> {
+        self.plugins.get(id)
+    }
+
+    /// The plugins that could not be loaded.
+    pub fn failures(&self) -> &[LoadFailure] {
+        &self.failures
+    }
+
+    /// The engine in use.
+    pub fn engine(&self) -> &PluginEngine {
+        &self.engine
+    }
+
+    /// The workspace directory (canonical).
+    pub fn workspace(&self) -> &Path {
+        &self.policy_ctx.workspace
+    }
+
+    /// The configuration file in use, if any.
+    pub fn config_path(&self) -> Option<&Path> {
+        self.config_path.as_deref()
+    }
+
+    /// Whether commands can be confined on this machine.
+    pub fn confinement(&self) -> &ConfinementSupport {
+        &self.policy_ctx.confinement
+    }
+
+    /// Runs tool `name` with `arguments` (a JSON object) under its plugin's policy.
+    pub async fn call_tool(&self, name: &str, arguments: &str, context: &CallContext, progress: Option<ProgressSink>) -> Result<ToolOutput, CallError> {
+        let Some(plugin) = self.tools.get(name) else {
+            return Err(CallError::UnknownTool { name: name.to_string(), available: self.tools.keys().cloned().collect() });
+        };
+        check_arguments(name, arguments)?;
+        plugin.call(name, arguments, context, progress).await
+    }
+}
+
+/// The arguments must be one JSON object; the plugin checks them against its schema.
+fn check_arguments(tool: &str, arguments: &str) -> Result<(), CallError> {
+    let invalid = |message: String| CallError::InvalidArguments { tool: tool.to_string(), message };
+    let value: serde_json::Value = serde_json::from_str(arguments).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(invalid(format!("expected a JSON object, got {}", json_kind(&value))));
+    }
+    Ok(())
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// Everything needed to load one plugin, cheap to clone.
+#[derive(Clone)]
+pub struct PluginLoader {
+    engine: PluginEngine,
+    linker: Arc<Linker<CallState>>,
+    cache: ArtifactCache,
+    config: Arc<Config>,
+    policy_ctx: PolicyContext,
+}
+
+impl PluginLoader {
+    /// Compiles (off the async workers) and prepares a plugin, then lists its tools.
+    pub async fn load(&self, bytes: std::borrow::Cow<'static, [u8]>, source: PluginSource, first_party: bool) -> Result<LoadedPlugin, LoadError> {
+        let this = self.clone();
+        let mut plugin = tokio::task::spawn_blocking(move || {
+            LoadedPlugin::compile(&bytes, source, first_party, &this.engine, &this.linker, &this.cache, &this.config, &this.policy_ctx)
+        })
+        .await
+        .map_err(|e| LoadError::Component(format!("the compile task failed: {e}")))??;
+        plugin.list_tools().await?;
+        Ok(plugin)
+    }
+
+    /// Loads the plugin file at `path` without registering it (for `plugin inspect`).
+    pub async fn load_file(&self, path: &Path) -> Result<LoadedPlugin, LoadError> {
+        let bytes = std::fs::read(path).map_err(|e| LoadError::Component(format!("cannot read {}: {e}", path.display())))?;
+        self.load(bytes.into(), PluginSource::File { path: path.to_path_buf() }, false).await
+    }
+}
+
+/// The linker every plugin is instantiated with: WASI (filesystem through preopens only,
+/// no sockets), `wasi:http` (through the network policy) and the Plugboard host interfaces.
+fn new_linker(engine: &PluginEngine) -> Result<Linker<CallState>, String> {
+    let mut linker = Linker::<CallState>::new(&engine.engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| format!("linking WASI: {e:#}"))?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|e| format!("linking wasi:http: {e:#}"))?;
+    ToolPlugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s).map_err(|e| format!("linking the host interfaces: {e:#}"))?;
+    Ok(linker)
+}

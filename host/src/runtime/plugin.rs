@@ -1,0 +1,301 @@
+//! A loaded plugin: its manifest, policy, compiled component and tools; and one call.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use wasmtime::Store;
+use wasmtime::component::Linker;
+
+use super::error::CallError;
+use super::state::{CallState, HostDenial, ProgressSink};
+use crate::artifact_cache::{ArtifactCache, CacheOutcome, content_hash};
+use crate::bindings::{ToolPluginPre, types};
+use crate::capability::{CapabilityKind, CapabilityPolicy, PolicyContext};
+use crate::config::{Config, GrantSource};
+use crate::engine::{PluginEngine, ticks_for};
+use crate::manifest::{ManifestError, PluginManifest};
+
+/// Where a plugin came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum PluginSource {
+    /// Embedded in the binary (first-party).
+    Bundled {
+        /// Its short name.
+        name: String,
+    },
+    /// A `.wasm` file.
+    File {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+impl std::fmt::Display for PluginSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PluginSource::Bundled { name } => write!(f, "bundled:{name}"),
+            PluginSource::File { path } => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// One tool as offered to the model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ToolDefinition {
+    /// Its name.
+    pub name: String,
+    /// Its description.
+    pub description: String,
+    /// JSON Schema of its arguments.
+    pub parameters: serde_json::Value,
+}
+
+/// How a plugin was loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LoadStats {
+    /// Whether the compiled component came from the cache.
+    #[serde(serialize_with = "serialize_outcome")]
+    pub cache: CacheOutcome,
+    /// Time from bytes to ready, in microseconds.
+    pub micros: u64,
+}
+
+fn serialize_outcome<S: serde::Serializer>(o: &CacheOutcome, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match o {
+        CacheOutcome::Hit => "cached",
+        CacheOutcome::Compiled => "compiled",
+        CacheOutcome::Uncached => "compiled (not cached)",
+    })
+}
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Its manifest is missing or invalid.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// Its grants in the configuration are invalid.
+    #[error(transparent)]
+    Grant(#[from] crate::capability::GrantError),
+    /// It does not compile, or does not fit the `tool-plugin` world.
+    #[error("{0}")]
+    Component(String),
+    /// Listing its tools failed.
+    #[error("listing its tools failed: {0}")]
+    Tools(String),
+}
+
+/// A plugin ready to serve calls.
+pub struct LoadedPlugin {
+    /// What it says about itself.
+    pub manifest: PluginManifest,
+    /// Where it came from.
+    pub source: PluginSource,
+    /// SHA-256 of its component.
+    pub content_hash: String,
+    /// Its effective capabilities.
+    pub policy: Arc<CapabilityPolicy>,
+    /// Where its grants came from.
+    pub grant_source: GrantSource,
+    /// Its tools.
+    pub tools: Vec<ToolDefinition>,
+    /// How it was loaded.
+    pub stats: LoadStats,
+    engine: PluginEngine,
+    pre: ToolPluginPre<CallState>,
+}
+
+/// What a call needs besides the tool and its arguments.
+#[derive(Debug, Clone, Default)]
+pub struct CallContext {
+    /// The session (empty outside one).
+    pub session_id: String,
+    /// The call's id.
+    pub call_id: String,
+}
+
+/// A successful call's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ToolOutput {
+    /// The text the model sees.
+    pub text: String,
+    /// A short title.
+    pub title: Option<String>,
+    /// Structured metadata.
+    pub metadata: Option<serde_json::Value>,
+}
+
+impl LoadedPlugin {
+    /// Prepares a plugin from its component bytes: reads the manifest, resolves its grants,
+    /// compiles (or loads from the cache) and links. Blocking (compiling takes up to a few
+    /// hundred milliseconds): run it off the async workers, then [`Self::list_tools`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn compile(
+        bytes: &[u8],
+        source: PluginSource,
+        first_party: bool,
+        engine: &PluginEngine,
+        linker: &Linker<CallState>,
+        cache: &ArtifactCache,
+        config: &Config,
+        policy_ctx: &PolicyContext,
+    ) -> Result<Self, LoadError> {
+        let started = Instant::now();
+        let path = match &source {
+            PluginSource::File { path } => Some(path.as_path()),
+            PluginSource::Bundled { .. } => None,
+        };
+        let manifest = PluginManifest::read(bytes, path)?;
+        let (grants, grant_source) = config.grants_for(&manifest.id, first_party);
+        let policy = Arc::new(CapabilityPolicy::resolve(&manifest, grants.as_ref(), policy_ctx)?);
+        let hash = content_hash(bytes);
+        let (component, cache_outcome) =
+            cache.load_or_compile(&engine.engine, bytes, &hash).map_err(|e| LoadError::Component(format!("does not compile: {e:#}")))?;
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Component(format!("does not fit the `tool-plugin` world of plugboard:plugin@0.1.0: {e:#}")))?;
+        let pre = ToolPluginPre::new(instance_pre)
+            .map_err(|e| LoadError::Component(format!("does not export `plugboard:plugin/tool@0.1.0`: {e:#}")))?;
+        let mut plugin = LoadedPlugin {
+            manifest,
+            source,
+            content_hash: hash,
+            policy,
+            grant_source,
+            tools: Vec::new(),
+            stats: LoadStats { cache: cache_outcome, micros: 0 },
+            engine: engine.clone(),
+            pre,
+        };
+        plugin.stats.micros = started.elapsed().as_micros() as u64;
+        Ok(plugin)
+    }
+
+    fn new_store(&self, progress: Option<ProgressSink>) -> anyhow::Result<Store<CallState>> {
+        let state = CallState::new(self.policy.clone(), progress)?;
+        let mut store = Store::new(&self.engine.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(ticks_for(self.policy.limits.timeout()));
+        store.epoch_deadline_trap();
+        Ok(store)
+    }
+
+    /// Runs the plugin's `tools` export once, under its limits, to learn its tools.
+    pub async fn list_tools(&mut self) -> Result<(), LoadError> {
+        let started = Instant::now();
+        let definitions = async {
+            let mut store = self.new_store(None).map_err(|e| e.to_string())?;
+            let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| format!("{e:#}"))?;
+            instance.plugboard_plugin_tool().call_tools(&mut store).await.map_err(|e| format!("{e:#}"))
+        };
+        let definitions = tokio::time::timeout(self.policy.limits.timeout(), definitions)
+            .await
+            .map_err(|_| LoadError::Tools(format!("no answer within {} ms", self.policy.limits.timeout_ms)))?
+            .map_err(LoadError::Tools)?;
+        let mut tools = Vec::with_capacity(definitions.len());
+        for d in definitions {
+            let parameters = serde_json::from_str(&d.parameters_schema)
+                .map_err(|e| LoadError::Tools(format!("tool `{}` has a parameters schema that is not JSON: {e}", d.name)))?;
+            if d.name.is_empty() {
+                return Err(LoadError::Tools("a tool has an empty name".into()));
+            }
+            if tools.iter().any(|t: &ToolDefinition| t.name == d.name) {
+                return Err(LoadError::Tools(format!("the tool `{}` is listed twice", d.name)));
+            }
+            tools.push(ToolDefinition { name: d.name, description: d.description, parameters });
+        }
+        self.tools = tools;
+        self.stats.micros += started.elapsed().as_micros() as u64;
+        Ok(())
+    }
+
+    /// Runs tool `name` of this plugin: a fresh instance, the call under the plugin's
+    /// limits, then the instance is dropped.
+    pub async fn call(&self, name: &str, arguments: &str, context: &CallContext, progress: Option<ProgressSink>) -> Result<ToolOutput, CallError> {
+        let plugin = self.manifest.id.clone();
+        let limits = self.policy.limits;
+        let mut store = self.new_store(progress).map_err(|e| CallError::Host { plugin: plugin.clone(), message: format!("{e:#}") })?;
+        let wit_context = types::CallContext {
+            session_id: context.session_id.clone(),
+            call_id: context.call_id.clone(),
+            working_directory: self.policy.process.workspace.to_string_lossy().into_owned(),
+        };
+        // Epochs stop a guest that computes; this stops one that waits inside a host call.
+        let deadline = limits.timeout() + Duration::from_millis(100);
+        let outcome = tokio::time::timeout(deadline, async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            instance.plugboard_plugin_tool().call_call(&mut store, name, arguments, &wit_context).await
+        })
+        .await;
+        let result = match outcome {
+            Err(_) => return Err(CallError::Timeout { plugin, limit_ms: limits.timeout_ms }),
+            Ok(Err(trap)) => return Err(self.explain_trap(trap, &mut store)),
+            Ok(Ok(result)) => result,
+        };
+        let denials = store.data_mut().take_denials();
+        match result {
+            Ok(output) => {
+                let size = (output.text.len() + output.metadata.as_ref().map_or(0, |m| m.len())) as u64;
+                if size > limits.max_output_bytes {
+                    return Err(CallError::OutputTooLarge { plugin, size, limit: limits.max_output_bytes });
+                }
+                let metadata = match output.metadata {
+                    None => None,
+                    Some(m) => Some(serde_json::from_str(&m).map_err(|e| CallError::Failed {
+                        tool: name.to_string(),
+                        message: format!("the plugin returned metadata that is not JSON: {e}"),
+                    })?),
+                };
+                Ok(ToolOutput { text: output.text, title: output.title, metadata })
+            }
+            Err(error) => Err(self.explain_tool_error(name, error, denials)),
+        }
+    }
+
+    fn explain_tool_error(&self, tool: &str, error: types::ToolError, denials: Vec<HostDenial>) -> CallError {
+        match error {
+            types::ToolError::InvalidArguments(message) => CallError::InvalidArguments { tool: tool.into(), message },
+            types::ToolError::UnknownTool(name) => CallError::Failed { tool: tool.into(), message: format!("the plugin has no tool `{name}`") },
+            types::ToolError::Failed(message) => CallError::Failed { tool: tool.into(), message },
+            types::ToolError::Denied(d) => {
+                let kind = match d.kind {
+                    types::CapabilityKind::Filesystem => CapabilityKind::Filesystem,
+                    types::CapabilityKind::Network => CapabilityKind::Network,
+                    types::CapabilityKind::Process => CapabilityKind::Process,
+                    types::CapabilityKind::Env => CapabilityKind::Env,
+                };
+                // What the host itself refused is the most precise account.
+                let (target, reason) = match denials.into_iter().find(|h| h.kind == kind) {
+                    Some(h) => (h.target, h.reason),
+                    None => (d.target, d.reason),
+                };
+                let hint = self.policy.grant_hint(kind, &target);
+                CallError::Denied { plugin: self.manifest.id.clone(), kind, target, reason, hint }
+            }
+        }
+    }
+
+    fn explain_trap(&self, error: wasmtime::Error, store: &mut Store<CallState>) -> CallError {
+        let plugin = self.manifest.id.clone();
+        let limits = self.policy.limits;
+        if store.data().limiter.exceeded {
+            return CallError::MemoryExceeded { plugin, limit_mib: limits.memory_mib };
+        }
+        if let Some(wasmtime::Trap::Interrupt) = error.downcast_ref::<wasmtime::Trap>() {
+            return CallError::Timeout { plugin, limit_ms: limits.timeout_ms };
+        }
+        let stderr = store.data().stderr.contents();
+        let stderr = String::from_utf8_lossy(&stderr);
+        let tail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).rev().take(5).collect();
+        let trap = error.downcast_ref::<wasmtime::Trap>().map(|t| t.to_string()).unwrap_or_else(|| format!("{error:#}"));
+        let message = if tail.is_empty() {
+            trap
+        } else {
+            format!("{trap}; its last output: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))
+        };
+        CallError::Crashed { plugin, message }
+    }
+}

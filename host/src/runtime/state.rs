@@ -1,0 +1,226 @@
+//! The data of one call's `Store`: its WASI context (only the granted directories and
+//! variables), the `wasi:http` context with the network policy as hooks, the memory limiter,
+//! and the host interfaces every plugin imports.
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::bindings::{host, process, types};
+use crate::capability::CapabilityPolicy;
+use crate::capability::filesystem::Access;
+use crate::capability::network::{NetworkDenial, NetworkPolicy};
+use crate::capability::process::CommandError;
+
+/// Receives the partial output (`host.progress`) of a running call.
+pub type ProgressSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Bytes of a plugin's stderr kept to explain a crash.
+const STDERR_CAPACITY: usize = 16 * 1024;
+
+/// What the host refused during a call, to explain the call's failure precisely.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostDenial {
+    /// The kind of capability.
+    pub kind: crate::capability::CapabilityKind,
+    /// What was refused.
+    pub target: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The `T` of `Store<T>` for one call.
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    hooks: NetworkHooks,
+    pub(crate) limiter: MemoryLimiter,
+    policy: Arc<CapabilityPolicy>,
+    progress: Option<ProgressSink>,
+    pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) denials: Vec<HostDenial>,
+}
+
+impl CallState {
+    /// Prepares the sandbox of one call from the plugin's policy.
+    pub fn new(policy: Arc<CapabilityPolicy>, progress: Option<ProgressSink>) -> anyhow::Result<Self> {
+        let mut builder = WasiCtx::builder();
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        builder.stderr(stderr.clone()).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        for (name, value) in &policy.env {
+            builder.env(name, value);
+        }
+        for grant in &policy.filesystem {
+            let perms = match grant.access {
+                Access::ReadOnly => FsPerms::ReadOnly,
+                Access::ReadWrite => FsPerms::ReadWrite,
+            };
+            let guest_path = grant.path.to_string_lossy();
+            builder
+                .preopened_dir(&grant.path, guest_path.as_ref(), perms)
+                .map_err(|e| anyhow::anyhow!("cannot open granted directory `{}`: {e}", grant.path.display()))?;
+        }
+        let memory = (policy.limits.memory_mib as usize) << 20;
+        Ok(CallState {
+            wasi: builder.build(),
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            hooks: NetworkHooks { policy: policy.network.clone(), denials: Vec::new() },
+            limiter: MemoryLimiter { max_bytes: memory, exceeded: false },
+            policy,
+            progress,
+            stderr,
+            denials: Vec::new(),
+        })
+    }
+
+    /// Everything the host refused during the call.
+    pub fn take_denials(&mut self) -> Vec<HostDenial> {
+        let mut all = std::mem::take(&mut self.denials);
+        all.append(&mut self.hooks.denials);
+        all
+    }
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+/// Caps the plugin's linear memory and remembers whether the cap was hit.
+pub(crate) struct MemoryLimiter {
+    max_bytes: usize,
+    pub(crate) exceeded: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.exceeded = true;
+            wasmtime::bail!("memory limit of {} MiB exceeded (wanted {} MiB)", self.max_bytes >> 20, desired.div_ceil(1 << 20));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// The network policy, where `wasi:http` sends requests: a refused request is never sent.
+struct NetworkHooks {
+    policy: NetworkPolicy,
+    denials: Vec<HostDenial>,
+}
+
+impl WasiHttpHooks for NetworkHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (http::Response<wasmtime_wasi_http::WasiBody>, Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        let uri = request.uri();
+        let scheme = uri.scheme_str().unwrap_or("https").to_string();
+        let host = uri.host().unwrap_or("").to_string();
+        let port = uri.port_u16();
+        if let Err(denial) = self.policy.check(&scheme, &host, port) {
+            let target = match port {
+                Some(p) => format!("{scheme}://{host}:{p}"),
+                None => format!("{scheme}://{host}"),
+            };
+            let reason = match denial {
+                NetworkDenial::NotRequested => "the plugin's manifest does not request this host",
+                NetworkDenial::NotGranted => "the host is not in this plugin's network grant",
+            };
+            tracing::info!(%target, reason, "outgoing request refused");
+            self.denials.push(HostDenial { kind: crate::capability::CapabilityKind::Network, target, reason: reason.into() });
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
+        })
+    }
+}
+
+impl types::Host for CallState {}
+
+impl host::Host for CallState {
+    async fn log(&mut self, level: types::LogLevel, message: String) {
+        let plugin = self.policy.plugin_id.as_str();
+        let message = truncate(&message, 4096);
+        match level {
+            types::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
+            types::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            types::LogLevel::Info => tracing::info!(plugin, "{message}"),
+            types::LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            types::LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+
+    async fn progress(&mut self, text: String) {
+        if let Some(sink) = &self.progress {
+            sink(truncate(&text, self.policy.limits.max_output_bytes as usize));
+        }
+    }
+
+    async fn config(&mut self, key: String) -> Option<String> {
+        self.policy.settings.get(&key).cloned()
+    }
+}
+
+impl process::Host for CallState {
+    async fn run(&mut self, command: process::Command) -> Result<process::CommandOutput, process::CommandError> {
+        let timeout = command.timeout_ms.map(|ms| std::time::Duration::from_millis(ms.into()));
+        match self.policy.process.run(&command.command_line, &command.working_directory, timeout).await {
+            Ok(r) => Ok(process::CommandOutput {
+                exit_code: r.exit_code,
+                stdout: r.stdout,
+                stderr: r.stderr,
+                truncated: r.truncated,
+                timed_out: r.timed_out,
+            }),
+            Err(CommandError::Denied(reason)) => {
+                tracing::info!(plugin = %self.policy.plugin_id, command = %command.command_line, %reason, "command refused");
+                self.denials.push(HostDenial {
+                    kind: crate::capability::CapabilityKind::Process,
+                    target: command.command_line.clone(),
+                    reason: reason.clone(),
+                });
+                Err(process::CommandError::Denied(reason))
+            }
+            Err(CommandError::Failed(message)) => Err(process::CommandError::Failed(message)),
+        }
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}

@@ -1,0 +1,186 @@
+//! Procedural macros of `plugboard-sdk`. Use them through the SDK: `plugboard_sdk::tool` and
+//! `plugboard_sdk::export_tools!`.
+
+use proc_macro::TokenStream;
+use proc_macro2::Span;
+use quote::{format_ident, quote};
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::{FnArg, Ident, ItemFn, Token, Type};
+
+mod manifest;
+
+/// Registers a function as a tool.
+///
+/// The function takes its arguments as one struct that implements `serde::Deserialize` and
+/// `schemars::JsonSchema`, optionally followed by `&Context`, and returns
+/// `Result<impl Into<Output>, impl Into<ToolError>>`. Its doc comment is the description
+/// the model sees; `#[tool(name = "other")]` changes the tool's name (default: the
+/// function's name).
+#[proc_macro_attribute]
+pub fn tool(attr: TokenStream, item: TokenStream) -> TokenStream {
+    match expand_tool(attr.into(), item.into()) {
+        Ok(ts) => ts.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+fn expand_tool(attr: proc_macro2::TokenStream, item: proc_macro2::TokenStream) -> syn::Result<proc_macro2::TokenStream> {
+    let function: ItemFn = syn::parse2(item)?;
+    let fn_name = &function.sig.ident;
+    let mut tool_name = fn_name.to_string();
+    let args = Punctuated::<syn::MetaNameValue, Token![,]>::parse_terminated.parse2(attr)?;
+    for arg in args {
+        if arg.path.is_ident("name") {
+            match &arg.value {
+                syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => tool_name = s.value(),
+                other => return Err(syn::Error::new_spanned(other, "`name` takes a string, e.g. #[tool(name = \"read\")]")),
+            }
+        } else {
+            return Err(syn::Error::new_spanned(&arg.path, "unknown option of #[tool]; the only option is `name = \"...\"`"));
+        }
+    }
+    if tool_name.is_empty() || !tool_name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-') {
+        return Err(syn::Error::new_spanned(fn_name, format!("tool name `{tool_name}` must use only lowercase letters, digits, `_` and `-`")));
+    }
+
+    let description = doc_comment(&function.attrs);
+    if description.is_empty() {
+        return Err(syn::Error::new_spanned(fn_name, "add a doc comment to the tool function: it is the description the model sees"));
+    }
+
+    let inputs: Vec<&FnArg> = function.sig.inputs.iter().collect();
+    let args_type: Type = match inputs.first() {
+        Some(FnArg::Typed(pat)) => (*pat.ty).clone(),
+        _ => {
+            return Err(syn::Error::new_spanned(
+                &function.sig,
+                "a tool function takes its arguments struct first, e.g. `fn read(args: ReadArgs, ctx: &Context)`",
+            ));
+        }
+    };
+    let call = match inputs.len() {
+        1 => quote! { #fn_name(args) },
+        2 => quote! { #fn_name(args, ctx) },
+        _ => {
+            return Err(syn::Error::new_spanned(&function.sig.inputs, "a tool function takes `(args)` or `(args, ctx: &Context)`"));
+        }
+    };
+    let descriptor = descriptor_ident(fn_name);
+    Ok(quote! {
+        #function
+
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals)]
+        const #descriptor: ::plugboard_sdk::__private::ToolDescriptor = ::plugboard_sdk::__private::ToolDescriptor {
+            name: #tool_name,
+            description: #description,
+            schema: ::plugboard_sdk::__private::schema_of::<#args_type>,
+            call: |arguments: &str, ctx: &::plugboard_sdk::Context| {
+                let args = ::plugboard_sdk::__private::parse_arguments::<#args_type>(arguments)?;
+                let _ = &ctx;
+                #call.map(::core::convert::Into::into).map_err(::core::convert::Into::into)
+            },
+        };
+    })
+}
+
+fn descriptor_ident(fn_name: &Ident) -> Ident {
+    format_ident!("__PLUGBOARD_TOOL_{}", fn_name)
+}
+
+fn doc_comment(attrs: &[syn::Attribute]) -> String {
+    let mut lines = Vec::new();
+    for attr in attrs {
+        if !attr.path().is_ident("doc") {
+            continue;
+        }
+        if let syn::Meta::NameValue(nv) = &attr.meta
+            && let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) = &nv.value
+        {
+            lines.push(s.value().trim().to_string());
+        }
+    }
+    lines.join("\n").trim().to_string()
+}
+
+/// Exports the listed `#[tool]` functions as this plugin's tools and embeds the plugin's
+/// manifest (id, version, description and requested capabilities, from the crate's
+/// `Cargo.toml` and its `[package.metadata.plugboard]` table) in the component.
+///
+/// Use it once per plugin crate: `export_tools!(read, write);`
+#[proc_macro]
+pub fn export_tools(input: TokenStream) -> TokenStream {
+    match expand_export_tools(input.into()) {
+        Ok(ts) => ts.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+fn expand_export_tools(input: proc_macro2::TokenStream) -> syn::Result<proc_macro2::TokenStream> {
+    let names = Punctuated::<Ident, Token![,]>::parse_terminated.parse2(input)?;
+    if names.is_empty() {
+        return Err(syn::Error::new(Span::call_site(), "list the tool functions to export, e.g. `export_tools!(read, write);`"));
+    }
+    let descriptors: Vec<Ident> = names.iter().map(descriptor_ident).collect();
+    let manifest = manifest::from_cargo_env("tool-plugin").map_err(|e| syn::Error::new(Span::call_site(), e))?;
+    let manifest_len = manifest.len();
+    let manifest_lit = syn::LitByteStr::new(manifest.as_bytes(), Span::call_site());
+    Ok(quote! {
+        #[doc(hidden)]
+        struct __PlugboardToolPlugin;
+
+        impl __PlugboardToolPlugin {
+            const TOOLS: &'static [&'static ::plugboard_sdk::__private::ToolDescriptor] = &[#(&#descriptors),*];
+        }
+
+        impl ::plugboard_sdk::bindings::exports::plugboard::plugin::tool::Guest for __PlugboardToolPlugin {
+            fn tools() -> ::std::vec::Vec<::plugboard_sdk::bindings::plugboard::plugin::types::ToolDefinition> {
+                ::plugboard_sdk::__private::definitions(Self::TOOLS)
+            }
+
+            fn call(
+                name: ::std::string::String,
+                arguments: ::std::string::String,
+                context: ::plugboard_sdk::bindings::plugboard::plugin::types::CallContext,
+            ) -> ::core::result::Result<
+                ::plugboard_sdk::bindings::plugboard::plugin::types::ToolOutput,
+                ::plugboard_sdk::bindings::plugboard::plugin::types::ToolError,
+            > {
+                ::plugboard_sdk::__private::dispatch(Self::TOOLS, &name, &arguments, context)
+            }
+        }
+
+        ::plugboard_sdk::bindings::export!(__PlugboardToolPlugin with_types_in ::plugboard_sdk::bindings);
+
+        #[doc(hidden)]
+        #[used]
+        #[unsafe(link_section = "plugboard-manifest")]
+        static __PLUGBOARD_MANIFEST: [u8; #manifest_len] = *#manifest_lit;
+    })
+}
+
+/// Marks a struct (or enum) as a tool's arguments: derives `Deserialize` and `JsonSchema`
+/// through the SDK (no direct dependency on serde or schemars needed) and rejects unknown
+/// fields, so a misspelt argument from the model is named in the error. Doc comments on
+/// fields become their descriptions in the schema.
+#[proc_macro_attribute]
+pub fn args(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        return syn::Error::new(Span::call_site(), "#[args] takes no options").to_compile_error().into();
+    }
+    let item = proc_macro2::TokenStream::from(item);
+    let deny_unknown = match syn::parse2::<syn::Item>(item.clone()) {
+        Ok(syn::Item::Struct(_)) => quote! { #[serde(deny_unknown_fields)] },
+        Ok(syn::Item::Enum(_)) => quote! {},
+        _ => return syn::Error::new(Span::call_site(), "#[args] goes on a struct or an enum").to_compile_error().into(),
+    };
+    quote! {
+        #[derive(::plugboard_sdk::__private::serde::Deserialize, ::plugboard_sdk::__private::schemars::JsonSchema)]
+        #[serde(crate = "::plugboard_sdk::__private::serde")]
+        #[schemars(crate = "::plugboard_sdk::__private::schemars")]
+        #deny_unknown
+        #item
+    }
+    .into()
+}

@@ -1,0 +1,68 @@
+//! # plugboard-sdk
+//!
+//! Write a [Plugboard](https://example.invalid/plugboard) tool plugin as a plain, typed Rust
+//! function. The SDK derives the JSON Schema of its arguments, validates what the model sends
+//! (naming the field that is wrong), embeds the plugin's manifest in the component, and hides
+//! the WebAssembly bindings.
+//!
+//! ```ignore
+//! use plugboard_sdk::prelude::*;
+//!
+//! #[args]
+//! struct GreetArgs {
+//!     /// Who to greet.
+//!     name: String,
+//! }
+//!
+//! /// Greets someone by name.
+//! #[tool]
+//! fn greet(args: GreetArgs, _ctx: &Context) -> Result<Output, ToolError> {
+//!     Ok(Output::text(format!("Hello, {}!", args.name)))
+//! }
+//!
+//! export_tools!(greet);
+//! ```
+//!
+//! Build with `cargo build --release --target wasm32-wasip2`; the `.wasm` file under
+//! `target/wasm32-wasip2/release/` is the plugin. The capabilities a plugin requests are
+//! declared in its `Cargo.toml` under `[package.metadata.plugboard]` (see the authors'
+//! guide in `docs/plugin-authors.md`).
+
+pub mod fs;
+pub mod host;
+pub mod http;
+pub mod process;
+mod tool;
+
+pub use plugboard_sdk_macros::{args, export_tools, tool};
+pub use tool::{Access, CapabilityKind, Context, Output, ToolError};
+
+/// The generated WebAssembly bindings of the `plugboard:plugin` WIT package. Authors do not
+/// need them; they are public for the macros and for advanced uses.
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit/since_v0.1.0",
+        world: "tool-plugin",
+        pub_export_macro: true,
+        default_bindings_module: "plugboard_sdk::bindings",
+    });
+}
+
+/// Everything a tool author usually needs, in one import.
+pub mod prelude {
+    pub use crate::{Access, CapabilityKind, Context, Output, ToolError, args, export_tools, tool};
+    pub use schemars::JsonSchema;
+    pub use serde::{Deserialize, Serialize};
+    pub use serde_json::json;
+}
+
+/// Re-exports used by the code the macros generate. Not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use schemars;
+    pub use serde;
+    pub use serde_json;
+
+    pub use crate::tool::{ToolDescriptor, definitions, dispatch, parse_arguments, schema_of};
+}
