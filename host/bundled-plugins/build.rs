@@ -4,7 +4,16 @@ use std::fmt::Write;
 use std::path::Path;
 
 /// The first-party plugins, by directory under the workspace root.
-const PLUGINS: &[&str] = &["plugins/read"];
+const PLUGINS: &[&str] = &[
+    "plugins/read",
+    "plugins/write",
+    "plugins/edit",
+    "plugins/list",
+    "plugins/glob",
+    "plugins/grep",
+    "plugins/fetch",
+    "plugins/shell",
+];
 
 fn main() {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");

@@ -248,7 +248,7 @@ impl CapabilityPolicy {
                     return not_requested("the process capability");
                 }
                 let program = target.split_whitespace().next().unwrap_or(target);
-                format!("to grant it, add to plugboard.toml:\n  [plugins.{id}]\n  process = [\"{program} *\"]")
+                format!("to grant it, add to plugboard.toml:\n  [plugins.{id}]\n  process = [\"{program}\", \"{program} *\"]")
             }
             CapabilityKind::Env => {
                 if !self.requested.env.iter().any(|r| r == target || r == "*") {
