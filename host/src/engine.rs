@@ -42,7 +42,11 @@ pub struct EngineSettings {
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        EngineSettings { pooling: true, max_instances: 1000, max_memory_mib: 1024 }
+        EngineSettings {
+            pooling: true,
+            max_instances: 1000,
+            max_memory_mib: 1024,
+        }
     }
 }
 
@@ -69,21 +73,35 @@ impl PluginEngine {
                     Ok(()) => (engine, AllocatorKind::Pooling, None),
                     Err(e) => (on_demand()?, AllocatorKind::OnDemand, Some(e)),
                 },
-                Err(e) => (on_demand()?, AllocatorKind::OnDemand, Some(format!("{e:#}"))),
+                Err(e) => (
+                    on_demand()?,
+                    AllocatorKind::OnDemand,
+                    Some(format!("{e:#}")),
+                ),
             }
         } else {
-            (on_demand()?, AllocatorKind::OnDemand, Some("disabled by configuration".into()))
+            (
+                on_demand()?,
+                AllocatorKind::OnDemand,
+                Some("disabled by configuration".into()),
+            )
         };
         if let Some(reason) = &reason {
             tracing::info!(%reason, "pooling allocator not in use; instances are allocated on demand");
         }
         let ticker = Arc::new(EpochTicker::start(engine.clone()));
-        Ok(PluginEngine { engine, allocator, pooling_fallback_reason: reason, _ticker: ticker })
+        Ok(PluginEngine {
+            engine,
+            allocator,
+            pooling_fallback_reason: reason,
+            _ticker: ticker,
+        })
     }
 }
 
 fn on_demand() -> anyhow::Result<Engine> {
-    Engine::new(&base_config(None)).map_err(|e| anyhow::anyhow!("cannot create the WebAssembly engine: {e:#}"))
+    Engine::new(&base_config(None))
+        .map_err(|e| anyhow::anyhow!("cannot create the WebAssembly engine: {e:#}"))
 }
 
 fn base_config(pooling: Option<&EngineSettings>) -> Config {
@@ -111,10 +129,13 @@ fn base_config(pooling: Option<&EngineSettings>) -> Config {
 
 /// Instantiates a trivial module to check that the pool's address space really is there.
 fn probe_pool(engine: &Engine) -> Result<(), String> {
-    let module = wasmtime::Module::new(engine, "(module (memory 1))").map_err(|e| format!("{e:#}"))?;
+    let module =
+        wasmtime::Module::new(engine, "(module (memory 1))").map_err(|e| format!("{e:#}"))?;
     let mut store = wasmtime::Store::new(engine, ());
     store.set_epoch_deadline(1);
-    wasmtime::Instance::new(&mut store, &module, &[]).map(|_| ()).map_err(|e| format!("{e:#}"))
+    wasmtime::Instance::new(&mut store, &module, &[])
+        .map(|_| ())
+        .map_err(|e| format!("{e:#}"))
 }
 
 /// A thread that advances the engine's epoch every [`EPOCH_TICK`] until dropped.

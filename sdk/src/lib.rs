@@ -5,7 +5,7 @@
 //! (naming the field that is wrong), embeds the plugin's manifest in the component, and hides
 //! the WebAssembly bindings.
 //!
-//! ```ignore
+//! ```text
 //! use plugboard_sdk::prelude::*;
 //!
 //! #[args]

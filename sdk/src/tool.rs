@@ -51,8 +51,16 @@ impl ToolError {
     }
 
     /// A refusal for lack of a capability grant.
-    pub fn denied(kind: CapabilityKind, target: impl Into<String>, reason: impl Into<String>) -> Self {
-        ToolError::Denied { kind, target: target.into(), reason: reason.into() }
+    pub fn denied(
+        kind: CapabilityKind,
+        target: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        ToolError::Denied {
+            kind,
+            target: target.into(),
+            reason: reason.into(),
+        }
     }
 
     /// Turns an I/O error on `path` into a tool error. A permission error means the
@@ -78,7 +86,11 @@ impl std::fmt::Display for ToolError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ToolError::InvalidArguments(m) => write!(f, "invalid arguments: {m}"),
-            ToolError::Denied { kind, target, reason } => write!(f, "{kind:?} access to `{target}` denied: {reason}"),
+            ToolError::Denied {
+                kind,
+                target,
+                reason,
+            } => write!(f, "{kind:?} access to `{target}` denied: {reason}"),
             ToolError::Failed(m) => f.write_str(m),
         }
     }
@@ -89,7 +101,11 @@ impl From<ToolError> for wit::ToolError {
         match e {
             ToolError::InvalidArguments(m) => wit::ToolError::InvalidArguments(m),
             ToolError::Failed(m) => wit::ToolError::Failed(m),
-            ToolError::Denied { kind, target, reason } => wit::ToolError::Denied(wit::CapabilityDenied {
+            ToolError::Denied {
+                kind,
+                target,
+                reason,
+            } => wit::ToolError::Denied(wit::CapabilityDenied {
                 kind: match kind {
                     CapabilityKind::Filesystem => wit::CapabilityKind::Filesystem,
                     CapabilityKind::Network => wit::CapabilityKind::Network,
@@ -118,7 +134,10 @@ pub struct Output {
 impl Output {
     /// An output that is only text.
     pub fn text(text: impl Into<String>) -> Self {
-        Output { text: text.into(), ..Default::default() }
+        Output {
+            text: text.into(),
+            ..Default::default()
+        }
     }
 
     /// Sets the title.
@@ -166,19 +185,32 @@ impl Context {
     /// grants in any case, symlinks included (see [`ToolError::from_io`]).
     pub fn resolve_path(&self, path: &str, access: Access) -> Result<PathBuf, ToolError> {
         if path.is_empty() {
-            return Err(ToolError::InvalidArguments("`path` must not be empty".into()));
+            return Err(ToolError::InvalidArguments(
+                "`path` must not be empty".into(),
+            ));
         }
         let joined = self.working_directory.join(path);
         let normalized = crate::fs::normalize(&joined);
         let grants = crate::fs::grants();
-        let Some(grant) = grants.iter().filter(|g| normalized.starts_with(&g.path)).max_by_key(|g| g.path.as_os_str().len()) else {
-            let granted: Vec<String> = grants.iter().map(|g| g.path.display().to_string()).collect();
+        let Some(grant) = grants
+            .iter()
+            .filter(|g| normalized.starts_with(&g.path))
+            .max_by_key(|g| g.path.as_os_str().len())
+        else {
+            let granted: Vec<String> = grants
+                .iter()
+                .map(|g| g.path.display().to_string())
+                .collect();
             let reason = if granted.is_empty() {
                 "this plugin has no filesystem grant".to_string()
             } else {
                 format!("outside every granted directory ({})", granted.join(", "))
             };
-            return Err(ToolError::denied(CapabilityKind::Filesystem, normalized.display().to_string(), reason));
+            return Err(ToolError::denied(
+                CapabilityKind::Filesystem,
+                normalized.display().to_string(),
+                reason,
+            ));
         };
         if access == Access::Write && !grant.writable {
             return Err(ToolError::denied(
@@ -198,7 +230,11 @@ impl Context {
 
 impl From<wit::CallContext> for Context {
     fn from(c: wit::CallContext) -> Self {
-        Context { session_id: c.session_id, call_id: c.call_id, working_directory: PathBuf::from(c.working_directory) }
+        Context {
+            session_id: c.session_id,
+            call_id: c.call_id,
+            working_directory: PathBuf::from(c.working_directory),
+        }
     }
 }
 
@@ -222,7 +258,11 @@ pub fn schema_of<T: schemars::JsonSchema>() -> String {
 
 /// Parses tool arguments, naming the offending field on error.
 pub fn parse_arguments<T: serde::de::DeserializeOwned>(arguments: &str) -> Result<T, ToolError> {
-    let arguments = if arguments.trim().is_empty() { "{}" } else { arguments };
+    let arguments = if arguments.trim().is_empty() {
+        "{}"
+    } else {
+        arguments
+    };
     let de = &mut serde_json::Deserializer::from_str(arguments);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -249,12 +289,21 @@ fn strip_position(message: &str) -> String {
 pub fn definitions(tools: &[&ToolDescriptor]) -> Vec<wit::ToolDefinition> {
     tools
         .iter()
-        .map(|t| wit::ToolDefinition { name: t.name.to_string(), description: t.description.to_string(), parameters_schema: (t.schema)() })
+        .map(|t| wit::ToolDefinition {
+            name: t.name.to_string(),
+            description: t.description.to_string(),
+            parameters_schema: (t.schema)(),
+        })
         .collect()
 }
 
 /// Runs the tool called `name`.
-pub fn dispatch(tools: &[&ToolDescriptor], name: &str, arguments: &str, context: wit::CallContext) -> Result<wit::ToolOutput, wit::ToolError> {
+pub fn dispatch(
+    tools: &[&ToolDescriptor],
+    name: &str,
+    arguments: &str,
+    context: wit::CallContext,
+) -> Result<wit::ToolOutput, wit::ToolError> {
     let Some(tool) = tools.iter().find(|t| t.name == name) else {
         return Err(wit::ToolError::UnknownTool(name.to_string()));
     };

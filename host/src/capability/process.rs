@@ -28,7 +28,10 @@ impl CommandPattern {
             .backslash_escape(true)
             .build()
             .map_err(|e| format!("command pattern `{text}`: {e}"))?;
-        Ok(CommandPattern { text: text.trim().to_string(), matcher: glob.compile_matcher() })
+        Ok(CommandPattern {
+            text: text.trim().to_string(),
+            matcher: glob.compile_matcher(),
+        })
     }
 
     /// The pattern as written.
@@ -99,28 +102,53 @@ pub struct ProcessPolicy {
 
 impl ProcessPolicy {
     /// Checks a command line; the error names the simple command that is not allowed.
-    pub fn check(&self, line: &str) -> Result<(), String> {
+    pub fn check(&self, line: &str) -> Result<(), ProcessDenial> {
+        let deny = |command: &str, reason: String| ProcessDenial {
+            command: command.to_string(),
+            reason,
+        };
+        let commands = simple_commands(line);
+        let Some(first) = commands.first() else {
+            return Err(deny(line, "the command line is empty".into()));
+        };
         if self.requested.is_empty() {
-            return Err("the plugin does not request the process capability in its manifest".into());
+            return Err(deny(
+                first,
+                "the plugin does not request the process capability in its manifest".into(),
+            ));
         }
         if self.granted.is_empty() {
-            return Err("no commands are granted to this plugin".into());
+            return Err(deny(first, "no commands are granted to this plugin".into()));
         }
-        let commands = simple_commands(line);
-        if commands.is_empty() {
-            return Err("the command line is empty".into());
-        }
-        for command in commands {
-            if !self.requested.iter().any(|p| p.matches(&command)) {
-                return Err(format!("`{command}` is not among the commands the plugin requests"));
+        for command in &commands {
+            if !self.requested.iter().any(|p| p.matches(command)) {
+                return Err(deny(
+                    command,
+                    format!("`{command}` is not among the commands the plugin requests"),
+                ));
             }
-            if !self.granted.iter().any(|p| p.matches(&command)) {
+            if !self.granted.iter().any(|p| p.matches(command)) {
                 let granted: Vec<&str> = self.granted.iter().map(|p| p.as_str()).collect();
-                return Err(format!("`{command}` matches no granted command pattern (granted: {})", granted.join(", ")));
+                return Err(deny(
+                    command,
+                    format!(
+                        "`{command}` matches no granted command pattern (granted: {})",
+                        granted.join(", ")
+                    ),
+                ));
             }
         }
         Ok(())
     }
+}
+
+/// A command line refused by a [`ProcessPolicy`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessDenial {
+    /// The simple command that is not allowed.
+    pub command: String,
+    /// Why.
+    pub reason: String,
 }
 
 /// Everything needed to run a plugin's commands.
@@ -165,21 +193,34 @@ pub struct CommandResult {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandError {
     /// Not allowed by the grant (or not confinable, when confinement is required).
-    Denied(String),
+    Denied(ProcessDenial),
     /// Could not be started.
     Failed(String),
 }
 
 impl CommandRunner {
     /// Runs `line` through `/bin/sh -c` in `cwd` (empty: the workspace) with a time limit.
-    pub async fn run(&self, line: &str, cwd: &str, timeout: Option<Duration>) -> Result<CommandResult, CommandError> {
+    pub async fn run(
+        &self,
+        line: &str,
+        cwd: &str,
+        timeout: Option<Duration>,
+    ) -> Result<CommandResult, CommandError> {
         self.policy.check(line).map_err(CommandError::Denied)?;
+        let denied = |reason: String| {
+            CommandError::Denied(ProcessDenial {
+                command: line.to_string(),
+                reason,
+            })
+        };
         let cwd = self.working_directory(cwd)?;
         let confinement = match &*self.confinement {
-            ConfinementSupport::Landlock => Some(Confinement::new(&self.grants, &self.system_paths).map_err(CommandError::Failed)?),
+            ConfinementSupport::Landlock => Some(
+                Confinement::new(&self.grants, &self.system_paths).map_err(CommandError::Failed)?,
+            ),
             ConfinementSupport::Unavailable(reason) => match self.unconfined {
                 UnconfinedCommands::Refuse => {
-                    return Err(CommandError::Denied(format!(
+                    return Err(denied(format!(
                         "commands cannot be confined here ({reason}) and the configuration refuses unconfined commands (set `[sandbox] unconfined_commands = \"allow\"` to run them anyway)"
                     )));
                 }
@@ -208,7 +249,9 @@ impl CommandRunner {
                 command.pre_exec(move || confinement.apply());
             }
         }
-        let mut child = command.spawn().map_err(|e| CommandError::Failed(format!("cannot start `/bin/sh`: {e}")))?;
+        let mut child = command
+            .spawn()
+            .map_err(|e| CommandError::Failed(format!("cannot start `/bin/sh`: {e}")))?;
         let pid = child.id();
         let mut stdout = child.stdout.take().expect("stdout is piped");
         let mut stderr = child.stderr.take().expect("stderr is piped");
@@ -257,16 +300,23 @@ impl CommandRunner {
     }
 
     fn working_directory(&self, cwd: &str) -> Result<PathBuf, CommandError> {
-        let requested = if cwd.is_empty() { self.workspace.clone() } else { self.workspace.join(cwd) };
-        let canonical = requested
-            .canonicalize()
-            .map_err(|e| CommandError::Failed(format!("working directory `{}`: {e}", requested.display())))?;
+        let requested = if cwd.is_empty() {
+            self.workspace.clone()
+        } else {
+            self.workspace.join(cwd)
+        };
+        let canonical = requested.canonicalize().map_err(|e| {
+            CommandError::Failed(format!("working directory `{}`: {e}", requested.display()))
+        })?;
         if !canonical.starts_with(&self.workspace) {
-            return Err(CommandError::Denied(format!(
-                "working directory `{}` is outside the workspace `{}`",
-                canonical.display(),
-                self.workspace.display()
-            )));
+            return Err(CommandError::Denied(ProcessDenial {
+                command: cwd.to_string(),
+                reason: format!(
+                    "working directory `{}` is outside the workspace `{}`",
+                    canonical.display(),
+                    self.workspace.display()
+                ),
+            }));
         }
         Ok(canonical)
     }
@@ -294,23 +344,47 @@ mod tests {
     fn command_lines_split_into_simple_commands() {
         assert_eq!(simple_commands("ls -la"), vec!["ls -la"]);
         assert_eq!(simple_commands("ls; rm -rf ~"), vec!["ls", "rm -rf ~"]);
-        assert_eq!(simple_commands("a && b || c | d & e"), vec!["a", "b", "c", "d", "e"]);
+        assert_eq!(
+            simple_commands("a && b || c | d & e"),
+            vec!["a", "b", "c", "d", "e"]
+        );
         assert_eq!(simple_commands("echo $(whoami)"), vec!["echo", "whoami"]);
         assert_eq!(simple_commands("echo `id`"), vec!["echo", "id"]);
-        assert_eq!(simple_commands("echo 'a; b' \"c | d\""), vec!["echo 'a; b' \"c | d\""]);
+        assert_eq!(
+            simple_commands("echo 'a; b' \"c | d\""),
+            vec!["echo 'a; b' \"c | d\""]
+        );
         // A substitution inside double quotes is still checked as a command of its own.
-        assert_eq!(simple_commands("echo \"$(rm -rf /)\""), vec!["echo \"", "rm -rf /)\""]);
+        assert_eq!(
+            simple_commands("echo \"$(rm -rf /)\""),
+            vec!["echo \"", "rm -rf /)\""]
+        );
     }
 
     #[test]
     fn each_simple_command_must_be_requested_and_granted() {
-        let pats = |v: &[&str]| v.iter().map(|p| CommandPattern::parse(p).unwrap()).collect::<Vec<_>>();
-        let policy = ProcessPolicy { requested: pats(&["*"]), granted: pats(&["ls*", "echo *"]) };
+        let pats = |v: &[&str]| {
+            v.iter()
+                .map(|p| CommandPattern::parse(p).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let policy = ProcessPolicy {
+            requested: pats(&["*"]),
+            granted: pats(&["ls*", "echo *"]),
+        };
         assert!(policy.check("ls -la").is_ok());
         assert!(policy.check("ls && echo hi").is_ok());
         let err = policy.check("ls; rm -rf /").unwrap_err();
-        assert!(err.contains("`rm -rf /`"), "{err}");
-        let none = ProcessPolicy { requested: pats(&["*"]), granted: vec![] };
-        assert!(none.check("ls").unwrap_err().contains("no commands are granted"));
+        assert_eq!(err.command, "rm -rf /");
+        let none = ProcessPolicy {
+            requested: pats(&["*"]),
+            granted: vec![],
+        };
+        assert!(
+            none.check("ls")
+                .unwrap_err()
+                .reason
+                .contains("no commands are granted")
+        );
     }
 }

@@ -30,7 +30,11 @@ pub fn user_plugins_dir() -> Option<PathBuf> {
 
 /// Lists every candidate, highest precedence first. Unreadable files are returned as
 /// errors beside the candidates, never silently skipped.
-pub fn discover(workspace: &Path, user_dir: Option<&Path>, extra_dirs: &[PathBuf]) -> (Vec<Candidate>, Vec<(PluginSource, String)>) {
+pub fn discover(
+    workspace: &Path,
+    user_dir: Option<&Path>,
+    extra_dirs: &[PathBuf],
+) -> (Vec<Candidate>, Vec<(PluginSource, String)>) {
     let mut candidates = Vec::new();
     let mut errors = Vec::new();
     let mut scan = |dir: &Path, precedence: u8, must_exist: bool| {
@@ -38,13 +42,21 @@ pub fn discover(workspace: &Path, user_dir: Option<&Path>, extra_dirs: &[PathBuf
             Ok(entries) => entries,
             Err(e) => {
                 if must_exist {
-                    errors.push((PluginSource::File { path: dir.to_path_buf() }, format!("cannot read the plugins directory: {e}")));
+                    errors.push((
+                        PluginSource::File {
+                            path: dir.to_path_buf(),
+                        },
+                        format!("cannot read the plugins directory: {e}"),
+                    ));
                 }
                 return;
             }
         };
-        let mut files: Vec<PathBuf> =
-            entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file()).collect();
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
+            .collect();
         files.sort();
         for path in files {
             match std::fs::read(&path) {
@@ -67,7 +79,9 @@ pub fn discover(workspace: &Path, user_dir: Option<&Path>, extra_dirs: &[PathBuf
     }
     for plugin in plugboard_bundled_plugins::PLUGINS {
         candidates.push(Candidate {
-            source: PluginSource::Bundled { name: plugin.name.to_string() },
+            source: PluginSource::Bundled {
+                name: plugin.name.to_string(),
+            },
             bytes: plugin.component.into(),
             first_party: true,
             precedence: 0,

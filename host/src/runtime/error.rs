@@ -44,7 +44,9 @@ pub enum CallError {
         message: String,
     },
     /// The call ran past its time limit and was stopped.
-    #[error("plugin `{plugin}` exceeded its time limit of {limit_ms} ms and was stopped (raise `limits.timeout_ms` in [plugins.{plugin}] to allow more)")]
+    #[error(
+        "plugin `{plugin}` exceeded its time limit of {limit_ms} ms and was stopped (raise `limits.timeout_ms` in [plugins.{plugin}] to allow more)"
+    )]
     Timeout {
         /// The plugin.
         plugin: String,
@@ -52,7 +54,9 @@ pub enum CallError {
         limit_ms: u64,
     },
     /// The plugin tried to grow its memory past the limit and was stopped.
-    #[error("plugin `{plugin}` exceeded its memory limit of {limit_mib} MiB and was stopped (raise `limits.memory_mib` in [plugins.{plugin}] to allow more)")]
+    #[error(
+        "plugin `{plugin}` exceeded its memory limit of {limit_mib} MiB and was stopped (raise `limits.memory_mib` in [plugins.{plugin}] to allow more)"
+    )]
     MemoryExceeded {
         /// The plugin.
         plugin: String,
@@ -60,7 +64,9 @@ pub enum CallError {
         limit_mib: u64,
     },
     /// The output is larger than allowed.
-    #[error("plugin `{plugin}` returned {size} bytes of output, over its limit of {limit} bytes (`limits.max_output_bytes`)")]
+    #[error(
+        "plugin `{plugin}` returned {size} bytes of output, over its limit of {limit} bytes (`limits.max_output_bytes`)"
+    )]
     OutputTooLarge {
         /// The plugin.
         plugin: String,

@@ -37,7 +37,11 @@ fn grep(args: GrepArgs, ctx: &Context) -> Result<Output, ToolError> {
         .build()
         .map_err(|e| ToolError::InvalidArguments(format!("field `pattern`: {e}")))?;
     let include = match &args.include {
-        Some(g) => Some(globset::Glob::new(g).map_err(|e| ToolError::InvalidArguments(format!("field `include`: {e}")))?.compile_matcher()),
+        Some(g) => Some(
+            globset::Glob::new(g)
+                .map_err(|e| ToolError::InvalidArguments(format!("field `include`: {e}")))?
+                .compile_matcher(),
+        ),
         None => None,
     };
     std::fs::metadata(&root).map_err(|e| ToolError::from_io(e, &root))?;
@@ -45,9 +49,14 @@ fn grep(args: GrepArgs, ctx: &Context) -> Result<Output, ToolError> {
     let mut out = String::new();
     let (mut matches, mut files) = (0usize, 0usize);
     let mut capped = false;
-    let walker = walkdir::WalkDir::new(&root).follow_links(false).into_iter().filter_entry(|e| {
-        !(e.depth() > 0 && e.file_type().is_dir() && SKIPPED.contains(&e.file_name().to_string_lossy().as_ref()))
-    });
+    let walker = walkdir::WalkDir::new(&root)
+        .follow_links(false)
+        .into_iter()
+        .filter_entry(|e| {
+            !(e.depth() > 0
+                && e.file_type().is_dir()
+                && SKIPPED.contains(&e.file_name().to_string_lossy().as_ref()))
+        });
     'files: for entry in walker.flatten() {
         if !entry.file_type().is_file() {
             continue;
@@ -57,10 +66,16 @@ fn grep(args: GrepArgs, ctx: &Context) -> Result<Output, ToolError> {
         {
             continue;
         }
-        if entry.metadata().map(|m| m.len() > MAX_FILE_BYTES).unwrap_or(true) {
+        if entry
+            .metadata()
+            .map(|m| m.len() > MAX_FILE_BYTES)
+            .unwrap_or(true)
+        {
             continue;
         }
-        let Ok(bytes) = std::fs::read(entry.path()) else { continue };
+        let Ok(bytes) = std::fs::read(entry.path()) else {
+            continue;
+        };
         if plugboard_sdk::fs::looks_binary(&bytes) {
             continue;
         }
@@ -86,16 +101,30 @@ fn grep(args: GrepArgs, ctx: &Context) -> Result<Output, ToolError> {
                 Some((cut, _)) => format!("{}…", &line[..cut]),
                 None => line.to_string(),
             };
-            out.push_str(&format!("{}:{}: {}\n", entry.path().display(), number + 1, shown));
+            out.push_str(&format!(
+                "{}:{}: {}\n",
+                entry.path().display(),
+                number + 1,
+                shown
+            ));
         }
     }
     if matches == 0 {
-        out = format!("No matches for `{}` under {}\n", args.pattern, root.display());
+        out = format!(
+            "No matches for `{}` under {}\n",
+            args.pattern,
+            root.display()
+        );
     } else if capped {
-        out.push_str(&format!("\n(stopped at {max} matches; narrow the pattern or the path, or raise `max_matches`)\n"));
+        out.push_str(&format!(
+            "\n(stopped at {max} matches; narrow the pattern or the path, or raise `max_matches`)\n"
+        ));
     }
     Ok(Output::text(out)
-        .with_title(format!("{} ({matches} matches in {files} files)", args.pattern))
+        .with_title(format!(
+            "{} ({matches} matches in {files} files)",
+            args.pattern
+        ))
         .with_metadata(json!({ "matches": matches, "files": files, "truncated": capped })))
 }
 

@@ -1,0 +1,173 @@
+//! Runtime benchmarks: `cargo bench -p plugboard-tests --bench runtime`.
+//!
+//! Prints: cold compile vs cached load of a first-party plugin; a fresh-instance call of a
+//! trivial tool through the host (dispatch, argument JSON, policy, instantiate, call, drop),
+//! median and p99, beside the same work as a native Rust call; and calls per second with
+//! concurrent callers. Set `PLUGBOARD_BENCH_CALLS` to change the number of calls.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plugboard::runtime::{CallContext, HostOptions, PluginHost, PluginSource};
+use plugboard_tests::Workspace;
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run());
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+async fn run() {
+    let calls: usize = std::env::var("PLUGBOARD_BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let ws = Workspace::new();
+    let host = Arc::new(ws.host().await);
+    println!(
+        "plugboard runtime benchmark ({} allocator, {} calls)\n",
+        host.engine().allocator,
+        calls
+    );
+
+    // Loading: cold compile vs cached load of the `read` plugin.
+    let read = plugboard_bundled_plugins_bytes("read");
+    let uncached = {
+        let ws2 = Workspace::new();
+        ws2.config("[cache]\nenabled = false\n");
+        PluginHost::start(HostOptions {
+            workspace: Some(ws2.dir.clone()),
+            skip_user_plugins: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+    };
+    let mut cold = Vec::new();
+    let mut cached = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        uncached
+            .loader()
+            .load(
+                read.into(),
+                PluginSource::Bundled {
+                    name: "read".into(),
+                },
+                true,
+            )
+            .await
+            .unwrap();
+        cold.push(t.elapsed());
+        let t = Instant::now();
+        host.loader()
+            .load(
+                read.into(),
+                PluginSource::Bundled {
+                    name: "read".into(),
+                },
+                true,
+            )
+            .await
+            .unwrap();
+        cached.push(t.elapsed());
+    }
+    cold.sort();
+    cached.sort();
+    println!("load `read` plugin ({} KB)", read.len() / 1024);
+    println!(
+        "  cold compile            median {:>9.2} ms",
+        micros(percentile(&cold, 0.5)) / 1000.0
+    );
+    println!(
+        "  cached load             median {:>9.2} ms",
+        micros(percentile(&cached, 0.5)) / 1000.0
+    );
+
+    // One caller: fresh instance per call.
+    let args = r#"{"text":"hello"}"#;
+    let ctx = CallContext::default();
+    for _ in 0..1000 {
+        host.call_tool("echo", args, &ctx, None).await.unwrap();
+    }
+    let mut samples = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t = Instant::now();
+        let out = host.call_tool("echo", args, &ctx, None).await.unwrap();
+        samples.push(t.elapsed());
+        std::hint::black_box(out);
+    }
+    samples.sort();
+    let median = percentile(&samples, 0.5);
+    let p99 = percentile(&samples, 0.99);
+
+    // The same work natively: parse the JSON arguments, build the output.
+    let mut native = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t = Instant::now();
+        let value: serde_json::Value = serde_json::from_str(std::hint::black_box(args)).unwrap();
+        let text = value["text"].as_str().unwrap().to_string();
+        std::hint::black_box(text);
+        native.push(t.elapsed());
+    }
+    native.sort();
+    let native_median = percentile(&native, 0.5);
+    println!(
+        "\ntrivial tool call, fresh instance (dispatch + JSON + policy + instantiate + call + drop)"
+    );
+    println!(
+        "  median                         {:>9.2} µs",
+        micros(median)
+    );
+    println!("  p99                            {:>9.2} µs", micros(p99));
+    println!(
+        "  native Rust, same work, median {:>9.3} µs  (wasm/native ratio {:.0}x)",
+        micros(native_median),
+        micros(median) / micros(native_median).max(0.001)
+    );
+
+    // Throughput with concurrent callers on the runtime's 2 worker threads.
+    for callers in [2usize, 4] {
+        let per_caller = calls / callers;
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..callers {
+            let host = host.clone();
+            tasks.push(tokio::spawn(async move {
+                let ctx = CallContext::default();
+                for _ in 0..per_caller {
+                    host.call_tool("echo", r#"{"text":"hello"}"#, &ctx, None)
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let elapsed = started.elapsed();
+        println!(
+            "\nthroughput, {callers} concurrent callers, 2 worker threads: {:>8.0} calls/s",
+            (per_caller * callers) as f64 / elapsed.as_secs_f64()
+        );
+    }
+}
+
+fn plugboard_bundled_plugins_bytes(name: &str) -> &'static [u8] {
+    plugboard_bundled_plugins::PLUGINS
+        .iter()
+        .find(|p| p.name == name)
+        .expect("bundled plugin")
+        .component
+}

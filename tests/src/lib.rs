@@ -1,0 +1,176 @@
+//! Support for Plugboard's end-to-end tests and benchmarks: the compiled test plugins, a
+//! scratch workspace, a host started on it, and a local HTTP server.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use plugboard::runtime::{CallContext, CallError, HostOptions, PluginHost, ToolOutput};
+
+/// Paths of the compiled test plugins.
+pub mod components {
+    include!(concat!(env!("OUT_DIR"), "/test_plugins.rs"));
+}
+
+/// A scratch workspace directory, removed on drop, with a plugins directory holding the
+/// test plugins.
+pub struct Workspace {
+    root: PathBuf,
+    /// The workspace directory itself (a subdirectory of `root`, so tests can put files
+    /// outside it).
+    pub dir: PathBuf,
+    /// A directory outside the workspace.
+    pub outside: PathBuf,
+    plugins: PathBuf,
+    cache: PathBuf,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl Workspace {
+    /// A fresh workspace with `secret.txt` in a sibling directory outside it.
+    pub fn new() -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let root = std::env::temp_dir().join(format!("plugboard-e2e-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dir = root.join("workspace");
+        let outside = root.join("outside");
+        let plugins = root.join("plugins");
+        for d in [&dir, &outside, &plugins] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(outside.join("secret.txt"), "TOP-SECRET").unwrap();
+        for component in [components::ECHO, components::HOSTILE] {
+            let name = Path::new(component).file_name().unwrap();
+            std::fs::copy(component, plugins.join(name)).unwrap();
+        }
+        let cache = std::env::temp_dir().join("plugboard-e2e-cache");
+        let dir = dir.canonicalize().unwrap();
+        let outside = outside.canonicalize().unwrap();
+        Workspace {
+            root,
+            dir,
+            outside,
+            plugins,
+            cache,
+        }
+    }
+
+    /// Writes `plugboard.toml` in the workspace.
+    pub fn config(&self, toml: &str) -> &Self {
+        std::fs::write(self.dir.join("plugboard.toml"), toml).unwrap();
+        self
+    }
+
+    /// Writes a file in the workspace.
+    pub fn file(&self, relative: &str, content: impl AsRef<[u8]>) -> &Self {
+        let path = self.dir.join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+        self
+    }
+
+    /// Starts a host on this workspace, with the test plugins.
+    pub async fn host(&self) -> PluginHost {
+        let host = PluginHost::start(HostOptions {
+            workspace: Some(self.dir.clone()),
+            config_file: None,
+            plugin_dirs: vec![self.plugins.clone()],
+            cache_dir: Some(self.cache.clone()),
+            skip_user_plugins: true,
+        })
+        .await
+        .expect("the host starts");
+        assert!(
+            host.failures().is_empty(),
+            "plugins failed to load: {:?}",
+            host.failures()
+        );
+        host
+    }
+}
+
+impl Default for Workspace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Calls a tool with JSON arguments.
+pub async fn call(
+    host: &PluginHost,
+    tool: &str,
+    arguments: serde_json::Value,
+) -> Result<ToolOutput, CallError> {
+    host.call_tool(tool, &arguments.to_string(), &CallContext::default(), None)
+        .await
+}
+
+/// A local HTTP server on 127.0.0.1 that answers every request with `200 <body>` and
+/// counts the requests. It stops when dropped.
+pub struct LocalServer {
+    /// Its address.
+    pub addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LocalServer {
+    /// Starts a server answering `body`.
+    pub fn start(body: &'static str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (h, s) = (hits.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        stream.set_nonblocking(false).unwrap();
+                        let mut head = Vec::new();
+                        let mut byte = [0u8; 1];
+                        while !head.ends_with(b"\r\n\r\n")
+                            && stream.read(&mut byte).map(|n| n == 1).unwrap_or(false)
+                        {
+                            head.push(byte[0]);
+                        }
+                        h.fetch_add(1, Ordering::SeqCst);
+                        let response = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = stream.write_all(response.as_bytes());
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                }
+            }
+        });
+        LocalServer { addr, hits, stop }
+    }
+
+    /// Requests received so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
