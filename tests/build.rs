@@ -10,23 +10,9 @@ fn main() {
     let components = plugboard_guest_build::build_components(&workspace, TEST_PLUGINS);
     let mut code = String::new();
     for c in &components {
-        let name = c
-            .package
-            .strip_prefix("plugboard-test-")
-            .unwrap_or(&c.package)
-            .to_uppercase()
-            .replace('-', "_");
-        writeln!(
-            code,
-            "/// Path of the `{}` test component.\npub const {name}: &str = {:?};",
-            c.package,
-            c.path.display().to_string()
-        )
-        .unwrap();
+        let name = c.package.strip_prefix("plugboard-test-").unwrap_or(&c.package).to_uppercase().replace('-', "_");
+        writeln!(code, "/// Path of the `{}` test component.\npub const {name}: &str = {:?};", c.package, c.path.display().to_string())
+            .unwrap();
     }
-    std::fs::write(
-        Path::new(&std::env::var("OUT_DIR").unwrap()).join("test_plugins.rs"),
-        code,
-    )
-    .unwrap();
+    std::fs::write(Path::new(&std::env::var("OUT_DIR").unwrap()).join("test_plugins.rs"), code).unwrap();
 }

@@ -46,24 +46,16 @@ impl ArtifactCache {
     /// The default cache directory: `$XDG_CACHE_HOME/plugboard/components` or the platform's
     /// equivalent.
     pub fn default_dir() -> Option<PathBuf> {
-        directories::ProjectDirs::from("", "", "plugboard")
-            .map(|d| d.cache_dir().join("components"))
+        directories::ProjectDirs::from("", "", "plugboard").map(|d| d.cache_dir().join("components"))
     }
 
     fn path_for(&self, hash: &str) -> Option<PathBuf> {
-        self.dir
-            .as_ref()
-            .map(|d| d.join(format!("{hash}-{}.cwasm", self.engine_key)))
+        self.dir.as_ref().map(|d| d.join(format!("{hash}-{}.cwasm", self.engine_key)))
     }
 
     /// Loads the compiled form of `bytes` (whose hash is `hash`) from the cache, or compiles
     /// it and stores it. Blocking: call it off the async workers.
-    pub fn load_or_compile(
-        &self,
-        engine: &Engine,
-        bytes: &[u8],
-        hash: &str,
-    ) -> anyhow::Result<(Component, CacheOutcome)> {
+    pub fn load_or_compile(&self, engine: &Engine, bytes: &[u8], hash: &str) -> anyhow::Result<(Component, CacheOutcome)> {
         let path = self.path_for(hash);
         if let Some(path) = &path
             && path.exists()
@@ -79,12 +71,9 @@ impl ArtifactCache {
                 }
             }
         }
-        let compiled = engine
-            .precompile_component(bytes)
-            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let compiled = engine.precompile_component(bytes).map_err(|e| anyhow::anyhow!("{e:#}"))?;
         // SAFETY: `compiled` was just produced by this engine.
-        let component = unsafe { Component::deserialize(engine, &compiled) }
-            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let component = unsafe { Component::deserialize(engine, &compiled) }.map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let outcome = match &path {
             Some(path) => match store(path, &compiled) {
                 Ok(()) => CacheOutcome::Compiled,
@@ -103,11 +92,7 @@ impl ArtifactCache {
 fn store(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().expect("cache paths have a parent");
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name().unwrap().to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = dir.join(format!(".{}.{}.tmp", path.file_name().unwrap().to_string_lossy(), std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }

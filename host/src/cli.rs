@@ -89,10 +89,7 @@ pub enum PluginCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -109,13 +106,9 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging(level: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(format!("{level},cranelift=warn,wasmtime=warn"))
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{level},cranelift=warn,wasmtime=warn"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -128,28 +121,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let host = PluginHost::start(options).await?;
     for failure in host.failures() {
-        eprintln!(
-            "warning: plugin {} not loaded: {}",
-            failure.source, failure.reason
-        );
+        eprintln!("warning: plugin {} not loaded: {}", failure.source, failure.reason);
     }
     match cli.command {
         Command::Tool(ToolCommand::List { json }) => {
             print_tools(&host, json);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Tool(ToolCommand::Call {
-            name,
-            arguments,
-            json,
-        }) => call_tool(&host, &name, &arguments, json).await,
+        Command::Tool(ToolCommand::Call { name, arguments, json }) => call_tool(&host, &name, &arguments, json).await,
         Command::Plugin(PluginCommand::List { json }) => {
             print_plugins(&host, json);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plugin(PluginCommand::Inspect { plugin, json }) => {
-            inspect(&host, &plugin, json).await
-        }
+        Command::Plugin(PluginCommand::Inspect { plugin, json }) => inspect(&host, &plugin, json).await,
     }
 }
 
@@ -159,17 +143,11 @@ fn print_tools(host: &PluginHost, json: bool) {
             .tools()
             .map(|(t, p)| json!({ "name": t.name, "plugin": p.manifest.id, "description": t.description, "parameters": t.parameters }))
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&tools).expect("JSON values serialize")
-        );
+        println!("{}", serde_json::to_string_pretty(&tools).expect("JSON values serialize"));
         return;
     }
     for (tool, plugin) in host.tools() {
-        println!(
-            "{}  (plugin {} {})",
-            tool.name, plugin.manifest.id, plugin.manifest.version
-        );
+        println!("{}  (plugin {} {})", tool.name, plugin.manifest.id, plugin.manifest.version);
         for line in tool.description.lines() {
             println!("    {line}");
         }
@@ -183,10 +161,7 @@ fn print_tools(host: &PluginHost, json: bool) {
 
 /// `name (type, required), ...` from a JSON Schema object.
 fn parameter_summary(schema: &serde_json::Value) -> String {
-    let required: Vec<&str> = schema["required"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-        .unwrap_or_default();
+    let required: Vec<&str> = schema["required"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
     let Some(props) = schema["properties"].as_object() else {
         return String::new();
     };
@@ -195,40 +170,19 @@ fn parameter_summary(schema: &serde_json::Value) -> String {
         .map(|(name, p)| {
             let ty = match &p["type"] {
                 serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Array(a) => a
-                    .iter()
-                    .filter_map(|v| v.as_str())
-                    .filter(|t| *t != "null")
-                    .collect::<Vec<_>>()
-                    .join("|"),
+                serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_str()).filter(|t| *t != "null").collect::<Vec<_>>().join("|"),
                 _ => "any".into(),
             };
-            if required.contains(&name.as_str()) {
-                format!("{name} ({ty}, required)")
-            } else {
-                format!("{name} ({ty})")
-            }
+            if required.contains(&name.as_str()) { format!("{name} ({ty}, required)") } else { format!("{name} ({ty})") }
         })
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-async fn call_tool(
-    host: &PluginHost,
-    name: &str,
-    arguments: &str,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
-    let context = CallContext {
-        session_id: String::new(),
-        call_id: format!("cli-{}", std::process::id()),
-    };
-    let progress: crate::runtime::state::ProgressSink =
-        Arc::new(|text: &str| eprintln!("… {text}"));
-    match host
-        .call_tool(name, arguments, &context, Some(progress))
-        .await
-    {
+async fn call_tool(host: &PluginHost, name: &str, arguments: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let context = CallContext { session_id: String::new(), call_id: format!("cli-{}", std::process::id()) };
+    let progress: crate::runtime::state::ProgressSink = Arc::new(|text: &str| eprintln!("… {text}"));
+    match host.call_tool(name, arguments, &context, Some(progress)).await {
         Ok(output) => {
             if json {
                 println!("{}", serde_json::to_string_pretty(&output)?);
@@ -251,22 +205,12 @@ fn print_plugins(host: &PluginHost, json: bool) {
     if json {
         let plugins: Vec<_> = host.plugins().map(|p| plugin_json(p)).collect();
         let failures = host.failures();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({ "plugins": plugins, "failures": failures }))
-                .expect("JSON values serialize")
-        );
+        println!("{}", serde_json::to_string_pretty(&json!({ "plugins": plugins, "failures": failures })).expect("JSON values serialize"));
         return;
     }
     for p in host.plugins() {
         let tools: Vec<&str> = p.tools.iter().map(|t| t.name.as_str()).collect();
-        println!(
-            "{} {}  [{}]  tools: {}",
-            p.manifest.id,
-            p.manifest.version,
-            p.source,
-            tools.join(", ")
-        );
+        println!("{} {}  [{}]  tools: {}", p.manifest.id, p.manifest.version, p.source, tools.join(", "));
     }
     for f in host.failures() {
         println!("FAILED {}: {}", f.source, f.reason);
@@ -305,23 +249,11 @@ async fn inspect(host: &PluginHost, plugin: &str, json: bool) -> anyhow::Result<
     }
     println!("source      {}", plugin.source);
     println!("sha256      {}", plugin.content_hash);
-    println!(
-        "world       {} ({})",
-        m.world,
-        m.wit.as_deref().unwrap_or("plugboard:plugin@0.1.0")
-    );
-    println!(
-        "load        {} in {:.1} ms",
-        value["load"]["cache"].as_str().unwrap_or(""),
-        plugin.stats.micros as f64 / 1000.0
-    );
+    println!("world       {} ({})", m.world, m.wit.as_deref().unwrap_or("plugboard:plugin@0.1.0"));
+    println!("load        {} in {:.1} ms", value["load"]["cache"].as_str().unwrap_or(""), plugin.stats.micros as f64 / 1000.0);
     println!("\ntools");
     for t in &plugin.tools {
-        println!(
-            "  {}: {}",
-            t.name,
-            t.description.lines().next().unwrap_or("")
-        );
+        println!("  {}: {}", t.name, t.description.lines().next().unwrap_or(""));
         let params = parameter_summary(&t.parameters);
         if !params.is_empty() {
             println!("      parameters: {params}");
@@ -336,36 +268,16 @@ async fn inspect(host: &PluginHost, plugin: &str, json: bool) -> anyhow::Result<
     };
     println!("\ncapabilities (effective = requested AND granted; grants: {grant_note})");
     let list = |v: &[String]| {
-        if v.is_empty() {
-            "none".to_string()
-        } else {
-            v.join(", ")
-        }
+        if v.is_empty() { "none".to_string() } else { v.join(", ") }
     };
-    println!(
-        "  filesystem  requested: {}",
-        req.filesystem
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "none".into())
-    );
+    println!("  filesystem  requested: {}", req.filesystem.map(|a| a.to_string()).unwrap_or_else(|| "none".into()));
     println!(
         "              granted:   {}",
-        list(
-            &pol.granted
-                .filesystem
-                .iter()
-                .map(|g| format!("{} ({})", g.path(), g.access()))
-                .collect::<Vec<_>>()
-        )
+        list(&pol.granted.filesystem.iter().map(|g| format!("{} ({})", g.path(), g.access())).collect::<Vec<_>>())
     );
     println!(
         "              effective: {}",
-        list(
-            &pol.filesystem
-                .iter()
-                .map(|g| format!("{} ({})", g.path.display(), g.access))
-                .collect::<Vec<_>>()
-        )
+        list(&pol.filesystem.iter().map(|g| format!("{} ({})", g.path.display(), g.access)).collect::<Vec<_>>())
     );
     println!("  network     requested: {}", list(&req.network));
     println!("              granted:   {}", list(&pol.granted.network));
@@ -376,15 +288,9 @@ async fn inspect(host: &PluginHost, plugin: &str, json: bool) -> anyhow::Result<
     }
     println!("  env         requested: {}", list(&req.env));
     println!("              granted:   {}", list(&pol.granted.env));
-    println!(
-        "              visible:   {}",
-        list(&pol.env.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>())
-    );
+    println!("              visible:   {}", list(&pol.env.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()));
     let l = pol.limits;
-    println!(
-        "  limits      memory {} MiB, time {} ms per call, output {} bytes",
-        l.memory_mib, l.timeout_ms, l.max_output_bytes
-    );
+    println!("  limits      memory {} MiB, time {} ms per call, output {} bytes", l.memory_mib, l.timeout_ms, l.max_output_bytes);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -81,10 +81,7 @@ pub enum ConfigError {
 impl Config {
     /// Loads `explicit` when given (it must exist), else `<workspace>/plugboard.toml` when
     /// present, else the defaults. Returns the file used.
-    pub fn load(
-        explicit: Option<&Path>,
-        workspace: &Path,
-    ) -> Result<(Config, Option<PathBuf>), ConfigError> {
+    pub fn load(explicit: Option<&Path>, workspace: &Path) -> Result<(Config, Option<PathBuf>), ConfigError> {
         let path = match explicit {
             Some(p) => Some(p.to_path_buf()),
             None => Some(workspace.join(CONFIG_FILE_NAME)).filter(|p| p.exists()),
@@ -92,14 +89,8 @@ impl Config {
         let Some(path) = path else {
             return Ok((Config::default(), None));
         };
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let config = Config::parse(&text).map_err(|message| ConfigError::Invalid {
-            path: path.clone(),
-            message,
-        })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let config = Config::parse(&text).map_err(|message| ConfigError::Invalid { path: path.clone(), message })?;
         Ok((config, Some(path)))
     }
 
@@ -138,13 +129,7 @@ pub enum GrantSource {
 /// `write` and `edit`); `shell` has the workspace read-write but no commands; `fetch` has no
 /// hosts. Everything beyond that must be granted.
 pub fn builtin_grants(id: &str) -> Option<PluginGrants> {
-    let workspace = |access| PluginGrants {
-        filesystem: vec![DirGrantSpec::WithAccess {
-            path: ".".into(),
-            access,
-        }],
-        ..Default::default()
-    };
+    let workspace = |access| PluginGrants { filesystem: vec![DirGrantSpec::WithAccess { path: ".".into(), access }], ..Default::default() };
     match id {
         "read" | "list" | "glob" | "grep" => Some(workspace(Access::ReadOnly)),
         "write" | "edit" | "shell" => Some(workspace(Access::ReadWrite)),
@@ -193,19 +178,13 @@ mod tests {
         let err = Config::parse("[plugins.read]\nfilesytem = [\".\"]\n").unwrap_err();
         assert!(err.contains("filesytem") && err.contains("line 2"), "{err}");
         let err = Config::parse("[limits]\nmemory_mib = \"lots\"\n").unwrap_err();
-        assert!(
-            err.contains("memory_mib") || err.contains("line 2"),
-            "{err}"
-        );
+        assert!(err.contains("memory_mib") || err.contains("line 2"), "{err}");
     }
 
     #[test]
     fn first_party_plugins_get_defaults_and_others_nothing() {
         let config = Config::default();
-        assert_eq!(
-            config.grants_for("read", true).1,
-            GrantSource::BuiltinDefault
-        );
+        assert_eq!(config.grants_for("read", true).1, GrantSource::BuiltinDefault);
         assert_eq!(config.grants_for("read", false).1, GrantSource::None);
         assert_eq!(config.grants_for("thirdparty", false).0, None);
     }

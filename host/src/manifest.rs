@@ -86,48 +86,26 @@ impl PluginManifest {
             && toml_path.exists()
         {
             let origin = toml_path.display().to_string();
-            let text = std::fs::read_to_string(&toml_path).map_err(|e| ManifestError::Invalid {
-                origin: origin.clone(),
-                message: e.to_string(),
-            })?;
+            let text = std::fs::read_to_string(&toml_path)
+                .map_err(|e| ManifestError::Invalid { origin: origin.clone(), message: e.to_string() })?;
             let manifest: PluginManifest =
-                toml::from_str(&text).map_err(|e| ManifestError::Invalid {
-                    origin: origin.clone(),
-                    message: e.to_string(),
-                })?;
+                toml::from_str(&text).map_err(|e| ManifestError::Invalid { origin: origin.clone(), message: e.to_string() })?;
             return manifest.validated(&origin);
         }
         let section = embedded_section(bytes)?.ok_or(ManifestError::Missing)?;
         let origin = format!("the `{MANIFEST_SECTION}` section");
         let manifest: PluginManifest =
-            serde_json::from_slice(&section).map_err(|e| ManifestError::Invalid {
-                origin: origin.clone(),
-                message: e.to_string(),
-            })?;
+            serde_json::from_slice(&section).map_err(|e| ManifestError::Invalid { origin: origin.clone(), message: e.to_string() })?;
         manifest.validated(&origin)
     }
 
     fn validated(self, origin: &str) -> Result<Self, ManifestError> {
-        let invalid = |message: String| ManifestError::Invalid {
-            origin: origin.to_string(),
-            message,
-        };
-        if self.id.is_empty()
-            || !self
-                .id
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        {
-            return Err(invalid(format!(
-                "id `{}` must use only lowercase letters, digits, `-` and `_`",
-                self.id
-            )));
+        let invalid = |message: String| ManifestError::Invalid { origin: origin.to_string(), message };
+        if self.id.is_empty() || !self.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
+            return Err(invalid(format!("id `{}` must use only lowercase letters, digits, `-` and `_`", self.id)));
         }
         if self.world != "tool-plugin" {
-            return Err(invalid(format!(
-                "world `{}` is not one this host runs (known: tool-plugin)",
-                self.world
-            )));
+            return Err(invalid(format!("world `{}` is not one this host runs (known: tool-plugin)", self.world)));
         }
         Ok(self)
     }
@@ -137,13 +115,11 @@ impl PluginManifest {
 /// (the SDK's lands in the core module nested inside it).
 fn embedded_section(bytes: &[u8]) -> Result<Option<Vec<u8>>, ManifestError> {
     if !wasmparser::Parser::is_component(bytes) {
-        return Err(ManifestError::NotAComponent(
-            if wasmparser::Parser::is_core_wasm(bytes) {
-                "it is a core module; plugins must be components (build for wasm32-wasip2)".into()
-            } else {
-                "the file does not start with the WebAssembly magic bytes".into()
-            },
-        ));
+        return Err(ManifestError::NotAComponent(if wasmparser::Parser::is_core_wasm(bytes) {
+            "it is a core module; plugins must be components (build for wasm32-wasip2)".into()
+        } else {
+            "the file does not start with the WebAssembly magic bytes".into()
+        }));
     }
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {
         let payload = payload.map_err(|e| ManifestError::NotAComponent(e.to_string()))?;

@@ -18,14 +18,8 @@ pub fn grants() -> Vec<Grant> {
     wasip2::filesystem::preopens::get_directories()
         .into_iter()
         .map(|(descriptor, path)| {
-            let writable = descriptor
-                .get_flags()
-                .map(|f| f.contains(DescriptorFlags::MUTATE_DIRECTORY))
-                .unwrap_or(false);
-            Grant {
-                path: normalize(Path::new(&path)),
-                writable,
-            }
+            let writable = descriptor.get_flags().map(|f| f.contains(DescriptorFlags::MUTATE_DIRECTORY)).unwrap_or(false);
+            Grant { path: normalize(Path::new(&path)), writable }
         })
         .collect()
 }
@@ -45,11 +39,7 @@ pub fn normalize(path: &Path) -> PathBuf {
             Component::Normal(c) => out.push(c),
         }
     }
-    if out.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        out
-    }
+    if out.as_os_str().is_empty() { PathBuf::from(".") } else { out }
 }
 
 /// True when the first 8 KiB of `bytes` look like binary data (a NUL byte, or mostly
@@ -62,10 +52,7 @@ pub fn looks_binary(bytes: &[u8]) -> bool {
     if head.is_empty() {
         return false;
     }
-    let odd = head
-        .iter()
-        .filter(|&&b| b < 0x09 || (b > 0x0d && b < 0x20))
-        .count();
+    let odd = head.iter().filter(|&&b| b < 0x09 || (b > 0x0d && b < 0x20)).count();
     odd * 10 > head.len() * 3
 }
 
@@ -75,15 +62,9 @@ mod tests {
 
     #[test]
     fn normalize_resolves_parent_and_current() {
-        assert_eq!(
-            normalize(Path::new("/w/a/../b/./c")),
-            PathBuf::from("/w/b/c")
-        );
+        assert_eq!(normalize(Path::new("/w/a/../b/./c")), PathBuf::from("/w/b/c"));
         assert_eq!(normalize(Path::new("/w/../../..")), PathBuf::from("/"));
-        assert_eq!(
-            normalize(Path::new("/w/main/../outside")),
-            PathBuf::from("/w/outside")
-        );
+        assert_eq!(normalize(Path::new("/w/main/../outside")), PathBuf::from("/w/outside"));
     }
 
     #[test]

@@ -32,9 +32,9 @@ pub fn progress(text: &str) {
 pub fn setting<T: serde::de::DeserializeOwned>(key: &str) -> Result<Option<T>, crate::ToolError> {
     match wit_host::config(key) {
         None => Ok(None),
-        Some(json) => serde_json::from_str(&json).map(Some).map_err(|e| {
-            crate::ToolError::failed(format!("plugin setting `{key}` has the wrong shape: {e}"))
-        }),
+        Some(json) => serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|e| crate::ToolError::failed(format!("plugin setting `{key}` has the wrong shape: {e}"))),
     }
 }
 
@@ -42,10 +42,6 @@ pub fn setting<T: serde::de::DeserializeOwned>(key: &str) -> Result<Option<T>, c
 /// plugin (`env = ["NAME"]`). A missing variable is reported as a missing env grant.
 pub fn env(name: &str) -> Result<String, crate::ToolError> {
     std::env::var(name).map_err(|_| {
-        crate::ToolError::denied(
-            crate::CapabilityKind::Env,
-            name,
-            "the variable is not granted to this plugin (or is not set)",
-        )
+        crate::ToolError::denied(crate::CapabilityKind::Env, name, "the variable is not granted to this plugin (or is not set)")
     })
 }

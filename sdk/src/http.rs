@@ -6,10 +6,7 @@
 //! ```
 
 use wasip2::http::outgoing_handler;
-use wasip2::http::types::{
-    ErrorCode, Fields, IncomingBody, IncomingResponse, Method, OutgoingBody, OutgoingRequest,
-    Scheme,
-};
+use wasip2::http::types::{ErrorCode, Fields, IncomingBody, IncomingResponse, Method, OutgoingBody, OutgoingRequest, Scheme};
 use wasip2::io::streams::{InputStream, StreamError};
 
 use crate::{CapabilityKind, ToolError};
@@ -27,15 +24,11 @@ pub struct Request {
 impl Request {
     /// A request with `method` to `url` (`http://` or `https://`).
     pub fn new(method: &str, url: &str) -> Result<Self, ToolError> {
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|e| ToolError::InvalidArguments(format!("`{url}` is not a valid URL: {e}")))?;
+        let uri: http::Uri = url.parse().map_err(|e| ToolError::InvalidArguments(format!("`{url}` is not a valid URL: {e}")))?;
         match uri.scheme_str() {
             Some("http") | Some("https") => {}
             _ => {
-                return Err(ToolError::InvalidArguments(format!(
-                    "`{url}` must start with http:// or https://"
-                )));
+                return Err(ToolError::InvalidArguments(format!("`{url}` must start with http:// or https://")));
             }
         }
         if uri.authority().is_none() {
@@ -51,13 +44,7 @@ impl Request {
             "OPTIONS" => Method::Options,
             other => Method::Other(other.to_string()),
         };
-        Ok(Request {
-            method,
-            uri,
-            headers: Vec::new(),
-            body: Vec::new(),
-            timeout_ms: None,
-        })
+        Ok(Request { method, uri, headers: Vec::new(), body: Vec::new(), timeout_ms: None })
     }
 
     /// A GET request to `url`.
@@ -72,8 +59,7 @@ impl Request {
 
     /// Adds a header.
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers
-            .push((name.to_ascii_lowercase(), value.as_bytes().to_vec()));
+        self.headers.push((name.to_ascii_lowercase(), value.as_bytes().to_vec()));
         self
     }
 
@@ -91,11 +77,7 @@ impl Request {
 
     /// The host part of the URL, as named in errors.
     fn host(&self) -> String {
-        format!(
-            "{}://{}",
-            self.uri.scheme_str().unwrap_or("https"),
-            self.uri.authority().map(|a| a.as_str()).unwrap_or("")
-        )
+        format!("{}://{}", self.uri.scheme_str().unwrap_or("https"), self.uri.authority().map(|a| a.as_str()).unwrap_or(""))
     }
 
     /// Sends the request and waits for the response head.
@@ -103,33 +85,21 @@ impl Request {
         let host = self.host();
         let fields = Fields::new();
         for (name, value) in &self.headers {
-            fields
-                .append(name, value)
-                .map_err(|e| ToolError::InvalidArguments(format!("header `{name}`: {e:?}")))?;
+            fields.append(name, value).map_err(|e| ToolError::InvalidArguments(format!("header `{name}`: {e:?}")))?;
         }
         let request = OutgoingRequest::new(fields);
         let _ = request.set_method(&self.method);
-        let scheme = if self.uri.scheme_str() == Some("http") {
-            Scheme::Http
-        } else {
-            Scheme::Https
-        };
+        let scheme = if self.uri.scheme_str() == Some("http") { Scheme::Http } else { Scheme::Https };
         let _ = request.set_scheme(Some(&scheme));
         let _ = request.set_authority(self.uri.authority().map(|a| a.as_str()));
-        let _ = request.set_path_with_query(Some(
-            self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
-        ));
-        let outgoing_body = request
-            .body()
-            .map_err(|_| ToolError::failed("request body already taken"))?;
+        let _ = request.set_path_with_query(Some(self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")));
+        let outgoing_body = request.body().map_err(|_| ToolError::failed("request body already taken"))?;
         if !self.body.is_empty() {
-            let stream = outgoing_body
-                .write()
-                .map_err(|_| ToolError::failed("request body stream unavailable"))?;
+            let stream = outgoing_body.write().map_err(|_| ToolError::failed("request body stream unavailable"))?;
             for chunk in self.body.chunks(4096) {
-                stream.blocking_write_and_flush(chunk).map_err(|e| {
-                    ToolError::failed(format!("sending the request body to {host}: {e:?}"))
-                })?;
+                stream
+                    .blocking_write_and_flush(chunk)
+                    .map_err(|e| ToolError::failed(format!("sending the request body to {host}: {e:?}")))?;
             }
             drop(stream);
         }
@@ -145,9 +115,7 @@ impl Request {
             Some(Ok(Ok(response))) => response,
             Some(Ok(Err(e))) => return Err(map_error(e, &host)),
             Some(Err(())) | None => {
-                return Err(ToolError::failed(format!(
-                    "request to {host} produced no response"
-                )));
+                return Err(ToolError::failed(format!("request to {host} produced no response")));
             }
         };
         Response::new(response, host)
@@ -157,19 +125,10 @@ impl Request {
 /// Maps a `wasi:http` error; a refusal by the host's network policy becomes a denial.
 fn map_error(e: ErrorCode, host: &str) -> ToolError {
     match e {
-        ErrorCode::HttpRequestDenied => ToolError::denied(
-            CapabilityKind::Network,
-            host,
-            "the host is not in this plugin's network grant",
-        ),
-        ErrorCode::DnsError(d) => ToolError::failed(format!(
-            "cannot resolve {host}: {}",
-            d.rcode.unwrap_or_default()
-        )),
+        ErrorCode::HttpRequestDenied => ToolError::denied(CapabilityKind::Network, host, "the host is not in this plugin's network grant"),
+        ErrorCode::DnsError(d) => ToolError::failed(format!("cannot resolve {host}: {}", d.rcode.unwrap_or_default())),
         ErrorCode::ConnectionRefused => ToolError::failed(format!("connection to {host} refused")),
-        ErrorCode::ConnectionTimeout | ErrorCode::ConnectionReadTimeout => {
-            ToolError::failed(format!("connection to {host} timed out"))
-        }
+        ErrorCode::ConnectionTimeout | ErrorCode::ConnectionReadTimeout => ToolError::failed(format!("connection to {host} timed out")),
         other => ToolError::failed(format!("request to {host} failed: {other:?}")),
     }
 }
@@ -190,20 +149,9 @@ impl Response {
     fn new(response: IncomingResponse, host: String) -> Result<Self, ToolError> {
         let status = response.status();
         let headers = response.headers().entries();
-        let body = response
-            .consume()
-            .map_err(|_| ToolError::failed("response body already taken"))?;
-        let stream = body
-            .stream()
-            .map_err(|_| ToolError::failed("response body stream unavailable"))?;
-        Ok(Response {
-            status,
-            headers,
-            host,
-            stream: Some(stream),
-            _body: Some(body),
-            _response: response,
-        })
+        let body = response.consume().map_err(|_| ToolError::failed("response body already taken"))?;
+        let stream = body.stream().map_err(|_| ToolError::failed("response body stream unavailable"))?;
+        Ok(Response { status, headers, host, stream: Some(stream), _body: Some(body), _response: response })
     }
 
     /// The HTTP status code.
@@ -214,10 +162,7 @@ impl Response {
     /// The first value of header `name` (case-insensitive), as text.
     pub fn header(&self, name: &str) -> Option<String> {
         let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| n.to_ascii_lowercase() == name)
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        self.headers.iter().find(|(n, _)| n.to_ascii_lowercase() == name).map(|(_, v)| String::from_utf8_lossy(v).into_owned())
     }
 
     /// The next chunk of the body, or `None` at its end.
@@ -231,11 +176,9 @@ impl Response {
                 self.stream = None;
                 Ok(None)
             }
-            Err(StreamError::LastOperationFailed(e)) => Err(ToolError::failed(format!(
-                "reading the response from {}: {}",
-                self.host,
-                e.to_debug_string()
-            ))),
+            Err(StreamError::LastOperationFailed(e)) => {
+                Err(ToolError::failed(format!("reading the response from {}: {}", self.host, e.to_debug_string())))
+            }
         }
     }
 

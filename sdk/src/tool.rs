@@ -51,16 +51,8 @@ impl ToolError {
     }
 
     /// A refusal for lack of a capability grant.
-    pub fn denied(
-        kind: CapabilityKind,
-        target: impl Into<String>,
-        reason: impl Into<String>,
-    ) -> Self {
-        ToolError::Denied {
-            kind,
-            target: target.into(),
-            reason: reason.into(),
-        }
+    pub fn denied(kind: CapabilityKind, target: impl Into<String>, reason: impl Into<String>) -> Self {
+        ToolError::Denied { kind, target: target.into(), reason: reason.into() }
     }
 
     /// Turns an I/O error on `path` into a tool error. A permission error means the
@@ -69,13 +61,11 @@ impl ToolError {
     pub fn from_io(error: std::io::Error, path: &Path) -> Self {
         let shown = path.display();
         match error.kind() {
-            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
-                ToolError::denied(
-                    CapabilityKind::Filesystem,
-                    shown.to_string(),
-                    "the sandbox refused the access: the path (or a symlink in it) leads outside the granted directories, or the grant does not allow writing",
-                )
-            }
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => ToolError::denied(
+                CapabilityKind::Filesystem,
+                shown.to_string(),
+                "the sandbox refused the access: the path (or a symlink in it) leads outside the granted directories, or the grant does not allow writing",
+            ),
             std::io::ErrorKind::NotFound => ToolError::Failed(format!("`{shown}` does not exist")),
             _ => ToolError::Failed(format!("`{shown}`: {error}")),
         }
@@ -86,11 +76,7 @@ impl std::fmt::Display for ToolError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ToolError::InvalidArguments(m) => write!(f, "invalid arguments: {m}"),
-            ToolError::Denied {
-                kind,
-                target,
-                reason,
-            } => write!(f, "{kind:?} access to `{target}` denied: {reason}"),
+            ToolError::Denied { kind, target, reason } => write!(f, "{kind:?} access to `{target}` denied: {reason}"),
             ToolError::Failed(m) => f.write_str(m),
         }
     }
@@ -101,11 +87,7 @@ impl From<ToolError> for wit::ToolError {
         match e {
             ToolError::InvalidArguments(m) => wit::ToolError::InvalidArguments(m),
             ToolError::Failed(m) => wit::ToolError::Failed(m),
-            ToolError::Denied {
-                kind,
-                target,
-                reason,
-            } => wit::ToolError::Denied(wit::CapabilityDenied {
+            ToolError::Denied { kind, target, reason } => wit::ToolError::Denied(wit::CapabilityDenied {
                 kind: match kind {
                     CapabilityKind::Filesystem => wit::CapabilityKind::Filesystem,
                     CapabilityKind::Network => wit::CapabilityKind::Network,
@@ -134,10 +116,7 @@ pub struct Output {
 impl Output {
     /// An output that is only text.
     pub fn text(text: impl Into<String>) -> Self {
-        Output {
-            text: text.into(),
-            ..Default::default()
-        }
+        Output { text: text.into(), ..Default::default() }
     }
 
     /// Sets the title.
@@ -185,32 +164,19 @@ impl Context {
     /// grants in any case, symlinks included (see [`ToolError::from_io`]).
     pub fn resolve_path(&self, path: &str, access: Access) -> Result<PathBuf, ToolError> {
         if path.is_empty() {
-            return Err(ToolError::InvalidArguments(
-                "`path` must not be empty".into(),
-            ));
+            return Err(ToolError::InvalidArguments("`path` must not be empty".into()));
         }
         let joined = self.working_directory.join(path);
         let normalized = crate::fs::normalize(&joined);
         let grants = crate::fs::grants();
-        let Some(grant) = grants
-            .iter()
-            .filter(|g| normalized.starts_with(&g.path))
-            .max_by_key(|g| g.path.as_os_str().len())
-        else {
-            let granted: Vec<String> = grants
-                .iter()
-                .map(|g| g.path.display().to_string())
-                .collect();
+        let Some(grant) = grants.iter().filter(|g| normalized.starts_with(&g.path)).max_by_key(|g| g.path.as_os_str().len()) else {
+            let granted: Vec<String> = grants.iter().map(|g| g.path.display().to_string()).collect();
             let reason = if granted.is_empty() {
                 "this plugin has no filesystem grant".to_string()
             } else {
                 format!("outside every granted directory ({})", granted.join(", "))
             };
-            return Err(ToolError::denied(
-                CapabilityKind::Filesystem,
-                normalized.display().to_string(),
-                reason,
-            ));
+            return Err(ToolError::denied(CapabilityKind::Filesystem, normalized.display().to_string(), reason));
         };
         if access == Access::Write && !grant.writable {
             return Err(ToolError::denied(
@@ -230,11 +196,7 @@ impl Context {
 
 impl From<wit::CallContext> for Context {
     fn from(c: wit::CallContext) -> Self {
-        Context {
-            session_id: c.session_id,
-            call_id: c.call_id,
-            working_directory: PathBuf::from(c.working_directory),
-        }
+        Context { session_id: c.session_id, call_id: c.call_id, working_directory: PathBuf::from(c.working_directory) }
     }
 }
 
@@ -258,11 +220,7 @@ pub fn schema_of<T: schemars::JsonSchema>() -> String {
 
 /// Parses tool arguments, naming the offending field on error.
 pub fn parse_arguments<T: serde::de::DeserializeOwned>(arguments: &str) -> Result<T, ToolError> {
-    let arguments = if arguments.trim().is_empty() {
-        "{}"
-    } else {
-        arguments
-    };
+    let arguments = if arguments.trim().is_empty() { "{}" } else { arguments };
     let de = &mut serde_json::Deserializer::from_str(arguments);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -289,11 +247,7 @@ fn strip_position(message: &str) -> String {
 pub fn definitions(tools: &[&ToolDescriptor]) -> Vec<wit::ToolDefinition> {
     tools
         .iter()
-        .map(|t| wit::ToolDefinition {
-            name: t.name.to_string(),
-            description: t.description.to_string(),
-            parameters_schema: (t.schema)(),
-        })
+        .map(|t| wit::ToolDefinition { name: t.name.to_string(), description: t.description.to_string(), parameters_schema: (t.schema)() })
         .collect()
 }
 
@@ -309,11 +263,7 @@ pub fn dispatch(
     };
     let context = Context::from(context);
     match (tool.call)(arguments, &context) {
-        Ok(out) => Ok(wit::ToolOutput {
-            text: out.text,
-            title: out.title,
-            metadata: out.metadata.map(|m| m.to_string()),
-        }),
+        Ok(out) => Ok(wit::ToolOutput { text: out.text, title: out.title, metadata: out.metadata.map(|m| m.to_string()) }),
         Err(e) => Err(e.into()),
     }
 }

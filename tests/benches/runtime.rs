@@ -12,11 +12,7 @@ use plugboard::runtime::{CallContext, HostOptions, PluginHost, PluginSource};
 use plugboard_tests::Workspace;
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(run());
 }
 
@@ -29,71 +25,34 @@ fn micros(d: Duration) -> f64 {
 }
 
 async fn run() {
-    let calls: usize = std::env::var("PLUGBOARD_BENCH_CALLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+    let calls: usize = std::env::var("PLUGBOARD_BENCH_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
     let ws = Workspace::new();
     let host = Arc::new(ws.host().await);
-    println!(
-        "plugboard runtime benchmark ({} allocator, {} calls)\n",
-        host.engine().allocator,
-        calls
-    );
+    println!("plugboard runtime benchmark ({} allocator, {} calls)\n", host.engine().allocator, calls);
 
     // Loading: cold compile vs cached load of the `read` plugin.
     let read = plugboard_bundled_plugins_bytes("read");
-    let uncached = {
-        let ws2 = Workspace::new();
-        ws2.config("[cache]\nenabled = false\n");
-        PluginHost::start(HostOptions {
-            workspace: Some(ws2.dir.clone()),
-            skip_user_plugins: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-    };
+    let uncached_ws = Workspace::new();
+    uncached_ws.config("[cache]\nenabled = false\n");
+    let uncached =
+        PluginHost::start(HostOptions { workspace: Some(uncached_ws.dir.clone()), skip_user_plugins: true, ..Default::default() })
+            .await
+            .unwrap();
     let mut cold = Vec::new();
     let mut cached = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
-        uncached
-            .loader()
-            .load(
-                read.into(),
-                PluginSource::Bundled {
-                    name: "read".into(),
-                },
-                true,
-            )
-            .await
-            .unwrap();
+        uncached.loader().load(read.into(), PluginSource::Bundled { name: "read".into() }, true).await.unwrap();
         cold.push(t.elapsed());
         let t = Instant::now();
-        host.loader()
-            .load(
-                read.into(),
-                PluginSource::Bundled {
-                    name: "read".into(),
-                },
-                true,
-            )
-            .await
-            .unwrap();
+        host.loader().load(read.into(), PluginSource::Bundled { name: "read".into() }, true).await.unwrap();
         cached.push(t.elapsed());
     }
     cold.sort();
     cached.sort();
     println!("load `read` plugin ({} KB)", read.len() / 1024);
-    println!(
-        "  cold compile            median {:>9.2} ms",
-        micros(percentile(&cold, 0.5)) / 1000.0
-    );
-    println!(
-        "  cached load             median {:>9.2} ms",
-        micros(percentile(&cached, 0.5)) / 1000.0
-    );
+    println!("  cold compile            median {:>9.2} ms", micros(percentile(&cold, 0.5)) / 1000.0);
+    println!("  cached load             median {:>9.2} ms", micros(percentile(&cached, 0.5)) / 1000.0);
 
     // One caller: fresh instance per call.
     let args = r#"{"text":"hello"}"#;
@@ -123,13 +82,8 @@ async fn run() {
     }
     native.sort();
     let native_median = percentile(&native, 0.5);
-    println!(
-        "\ntrivial tool call, fresh instance (dispatch + JSON + policy + instantiate + call + drop)"
-    );
-    println!(
-        "  median                         {:>9.2} µs",
-        micros(median)
-    );
+    println!("\ntrivial tool call, fresh instance (dispatch + JSON + policy + instantiate + call + drop)");
+    println!("  median                         {:>9.2} µs", micros(median));
     println!("  p99                            {:>9.2} µs", micros(p99));
     println!(
         "  native Rust, same work, median {:>9.3} µs  (wasm/native ratio {:.0}x)",
@@ -147,9 +101,7 @@ async fn run() {
             tasks.push(tokio::spawn(async move {
                 let ctx = CallContext::default();
                 for _ in 0..per_caller {
-                    host.call_tool("echo", r#"{"text":"hello"}"#, &ctx, None)
-                        .await
-                        .unwrap();
+                    host.call_tool("echo", r#"{"text":"hello"}"#, &ctx, None).await.unwrap();
                 }
             }));
         }
@@ -165,9 +117,5 @@ async fn run() {
 }
 
 fn plugboard_bundled_plugins_bytes(name: &str) -> &'static [u8] {
-    plugboard_bundled_plugins::PLUGINS
-        .iter()
-        .find(|p| p.name == name)
-        .expect("bundled plugin")
-        .component
+    plugboard_bundled_plugins::PLUGINS.iter().find(|p| p.name == name).expect("bundled plugin").component
 }

@@ -49,13 +49,7 @@ impl Workspace {
         let cache = std::env::temp_dir().join("plugboard-e2e-cache");
         let dir = dir.canonicalize().unwrap();
         let outside = outside.canonicalize().unwrap();
-        Workspace {
-            root,
-            dir,
-            outside,
-            plugins,
-            cache,
-        }
+        Workspace { root, dir, outside, plugins, cache }
     }
 
     /// Writes `plugboard.toml` in the workspace.
@@ -83,11 +77,7 @@ impl Workspace {
         })
         .await
         .expect("the host starts");
-        assert!(
-            host.failures().is_empty(),
-            "plugins failed to load: {:?}",
-            host.failures()
-        );
+        assert!(host.failures().is_empty(), "plugins failed to load: {:?}", host.failures());
         host
     }
 }
@@ -105,13 +95,8 @@ impl Drop for Workspace {
 }
 
 /// Calls a tool with JSON arguments.
-pub async fn call(
-    host: &PluginHost,
-    tool: &str,
-    arguments: serde_json::Value,
-) -> Result<ToolOutput, CallError> {
-    host.call_tool(tool, &arguments.to_string(), &CallContext::default(), None)
-        .await
+pub async fn call(host: &PluginHost, tool: &str, arguments: serde_json::Value) -> Result<ToolOutput, CallError> {
+    host.call_tool(tool, &arguments.to_string(), &CallContext::default(), None).await
 }
 
 /// A local HTTP server on 127.0.0.1 that answers every request with `200 <body>` and
@@ -139,9 +124,7 @@ impl LocalServer {
                         stream.set_nonblocking(false).unwrap();
                         let mut head = Vec::new();
                         let mut byte = [0u8; 1];
-                        while !head.ends_with(b"\r\n\r\n")
-                            && stream.read(&mut byte).map(|n| n == 1).unwrap_or(false)
-                        {
+                        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).map(|n| n == 1).unwrap_or(false) {
                             head.push(byte[0]);
                         }
                         h.fetch_add(1, Ordering::SeqCst);

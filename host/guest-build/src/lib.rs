@@ -32,17 +32,11 @@ pub struct Component {
 /// build; the message says what to do. Panicking is how a build script reports failure.
 pub fn build_components(workspace_root: &Path, package_dirs: &[&str]) -> Vec<Component> {
     for watched in ["sdk", "wit", "Cargo.lock"].iter().chain(package_dirs) {
-        println!(
-            "cargo:rerun-if-changed={}",
-            workspace_root.join(watched).display()
-        );
+        println!("cargo:rerun-if-changed={}", workspace_root.join(watched).display());
     }
     ensure_target_installed();
 
-    let packages: Vec<String> = package_dirs
-        .iter()
-        .map(|dir| package_name(&workspace_root.join(dir)))
-        .collect();
+    let packages: Vec<String> = package_dirs.iter().map(|dir| package_name(&workspace_root.join(dir))).collect();
     let target_dir = guest_target_dir();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut command = Command::new(&cargo);
@@ -74,32 +68,19 @@ pub fn build_components(workspace_root: &Path, package_dirs: &[&str]) -> Vec<Com
     ] {
         command.env_remove(var);
     }
-    let status = command
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run `{cargo}` to build the plugins: {e}"));
+    let status = command.status().unwrap_or_else(|e| panic!("cannot run `{cargo}` to build the plugins: {e}"));
     if !status.success() {
         panic!(
             "building the WebAssembly plugins failed ({status}); the compiler's messages are above. \
              To see them alone, run: cargo build --release --target {TARGET} {}",
-            packages
-                .iter()
-                .map(|p| format!("-p {p}"))
-                .collect::<Vec<_>>()
-                .join(" ")
+            packages.iter().map(|p| format!("-p {p}")).collect::<Vec<_>>().join(" ")
         );
     }
     packages
         .into_iter()
         .map(|package| {
-            let path = target_dir
-                .join(TARGET)
-                .join("release")
-                .join(format!("{}.wasm", package.replace('-', "_")));
-            assert!(
-                path.exists(),
-                "cargo built `{package}` but {} is missing: is its crate-type [\"cdylib\"]?",
-                path.display()
-            );
+            let path = target_dir.join(TARGET).join("release").join(format!("{}.wasm", package.replace('-', "_")));
+            assert!(path.exists(), "cargo built `{package}` but {} is missing: is its crate-type [\"cdylib\"]?", path.display());
             Component { package, path }
         })
         .collect()
@@ -108,8 +89,7 @@ pub fn build_components(workspace_root: &Path, package_dirs: &[&str]) -> Vec<Com
 /// The package name in `dir/Cargo.toml`.
 fn package_name(dir: &Path) -> String {
     let manifest = dir.join("Cargo.toml");
-    let text = std::fs::read_to_string(&manifest)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", manifest.display()));
+    let text = std::fs::read_to_string(&manifest).unwrap_or_else(|e| panic!("cannot read {}: {e}", manifest.display()));
     let mut in_package = false;
     for line in text.lines() {
         let line = line.trim();
@@ -129,8 +109,7 @@ fn package_name(dir: &Path) -> String {
 /// ancestor of `OUT_DIR` that holds `CACHEDIR.TAG`), so all build scripts share one
 /// guest build.
 fn guest_target_dir() -> PathBuf {
-    let out_dir =
-        PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set for build scripts"));
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set for build scripts"));
     out_dir
         .ancestors()
         .find(|dir| dir.join("CACHEDIR.TAG").exists())
@@ -153,17 +132,9 @@ fn ensure_target_installed() {
     {
         return;
     }
-    println!(
-        "cargo:warning=installing the {TARGET} target with rustup (needed to build the plugins)"
-    );
-    let installed = Command::new("rustup")
-        .args(["target", "add", TARGET])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
+    println!("cargo:warning=installing the {TARGET} target with rustup (needed to build the plugins)");
+    let installed = Command::new("rustup").args(["target", "add", TARGET]).status().map(|s| s.success()).unwrap_or(false);
     if !installed {
-        panic!(
-            "the Rust target `{TARGET}` is not installed and rustup could not install it. Run: rustup target add {TARGET}"
-        );
+        panic!("the Rust target `{TARGET}` is not installed and rustup could not install it. Run: rustup target add {TARGET}");
     }
 }

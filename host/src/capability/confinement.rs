@@ -21,9 +21,7 @@ pub enum ConfinementSupport {
 impl std::fmt::Display for ConfinementSupport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ConfinementSupport::Landlock => {
-                f.write_str("Landlock (commands are confined to the plugin's filesystem grants)")
-            }
+            ConfinementSupport::Landlock => f.write_str("Landlock (commands are confined to the plugin's filesystem grants)"),
             ConfinementSupport::Unavailable(reason) => write!(f, "unavailable: {reason}"),
         }
     }
@@ -42,13 +40,10 @@ pub enum UnconfinedCommands {
 
 /// System directories commands may read and execute from, besides the grants.
 pub fn default_system_paths() -> Vec<PathBuf> {
-    [
-        "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/dev",
-        "/proc", "/sys", "/run", "/nix",
-    ]
-    .into_iter()
-    .map(PathBuf::from)
-    .collect()
+    ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/dev", "/proc", "/sys", "/run", "/nix"]
+        .into_iter()
+        .map(PathBuf::from)
+        .collect()
 }
 
 /// Probes the running kernel.
@@ -61,9 +56,7 @@ pub fn probe() -> ConfinementSupport {
         .and_then(|r| r.create());
     match created {
         Ok(_) => ConfinementSupport::Landlock,
-        Err(e) => {
-            ConfinementSupport::Unavailable(format!("Landlock is not usable on this kernel ({e})"))
-        }
+        Err(e) => ConfinementSupport::Unavailable(format!("Landlock is not usable on this kernel ({e})")),
     }
 }
 
@@ -84,8 +77,7 @@ impl Confinement {
     /// to `/dev/null`).
     pub fn new(grants: &[DirGrant], system_paths: &[PathBuf]) -> Result<Self, String> {
         use landlock::{
-            ABI, Access as _, AccessFs, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
-            RulesetAttr, RulesetCreatedAttr,
+            ABI, Access as _, AccessFs, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
         };
         let abi = ABI::V5;
         let err = |e: landlock::RulesetError| format!("cannot build the Landlock rules: {e}");
@@ -96,35 +88,19 @@ impl Confinement {
             .create()
             .map_err(err)?;
         for path in system_paths.iter().filter(|p| p.exists()) {
-            let fd = PathFd::new(path).map_err(|e| {
-                format!(
-                    "cannot open `{}` for the Landlock rules: {e}",
-                    path.display()
-                )
-            })?;
-            ruleset = ruleset
-                .add_rule(PathBeneath::new(fd, AccessFs::from_read(abi)))
-                .map_err(err)?;
+            let fd = PathFd::new(path).map_err(|e| format!("cannot open `{}` for the Landlock rules: {e}", path.display()))?;
+            ruleset = ruleset.add_rule(PathBeneath::new(fd, AccessFs::from_read(abi))).map_err(err)?;
         }
         if let Ok(fd) = PathFd::new("/dev/null") {
-            ruleset = ruleset
-                .add_rule(PathBeneath::new(fd, AccessFs::from_file(abi)))
-                .map_err(err)?;
+            ruleset = ruleset.add_rule(PathBeneath::new(fd, AccessFs::from_file(abi))).map_err(err)?;
         }
         for grant in grants {
             let access = match grant.access {
                 Access::ReadOnly => AccessFs::from_read(abi),
                 Access::ReadWrite => AccessFs::from_all(abi),
             };
-            let fd = PathFd::new(&grant.path).map_err(|e| {
-                format!(
-                    "cannot open `{}` for the Landlock rules: {e}",
-                    grant.path.display()
-                )
-            })?;
-            ruleset = ruleset
-                .add_rule(PathBeneath::new(fd, access))
-                .map_err(err)?;
+            let fd = PathFd::new(&grant.path).map_err(|e| format!("cannot open `{}` for the Landlock rules: {e}", grant.path.display()))?;
+            ruleset = ruleset.add_rule(PathBeneath::new(fd, access)).map_err(err)?;
         }
         Ok(Confinement(std::sync::Mutex::new(Some(ruleset))))
     }

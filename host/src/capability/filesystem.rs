@@ -72,24 +72,12 @@ pub struct DirGrant {
 /// canonicalized so that the sandbox and the kernel confinement see the real directory.
 pub fn resolve(spec: &DirGrantSpec, workspace: &Path) -> Result<DirGrant, String> {
     let raw = expand_home(spec.path());
-    let joined = if raw.is_absolute() {
-        raw
-    } else {
-        workspace.join(raw)
-    };
-    let path = joined
-        .canonicalize()
-        .map_err(|e| format!("directory `{}` cannot be granted: {e}", joined.display()))?;
+    let joined = if raw.is_absolute() { raw } else { workspace.join(raw) };
+    let path = joined.canonicalize().map_err(|e| format!("directory `{}` cannot be granted: {e}", joined.display()))?;
     if !path.is_dir() {
-        return Err(format!(
-            "`{}` is not a directory; grants name directories",
-            path.display()
-        ));
+        return Err(format!("`{}` is not a directory; grants name directories", path.display()));
     }
-    Ok(DirGrant {
-        path,
-        access: spec.access(),
-    })
+    Ok(DirGrant { path, access: spec.access() })
 }
 
 fn expand_home(path: &str) -> PathBuf {
@@ -113,14 +101,7 @@ mod tests {
         let err = resolve(&DirGrantSpec::ReadOnly("missing".into()), &dir).unwrap_err();
         assert!(err.contains("missing"), "{err}");
         std::fs::write(dir.join("file"), "x").unwrap();
-        let err = resolve(
-            &DirGrantSpec::WithAccess {
-                path: "file".into(),
-                access: Access::ReadWrite,
-            },
-            &dir,
-        )
-        .unwrap_err();
+        let err = resolve(&DirGrantSpec::WithAccess { path: "file".into(), access: Access::ReadWrite }, &dir).unwrap_err();
         assert!(err.contains("not a directory"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

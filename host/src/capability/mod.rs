@@ -37,11 +37,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            memory_mib: 128,
-            timeout_ms: 30_000,
-            max_output_bytes: 1 << 20,
-        }
+        Limits { memory_mib: 128, timeout_ms: 30_000, max_output_bytes: 1 << 20 }
     }
 }
 
@@ -110,10 +106,7 @@ pub struct SandboxSettings {
 
 impl Default for SandboxSettings {
     fn default() -> Self {
-        SandboxSettings {
-            unconfined_commands: UnconfinedCommands::Refuse,
-            system_paths: confinement::default_system_paths(),
-        }
+        SandboxSettings { unconfined_commands: UnconfinedCommands::Refuse, system_paths: confinement::default_system_paths() }
     }
 }
 
@@ -167,36 +160,22 @@ pub struct PolicyContext {
 
 impl CapabilityPolicy {
     /// Resolves what `manifest` requests against `grants` (none: nothing is granted).
-    pub fn resolve(
-        manifest: &PluginManifest,
-        grants: Option<&PluginGrants>,
-        ctx: &PolicyContext,
-    ) -> Result<Self, GrantError> {
+    pub fn resolve(manifest: &PluginManifest, grants: Option<&PluginGrants>, ctx: &PolicyContext) -> Result<Self, GrantError> {
         let id = manifest.id.clone();
         let grants = grants.cloned().unwrap_or_default();
         let requested = manifest.capabilities.clone();
-        let error = |field: &'static str, message: String| GrantError {
-            plugin: id.clone(),
-            field,
-            message,
-        };
+        let error = |field: &'static str, message: String| GrantError { plugin: id.clone(), field, message };
 
         let mut filesystem = Vec::new();
         for spec in &grants.filesystem {
-            let grant =
-                filesystem::resolve(spec, &ctx.workspace).map_err(|m| error("filesystem", m))?;
+            let grant = filesystem::resolve(spec, &ctx.workspace).map_err(|m| error("filesystem", m))?;
             if let Some(wanted) = requested.filesystem {
-                filesystem.push(DirGrant {
-                    access: grant.access.min(wanted),
-                    ..grant
-                });
+                filesystem.push(DirGrant { access: grant.access.min(wanted), ..grant });
             }
         }
 
         let parse_hosts = |list: &[String], field| -> Result<Vec<HostPattern>, GrantError> {
-            list.iter()
-                .map(|p| HostPattern::parse(p).map_err(|m| error(field, m)))
-                .collect()
+            list.iter().map(|p| HostPattern::parse(p).map_err(|m| error(field, m))).collect()
         };
         let network = NetworkPolicy {
             requested: parse_hosts(&requested.network, "network (requested)")?,
@@ -204,9 +183,7 @@ impl CapabilityPolicy {
         };
 
         let parse_commands = |list: &[String], field| -> Result<Vec<CommandPattern>, GrantError> {
-            list.iter()
-                .map(|p| CommandPattern::parse(p).map_err(|m| error(field, m)))
-                .collect()
+            list.iter().map(|p| CommandPattern::parse(p).map_err(|m| error(field, m))).collect()
         };
         let process_policy = ProcessPolicy {
             requested: parse_commands(&requested.process, "process (requested)")?,
@@ -231,16 +208,12 @@ impl CapabilityPolicy {
 
         let mut settings = BTreeMap::new();
         for (key, value) in &grants.settings {
-            let json = serde_json::to_string(value)
-                .map_err(|e| error("settings", format!("`{key}`: {e}")))?;
+            let json = serde_json::to_string(value).map_err(|e| error("settings", format!("`{key}`: {e}")))?;
             settings.insert(key.clone(), json);
         }
 
         let mut command_env = env.clone();
-        command_env.push((
-            "PATH".into(),
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
-        ));
+        command_env.push(("PATH".into(), std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())));
         let process = CommandRunner {
             policy: process_policy,
             workspace: ctx.workspace.clone(),
@@ -252,39 +225,21 @@ impl CapabilityPolicy {
             max_output_bytes: limits.max_output_bytes as usize,
             max_timeout: limits.timeout(),
         };
-        Ok(CapabilityPolicy {
-            plugin_id: id,
-            filesystem,
-            network,
-            process,
-            env,
-            limits,
-            settings,
-            requested,
-            granted: grants,
-        })
+        Ok(CapabilityPolicy { plugin_id: id, filesystem, network, process, env, limits, settings, requested, granted: grants })
     }
 
     /// The `plugboard.toml` lines that would grant `target` of `kind`, or why no grant can
     /// help (the plugin does not request that capability).
     pub fn grant_hint(&self, kind: CapabilityKind, target: &str) -> String {
         let id = &self.plugin_id;
-        let not_requested = |what: &str| {
-            format!(
-                "plugin `{id}` does not request {what} in its manifest, so no grant can allow it"
-            )
-        };
+        let not_requested = |what: &str| format!("plugin `{id}` does not request {what} in its manifest, so no grant can allow it");
         match kind {
             CapabilityKind::Filesystem => {
                 let Some(access) = self.requested.filesystem else {
                     return not_requested("filesystem access");
                 };
                 let dir = Path::new(target);
-                let dir = if dir.extension().is_some() {
-                    dir.parent().unwrap_or(dir)
-                } else {
-                    dir
-                };
+                let dir = if dir.extension().is_some() { dir.parent().unwrap_or(dir) } else { dir };
                 format!(
                     "to grant it, add to plugboard.toml:\n  [plugins.{id}]\n  filesystem = [{{ path = {:?}, access = \"{access}\" }}]",
                     dir.display().to_string()
@@ -294,35 +249,27 @@ impl CapabilityPolicy {
                 if self.requested.network.is_empty() {
                     return not_requested("network access");
                 }
-                format!(
-                    "to grant it, add to plugboard.toml:\n  [plugins.{id}]\n  network = [{target:?}]"
-                )
+                format!("to grant it, add to plugboard.toml:\n  [plugins.{id}]\n  network = [{target:?}]")
             }
             CapabilityKind::Process => {
                 if self.requested.process.is_empty() {
                     return not_requested("the process capability");
                 }
                 let program = target.split_whitespace().next().unwrap_or(target);
-                format!(
-                    "to grant it, add to plugboard.toml:\n  [plugins.{id}]\n  process = [\"{program}\", \"{program} *\"]"
-                )
+                format!("to grant it, add to plugboard.toml:\n  [plugins.{id}]\n  process = [\"{program}\", \"{program} *\"]")
             }
             CapabilityKind::Env => {
                 if !self.requested.env.iter().any(|r| r == target || r == "*") {
                     return not_requested(&format!("the environment variable `{target}`"));
                 }
-                format!(
-                    "to grant it, add to plugboard.toml:\n  [plugins.{id}]\n  env = [{target:?}]"
-                )
+                format!("to grant it, add to plugboard.toml:\n  [plugins.{id}]\n  env = [{target:?}]")
             }
         }
     }
 
     /// True when the plugin can see `path` with at least `access`.
     pub fn allows_path(&self, path: &Path, access: Access) -> bool {
-        self.filesystem
-            .iter()
-            .any(|g| path.starts_with(&g.path) && g.access >= access)
+        self.filesystem.iter().any(|g| path.starts_with(&g.path) && g.access >= access)
     }
 }
 

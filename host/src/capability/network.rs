@@ -32,23 +32,16 @@ impl HostPattern {
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         if text == "*" {
-            return Ok(HostPattern {
-                text: text.into(),
-                scheme: None,
-                host: HostMatch::Any,
-                port: PortMatch::Any,
-            });
+            return Ok(HostPattern { text: text.into(), scheme: None, host: HostMatch::Any, port: PortMatch::Any });
         }
-        let (scheme, rest) = text.split_once("://").ok_or_else(|| {
-            format!("host pattern `{text}` needs a scheme, e.g. `https://{text}` (or `*://{text}`)")
-        })?;
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or_else(|| format!("host pattern `{text}` needs a scheme, e.g. `https://{text}` (or `*://{text}`)"))?;
         let scheme = match scheme {
             "*" => None,
             "http" | "https" => Some(scheme.to_string()),
             other => {
-                return Err(format!(
-                    "host pattern `{text}`: scheme `{other}` is not http, https or *"
-                ));
+                return Err(format!("host pattern `{text}`: scheme `{other}` is not http, https or *"));
             }
         };
         let rest = rest.trim_end_matches('/');
@@ -62,10 +55,7 @@ impl HostPattern {
         let port = match port {
             None => PortMatch::Default,
             Some("*") => PortMatch::Any,
-            Some(p) => PortMatch::Exact(
-                p.parse()
-                    .map_err(|_| format!("host pattern `{text}`: `{p}` is not a port"))?,
-            ),
+            Some(p) => PortMatch::Exact(p.parse().map_err(|_| format!("host pattern `{text}`: `{p}` is not a port"))?),
         };
         let host = host.to_ascii_lowercase();
         let host = if host == "*" {
@@ -73,18 +63,11 @@ impl HostPattern {
         } else if let Some(suffix) = host.strip_prefix("*.") {
             HostMatch::Subdomain(suffix.to_string())
         } else if host.is_empty() || host.contains('*') {
-            return Err(format!(
-                "host pattern `{text}`: a host is a name, `*` or `*.domain`"
-            ));
+            return Err(format!("host pattern `{text}`: a host is a name, `*` or `*.domain`"));
         } else {
             HostMatch::Exact(host)
         };
-        Ok(HostPattern {
-            text: text.into(),
-            scheme,
-            host,
-            port,
-        })
+        Ok(HostPattern { text: text.into(), scheme, host, port })
     }
 
     /// The pattern as written.
@@ -103,9 +86,7 @@ impl HostPattern {
         let host_ok = match &self.host {
             HostMatch::Any => true,
             HostMatch::Exact(h) => *h == host,
-            HostMatch::Subdomain(suffix) => host
-                .strip_suffix(suffix.as_str())
-                .is_some_and(|p| p.ends_with('.')),
+            HostMatch::Subdomain(suffix) => host.strip_suffix(suffix.as_str()).is_some_and(|p| p.ends_with('.')),
         };
         let port_ok = match self.port {
             PortMatch::Any => true,
@@ -181,47 +162,19 @@ mod tests {
 
     #[test]
     fn bad_patterns_say_why() {
-        assert!(
-            HostPattern::parse("example.com")
-                .unwrap_err()
-                .contains("needs a scheme")
-        );
+        assert!(HostPattern::parse("example.com").unwrap_err().contains("needs a scheme"));
         assert!(HostPattern::parse("ftp://x").unwrap_err().contains("ftp"));
-        assert!(
-            HostPattern::parse("https://x/path")
-                .unwrap_err()
-                .contains("path")
-        );
-        assert!(
-            HostPattern::parse("https://x:port")
-                .unwrap_err()
-                .contains("port")
-        );
-        assert!(
-            HostPattern::parse("https://a*b.com")
-                .unwrap_err()
-                .contains("host")
-        );
+        assert!(HostPattern::parse("https://x/path").unwrap_err().contains("path"));
+        assert!(HostPattern::parse("https://x:port").unwrap_err().contains("port"));
+        assert!(HostPattern::parse("https://a*b.com").unwrap_err().contains("host"));
     }
 
     #[test]
     fn both_request_and_grant_are_needed() {
-        let policy = NetworkPolicy {
-            requested: vec![p("*")],
-            granted: vec![p("http://127.0.0.1:*")],
-        };
+        let policy = NetworkPolicy { requested: vec![p("*")], granted: vec![p("http://127.0.0.1:*")] };
         assert_eq!(policy.check("http", "127.0.0.1", Some(8080)), Ok(()));
-        assert_eq!(
-            policy.check("https", "example.com", None),
-            Err(NetworkDenial::NotGranted)
-        );
-        let policy = NetworkPolicy {
-            requested: vec![p("https://api.example.com")],
-            granted: vec![p("*")],
-        };
-        assert_eq!(
-            policy.check("https", "other.com", None),
-            Err(NetworkDenial::NotRequested)
-        );
+        assert_eq!(policy.check("https", "example.com", None), Err(NetworkDenial::NotGranted));
+        let policy = NetworkPolicy { requested: vec![p("https://api.example.com")], granted: vec![p("*")] };
+        assert_eq!(policy.check("https", "other.com", None), Err(NetworkDenial::NotRequested));
     }
 }

@@ -28,10 +28,7 @@ impl CommandPattern {
             .backslash_escape(true)
             .build()
             .map_err(|e| format!("command pattern `{text}`: {e}"))?;
-        Ok(CommandPattern {
-            text: text.trim().to_string(),
-            matcher: glob.compile_matcher(),
-        })
+        Ok(CommandPattern { text: text.trim().to_string(), matcher: glob.compile_matcher() })
     }
 
     /// The pattern as written.
@@ -103,39 +100,24 @@ pub struct ProcessPolicy {
 impl ProcessPolicy {
     /// Checks a command line; the error names the simple command that is not allowed.
     pub fn check(&self, line: &str) -> Result<(), ProcessDenial> {
-        let deny = |command: &str, reason: String| ProcessDenial {
-            command: command.to_string(),
-            reason,
-        };
+        let deny = |command: &str, reason: String| ProcessDenial { command: command.to_string(), reason };
         let commands = simple_commands(line);
         let Some(first) = commands.first() else {
             return Err(deny(line, "the command line is empty".into()));
         };
         if self.requested.is_empty() {
-            return Err(deny(
-                first,
-                "the plugin does not request the process capability in its manifest".into(),
-            ));
+            return Err(deny(first, "the plugin does not request the process capability in its manifest".into()));
         }
         if self.granted.is_empty() {
             return Err(deny(first, "no commands are granted to this plugin".into()));
         }
         for command in &commands {
             if !self.requested.iter().any(|p| p.matches(command)) {
-                return Err(deny(
-                    command,
-                    format!("`{command}` is not among the commands the plugin requests"),
-                ));
+                return Err(deny(command, format!("`{command}` is not among the commands the plugin requests")));
             }
             if !self.granted.iter().any(|p| p.matches(command)) {
                 let granted: Vec<&str> = self.granted.iter().map(|p| p.as_str()).collect();
-                return Err(deny(
-                    command,
-                    format!(
-                        "`{command}` matches no granted command pattern (granted: {})",
-                        granted.join(", ")
-                    ),
-                ));
+                return Err(deny(command, format!("`{command}` matches no granted command pattern (granted: {})", granted.join(", "))));
             }
         }
         Ok(())
@@ -200,24 +182,12 @@ pub enum CommandError {
 
 impl CommandRunner {
     /// Runs `line` through `/bin/sh -c` in `cwd` (empty: the workspace) with a time limit.
-    pub async fn run(
-        &self,
-        line: &str,
-        cwd: &str,
-        timeout: Option<Duration>,
-    ) -> Result<CommandResult, CommandError> {
+    pub async fn run(&self, line: &str, cwd: &str, timeout: Option<Duration>) -> Result<CommandResult, CommandError> {
         self.policy.check(line).map_err(CommandError::Denied)?;
-        let denied = |reason: String| {
-            CommandError::Denied(ProcessDenial {
-                command: line.to_string(),
-                reason,
-            })
-        };
+        let denied = |reason: String| CommandError::Denied(ProcessDenial { command: line.to_string(), reason });
         let cwd = self.working_directory(cwd)?;
         let confinement = match &*self.confinement {
-            ConfinementSupport::Landlock => Some(
-                Confinement::new(&self.grants, &self.system_paths).map_err(CommandError::Failed)?,
-            ),
+            ConfinementSupport::Landlock => Some(Confinement::new(&self.grants, &self.system_paths).map_err(CommandError::Failed)?),
             ConfinementSupport::Unavailable(reason) => match self.unconfined {
                 UnconfinedCommands::Refuse => {
                     return Err(denied(format!(
@@ -249,9 +219,7 @@ impl CommandRunner {
                 command.pre_exec(move || confinement.apply());
             }
         }
-        let mut child = command
-            .spawn()
-            .map_err(|e| CommandError::Failed(format!("cannot start `/bin/sh`: {e}")))?;
+        let mut child = command.spawn().map_err(|e| CommandError::Failed(format!("cannot start `/bin/sh`: {e}")))?;
         let pid = child.id();
         let mut stdout = child.stdout.take().expect("stdout is piped");
         let mut stderr = child.stderr.take().expect("stderr is piped");
@@ -300,22 +268,13 @@ impl CommandRunner {
     }
 
     fn working_directory(&self, cwd: &str) -> Result<PathBuf, CommandError> {
-        let requested = if cwd.is_empty() {
-            self.workspace.clone()
-        } else {
-            self.workspace.join(cwd)
-        };
-        let canonical = requested.canonicalize().map_err(|e| {
-            CommandError::Failed(format!("working directory `{}`: {e}", requested.display()))
-        })?;
+        let requested = if cwd.is_empty() { self.workspace.clone() } else { self.workspace.join(cwd) };
+        let canonical =
+            requested.canonicalize().map_err(|e| CommandError::Failed(format!("working directory `{}`: {e}", requested.display())))?;
         if !canonical.starts_with(&self.workspace) {
             return Err(CommandError::Denied(ProcessDenial {
                 command: cwd.to_string(),
-                reason: format!(
-                    "working directory `{}` is outside the workspace `{}`",
-                    canonical.display(),
-                    self.workspace.display()
-                ),
+                reason: format!("working directory `{}` is outside the workspace `{}`", canonical.display(), self.workspace.display()),
             }));
         }
         Ok(canonical)
@@ -344,47 +303,23 @@ mod tests {
     fn command_lines_split_into_simple_commands() {
         assert_eq!(simple_commands("ls -la"), vec!["ls -la"]);
         assert_eq!(simple_commands("ls; rm -rf ~"), vec!["ls", "rm -rf ~"]);
-        assert_eq!(
-            simple_commands("a && b || c | d & e"),
-            vec!["a", "b", "c", "d", "e"]
-        );
+        assert_eq!(simple_commands("a && b || c | d & e"), vec!["a", "b", "c", "d", "e"]);
         assert_eq!(simple_commands("echo $(whoami)"), vec!["echo", "whoami"]);
         assert_eq!(simple_commands("echo `id`"), vec!["echo", "id"]);
-        assert_eq!(
-            simple_commands("echo 'a; b' \"c | d\""),
-            vec!["echo 'a; b' \"c | d\""]
-        );
+        assert_eq!(simple_commands("echo 'a; b' \"c | d\""), vec!["echo 'a; b' \"c | d\""]);
         // A substitution inside double quotes is still checked as a command of its own.
-        assert_eq!(
-            simple_commands("echo \"$(rm -rf /)\""),
-            vec!["echo \"", "rm -rf /)\""]
-        );
+        assert_eq!(simple_commands("echo \"$(rm -rf /)\""), vec!["echo \"", "rm -rf /)\""]);
     }
 
     #[test]
     fn each_simple_command_must_be_requested_and_granted() {
-        let pats = |v: &[&str]| {
-            v.iter()
-                .map(|p| CommandPattern::parse(p).unwrap())
-                .collect::<Vec<_>>()
-        };
-        let policy = ProcessPolicy {
-            requested: pats(&["*"]),
-            granted: pats(&["ls*", "echo *"]),
-        };
+        let pats = |v: &[&str]| v.iter().map(|p| CommandPattern::parse(p).unwrap()).collect::<Vec<_>>();
+        let policy = ProcessPolicy { requested: pats(&["*"]), granted: pats(&["ls*", "echo *"]) };
         assert!(policy.check("ls -la").is_ok());
         assert!(policy.check("ls && echo hi").is_ok());
         let err = policy.check("ls; rm -rf /").unwrap_err();
         assert_eq!(err.command, "rm -rf /");
-        let none = ProcessPolicy {
-            requested: pats(&["*"]),
-            granted: vec![],
-        };
-        assert!(
-            none.check("ls")
-                .unwrap_err()
-                .reason
-                .contains("no commands are granted")
-        );
+        let none = ProcessPolicy { requested: pats(&["*"]), granted: vec![] };
+        assert!(none.check("ls").unwrap_err().reason.contains("no commands are granted"));
     }
 }

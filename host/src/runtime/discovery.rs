@@ -30,11 +30,7 @@ pub fn user_plugins_dir() -> Option<PathBuf> {
 
 /// Lists every candidate, highest precedence first. Unreadable files are returned as
 /// errors beside the candidates, never silently skipped.
-pub fn discover(
-    workspace: &Path,
-    user_dir: Option<&Path>,
-    extra_dirs: &[PathBuf],
-) -> (Vec<Candidate>, Vec<(PluginSource, String)>) {
+pub fn discover(workspace: &Path, user_dir: Option<&Path>, extra_dirs: &[PathBuf]) -> (Vec<Candidate>, Vec<(PluginSource, String)>) {
     let mut candidates = Vec::new();
     let mut errors = Vec::new();
     let mut scan = |dir: &Path, precedence: u8, must_exist: bool| {
@@ -42,12 +38,7 @@ pub fn discover(
             Ok(entries) => entries,
             Err(e) => {
                 if must_exist {
-                    errors.push((
-                        PluginSource::File {
-                            path: dir.to_path_buf(),
-                        },
-                        format!("cannot read the plugins directory: {e}"),
-                    ));
+                    errors.push((PluginSource::File { path: dir.to_path_buf() }, format!("cannot read the plugins directory: {e}")));
                 }
                 return;
             }
@@ -60,12 +51,9 @@ pub fn discover(
         files.sort();
         for path in files {
             match std::fs::read(&path) {
-                Ok(bytes) => candidates.push(Candidate {
-                    source: PluginSource::File { path },
-                    bytes: bytes.into(),
-                    first_party: false,
-                    precedence,
-                }),
+                Ok(bytes) => {
+                    candidates.push(Candidate { source: PluginSource::File { path }, bytes: bytes.into(), first_party: false, precedence })
+                }
                 Err(e) => errors.push((PluginSource::File { path }, format!("cannot read: {e}"))),
             }
         }
@@ -79,9 +67,7 @@ pub fn discover(
     }
     for plugin in plugboard_bundled_plugins::PLUGINS {
         candidates.push(Candidate {
-            source: PluginSource::Bundled {
-                name: plugin.name.to_string(),
-            },
+            source: PluginSource::Bundled { name: plugin.name.to_string() },
             bytes: plugin.component.into(),
             first_party: true,
             precedence: 0,

@@ -64,9 +64,7 @@ pub enum CallError {
         limit_mib: u64,
     },
     /// The output is larger than allowed.
-    #[error(
-        "plugin `{plugin}` returned {size} bytes of output, over its limit of {limit} bytes (`limits.max_output_bytes`)"
-    )]
+    #[error("plugin `{plugin}` returned {size} bytes of output, over its limit of {limit} bytes (`limits.max_output_bytes`)")]
     OutputTooLarge {
         /// The plugin.
         plugin: String,

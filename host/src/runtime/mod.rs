@@ -85,20 +85,11 @@ impl PluginHost {
     pub async fn start(options: HostOptions) -> Result<Self, StartError> {
         let workspace = match &options.workspace {
             Some(w) => w.clone(),
-            None => std::env::current_dir().map_err(|e| StartError::Workspace {
-                path: ".".into(),
-                message: e.to_string(),
-            })?,
+            None => std::env::current_dir().map_err(|e| StartError::Workspace { path: ".".into(), message: e.to_string() })?,
         };
-        let workspace = workspace
-            .canonicalize()
-            .map_err(|e| StartError::Workspace {
-                path: workspace.clone(),
-                message: e.to_string(),
-            })?;
+        let workspace = workspace.canonicalize().map_err(|e| StartError::Workspace { path: workspace.clone(), message: e.to_string() })?;
         let (config, config_path) = Config::load(options.config_file.as_deref(), &workspace)?;
-        let engine =
-            PluginEngine::new(&config.engine).map_err(|e| StartError::Engine(format!("{e:#}")))?;
+        let engine = PluginEngine::new(&config.engine).map_err(|e| StartError::Engine(format!("{e:#}")))?;
         let cache_dir = match (&options.cache_dir, config.cache.enabled) {
             (Some(dir), _) => Some(dir.clone()),
             (None, Some(false)) => None,
@@ -123,18 +114,9 @@ impl PluginHost {
             tools: BTreeMap::new(),
             failures: Vec::new(),
         };
-        let user_dir = if options.skip_user_plugins {
-            None
-        } else {
-            discovery::user_plugins_dir()
-        };
-        let (candidates, errors) =
-            discovery::discover(&workspace, user_dir.as_deref(), &options.plugin_dirs);
-        host.failures.extend(
-            errors
-                .into_iter()
-                .map(|(source, reason)| LoadFailure { source, reason }),
-        );
+        let user_dir = if options.skip_user_plugins { None } else { discovery::user_plugins_dir() };
+        let (candidates, errors) = discovery::discover(&workspace, user_dir.as_deref(), &options.plugin_dirs);
+        host.failures.extend(errors.into_iter().map(|(source, reason)| LoadFailure { source, reason }));
         host.load_all(candidates).await;
         Ok(host)
     }
@@ -145,9 +127,7 @@ impl PluginHost {
             let loader = self.loader();
             tasks.spawn(async move {
                 let source = candidate.source.clone();
-                let result = loader
-                    .load(candidate.bytes, candidate.source, candidate.first_party)
-                    .await;
+                let result = loader.load(candidate.bytes, candidate.source, candidate.first_party).await;
                 (index, candidate.precedence, source, result)
             });
         }
@@ -165,10 +145,7 @@ impl PluginHost {
                 Ok(plugin) => self.register(plugin),
                 Err(e) => {
                     tracing::warn!(%source, error = %e, "plugin not loaded");
-                    self.failures.push(LoadFailure {
-                        source,
-                        reason: e.to_string(),
-                    });
+                    self.failures.push(LoadFailure { source, reason: e.to_string() });
                 }
             }
         }
@@ -180,17 +157,12 @@ impl PluginHost {
             tracing::info!(plugin = %id, shadowed = %plugin.source, by = %existing.source, "plugin shadowed by one of higher precedence");
             return;
         }
-        if let Some(clash) = plugin.tools.iter().find_map(|t| {
-            self.tools
-                .get(&t.name)
-                .map(|other| (t.name.clone(), other.manifest.id.clone()))
-        }) {
+        if let Some(clash) =
+            plugin.tools.iter().find_map(|t| self.tools.get(&t.name).map(|other| (t.name.clone(), other.manifest.id.clone())))
+        {
             self.failures.push(LoadFailure {
                 source: plugin.source.clone(),
-                reason: format!(
-                    "plugin `{id}` provides the tool `{}`, which plugin `{}` already provides",
-                    clash.0, clash.1
-                ),
+                reason: format!("plugin `{id}` provides the tool `{}`, which plugin `{}` already provides", clash.0, clash.1),
             });
             return;
         }
@@ -214,13 +186,7 @@ impl PluginHost {
 
     /// Every tool with the plugin that provides it, by name.
     pub fn tools(&self) -> impl Iterator<Item = (&ToolDefinition, &Arc<LoadedPlugin>)> {
-        self.tools.iter().filter_map(|(name, plugin)| {
-            plugin
-                .tools
-                .iter()
-                .find(|t| &t.name == name)
-                .map(|t| (t, plugin))
-        })
+        self.tools.iter().filter_map(|(name, plugin)| plugin.tools.iter().find(|t| &t.name == name).map(|t| (t, plugin)))
     }
 
     /// Every loaded plugin, by id.
@@ -267,10 +233,7 @@ impl PluginHost {
         progress: Option<ProgressSink>,
     ) -> Result<ToolOutput, CallError> {
         let Some(plugin) = self.tools.get(name) else {
-            return Err(CallError::UnknownTool {
-                name: name.to_string(),
-                available: self.tools.keys().cloned().collect(),
-            });
+            return Err(CallError::UnknownTool { name: name.to_string(), available: self.tools.keys().cloned().collect() });
         };
         check_arguments(name, arguments)?;
         plugin.call(name, arguments, context, progress).await
@@ -279,17 +242,10 @@ impl PluginHost {
 
 /// The arguments must be one JSON object; the plugin checks them against its schema.
 fn check_arguments(tool: &str, arguments: &str) -> Result<(), CallError> {
-    let invalid = |message: String| CallError::InvalidArguments {
-        tool: tool.to_string(),
-        message,
-    };
-    let value: serde_json::Value =
-        serde_json::from_str(arguments).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
+    let invalid = |message: String| CallError::InvalidArguments { tool: tool.to_string(), message };
+    let value: serde_json::Value = serde_json::from_str(arguments).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
     if !value.is_object() {
-        return Err(invalid(format!(
-            "expected a JSON object, got {}",
-            json_kind(&value)
-        )));
+        return Err(invalid(format!("expected a JSON object, got {}", json_kind(&value))));
     }
     Ok(())
 }
@@ -325,16 +281,7 @@ impl PluginLoader {
     ) -> Result<LoadedPlugin, LoadError> {
         let this = self.clone();
         let mut plugin = tokio::task::spawn_blocking(move || {
-            LoadedPlugin::compile(
-                &bytes,
-                source,
-                first_party,
-                &this.engine,
-                &this.linker,
-                &this.cache,
-                &this.config,
-                &this.policy_ctx,
-            )
+            LoadedPlugin::compile(&bytes, source, first_party, &this.engine, &this.linker, &this.cache, &this.config, &this.policy_ctx)
         })
         .await
         .map_err(|e| LoadError::Component(format!("the compile task failed: {e}")))??;
@@ -344,16 +291,8 @@ impl PluginLoader {
 
     /// Loads the plugin file at `path` without registering it (for `plugin inspect`).
     pub async fn load_file(&self, path: &Path) -> Result<LoadedPlugin, LoadError> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| LoadError::Component(format!("cannot read {}: {e}", path.display())))?;
-        self.load(
-            bytes.into(),
-            PluginSource::File {
-                path: path.to_path_buf(),
-            },
-            false,
-        )
-        .await
+        let bytes = std::fs::read(path).map_err(|e| LoadError::Component(format!("cannot read {}: {e}", path.display())))?;
+        self.load(bytes.into(), PluginSource::File { path: path.to_path_buf() }, false).await
     }
 }
 
@@ -361,10 +300,8 @@ impl PluginLoader {
 /// no sockets), `wasi:http` (through the network policy) and the Plugboard host interfaces.
 fn new_linker(engine: &PluginEngine) -> Result<Linker<CallState>, String> {
     let mut linker = Linker::<CallState>::new(&engine.engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-        .map_err(|e| format!("linking WASI: {e:#}"))?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-        .map_err(|e| format!("linking wasi:http: {e:#}"))?;
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| format!("linking WASI: {e:#}"))?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|e| format!("linking wasi:http: {e:#}"))?;
     ToolPlugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
         .map_err(|e| format!("linking the host interfaces: {e:#}"))?;
     Ok(linker)

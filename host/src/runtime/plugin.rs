@@ -150,25 +150,15 @@ impl LoadedPlugin {
         };
         let manifest = PluginManifest::read(bytes, path)?;
         let (grants, grant_source) = config.grants_for(&manifest.id, first_party);
-        let policy = Arc::new(CapabilityPolicy::resolve(
-            &manifest,
-            grants.as_ref(),
-            policy_ctx,
-        )?);
+        let policy = Arc::new(CapabilityPolicy::resolve(&manifest, grants.as_ref(), policy_ctx)?);
         let hash = content_hash(bytes);
-        let (component, cache_outcome) = cache
-            .load_or_compile(&engine.engine, bytes, &hash)
-            .map_err(|e| LoadError::Component(format!("does not compile: {e:#}")))?;
-        let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
-            LoadError::Component(format!(
-                "does not fit the `tool-plugin` world of plugboard:plugin@0.1.0: {e:#}"
-            ))
-        })?;
-        let pre = ToolPluginPre::new(instance_pre).map_err(|e| {
-            LoadError::Component(format!(
-                "does not export `plugboard:plugin/tool@0.1.0`: {e:#}"
-            ))
-        })?;
+        let (component, cache_outcome) =
+            cache.load_or_compile(&engine.engine, bytes, &hash).map_err(|e| LoadError::Component(format!("does not compile: {e:#}")))?;
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Component(format!("does not fit the `tool-plugin` world of plugboard:plugin@0.1.0: {e:#}")))?;
+        let pre = ToolPluginPre::new(instance_pre)
+            .map_err(|e| LoadError::Component(format!("does not export `plugboard:plugin/tool@0.1.0`: {e:#}")))?;
         let mut plugin = LoadedPlugin {
             manifest,
             source,
@@ -176,10 +166,7 @@ impl LoadedPlugin {
             policy,
             grant_source,
             tools: Vec::new(),
-            stats: LoadStats {
-                cache: cache_outcome,
-                micros: 0,
-            },
+            stats: LoadStats { cache: cache_outcome, micros: 0 },
             engine: engine.clone(),
             pre,
         };
@@ -201,48 +188,24 @@ impl LoadedPlugin {
         let started = Instant::now();
         let definitions = async {
             let mut store = self.new_store(None).map_err(|e| e.to_string())?;
-            let instance = self
-                .pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(|e| format!("{e:#}"))?;
-            instance
-                .plugboard_plugin_tool()
-                .call_tools(&mut store)
-                .await
-                .map_err(|e| format!("{e:#}"))
+            let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| format!("{e:#}"))?;
+            instance.plugboard_plugin_tool().call_tools(&mut store).await.map_err(|e| format!("{e:#}"))
         };
         let definitions = tokio::time::timeout(self.policy.limits.timeout(), definitions)
             .await
-            .map_err(|_| {
-                LoadError::Tools(format!(
-                    "no answer within {} ms",
-                    self.policy.limits.timeout_ms
-                ))
-            })?
+            .map_err(|_| LoadError::Tools(format!("no answer within {} ms", self.policy.limits.timeout_ms)))?
             .map_err(LoadError::Tools)?;
         let mut tools = Vec::with_capacity(definitions.len());
         for d in definitions {
-            let parameters = serde_json::from_str(&d.parameters_schema).map_err(|e| {
-                LoadError::Tools(format!(
-                    "tool `{}` has a parameters schema that is not JSON: {e}",
-                    d.name
-                ))
-            })?;
+            let parameters = serde_json::from_str(&d.parameters_schema)
+                .map_err(|e| LoadError::Tools(format!("tool `{}` has a parameters schema that is not JSON: {e}", d.name)))?;
             if d.name.is_empty() {
                 return Err(LoadError::Tools("a tool has an empty name".into()));
             }
             if tools.iter().any(|t: &ToolDefinition| t.name == d.name) {
-                return Err(LoadError::Tools(format!(
-                    "the tool `{}` is listed twice",
-                    d.name
-                )));
+                return Err(LoadError::Tools(format!("the tool `{}` is listed twice", d.name)));
             }
-            tools.push(ToolDefinition {
-                name: d.name,
-                description: d.description,
-                parameters,
-            });
+            tools.push(ToolDefinition { name: d.name, description: d.description, parameters });
         }
         self.tools = tools;
         self.stats.micros += started.elapsed().as_micros() as u64;
@@ -260,10 +223,7 @@ impl LoadedPlugin {
     ) -> Result<ToolOutput, CallError> {
         let plugin = self.manifest.id.clone();
         let limits = self.policy.limits;
-        let mut store = self.new_store(progress).map_err(|e| CallError::Host {
-            plugin: plugin.clone(),
-            message: format!("{e:#}"),
-        })?;
+        let mut store = self.new_store(progress).map_err(|e| CallError::Host { plugin: plugin.clone(), message: format!("{e:#}") })?;
         let wit_context = types::CallContext {
             session_id: context.session_id.clone(),
             call_id: context.call_id.clone(),
@@ -273,18 +233,12 @@ impl LoadedPlugin {
         let deadline = limits.timeout() + Duration::from_millis(100);
         let outcome = tokio::time::timeout(deadline, async {
             let instance = self.pre.instantiate_async(&mut store).await?;
-            instance
-                .plugboard_plugin_tool()
-                .call_call(&mut store, name, arguments, &wit_context)
-                .await
+            instance.plugboard_plugin_tool().call_call(&mut store, name, arguments, &wit_context).await
         })
         .await;
         let result = match outcome {
             Err(_) => {
-                return Err(CallError::Timeout {
-                    plugin,
-                    limit_ms: limits.timeout_ms,
-                });
+                return Err(CallError::Timeout { plugin, limit_ms: limits.timeout_ms });
             }
             Ok(Err(trap)) => return Err(self.explain_trap(trap, &mut store)),
             Ok(Ok(result)) => result,
@@ -292,14 +246,9 @@ impl LoadedPlugin {
         let denials = store.data_mut().take_denials();
         match result {
             Ok(output) => {
-                let size =
-                    (output.text.len() + output.metadata.as_ref().map_or(0, |m| m.len())) as u64;
+                let size = (output.text.len() + output.metadata.as_ref().map_or(0, |m| m.len())) as u64;
                 if size > limits.max_output_bytes {
-                    return Err(CallError::OutputTooLarge {
-                        plugin,
-                        size,
-                        limit: limits.max_output_bytes,
-                    });
+                    return Err(CallError::OutputTooLarge { plugin, size, limit: limits.max_output_bytes });
                 }
                 let metadata = match output.metadata {
                     None => None,
@@ -308,35 +257,19 @@ impl LoadedPlugin {
                         message: format!("the plugin returned metadata that is not JSON: {e}"),
                     })?),
                 };
-                Ok(ToolOutput {
-                    text: output.text,
-                    title: output.title,
-                    metadata,
-                })
+                Ok(ToolOutput { text: output.text, title: output.title, metadata })
             }
             Err(error) => Err(self.explain_tool_error(name, error, denials)),
         }
     }
 
-    fn explain_tool_error(
-        &self,
-        tool: &str,
-        error: types::ToolError,
-        denials: Vec<HostDenial>,
-    ) -> CallError {
+    fn explain_tool_error(&self, tool: &str, error: types::ToolError, denials: Vec<HostDenial>) -> CallError {
         match error {
-            types::ToolError::InvalidArguments(message) => CallError::InvalidArguments {
-                tool: tool.into(),
-                message,
-            },
-            types::ToolError::UnknownTool(name) => CallError::Failed {
-                tool: tool.into(),
-                message: format!("the plugin has no tool `{name}`"),
-            },
-            types::ToolError::Failed(message) => CallError::Failed {
-                tool: tool.into(),
-                message,
-            },
+            types::ToolError::InvalidArguments(message) => CallError::InvalidArguments { tool: tool.into(), message },
+            types::ToolError::UnknownTool(name) => {
+                CallError::Failed { tool: tool.into(), message: format!("the plugin has no tool `{name}`") }
+            }
+            types::ToolError::Failed(message) => CallError::Failed { tool: tool.into(), message },
             types::ToolError::Denied(d) => {
                 let kind = match d.kind {
                     types::CapabilityKind::Filesystem => CapabilityKind::Filesystem,
@@ -350,13 +283,7 @@ impl LoadedPlugin {
                     None => (d.target, d.reason),
                 };
                 let hint = self.policy.grant_hint(kind, &target);
-                CallError::Denied {
-                    plugin: self.manifest.id.clone(),
-                    kind,
-                    target,
-                    reason,
-                    hint,
-                }
+                CallError::Denied { plugin: self.manifest.id.clone(), kind, target, reason, hint }
             }
         }
     }
@@ -365,36 +292,19 @@ impl LoadedPlugin {
         let plugin = self.manifest.id.clone();
         let limits = self.policy.limits;
         if store.data().limiter.exceeded {
-            return CallError::MemoryExceeded {
-                plugin,
-                limit_mib: limits.memory_mib,
-            };
+            return CallError::MemoryExceeded { plugin, limit_mib: limits.memory_mib };
         }
         if let Some(wasmtime::Trap::Interrupt) = error.downcast_ref::<wasmtime::Trap>() {
-            return CallError::Timeout {
-                plugin,
-                limit_ms: limits.timeout_ms,
-            };
+            return CallError::Timeout { plugin, limit_ms: limits.timeout_ms };
         }
         let stderr = store.data().stderr.contents();
         let stderr = String::from_utf8_lossy(&stderr);
-        let tail: Vec<&str> = stderr
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .rev()
-            .take(5)
-            .collect();
-        let trap = error
-            .downcast_ref::<wasmtime::Trap>()
-            .map(|t| t.to_string())
-            .unwrap_or_else(|| format!("{error:#}"));
+        let tail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).rev().take(5).collect();
+        let trap = error.downcast_ref::<wasmtime::Trap>().map(|t| t.to_string()).unwrap_or_else(|| format!("{error:#}"));
         let message = if tail.is_empty() {
             trap
         } else {
-            format!(
-                "{trap}; its last output: {}",
-                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-            )
+            format!("{trap}; its last output: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))
         };
         CallError::Crashed { plugin, message }
     }

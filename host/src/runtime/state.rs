@@ -47,17 +47,10 @@ pub struct CallState {
 
 impl CallState {
     /// Prepares the sandbox of one call from the plugin's policy.
-    pub fn new(
-        policy: Arc<CapabilityPolicy>,
-        progress: Option<ProgressSink>,
-    ) -> anyhow::Result<Self> {
+    pub fn new(policy: Arc<CapabilityPolicy>, progress: Option<ProgressSink>) -> anyhow::Result<Self> {
         let mut builder = WasiCtx::builder();
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
-        builder
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
+        builder.stderr(stderr.clone()).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
         for (name, value) in &policy.env {
             builder.env(name, value);
         }
@@ -69,26 +62,15 @@ impl CallState {
             let guest_path = grant.path.to_string_lossy();
             builder
                 .preopened_dir(&grant.path, guest_path.as_ref(), perms)
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot open granted directory `{}`: {e}",
-                        grant.path.display()
-                    )
-                })?;
+                .map_err(|e| anyhow::anyhow!("cannot open granted directory `{}`: {e}", grant.path.display()))?;
         }
         let memory = (policy.limits.memory_mib as usize) << 20;
         Ok(CallState {
             wasi: builder.build(),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            hooks: NetworkHooks {
-                policy: policy.network.clone(),
-                denials: Vec::new(),
-            },
-            limiter: MemoryLimiter {
-                max_bytes: memory,
-                exceeded: false,
-            },
+            hooks: NetworkHooks { policy: policy.network.clone(), denials: Vec::new() },
+            limiter: MemoryLimiter { max_bytes: memory, exceeded: false },
             policy,
             progress,
             stderr,
@@ -106,20 +88,13 @@ impl CallState {
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
 impl WasiHttpView for CallState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.hooks,
-        }
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
     }
 }
 
@@ -130,29 +105,15 @@ pub(crate) struct MemoryLimiter {
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.max_bytes {
             self.exceeded = true;
-            wasmtime::bail!(
-                "memory limit of {} MiB exceeded (wanted {} MiB)",
-                self.max_bytes >> 20,
-                desired.div_ceil(1 << 20)
-            );
+            wasmtime::bail!("memory limit of {} MiB exceeded (wanted {} MiB)", self.max_bytes >> 20, desired.div_ceil(1 << 20));
         }
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
     }
 }
@@ -172,10 +133,7 @@ impl WasiHttpHooks for NetworkHooks {
     ) -> Box<
         dyn Future<
                 Output = Result<
-                    (
-                        http::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
+                    (http::Response<wasmtime_wasi_http::WasiBody>, Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>),
                     wasmtime_wasi_http::Error,
                 >,
             > + Send,
@@ -194,20 +152,13 @@ impl WasiHttpHooks for NetworkHooks {
                 NetworkDenial::NotGranted => "the host is not in this plugin's network grant",
             };
             tracing::info!(%target, reason, "outgoing request refused");
-            self.denials.push(HostDenial {
-                kind: crate::capability::CapabilityKind::Network,
-                target,
-                reason: reason.into(),
-            });
+            self.denials.push(HostDenial { kind: crate::capability::CapabilityKind::Network, target, reason: reason.into() });
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         Box::new(async move {
             use http_body_util::BodyExt;
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
+            Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
         })
     }
 }
@@ -229,10 +180,7 @@ impl host::Host for CallState {
 
     async fn progress(&mut self, text: String) {
         if let Some(sink) = &self.progress {
-            sink(truncate(
-                &text,
-                self.policy.limits.max_output_bytes as usize,
-            ));
+            sink(truncate(&text, self.policy.limits.max_output_bytes as usize));
         }
     }
 
@@ -242,19 +190,9 @@ impl host::Host for CallState {
 }
 
 impl process::Host for CallState {
-    async fn run(
-        &mut self,
-        command: process::Command,
-    ) -> Result<process::CommandOutput, process::CommandError> {
-        let timeout = command
-            .timeout_ms
-            .map(|ms| std::time::Duration::from_millis(ms.into()));
-        match self
-            .policy
-            .process
-            .run(&command.command_line, &command.working_directory, timeout)
-            .await
-        {
+    async fn run(&mut self, command: process::Command) -> Result<process::CommandOutput, process::CommandError> {
+        let timeout = command.timeout_ms.map(|ms| std::time::Duration::from_millis(ms.into()));
+        match self.policy.process.run(&command.command_line, &command.working_directory, timeout).await {
             Ok(r) => Ok(process::CommandOutput {
                 exit_code: r.exit_code,
                 stdout: r.stdout,

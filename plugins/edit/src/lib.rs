@@ -22,9 +22,7 @@ struct EditArgs {
 fn edit(args: EditArgs, ctx: &Context) -> Result<Output, ToolError> {
     let path = ctx.resolve_path(&args.path, Access::Write)?;
     if args.old_string == args.new_string {
-        return Err(ToolError::InvalidArguments(
-            "`old_string` and `new_string` are identical; there is nothing to change".into(),
-        ));
+        return Err(ToolError::InvalidArguments("`old_string` and `new_string` are identical; there is nothing to change".into()));
     }
     if args.old_string.is_empty() {
         if path.exists() {
@@ -37,12 +35,10 @@ fn edit(args: EditArgs, ctx: &Context) -> Result<Output, ToolError> {
             std::fs::create_dir_all(parent).map_err(|e| ToolError::from_io(e, parent))?;
         }
         std::fs::write(&path, &args.new_string).map_err(|e| ToolError::from_io(e, &path))?;
-        return Ok(Output::text(format!("Created {}", path.display()))
-            .with_title(path.display().to_string()));
+        return Ok(Output::text(format!("Created {}", path.display())).with_title(path.display().to_string()));
     }
     let bytes = std::fs::read(&path).map_err(|e| ToolError::from_io(e, &path))?;
-    let content = String::from_utf8(bytes)
-        .map_err(|_| ToolError::failed(format!("`{}` is not UTF-8 text", path.display())))?;
+    let content = String::from_utf8(bytes).map_err(|_| ToolError::failed(format!("`{}` is not UTF-8 text", path.display())))?;
     let count = content.matches(&args.old_string).count();
     let updated = match count {
         0 => {
@@ -64,21 +60,11 @@ fn edit(args: EditArgs, ctx: &Context) -> Result<Output, ToolError> {
         }
     };
     std::fs::write(&path, &updated).map_err(|e| ToolError::from_io(e, &path))?;
-    let first_line = content[..content.find(&args.old_string).unwrap_or(0)]
-        .lines()
-        .count()
-        .max(1);
-    let noun = if count == 1 {
-        "occurrence"
-    } else {
-        "occurrences"
-    };
-    Ok(Output::text(format!(
-        "Replaced {count} {noun} in {} (first at line {first_line})",
-        path.display()
-    ))
-    .with_title(path.display().to_string())
-    .with_metadata(json!({ "path": path, "replacements": count, "line": first_line })))
+    let first_line = content[..content.find(&args.old_string).unwrap_or(0)].lines().count().max(1);
+    let noun = if count == 1 { "occurrence" } else { "occurrences" };
+    Ok(Output::text(format!("Replaced {count} {noun} in {} (first at line {first_line})", path.display()))
+        .with_title(path.display().to_string())
+        .with_metadata(json!({ "path": path, "replacements": count, "line": first_line })))
 }
 
 export_tools!(edit);

@@ -22,14 +22,8 @@ struct FetchArgs {
 #[tool]
 fn fetch(args: FetchArgs, _ctx: &Context) -> Result<Output, ToolError> {
     let request = Request::get(&args.url)?
-        .header(
-            "user-agent",
-            concat!("plugboard-fetch/", env!("CARGO_PKG_VERSION")),
-        )
-        .header(
-            "accept",
-            "text/html, text/plain, application/json, */*;q=0.5",
-        )
+        .header("user-agent", concat!("plugboard-fetch/", env!("CARGO_PKG_VERSION")))
+        .header("accept", "text/html, text/plain, application/json, */*;q=0.5")
         .timeout_ms(args.timeout_ms.unwrap_or(30_000));
     let response = request.send()?;
     let status = response.status();
@@ -37,21 +31,14 @@ fn fetch(args: FetchArgs, _ctx: &Context) -> Result<Output, ToolError> {
     let limit = args.max_bytes.unwrap_or(DEFAULT_MAX_BYTES).max(1);
     let (bytes, cut) = response.bytes(limit)?;
     if plugboard_sdk::fs::looks_binary(&bytes) {
-        return Err(ToolError::failed(format!(
-            "{} returned binary content ({content_type}); fetch returns text only",
-            args.url
-        )));
+        return Err(ToolError::failed(format!("{} returned binary content ({content_type}); fetch returns text only", args.url)));
     }
     let mut text = String::from_utf8_lossy(&bytes).into_owned();
     if cut {
         text.push_str(&format!("\n\n(body cut at {limit} bytes)"));
     }
     if !(200..300).contains(&status) {
-        return Err(ToolError::failed(format!(
-            "{} answered HTTP {status}: {}",
-            args.url,
-            text.chars().take(2000).collect::<String>()
-        )));
+        return Err(ToolError::failed(format!("{} answered HTTP {status}: {}", args.url, text.chars().take(2000).collect::<String>())));
     }
     Ok(Output::text(text)
         .with_title(format!("{} ({status}, {content_type})", args.url))

@@ -32,11 +32,7 @@ fn glob(args: GlobArgs, ctx: &Context) -> Result<Output, ToolError> {
     let walker = walkdir::WalkDir::new(&root)
         .follow_links(false)
         .into_iter()
-        .filter_entry(|e| {
-            !(e.depth() > 0
-                && e.file_type().is_dir()
-                && SKIPPED.contains(&e.file_name().to_string_lossy().as_ref()))
-        });
+        .filter_entry(|e| !(e.depth() > 0 && e.file_type().is_dir() && SKIPPED.contains(&e.file_name().to_string_lossy().as_ref())));
     for entry in walker.flatten() {
         if !entry.file_type().is_file() {
             continue;
@@ -45,35 +41,19 @@ fn glob(args: GlobArgs, ctx: &Context) -> Result<Output, ToolError> {
             continue;
         };
         if matcher.is_match(relative) {
-            let modified = entry
-                .metadata()
-                .ok()
-                .and_then(|m| m.modified().ok())
-                .unwrap_or(SystemTime::UNIX_EPOCH);
+            let modified = entry.metadata().ok().and_then(|m| m.modified().ok()).unwrap_or(SystemTime::UNIX_EPOCH);
             found.push((modified, entry.path().display().to_string()));
         }
     }
     found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     let total = found.len();
-    let mut out: String = found
-        .iter()
-        .take(MAX_RESULTS)
-        .map(|(_, p)| format!("{p}\n"))
-        .collect();
+    let mut out: String = found.iter().take(MAX_RESULTS).map(|(_, p)| format!("{p}\n")).collect();
     if total == 0 {
-        out = format!(
-            "No files match `{}` under {}\n",
-            args.pattern,
-            root.display()
-        );
+        out = format!("No files match `{}` under {}\n", args.pattern, root.display());
     } else if total > MAX_RESULTS {
-        out.push_str(&format!(
-            "\n(showing {MAX_RESULTS} of {total} matches; use a more specific pattern)\n"
-        ));
+        out.push_str(&format!("\n(showing {MAX_RESULTS} of {total} matches; use a more specific pattern)\n"));
     }
-    Ok(Output::text(out)
-        .with_title(format!("{} ({total} files)", args.pattern))
-        .with_metadata(json!({ "count": total })))
+    Ok(Output::text(out).with_title(format!("{} ({total} files)", args.pattern)).with_metadata(json!({ "count": total })))
 }
 
 export_tools!(glob);

@@ -37,11 +37,7 @@ fn grep(args: GrepArgs, ctx: &Context) -> Result<Output, ToolError> {
         .build()
         .map_err(|e| ToolError::InvalidArguments(format!("field `pattern`: {e}")))?;
     let include = match &args.include {
-        Some(g) => Some(
-            globset::Glob::new(g)
-                .map_err(|e| ToolError::InvalidArguments(format!("field `include`: {e}")))?
-                .compile_matcher(),
-        ),
+        Some(g) => Some(globset::Glob::new(g).map_err(|e| ToolError::InvalidArguments(format!("field `include`: {e}")))?.compile_matcher()),
         None => None,
     };
     std::fs::metadata(&root).map_err(|e| ToolError::from_io(e, &root))?;
@@ -52,11 +48,7 @@ fn grep(args: GrepArgs, ctx: &Context) -> Result<Output, ToolError> {
     let walker = walkdir::WalkDir::new(&root)
         .follow_links(false)
         .into_iter()
-        .filter_entry(|e| {
-            !(e.depth() > 0
-                && e.file_type().is_dir()
-                && SKIPPED.contains(&e.file_name().to_string_lossy().as_ref()))
-        });
+        .filter_entry(|e| !(e.depth() > 0 && e.file_type().is_dir() && SKIPPED.contains(&e.file_name().to_string_lossy().as_ref())));
     'files: for entry in walker.flatten() {
         if !entry.file_type().is_file() {
             continue;
@@ -66,11 +58,7 @@ fn grep(args: GrepArgs, ctx: &Context) -> Result<Output, ToolError> {
         {
             continue;
         }
-        if entry
-            .metadata()
-            .map(|m| m.len() > MAX_FILE_BYTES)
-            .unwrap_or(true)
-        {
+        if entry.metadata().map(|m| m.len() > MAX_FILE_BYTES).unwrap_or(true) {
             continue;
         }
         let Ok(bytes) = std::fs::read(entry.path()) else {
@@ -101,30 +89,16 @@ fn grep(args: GrepArgs, ctx: &Context) -> Result<Output, ToolError> {
                 Some((cut, _)) => format!("{}…", &line[..cut]),
                 None => line.to_string(),
             };
-            out.push_str(&format!(
-                "{}:{}: {}\n",
-                entry.path().display(),
-                number + 1,
-                shown
-            ));
+            out.push_str(&format!("{}:{}: {}\n", entry.path().display(), number + 1, shown));
         }
     }
     if matches == 0 {
-        out = format!(
-            "No matches for `{}` under {}\n",
-            args.pattern,
-            root.display()
-        );
+        out = format!("No matches for `{}` under {}\n", args.pattern, root.display());
     } else if capped {
-        out.push_str(&format!(
-            "\n(stopped at {max} matches; narrow the pattern or the path, or raise `max_matches`)\n"
-        ));
+        out.push_str(&format!("\n(stopped at {max} matches; narrow the pattern or the path, or raise `max_matches`)\n"));
     }
     Ok(Output::text(out)
-        .with_title(format!(
-            "{} ({matches} matches in {files} files)",
-            args.pattern
-        ))
+        .with_title(format!("{} ({matches} matches in {files} files)", args.pattern))
         .with_metadata(json!({ "matches": matches, "files": files, "truncated": capped })))
 }
 

@@ -6,16 +6,7 @@ use plugboard_sdk::prelude::*;
 
 const MAX_ENTRIES: usize = 1000;
 /// Directories skipped unless listed explicitly.
-const SKIPPED: &[&str] = &[
-    ".git",
-    "node_modules",
-    "target",
-    "__pycache__",
-    ".venv",
-    "dist",
-    "build",
-    ".plugboard",
-];
+const SKIPPED: &[&str] = &[".git", "node_modules", "target", "__pycache__", ".venv", "dist", "build", ".plugboard"];
 
 #[args]
 struct ListArgs {
@@ -35,27 +26,18 @@ fn list(args: ListArgs, ctx: &Context) -> Result<Output, ToolError> {
     let path = ctx.resolve_path(args.path.as_deref().unwrap_or("."), Access::Read)?;
     let mut ignore = globset::GlobSetBuilder::new();
     for pattern in &args.ignore {
-        ignore.add(globset::Glob::new(pattern).map_err(|e| {
-            ToolError::InvalidArguments(format!("field `ignore`: `{pattern}`: {e}"))
-        })?);
+        ignore.add(globset::Glob::new(pattern).map_err(|e| ToolError::InvalidArguments(format!("field `ignore`: `{pattern}`: {e}")))?);
     }
-    let ignore = ignore
-        .build()
-        .map_err(|e| ToolError::InvalidArguments(format!("field `ignore`: {e}")))?;
+    let ignore = ignore.build().map_err(|e| ToolError::InvalidArguments(format!("field `ignore`: {e}")))?;
     let metadata = std::fs::metadata(&path).map_err(|e| ToolError::from_io(e, &path))?;
     if !metadata.is_dir() {
-        return Err(ToolError::failed(format!(
-            "`{}` is not a directory; use `read` for files",
-            path.display()
-        )));
+        return Err(ToolError::failed(format!("`{}` is not a directory; use `read` for files", path.display())));
     }
     let mut out = format!("{}/\n", path.display());
     let mut count = 0;
     let truncated = walk(&path, 1, &ignore, &mut out, &mut count)?;
     if truncated {
-        out.push_str(&format!(
-            "\n(listing stopped at {MAX_ENTRIES} entries; list a subdirectory to see more)\n"
-        ));
+        out.push_str(&format!("\n(listing stopped at {MAX_ENTRIES} entries; list a subdirectory to see more)\n"));
     }
     Ok(Output::text(out)
         .with_title(format!("{} ({count} entries)", path.display()))
@@ -64,13 +46,7 @@ fn list(args: ListArgs, ctx: &Context) -> Result<Output, ToolError> {
 
 /// Appends the entries of `dir`, directories first then files, each sorted by name.
 /// Returns true when the entry cap was reached.
-fn walk(
-    dir: &Path,
-    depth: usize,
-    ignore: &globset::GlobSet,
-    out: &mut String,
-    count: &mut usize,
-) -> Result<bool, ToolError> {
+fn walk(dir: &Path, depth: usize, ignore: &globset::GlobSet, out: &mut String, count: &mut usize) -> Result<bool, ToolError> {
     let entries = std::fs::read_dir(dir).map_err(|e| ToolError::from_io(e, dir))?;
     let mut dirs = Vec::new();
     let mut files = Vec::new();

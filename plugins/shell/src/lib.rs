@@ -23,11 +23,7 @@ struct ShellArgs {
 /// inside the plugin's writable grants.
 #[tool]
 fn shell(args: ShellArgs, _ctx: &Context) -> Result<Output, ToolError> {
-    let result = plugboard_sdk::process::run(
-        &args.command,
-        args.workdir.as_deref().unwrap_or(""),
-        args.timeout_ms,
-    )?;
+    let result = plugboard_sdk::process::run(&args.command, args.workdir.as_deref().unwrap_or(""), args.timeout_ms)?;
     let mut text = String::new();
     text.push_str(&result.stdout);
     if !result.stderr.is_empty() {

@@ -16,10 +16,7 @@ struct WriteArgs {
 fn write(args: WriteArgs, ctx: &Context) -> Result<Output, ToolError> {
     let path = ctx.resolve_path(&args.path, Access::Write)?;
     if path.is_dir() {
-        return Err(ToolError::failed(format!(
-            "`{}` is a directory",
-            path.display()
-        )));
+        return Err(ToolError::failed(format!("`{}` is a directory", path.display())));
     }
     let existed = path.exists();
     if let Some(parent) = path.parent() {
@@ -28,13 +25,9 @@ fn write(args: WriteArgs, ctx: &Context) -> Result<Output, ToolError> {
     std::fs::write(&path, args.content.as_bytes()).map_err(|e| ToolError::from_io(e, &path))?;
     let lines = args.content.lines().count();
     let verb = if existed { "Overwrote" } else { "Created" };
-    Ok(Output::text(format!(
-        "{verb} {} ({} bytes, {lines} lines)",
-        path.display(),
-        args.content.len()
-    ))
-    .with_title(path.display().to_string())
-    .with_metadata(json!({ "path": path, "bytes": args.content.len(), "created": !existed })))
+    Ok(Output::text(format!("{verb} {} ({} bytes, {lines} lines)", path.display(), args.content.len()))
+        .with_title(path.display().to_string())
+        .with_metadata(json!({ "path": path, "bytes": args.content.len(), "created": !existed })))
 }
 
 export_tools!(write);

@@ -25,10 +25,7 @@ pub fn tool(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
-fn expand_tool(
-    attr: proc_macro2::TokenStream,
-    item: proc_macro2::TokenStream,
-) -> syn::Result<proc_macro2::TokenStream> {
+fn expand_tool(attr: proc_macro2::TokenStream, item: proc_macro2::TokenStream) -> syn::Result<proc_macro2::TokenStream> {
     let function: ItemFn = syn::parse2(item)?;
     let fn_name = &function.sig.ident;
     let mut tool_name = fn_name.to_string();
@@ -36,29 +33,16 @@ fn expand_tool(
     for arg in args {
         if arg.path.is_ident("name") {
             match &arg.value {
-                syn::Expr::Lit(syn::ExprLit {
-                    lit: syn::Lit::Str(s),
-                    ..
-                }) => tool_name = s.value(),
+                syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => tool_name = s.value(),
                 other => {
-                    return Err(syn::Error::new_spanned(
-                        other,
-                        "`name` takes a string, e.g. #[tool(name = \"read\")]",
-                    ));
+                    return Err(syn::Error::new_spanned(other, "`name` takes a string, e.g. #[tool(name = \"read\")]"));
                 }
             }
         } else {
-            return Err(syn::Error::new_spanned(
-                &arg.path,
-                "unknown option of #[tool]; the only option is `name = \"...\"`",
-            ));
+            return Err(syn::Error::new_spanned(&arg.path, "unknown option of #[tool]; the only option is `name = \"...\"`"));
         }
     }
-    if tool_name.is_empty()
-        || !tool_name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-    {
+    if tool_name.is_empty() || !tool_name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-') {
         return Err(syn::Error::new_spanned(
             fn_name,
             format!("tool name `{tool_name}` must use only lowercase letters, digits, `_` and `-`"),
@@ -67,10 +51,7 @@ fn expand_tool(
 
     let description = doc_comment(&function.attrs);
     if description.is_empty() {
-        return Err(syn::Error::new_spanned(
-            fn_name,
-            "add a doc comment to the tool function: it is the description the model sees",
-        ));
+        return Err(syn::Error::new_spanned(fn_name, "add a doc comment to the tool function: it is the description the model sees"));
     }
 
     let inputs: Vec<&FnArg> = function.sig.inputs.iter().collect();
@@ -87,10 +68,7 @@ fn expand_tool(
         1 => quote! { #fn_name(args) },
         2 => quote! { #fn_name(args, ctx) },
         _ => {
-            return Err(syn::Error::new_spanned(
-                &function.sig.inputs,
-                "a tool function takes `(args)` or `(args, ctx: &Context)`",
-            ));
+            return Err(syn::Error::new_spanned(&function.sig.inputs, "a tool function takes `(args)` or `(args, ctx: &Context)`"));
         }
     };
     let descriptor = descriptor_ident(fn_name);
@@ -123,10 +101,7 @@ fn doc_comment(attrs: &[syn::Attribute]) -> String {
             continue;
         }
         if let syn::Meta::NameValue(nv) = &attr.meta
-            && let syn::Expr::Lit(syn::ExprLit {
-                lit: syn::Lit::Str(s),
-                ..
-            }) = &nv.value
+            && let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) = &nv.value
         {
             lines.push(s.value().trim().to_string());
         }
@@ -150,14 +125,10 @@ pub fn export_tools(input: TokenStream) -> TokenStream {
 fn expand_export_tools(input: proc_macro2::TokenStream) -> syn::Result<proc_macro2::TokenStream> {
     let names = Punctuated::<Ident, Token![,]>::parse_terminated.parse2(input)?;
     if names.is_empty() {
-        return Err(syn::Error::new(
-            Span::call_site(),
-            "list the tool functions to export, e.g. `export_tools!(read, write);`",
-        ));
+        return Err(syn::Error::new(Span::call_site(), "list the tool functions to export, e.g. `export_tools!(read, write);`"));
     }
     let descriptors: Vec<Ident> = names.iter().map(descriptor_ident).collect();
-    let manifest = manifest::from_cargo_env("tool-plugin")
-        .map_err(|e| syn::Error::new(Span::call_site(), e))?;
+    let manifest = manifest::from_cargo_env("tool-plugin").map_err(|e| syn::Error::new(Span::call_site(), e))?;
     let manifest_len = manifest.len();
     let manifest_lit = syn::LitByteStr::new(manifest.as_bytes(), Span::call_site());
     Ok(quote! {
@@ -201,18 +172,14 @@ fn expand_export_tools(input: proc_macro2::TokenStream) -> syn::Result<proc_macr
 #[proc_macro_attribute]
 pub fn args(attr: TokenStream, item: TokenStream) -> TokenStream {
     if !attr.is_empty() {
-        return syn::Error::new(Span::call_site(), "#[args] takes no options")
-            .to_compile_error()
-            .into();
+        return syn::Error::new(Span::call_site(), "#[args] takes no options").to_compile_error().into();
     }
     let item = proc_macro2::TokenStream::from(item);
     let deny_unknown = match syn::parse2::<syn::Item>(item.clone()) {
         Ok(syn::Item::Struct(_)) => quote! { #[serde(deny_unknown_fields)] },
         Ok(syn::Item::Enum(_)) => quote! {},
         _ => {
-            return syn::Error::new(Span::call_site(), "#[args] goes on a struct or an enum")
-                .to_compile_error()
-                .into();
+            return syn::Error::new(Span::call_site(), "#[args] goes on a struct or an enum").to_compile_error().into();
         }
     };
     quote! {

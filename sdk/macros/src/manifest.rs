@@ -8,51 +8,32 @@ const KNOWN_CAPABILITIES: &[&str] = &["filesystem", "network", "process", "env"]
 
 /// The manifest of the crate being compiled, as JSON.
 pub fn from_cargo_env(world: &str) -> Result<String, String> {
-    let name = std::env::var("CARGO_PKG_NAME")
-        .map_err(|_| "CARGO_PKG_NAME is not set: build the plugin with cargo".to_string())?;
+    let name = std::env::var("CARGO_PKG_NAME").map_err(|_| "CARGO_PKG_NAME is not set: build the plugin with cargo".to_string())?;
     let version = std::env::var("CARGO_PKG_VERSION").unwrap_or_default();
     let description = std::env::var("CARGO_PKG_DESCRIPTION").unwrap_or_default();
-    let dir = std::env::var("CARGO_MANIFEST_DIR")
-        .map_err(|_| "CARGO_MANIFEST_DIR is not set: build the plugin with cargo".to_string())?;
+    let dir = std::env::var("CARGO_MANIFEST_DIR").map_err(|_| "CARGO_MANIFEST_DIR is not set: build the plugin with cargo".to_string())?;
     let path = std::path::Path::new(&dir).join("Cargo.toml");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let doc: toml::Table = text
-        .parse()
-        .map_err(|e| format!("{} is not valid TOML: {e}", path.display()))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let doc: toml::Table = text.parse().map_err(|e| format!("{} is not valid TOML: {e}", path.display()))?;
     let metadata = doc
         .get("package")
         .and_then(|p| p.get("metadata"))
         .and_then(|m| m.get("plugboard"))
         .cloned()
         .unwrap_or(toml::Value::Table(Default::default()));
-    let metadata = metadata
-        .as_table()
-        .ok_or("[package.metadata.plugboard] must be a table")?;
+    let metadata = metadata.as_table().ok_or("[package.metadata.plugboard] must be a table")?;
     for key in metadata.keys() {
         if !KNOWN_KEYS.contains(&key.as_str()) {
-            return Err(format!(
-                "unknown key `{key}` in [package.metadata.plugboard]; known keys: {}",
-                KNOWN_KEYS.join(", ")
-            ));
+            return Err(format!("unknown key `{key}` in [package.metadata.plugboard]; known keys: {}", KNOWN_KEYS.join(", ")));
         }
     }
     let id = match metadata.get("id") {
         Some(toml::Value::String(s)) => s.clone(),
         Some(_) => return Err("[package.metadata.plugboard] id must be a string".into()),
-        None => name
-            .strip_prefix("plugboard-plugin-")
-            .unwrap_or(&name)
-            .to_string(),
+        None => name.strip_prefix("plugboard-plugin-").unwrap_or(&name).to_string(),
     };
-    if id.is_empty()
-        || !id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-    {
-        return Err(format!(
-            "plugin id `{id}` must use only lowercase letters, digits, `-` and `_`"
-        ));
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
+        return Err(format!("plugin id `{id}` must use only lowercase letters, digits, `-` and `_`"));
     }
     let capabilities = match metadata.get("capabilities") {
         None => Map::new(),

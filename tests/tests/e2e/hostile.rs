@@ -9,16 +9,12 @@ use serde_json::json;
 
 /// The host still answers a healthy call.
 async fn assert_serving(host: &PluginHost) {
-    let out = call(host, "echo", json!({"text": "still here"}))
-        .await
-        .expect("the host keeps serving");
+    let out = call(host, "echo", json!({"text": "still here"})).await.expect("the host keeps serving");
     assert_eq!(out.text, "still here");
 }
 
 fn hostile_config(extra: &str) -> String {
-    format!(
-        "[plugins.hostile]\nfilesystem = [{{ path = \".\", access = \"read-write\" }}]\n{extra}\n"
-    )
+    format!("[plugins.hostile]\nfilesystem = [{{ path = \".\", access = \"read-write\" }}]\n{extra}\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,16 +28,10 @@ async fn an_infinite_loop_is_stopped_at_the_deadline_while_others_are_served() {
         call(&host, "echo", json!({"text": "concurrent"})).await
     });
     let err = spin.unwrap_err();
-    assert!(
-        matches!(err, CallError::Timeout { limit_ms: 400, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, CallError::Timeout { limit_ms: 400, .. }), "{err}");
     assert!(err.to_string().contains("timeout_ms"), "{err}");
     assert_eq!(healthy.unwrap().text, "concurrent");
-    assert!(
-        started.elapsed().as_secs() < 10,
-        "stopped, not left running"
-    );
+    assert!(started.elapsed().as_secs() < 10, "stopped, not left running");
     assert_serving(&host).await;
 }
 
@@ -51,10 +41,7 @@ async fn memory_growth_past_the_limit_is_stopped() {
     ws.config(&hostile_config("limits = { memory_mib = 32 }"));
     let host = ws.host().await;
     let err = call(&host, "grow_memory", json!({})).await.unwrap_err();
-    assert!(
-        matches!(err, CallError::MemoryExceeded { limit_mib: 32, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, CallError::MemoryExceeded { limit_mib: 32, .. }), "{err}");
     assert_serving(&host).await;
 }
 
@@ -63,19 +50,10 @@ async fn reads_outside_the_grants_fail_by_dotdot_absolute_path_and_symlink() {
     let ws = Workspace::new();
     ws.config(&hostile_config(""));
     std::os::unix::fs::symlink(&ws.outside, ws.dir.join("link")).unwrap();
-    std::os::unix::fs::symlink(
-        ws.outside.join("secret.txt"),
-        ws.dir.join("secret-link.txt"),
-    )
-    .unwrap();
+    std::os::unix::fs::symlink(ws.outside.join("secret.txt"), ws.dir.join("secret-link.txt")).unwrap();
     let host = ws.host().await;
     let absolute = ws.outside.join("secret.txt");
-    for path in [
-        "../outside/secret.txt",
-        absolute.to_str().unwrap(),
-        "link/secret.txt",
-        "secret-link.txt",
-    ] {
+    for path in ["../outside/secret.txt", absolute.to_str().unwrap(), "link/secret.txt", "secret-link.txt"] {
         let result = call(&host, "read_raw", json!({"path": path})).await;
         match result {
             Ok(out) => panic!("reading {path} must fail, got {:?}", out.text),
@@ -84,13 +62,7 @@ async fn reads_outside_the_grants_fail_by_dotdot_absolute_path_and_symlink() {
     }
     // The same plugin can read inside its grant.
     ws.file("inside.txt", "fine");
-    assert_eq!(
-        call(&host, "read_raw", json!({"path": "inside.txt"}))
-            .await
-            .unwrap()
-            .text,
-        "fine"
-    );
+    assert_eq!(call(&host, "read_raw", json!({"path": "inside.txt"})).await.unwrap().text, "fine");
     assert_serving(&host).await;
 }
 
@@ -102,32 +74,13 @@ async fn writes_outside_the_grants_and_into_read_only_grants_fail() {
     std::os::unix::fs::symlink(&ws.outside, ws.dir.join("ro/link")).unwrap();
     let host = ws.host().await;
     let absolute = ws.outside.join("new.txt");
-    for path in [
-        "ro/keep.txt",
-        "ro/new.txt",
-        "ro/../../outside/new.txt",
-        absolute.to_str().unwrap(),
-        "ro/link/new.txt",
-    ] {
-        let err = call(&host, "write_raw", json!({"path": path}))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, CallError::Denied { .. } | CallError::Failed { .. }),
-            "{path}: {err}"
-        );
+    for path in ["ro/keep.txt", "ro/new.txt", "ro/../../outside/new.txt", absolute.to_str().unwrap(), "ro/link/new.txt"] {
+        let err = call(&host, "write_raw", json!({"path": path})).await.unwrap_err();
+        assert!(matches!(err, CallError::Denied { .. } | CallError::Failed { .. }), "{path}: {err}");
     }
-    let err = call(&host, "write_raw", json!({"path": "ro/keep.txt"}))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, CallError::Denied { kind, .. } if kind.to_string() == "filesystem"),
-        "{err}"
-    );
-    assert_eq!(
-        std::fs::read_to_string(ws.dir.join("ro/keep.txt")).unwrap(),
-        "original"
-    );
+    let err = call(&host, "write_raw", json!({"path": "ro/keep.txt"})).await.unwrap_err();
+    assert!(matches!(&err, CallError::Denied { kind, .. } if kind.to_string() == "filesystem"), "{err}");
+    assert_eq!(std::fs::read_to_string(ws.dir.join("ro/keep.txt")).unwrap(), "original");
     assert!(!ws.dir.join("ro/new.txt").exists());
     assert!(!ws.outside.join("new.txt").exists());
     assert_serving(&host).await;
@@ -138,25 +91,13 @@ async fn an_ungranted_host_is_refused_while_a_granted_one_works() {
     let granted = LocalServer::start("granted");
     let refused = LocalServer::start("refused");
     let ws = Workspace::new();
-    ws.config(&format!(
-        "[plugins.hostile]\nnetwork = [\"{}\"]\n",
-        granted.url()
-    ));
+    ws.config(&format!("[plugins.hostile]\nnetwork = [\"{}\"]\n", granted.url()));
     let host = ws.host().await;
-    let out = call(&host, "http_get", json!({"url": granted.url()}))
-        .await
-        .unwrap();
+    let out = call(&host, "http_get", json!({"url": granted.url()})).await.unwrap();
     assert_eq!(out.text, "200 granted");
-    let err = call(&host, "http_get", json!({"url": refused.url()}))
-        .await
-        .unwrap_err();
+    let err = call(&host, "http_get", json!({"url": refused.url()})).await.unwrap_err();
     match &err {
-        CallError::Denied {
-            kind,
-            target,
-            reason,
-            ..
-        } => {
+        CallError::Denied { kind, target, reason, .. } => {
             assert_eq!(kind.to_string(), "network");
             assert_eq!(target, &refused.url(), "the error names the host");
             assert!(reason.contains("network grant"), "{reason}");
@@ -177,27 +118,9 @@ async fn environment_variables_are_visible_only_when_granted() {
     let ws = Workspace::new();
     ws.config("[plugins.hostile]\nenv = [\"PLUGBOARD_E2E_VISIBLE\"]\n");
     let host = ws.host().await;
-    assert_eq!(
-        call(&host, "env_var", json!({"name": "PLUGBOARD_E2E_SECRET"}))
-            .await
-            .unwrap()
-            .text,
-        "absent"
-    );
-    assert_eq!(
-        call(&host, "env_var", json!({"name": "HOME"}))
-            .await
-            .unwrap()
-            .text,
-        "absent"
-    );
-    assert_eq!(
-        call(&host, "env_var", json!({"name": "PLUGBOARD_E2E_VISIBLE"}))
-            .await
-            .unwrap()
-            .text,
-        "shown"
-    );
+    assert_eq!(call(&host, "env_var", json!({"name": "PLUGBOARD_E2E_SECRET"})).await.unwrap().text, "absent");
+    assert_eq!(call(&host, "env_var", json!({"name": "HOME"})).await.unwrap().text, "absent");
+    assert_eq!(call(&host, "env_var", json!({"name": "PLUGBOARD_E2E_VISIBLE"})).await.unwrap().text, "shown");
 }
 
 #[tokio::test]
@@ -220,28 +143,9 @@ async fn output_over_the_cap_is_refused() {
     let ws = Workspace::new();
     ws.config("[plugins.hostile]\nlimits = { max_output_bytes = 1000 }\n");
     let host = ws.host().await;
-    assert_eq!(
-        call(&host, "big_output", json!({"bytes": 1000}))
-            .await
-            .unwrap()
-            .text
-            .len(),
-        1000
-    );
-    let err = call(&host, "big_output", json!({"bytes": 1001}))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            CallError::OutputTooLarge {
-                size: 1001,
-                limit: 1000,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_eq!(call(&host, "big_output", json!({"bytes": 1000})).await.unwrap().text.len(), 1000);
+    let err = call(&host, "big_output", json!({"bytes": 1001})).await.unwrap_err();
+    assert!(matches!(err, CallError::OutputTooLarge { size: 1001, limit: 1000, .. }), "{err}");
     assert_serving(&host).await;
 }
 
@@ -250,20 +154,9 @@ async fn a_disallowed_command_is_refused() {
     let ws = Workspace::new();
     ws.config(&hostile_config("process = [\"echo *\"]"));
     let host = ws.host().await;
-    assert!(
-        call(&host, "run", json!({"command": "echo ok"}))
-            .await
-            .unwrap()
-            .text
-            .contains("ok")
-    );
-    let err = call(&host, "run", json!({"command": "touch pwned"}))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, CallError::Denied { kind, .. } if kind.to_string() == "process"),
-        "{err}"
-    );
+    assert!(call(&host, "run", json!({"command": "echo ok"})).await.unwrap().text.contains("ok"));
+    let err = call(&host, "run", json!({"command": "touch pwned"})).await.unwrap_err();
+    assert!(matches!(&err, CallError::Denied { kind, .. } if kind.to_string() == "process"), "{err}");
     assert!(!ws.dir.join("pwned").exists());
     assert_serving(&host).await;
 }
@@ -274,20 +167,13 @@ async fn an_allowed_command_cannot_write_outside_the_workspace() {
     ws.config(&hostile_config("process = [\"touch *\"]"));
     let host = ws.host().await;
     let target = ws.outside.join("escaped.txt");
-    let result = call(
-        &host,
-        "run",
-        json!({"command": format!("touch {}", target.display())}),
-    )
-    .await;
+    let result = call(&host, "run", json!({"command": format!("touch {}", target.display())})).await;
     match host.confinement() {
         ConfinementSupport::Landlock => {
             let out = result.expect("the command runs, confined");
             assert!(out.text.contains("Permission denied"), "{}", out.text);
             // Inside the writable grant the same command works.
-            call(&host, "run", json!({"command": "touch inside.txt"}))
-                .await
-                .unwrap();
+            call(&host, "run", json!({"command": "touch inside.txt"})).await.unwrap();
             assert!(ws.dir.join("inside.txt").exists());
         }
         ConfinementSupport::Unavailable(_) => {
@@ -296,9 +182,6 @@ async fn an_allowed_command_cannot_write_outside_the_workspace() {
             assert!(err.to_string().contains("cannot be confined"), "{err}");
         }
     }
-    assert!(
-        !target.exists(),
-        "nothing was written outside the workspace"
-    );
+    assert!(!target.exists(), "nothing was written outside the workspace");
     assert_serving(&host).await;
 }

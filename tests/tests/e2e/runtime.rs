@@ -18,23 +18,11 @@ async fn a_second_start_loads_plugins_from_the_cache() {
         ..Default::default()
     };
     let first = PluginHost::start(options.clone()).await.unwrap();
-    assert!(
-        first
-            .plugins()
-            .all(|p| p.stats.cache == CacheOutcome::Compiled),
-        "a fresh cache compiles"
-    );
+    assert!(first.plugins().all(|p| p.stats.cache == CacheOutcome::Compiled), "a fresh cache compiles");
     let second = PluginHost::start(options).await.unwrap();
-    assert!(
-        second.plugins().all(|p| p.stats.cache == CacheOutcome::Hit),
-        "the second start hits the cache"
-    );
+    assert!(second.plugins().all(|p| p.stats.cache == CacheOutcome::Hit), "the second start hits the cache");
     assert_eq!(first.plugins().count(), second.plugins().count());
-    assert_eq!(
-        call(&second, "echo", json!({"text": "x"})).await.is_err(),
-        true,
-        "echo is not bundled"
-    );
+    assert_eq!(call(&second, "echo", json!({"text": "x"})).await.is_err(), true, "echo is not bundled");
     assert!(std::fs::read_dir(&cache).unwrap().count() >= 8);
 }
 
@@ -45,12 +33,7 @@ async fn concurrent_calls_are_isolated() {
     let mut tasks = Vec::new();
     for i in 0..64 {
         let host = host.clone();
-        tasks.push(tokio::spawn(async move {
-            call(&host, "echo", json!({"text": format!("call {i}")}))
-                .await
-                .unwrap()
-                .text
-        }));
+        tasks.push(tokio::spawn(async move { call(&host, "echo", json!({"text": format!("call {i}")})).await.unwrap().text }));
     }
     for (i, task) in tasks.into_iter().enumerate() {
         assert_eq!(task.await.unwrap(), format!("call {i}"));
@@ -64,35 +47,13 @@ async fn broken_plugins_are_reported_and_the_rest_load() {
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::write(plugins.join("garbage.wasm"), b"not wasm at all").unwrap();
     std::fs::write(plugins.join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
-    let host = PluginHost::start(HostOptions {
-        workspace: Some(ws.dir.clone()),
-        skip_user_plugins: true,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let reasons: Vec<String> = host
-        .failures()
-        .iter()
-        .map(|f| format!("{}: {}", f.source, f.reason))
-        .collect();
+    let host =
+        PluginHost::start(HostOptions { workspace: Some(ws.dir.clone()), skip_user_plugins: true, ..Default::default() }).await.unwrap();
+    let reasons: Vec<String> = host.failures().iter().map(|f| format!("{}: {}", f.source, f.reason)).collect();
     assert_eq!(reasons.len(), 2, "{reasons:?}");
-    assert!(
-        reasons
-            .iter()
-            .any(|r| r.contains("garbage.wasm") && r.contains("magic")),
-        "{reasons:?}"
-    );
-    assert!(
-        reasons
-            .iter()
-            .any(|r| r.contains("core.wasm") && r.contains("core module")),
-        "{reasons:?}"
-    );
-    assert!(
-        host.plugin("read").is_some(),
-        "first-party plugins still load"
-    );
+    assert!(reasons.iter().any(|r| r.contains("garbage.wasm") && r.contains("magic")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("core.wasm") && r.contains("core module")), "{reasons:?}");
+    assert!(host.plugin("read").is_some(), "first-party plugins still load");
 }
 
 #[tokio::test]
@@ -102,29 +63,12 @@ async fn plugins_shadow_by_precedence() {
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::copy(components::ECHO, plugins.join("echo.wasm")).unwrap();
     // Without --plugins, the workspace's copy serves.
-    let host = PluginHost::start(HostOptions {
-        workspace: Some(ws.dir.clone()),
-        skip_user_plugins: true,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    assert!(
-        host.plugin("echo")
-            .unwrap()
-            .source
-            .to_string()
-            .ends_with(".plugboard/plugins/echo.wasm")
-    );
+    let host =
+        PluginHost::start(HostOptions { workspace: Some(ws.dir.clone()), skip_user_plugins: true, ..Default::default() }).await.unwrap();
+    assert!(host.plugin("echo").unwrap().source.to_string().ends_with(".plugboard/plugins/echo.wasm"));
     // A --plugins directory wins over the workspace, silently shadowing its copy.
     let host = ws.host().await;
-    assert!(
-        host.plugin("echo")
-            .unwrap()
-            .source
-            .to_string()
-            .ends_with("plugins/plugboard_test_echo.wasm")
-    );
+    assert!(host.plugin("echo").unwrap().source.to_string().ends_with("plugins/plugboard_test_echo.wasm"));
     assert!(host.failures().is_empty());
 }
 
@@ -132,41 +76,20 @@ async fn plugins_shadow_by_precedence() {
 async fn an_invalid_grant_names_the_plugin_and_field() {
     let ws = Workspace::new();
     ws.config("[plugins.fetch]\nnetwork = [\"example.com\"]\n");
-    let host = PluginHost::start(HostOptions {
-        workspace: Some(ws.dir.clone()),
-        skip_user_plugins: true,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let failure = host
-        .failures()
-        .iter()
-        .find(|f| f.source.to_string() == "bundled:fetch")
-        .expect("fetch fails to load");
-    assert!(
-        failure.reason.contains("[plugins.fetch] network")
-            && failure.reason.contains("needs a scheme"),
-        "{}",
-        failure.reason
-    );
+    let host =
+        PluginHost::start(HostOptions { workspace: Some(ws.dir.clone()), skip_user_plugins: true, ..Default::default() }).await.unwrap();
+    let failure = host.failures().iter().find(|f| f.source.to_string() == "bundled:fetch").expect("fetch fails to load");
+    assert!(failure.reason.contains("[plugins.fetch] network") && failure.reason.contains("needs a scheme"), "{}", failure.reason);
 }
 
 #[tokio::test]
 async fn an_invalid_configuration_file_is_rejected_with_its_line() {
     let ws = Workspace::new();
     ws.config("[limits]\nmemory_mb = 5\n");
-    let err = PluginHost::start(HostOptions {
-        workspace: Some(ws.dir.clone()),
-        skip_user_plugins: true,
-        ..Default::default()
-    })
-    .await
-    .err()
-    .unwrap();
+    let err = PluginHost::start(HostOptions { workspace: Some(ws.dir.clone()), skip_user_plugins: true, ..Default::default() })
+        .await
+        .err()
+        .unwrap();
     let text = err.to_string();
-    assert!(
-        text.contains("plugboard.toml") && text.contains("memory_mb") && text.contains("line 2"),
-        "{text}"
-    );
+    assert!(text.contains("plugboard.toml") && text.contains("memory_mb") && text.contains("line 2"), "{text}");
 }

@@ -72,9 +72,7 @@ fn read_raw(args: PathArg, ctx: &Context) -> Result<Output, ToolError> {
 #[tool]
 fn write_raw(args: PathArg, ctx: &Context) -> Result<Output, ToolError> {
     let path = raw_path(ctx, &args.path);
-    std::fs::write(&path, b"pwned")
-        .map(|_| Output::text("written"))
-        .map_err(|e| ToolError::from_io(e, &path))
+    std::fs::write(&path, b"pwned").map(|_| Output::text("written")).map_err(|e| ToolError::from_io(e, &path))
 }
 
 /// Sends a GET request.
@@ -89,9 +87,7 @@ fn http_get(args: UrlArg) -> Result<Output, ToolError> {
 /// Reports an environment variable, or `absent`.
 #[tool]
 fn env_var(args: NameArg) -> Result<Output, ToolError> {
-    Ok(Output::text(
-        std::env::var(&args.name).unwrap_or_else(|_| "absent".into()),
-    ))
+    Ok(Output::text(std::env::var(&args.name).unwrap_or_else(|_| "absent".into())))
 }
 
 /// Panics.
@@ -110,20 +106,7 @@ fn big_output(args: SizeArg) -> Result<Output, ToolError> {
 #[tool]
 fn run(args: CommandArg) -> Result<Output, ToolError> {
     let out = plugboard_sdk::process::run(&args.command, "", None)?;
-    Ok(Output::text(format!(
-        "exit={:?}\n{}{}",
-        out.exit_code, out.stdout, out.stderr
-    )))
+    Ok(Output::text(format!("exit={:?}\n{}{}", out.exit_code, out.stdout, out.stderr)))
 }
 
-export_tools!(
-    spin,
-    grow_memory,
-    read_raw,
-    write_raw,
-    http_get,
-    env_var,
-    panic,
-    big_output,
-    run
-);
+export_tools!(spin, grow_memory, read_raw, write_raw, http_get, env_var, panic, big_output, run);
