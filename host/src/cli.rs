@@ -75,6 +75,14 @@ pub enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Create a new tool plugin crate, ready to build with `cargo build --release`.
+    New {
+        /// The plugin's name (lowercase letters, digits and `-`).
+        name: String,
+        /// The directory to create it in (default: the current directory).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// A plugin's manifest, tools, and requested vs granted capabilities.
     Inspect {
         /// A `.wasm` file, or the id of a loaded plugin.
@@ -112,6 +120,14 @@ fn init_logging(level: &str) {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Plugin(PluginCommand::New { name, dir }) = &cli.command {
+        let parent = dir.clone().unwrap_or_else(|| PathBuf::from("."));
+        let created = crate::scaffold::new_tool_plugin(name, &parent)?;
+        println!("Created {}. Next:", created.display());
+        println!("  cd {} && cargo build --release", created.display());
+        println!("  plugboard tool call --plugins target/wasm32-wasip2/release {} '{{\"name\":\"world\"}}'", name.replace('-', "_"));
+        return Ok(ExitCode::SUCCESS);
+    }
     let options = HostOptions {
         workspace: cli.workspace.clone(),
         config_file: cli.config.clone(),
@@ -134,6 +150,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin(PluginCommand::Inspect { plugin, json }) => inspect(&host, &plugin, json).await,
+        Command::Plugin(PluginCommand::New { .. }) => unreachable!("handled before the host starts"),
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`config`]: the operator's `plugboard.toml`;
 //! - [`capability`]: deny-by-default grants (filesystem, network, process, env, limits);
 //! - [`runtime`]: loading plugins and running tool calls;
+//! - [`scaffold`]: `plugboard plugin new`;
 //! - [`cli`]: the `plugboard` command.
 
 pub mod artifact_cache;
@@ -19,3 +20,4 @@ pub mod config;
 pub mod engine;
 pub mod manifest;
 pub mod runtime;
+pub mod scaffold;
