@@ -3,6 +3,7 @@
 //! This module rarely changes: the `bindgen!` expansion is heavy to compile.
 
 /// `plugboard:plugin@0.1.0`.
+#[allow(missing_docs)]
 pub mod v0_1_0 {
     wasmtime::component::bindgen!({
         path: "../wit/since_v0.1.0",

@@ -12,6 +12,8 @@
 //! - [`scaffold`]: `plugboard plugin new`;
 //! - [`cli`]: the `plugboard` command.
 
+#![warn(missing_docs)]
+
 pub mod artifact_cache;
 pub mod bindings;
 pub mod capability;

@@ -156,6 +156,8 @@ pub struct PolicyContext {
     pub sandbox: SandboxSettings,
     /// Whether commands can be confined here.
     pub confinement: Arc<ConfinementSupport>,
+    /// The largest memory a plugin may be given (the pool's slot size), when pooling.
+    pub max_memory_mib: Option<u64>,
 }
 
 impl CapabilityPolicy {
@@ -204,6 +206,17 @@ impl CapabilityPolicy {
         let limits = grants.limits.apply(ctx.default_limits);
         if limits.memory_mib == 0 || limits.timeout_ms == 0 || limits.max_output_bytes == 0 {
             return Err(error("limits", "limits must be greater than zero".into()));
+        }
+        if let Some(max) = ctx.max_memory_mib
+            && limits.memory_mib > max
+        {
+            return Err(error(
+                "limits",
+                format!(
+                    "memory_mib = {} is more than the engine's slots hold ({max} MiB); raise `[engine] max_memory_mib`",
+                    limits.memory_mib
+                ),
+            ));
         }
 
         let mut settings = BTreeMap::new();

@@ -102,6 +102,7 @@ impl PluginHost {
             default_limits: config.limits,
             sandbox: config.sandbox.clone(),
             confinement: Arc::new(confinement::probe()),
+            max_memory_mib: (engine.allocator == crate::engine::AllocatorKind::Pooling).then_some(config.engine.max_memory_mib),
         };
         let mut host = PluginHost {
             engine,
@@ -115,10 +116,29 @@ impl PluginHost {
             failures: Vec::new(),
         };
         let user_dir = if options.skip_user_plugins { None } else { discovery::user_plugins_dir() };
-        let (candidates, errors) = discovery::discover(&workspace, user_dir.as_deref(), &options.plugin_dirs);
+        let plugin_dirs = options.plugin_dirs.clone();
+        let (candidates, errors) = tokio::task::spawn_blocking(move || discovery::discover(&workspace, user_dir.as_deref(), &plugin_dirs))
+            .await
+            .map_err(|e| StartError::Engine(format!("plugin discovery failed: {e}")))?;
         host.failures.extend(errors.into_iter().map(|(source, reason)| LoadFailure { source, reason }));
         host.load_all(candidates).await;
+        host.warn_if_unconfined();
         Ok(host)
+    }
+
+    /// Says at start-up when plugins that run commands cannot be confined by the kernel.
+    fn warn_if_unconfined(&self) {
+        let ConfinementSupport::Unavailable(reason) = &*self.policy_ctx.confinement else { return };
+        let runners: Vec<&str> =
+            self.plugins.values().filter(|p| !p.manifest.capabilities.process.is_empty()).map(|p| p.manifest.id.as_str()).collect();
+        if runners.is_empty() {
+            return;
+        }
+        let consequence = match self.policy_ctx.sandbox.unconfined_commands {
+            confinement::UnconfinedCommands::Refuse => "their commands are refused ([sandbox] unconfined_commands = \"refuse\")",
+            confinement::UnconfinedCommands::Allow => "their commands run UNCONFINED ([sandbox] unconfined_commands = \"allow\")",
+        };
+        tracing::warn!(plugins = %runners.join(", "), "kernel confinement of commands is unavailable ({reason}); {consequence}");
     }
 
     async fn load_all(&mut self, candidates: Vec<discovery::Candidate>) {
