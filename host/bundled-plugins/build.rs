@@ -4,8 +4,20 @@ use std::fmt::Write;
 use std::path::Path;
 
 /// The first-party plugins, by directory under the workspace root.
-const PLUGINS: &[&str] =
-    &["plugins/read", "plugins/write", "plugins/edit", "plugins/list", "plugins/glob", "plugins/grep", "plugins/fetch", "plugins/shell"];
+#[rustfmt::skip]
+const PLUGINS: &[&str] = &[
+    // tools
+    "plugins/read",
+    "plugins/write",
+    "plugins/edit",
+    "plugins/list",
+    "plugins/glob",
+    "plugins/grep",
+    "plugins/fetch",
+    "plugins/shell",
+    // providers
+    "plugins/openai",
+];
 
 fn main() {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");

@@ -42,6 +42,12 @@ pub enum Command {
     /// Plugins: list them, or inspect one.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Every model of the loaded providers, as provider/model.
+    Models {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `plugboard tool ...`
@@ -151,6 +157,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Plugin(PluginCommand::Inspect { plugin, json }) => inspect(&host, &plugin, json).await,
         Command::Plugin(PluginCommand::New { .. }) => unreachable!("handled before the host starts"),
+        Command::Models { json } => {
+            print_models(&host, json);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -218,6 +228,39 @@ async fn call_tool(host: &PluginHost, name: &str, arguments: &str, json: bool) -
     }
 }
 
+fn print_models(host: &PluginHost, json: bool) {
+    if json {
+        let models: Vec<_> = host.models().map(|(reference, m, _)| json!({ "model": reference, "info": m })).collect();
+        println!("{}", serde_json::to_string_pretty(&models).expect("JSON values serialize"));
+        return;
+    }
+    for (reference, m, plugin) in host.models() {
+        let mut features = Vec::new();
+        if m.supports_tools {
+            features.push("tools");
+        }
+        if m.supports_reasoning {
+            features.push("reasoning");
+        }
+        if m.supports_images {
+            features.push("images");
+        }
+        let key = match &plugin.policy.credential {
+            Some(_) => "",
+            None if plugin.manifest.credentials.is_some() => "  (no API key configured)",
+            None => "",
+        };
+        println!(
+            "{reference:<32} {:>9} ctx {:>7} out  ${:.2}/${:.2} per Mtok  {}{key}",
+            m.context_tokens,
+            m.output_tokens,
+            m.price.input,
+            m.price.output,
+            features.join(",")
+        );
+    }
+}
+
 fn print_plugins(host: &PluginHost, json: bool) {
     if json {
         let plugins: Vec<_> = host.plugins().map(|p| plugin_json(p)).collect();
@@ -268,7 +311,23 @@ async fn inspect(host: &PluginHost, plugin: &str, json: bool) -> anyhow::Result<
     println!("sha256      {}", plugin.content_hash);
     println!("world       {} ({})", m.world, m.wit.as_deref().unwrap_or("plugboard:plugin@0.1.0"));
     println!("load        {} in {:.1} ms", value["load"]["cache"].as_str().unwrap_or(""), plugin.stats.micros as f64 / 1000.0);
-    println!("\ntools");
+    if let Some(info) = &plugin.provider {
+        println!(
+            "\nprovider    {} ({} models: {})",
+            info.name,
+            info.models.len(),
+            info.models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(", ")
+        );
+        let key = match (&plugin.policy.credential, &m.credentials) {
+            (Some(c), _) => format!("set (from {}), sent as `{}` to granted hosts only", c.origin, c.header),
+            (None, Some(spec)) => format!("not configured (set api_key_env in [plugins.{}]; it is sent as `{}`)", m.id, spec.header),
+            (None, None) => "not used".into(),
+        };
+        println!("api key     {key}");
+    }
+    if !plugin.tools.is_empty() {
+        println!("\ntools");
+    }
     for t in &plugin.tools {
         println!("  {}: {}", t.name, t.description.lines().next().unwrap_or(""));
         let params = parameter_summary(&t.parameters);
@@ -319,6 +378,8 @@ fn plugin_json(p: &LoadedPlugin) -> serde_json::Value {
         "sha256": p.content_hash,
         "load": p.stats,
         "tools": p.tools,
+        "provider": p.provider,
+        "api_key": p.policy.credential.as_ref().map(|c| c.origin.clone()),
         "grant_source": p.grant_source,
         "granted": pol.granted,
         "effective": {

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::capability::filesystem::{Access, DirGrantSpec};
-use crate::capability::{Limits, PluginGrants, SandboxSettings};
+use crate::capability::{LimitOverrides, Limits, PluginGrants, SandboxSettings};
 use crate::engine::EngineSettings;
 
 /// Name of the configuration file looked up in the workspace.
@@ -112,6 +112,9 @@ impl Config {
     }
 }
 
+/// Providers wait on remote models: each step of a stream may take up to five minutes.
+const PROVIDER_LIMITS: LimitOverrides = LimitOverrides { memory_mib: None, timeout_ms: Some(300_000), max_output_bytes: None };
+
 /// Where a plugin's grants came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -127,13 +130,26 @@ pub enum GrantSource {
 /// The built-in grants of the first-party plugins, used when the configuration has no table
 /// for them: the file tools see the workspace (read-only for the readers, read-write for
 /// `write` and `edit`); `shell` has the workspace read-write but no commands; `fetch` has no
-/// hosts. Everything beyond that must be granted.
+/// hosts; the `openai` and `anthropic` providers reach their API host with the key from
+/// `OPENAI_API_KEY` / `ANTHROPIC_API_KEY`. Everything beyond that must be granted.
 pub fn builtin_grants(id: &str) -> Option<PluginGrants> {
     let workspace = |access| PluginGrants { filesystem: vec![DirGrantSpec::WithAccess { path: ".".into(), access }], ..Default::default() };
     match id {
         "read" | "list" | "glob" | "grep" => Some(workspace(Access::ReadOnly)),
         "write" | "edit" | "shell" => Some(workspace(Access::ReadWrite)),
         "fetch" => Some(PluginGrants::default()),
+        "openai" => Some(PluginGrants {
+            network: vec!["https://api.openai.com".into()],
+            api_key_env: Some("OPENAI_API_KEY".into()),
+            limits: PROVIDER_LIMITS,
+            ..Default::default()
+        }),
+        "anthropic" => Some(PluginGrants {
+            network: vec!["https://api.anthropic.com".into()],
+            api_key_env: Some("ANTHROPIC_API_KEY".into()),
+            limits: PROVIDER_LIMITS,
+            ..Default::default()
+        }),
         _ => None,
     }
 }

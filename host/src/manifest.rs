@@ -33,7 +33,25 @@ pub struct PluginManifest {
     /// The capabilities it requests. It gets only those the operator also grants.
     #[serde(default)]
     pub capabilities: RequestedCapabilities,
+    /// For providers: the header that carries the API key, which the host adds to requests
+    /// to the plugin's granted hosts (the plugin never sees the key).
+    #[serde(default)]
+    pub credentials: Option<CredentialsSpec>,
 }
+
+/// Where a provider's API key goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsSpec {
+    /// The header, e.g. `authorization` or `x-api-key`.
+    pub header: String,
+    /// Text before the key, e.g. `Bearer `.
+    #[serde(default)]
+    pub prefix: String,
+}
+
+/// The worlds this host runs.
+pub const KNOWN_WORLDS: &[&str] = &["tool-plugin", "provider-plugin"];
 
 fn default_world() -> String {
     "tool-plugin".into()
@@ -104,8 +122,13 @@ impl PluginManifest {
         if self.id.is_empty() || !self.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
             return Err(invalid(format!("id `{}` must use only lowercase letters, digits, `-` and `_`", self.id)));
         }
-        if self.world != "tool-plugin" {
-            return Err(invalid(format!("world `{}` is not one this host runs (known: tool-plugin)", self.world)));
+        if !KNOWN_WORLDS.contains(&self.world.as_str()) {
+            return Err(invalid(format!("world `{}` is not one this host runs (known: {})", self.world, KNOWN_WORLDS.join(", "))));
+        }
+        if let Some(c) = &self.credentials
+            && http::HeaderName::from_bytes(c.header.as_bytes()).is_err()
+        {
+            return Err(invalid(format!("credentials header `{}` is not a valid header name", c.header)));
         }
         Ok(self)
     }

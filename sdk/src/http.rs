@@ -87,6 +87,10 @@ impl Request {
         for (name, value) in &self.headers {
             fields.append(name, value).map_err(|e| ToolError::InvalidArguments(format!("header `{name}`: {e:?}")))?;
         }
+        if !self.body.is_empty() && !self.headers.iter().any(|(n, _)| n == "content-length") {
+            let length = self.body.len().to_string();
+            fields.append("content-length", length.as_bytes()).map_err(|e| ToolError::failed(format!("content-length: {e:?}")))?;
+        }
         let request = OutgoingRequest::new(fields);
         let _ = request.set_method(&self.method);
         let scheme = if self.uri.scheme_str() == Some("http") { Scheme::Http } else { Scheme::Https };

@@ -32,9 +32,11 @@ pub mod fs;
 pub mod host;
 pub mod http;
 pub mod process;
+pub mod provider;
+pub mod sse;
 mod tool;
 
-pub use plugboard_sdk_macros::{args, export_tools, tool};
+pub use plugboard_sdk_macros::{args, export_provider, export_tools, tool};
 pub use tool::{Access, CapabilityKind, Context, Output, ToolError};
 
 /// The generated WebAssembly bindings of the `plugboard:plugin` WIT package. Authors do not
@@ -48,6 +50,26 @@ pub mod bindings {
         default_bindings_module: "plugboard_sdk::bindings",
     });
 }
+
+/// The generated bindings of the `provider-plugin` world, sharing the `host` and `types`
+/// interfaces with [`bindings`].
+#[doc(hidden)]
+pub mod provider_bindings {
+    wit_bindgen::generate!({
+        path: "../wit/since_v0.1.0",
+        world: "provider-plugin",
+        pub_export_macro: true,
+        export_macro_name: "export_provider_world",
+        default_bindings_module: "plugboard_sdk::provider_bindings",
+        with: {
+            "plugboard:plugin/host@0.1.0": crate::bindings::plugboard::plugin::host,
+            "plugboard:plugin/types@0.1.0": crate::bindings::plugboard::plugin::types,
+        },
+    });
+}
+
+/// JSON, as used for arguments, settings and API bodies.
+pub use serde_json;
 
 /// Everything a tool author usually needs, in one import.
 pub mod prelude {

@@ -157,3 +157,146 @@ impl Drop for LocalServer {
         self.stop.store(true, Ordering::Relaxed);
     }
 }
+
+/// One scripted HTTP response.
+#[derive(Debug, Clone)]
+pub struct Scripted {
+    /// Status code.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// Body pieces, each written and flushed on its own after `delay`.
+    pub pieces: Vec<Vec<u8>>,
+    /// Pause before each piece.
+    pub delay: std::time::Duration,
+}
+
+impl Scripted {
+    /// A `text/event-stream` answer of `sse`, written in pieces of `piece` bytes.
+    pub fn sse(sse: &str, piece: usize) -> Self {
+        Scripted {
+            status: 200,
+            headers: vec![("content-type".into(), "text/event-stream".into())],
+            pieces: sse.as_bytes().chunks(piece.max(1)).map(|c| c.to_vec()).collect(),
+            delay: std::time::Duration::ZERO,
+        }
+    }
+
+    /// An error answer with a JSON body.
+    pub fn error(status: u16, headers: &[(&str, &str)], body: &str) -> Self {
+        Scripted {
+            status,
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            pieces: vec![body.as_bytes().to_vec()],
+            delay: std::time::Duration::ZERO,
+        }
+    }
+}
+
+/// A request the scripted server received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The request line, e.g. `POST /v1/chat/completions HTTP/1.1`.
+    pub line: String,
+    /// Headers, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: String,
+}
+
+impl Received {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A local HTTP server that answers the n-th request with the n-th scripted response
+/// (the last one repeats) and records every request. It stops when dropped.
+pub struct ScriptedServer {
+    /// Its address.
+    pub addr: SocketAddr,
+    received: Arc<std::sync::Mutex<Vec<Received>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ScriptedServer {
+    /// Starts a server with its script.
+    pub fn start(script: Vec<Scripted>) -> Self {
+        assert!(!script.is_empty(), "a script needs at least one response");
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (r, s) = (received.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut served = 0usize;
+            while !s.load(Ordering::Relaxed) {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    continue;
+                };
+                stream.set_nonblocking(false).unwrap();
+                let Some(request) = read_request(&mut stream) else { continue };
+                r.lock().unwrap().push(request);
+                let answer = &script[served.min(script.len() - 1)];
+                served += 1;
+                let mut head = format!("HTTP/1.1 {} Scripted\r\nconnection: close\r\n", answer.status);
+                for (k, v) in &answer.headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                if stream.write_all(head.as_bytes()).is_err() {
+                    continue;
+                }
+                for piece in &answer.pieces {
+                    if !answer.delay.is_zero() {
+                        std::thread::sleep(answer.delay);
+                    }
+                    if stream.write_all(piece).and_then(|_| stream.flush()).is_err() {
+                        break;
+                    }
+                }
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        });
+        ScriptedServer { addr, received, stop }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The requests received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ScriptedServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn read_request(stream: &mut std::net::TcpStream) -> Option<Received> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).ok()? != 1 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = head.split("\r\n");
+    let line = lines.next()?.to_string();
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
+    let length = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0usize);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).ok()?;
+    Some(Received { line, headers, body: String::from_utf8_lossy(&body).into_owned() })
+}

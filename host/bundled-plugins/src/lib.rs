@@ -1,5 +1,5 @@
-//! The first-party Plugboard plugins (`read`, `write`, `edit`, `list`, `glob`, `grep`,
-//! `fetch`, `shell`), compiled to `wasm32-wasip2` components by this crate's build script and
+//! The first-party Plugboard plugins (the tools `read`, `write`, `edit`, `list`, `glob`,
+//! `grep`, `fetch`, `shell`, and the providers `openai` and `anthropic`), compiled to `wasm32-wasip2` components by this crate's build script and
 //! embedded, so that the `plugboard` binary always has them.
 
 /// One embedded first-party plugin.

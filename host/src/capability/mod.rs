@@ -92,6 +92,29 @@ pub struct PluginGrants {
     /// The plugin's own settings, read through `host.config`.
     #[serde(default)]
     pub settings: BTreeMap<String, toml::Value>,
+    /// A provider's API key, written out (prefer `api_key_env`). Never shown or logged.
+    #[serde(default, skip_serializing)]
+    pub api_key: Option<String>,
+    /// The environment variable of Plugboard's that holds a provider's API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+}
+
+/// An API key and the header that carries it. Its `Debug` form hides the key.
+#[derive(Clone)]
+pub struct Credential {
+    /// The header.
+    pub header: http::HeaderName,
+    /// The header's value (prefix and key), marked sensitive.
+    pub value: http::HeaderValue,
+    /// Where the key came from, for `plugin inspect`: `api_key` or `env NAME`.
+    pub origin: String,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credential {{ header: {}, value: <redacted>, origin: {} }}", self.header, self.origin)
+    }
 }
 
 /// Settings that apply to every plugin's sandbox (`[sandbox]`).
@@ -143,6 +166,8 @@ pub struct CapabilityPolicy {
     pub requested: crate::manifest::RequestedCapabilities,
     /// What the operator granted, as written (or the built-in default).
     pub granted: PluginGrants,
+    /// A provider's API key, added by the host to requests to granted hosts.
+    pub credential: Option<Credential>,
 }
 
 /// Inputs shared by every plugin's policy.
@@ -225,6 +250,8 @@ impl CapabilityPolicy {
             settings.insert(key.clone(), json);
         }
 
+        let credential = resolve_credential(manifest, &grants).map_err(|m| error("api_key", m))?;
+
         let mut command_env = env.clone();
         command_env.push(("PATH".into(), std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())));
         let process = CommandRunner {
@@ -238,7 +265,7 @@ impl CapabilityPolicy {
             max_output_bytes: limits.max_output_bytes as usize,
             max_timeout: limits.timeout(),
         };
-        Ok(CapabilityPolicy { plugin_id: id, filesystem, network, process, env, limits, settings, requested, granted: grants })
+        Ok(CapabilityPolicy { plugin_id: id, filesystem, network, process, env, limits, settings, requested, granted: grants, credential })
     }
 
     /// The `plugboard.toml` lines that would grant `target` of `kind`, or why no grant can
@@ -284,6 +311,30 @@ impl CapabilityPolicy {
     pub fn allows_path(&self, path: &Path, access: Access) -> bool {
         self.filesystem.iter().any(|g| path.starts_with(&g.path) && g.access >= access)
     }
+}
+
+/// The API key of a provider that declares `credentials`: `api_key`, else the variable
+/// named by `api_key_env`. `None` when no key is configured or the variable is unset.
+fn resolve_credential(manifest: &PluginManifest, grants: &PluginGrants) -> Result<Option<Credential>, String> {
+    let Some(spec) = &manifest.credentials else {
+        if grants.api_key.is_some() || grants.api_key_env.is_some() {
+            return Err("this plugin declares no credentials header, so an API key cannot be given to it".into());
+        }
+        return Ok(None);
+    };
+    let (key, origin) = match (&grants.api_key, &grants.api_key_env) {
+        (Some(key), _) => (key.clone(), "api_key".to_string()),
+        (None, Some(var)) => match std::env::var(var) {
+            Ok(key) if !key.is_empty() => (key, format!("env {var}")),
+            _ => return Ok(None),
+        },
+        (None, None) => return Ok(None),
+    };
+    let header = http::HeaderName::from_bytes(spec.header.as_bytes()).map_err(|e| format!("credentials header `{}`: {e}", spec.header))?;
+    let mut value = http::HeaderValue::from_str(&format!("{}{key}", spec.prefix))
+        .map_err(|_| "the API key has characters a header cannot carry".to_string())?;
+    value.set_sensitive(true);
+    Ok(Some(Credential { header, value, origin }))
 }
 
 /// The kinds of capability.

@@ -4,6 +4,7 @@
 pub mod discovery;
 pub mod error;
 pub mod plugin;
+pub mod provider;
 pub mod state;
 
 use std::collections::BTreeMap;
@@ -76,6 +77,7 @@ pub struct PluginHost {
     policy_ctx: PolicyContext,
     plugins: BTreeMap<String, Arc<LoadedPlugin>>,
     tools: BTreeMap<String, Arc<LoadedPlugin>>,
+    providers: BTreeMap<String, Arc<LoadedPlugin>>,
     failures: Vec<LoadFailure>,
 }
 
@@ -113,6 +115,7 @@ impl PluginHost {
             policy_ctx,
             plugins: BTreeMap::new(),
             tools: BTreeMap::new(),
+            providers: BTreeMap::new(),
             failures: Vec::new(),
         };
         let user_dir = if options.skip_user_plugins { None } else { discovery::user_plugins_dir() };
@@ -190,6 +193,9 @@ impl PluginHost {
         for tool in &plugin.tools {
             self.tools.insert(tool.name.clone(), plugin.clone());
         }
+        if plugin.provider.is_some() {
+            self.providers.insert(id.clone(), plugin.clone());
+        }
         self.plugins.insert(id, plugin);
     }
 
@@ -217,6 +223,32 @@ impl PluginHost {
     /// The loaded plugin `id`.
     pub fn plugin(&self, id: &str) -> Option<&Arc<LoadedPlugin>> {
         self.plugins.get(id)
+    }
+
+    /// Every model of every loaded provider, as `(provider/model, model, provider plugin)`.
+    pub fn models(&self) -> impl Iterator<Item = (String, &provider::ModelInfo, &Arc<LoadedPlugin>)> {
+        self.providers.iter().flat_map(|(id, plugin)| {
+            plugin.provider.iter().flat_map(move |info| info.models.iter().map(move |m| (format!("{id}/{}", m.id), m, plugin)))
+        })
+    }
+
+    /// Starts a streamed completion with `model` (`provider/model`); `request.model` is set
+    /// to the model's id.
+    pub async fn complete(
+        &self,
+        model: &str,
+        mut request: provider::CompletionRequest,
+    ) -> Result<provider::ProviderStream, provider::CompletionError> {
+        let unknown =
+            || provider::CompletionError::UnknownModel { model: model.to_string(), available: self.models().map(|(r, _, _)| r).collect() };
+        let (provider_id, model_id) = model.split_once('/').ok_or_else(unknown)?;
+        let plugin = self.providers.get(provider_id).ok_or_else(unknown)?;
+        let served = plugin.provider.as_ref().is_some_and(|info| info.models.iter().any(|m| m.id == model_id));
+        if !served {
+            return Err(unknown());
+        }
+        request.model = model_id.to_string();
+        plugin.complete(&request).await
     }
 
     /// The plugins that could not be loaded.
@@ -305,7 +337,7 @@ impl PluginLoader {
         })
         .await
         .map_err(|e| LoadError::Component(format!("the compile task failed: {e}")))??;
-        plugin.list_tools().await?;
+        plugin.describe().await?;
         Ok(plugin)
     }
 

@@ -11,7 +11,7 @@ use wasmtime::component::Linker;
 use super::error::CallError;
 use super::state::{CallState, HostDenial, ProgressSink};
 use crate::artifact_cache::{ArtifactCache, CacheOutcome, content_hash};
-use crate::bindings::{ToolPluginPre, types};
+use crate::bindings::{ProviderPluginPre, ToolPluginPre, provider_types, types};
 use crate::capability::{CapabilityKind, CapabilityPolicy, PolicyContext};
 use crate::config::{Config, GrantSource};
 use crate::engine::{PluginEngine, ticks_for};
@@ -80,12 +80,21 @@ pub enum LoadError {
     /// Its grants in the configuration are invalid.
     #[error(transparent)]
     Grant(#[from] crate::capability::GrantError),
-    /// It does not compile, or does not fit the `tool-plugin` world.
+    /// It does not compile, or does not fit its world.
     #[error("{0}")]
     Component(String),
     /// Listing its tools failed.
     #[error("listing its tools failed: {0}")]
     Tools(String),
+    /// Asking a provider what it serves failed, or its answer is invalid.
+    #[error("describing the provider failed: {0}")]
+    Provider(String),
+}
+
+/// The instantiation recipe of a plugin, by world.
+enum WorldPre {
+    Tool(ToolPluginPre<CallState>),
+    Provider(ProviderPluginPre<CallState>),
 }
 
 /// A plugin ready to serve calls.
@@ -100,12 +109,14 @@ pub struct LoadedPlugin {
     pub policy: Arc<CapabilityPolicy>,
     /// Where its grants came from.
     pub grant_source: GrantSource,
-    /// Its tools.
+    /// Its tools (tool plugins).
     pub tools: Vec<ToolDefinition>,
+    /// What it serves (provider plugins).
+    pub provider: Option<super::provider::ProviderInfo>,
     /// How it was loaded.
     pub stats: LoadStats,
     engine: PluginEngine,
-    pre: ToolPluginPre<CallState>,
+    pre: WorldPre,
 }
 
 /// What a call needs besides the tool and its arguments.
@@ -131,7 +142,7 @@ pub struct ToolOutput {
 impl LoadedPlugin {
     /// Prepares a plugin from its component bytes: reads the manifest, resolves its grants,
     /// compiles (or loads from the cache) and links. Blocking (compiling takes up to a few
-    /// hundred milliseconds): run it off the async workers, then [`Self::list_tools`].
+    /// hundred milliseconds): run it off the async workers, then [`Self::describe`].
     #[allow(clippy::too_many_arguments)]
     pub fn compile(
         bytes: &[u8],
@@ -154,11 +165,20 @@ impl LoadedPlugin {
         let hash = content_hash(bytes);
         let (component, cache_outcome) =
             cache.load_or_compile(&engine.engine, bytes, &hash).map_err(|e| LoadError::Component(format!("does not compile: {e:#}")))?;
+        let world = manifest.world.clone();
         let instance_pre = linker
             .instantiate_pre(&component)
-            .map_err(|e| LoadError::Component(format!("does not fit the `tool-plugin` world of plugboard:plugin@0.1.0: {e:#}")))?;
-        let pre = ToolPluginPre::new(instance_pre)
-            .map_err(|e| LoadError::Component(format!("does not export `plugboard:plugin/tool@0.1.0`: {e:#}")))?;
+            .map_err(|e| LoadError::Component(format!("does not fit the `{world}` world of plugboard:plugin@0.1.0: {e:#}")))?;
+        let pre = match world.as_str() {
+            "provider-plugin" => WorldPre::Provider(
+                ProviderPluginPre::new(instance_pre)
+                    .map_err(|e| LoadError::Component(format!("does not export `plugboard:plugin/provider@0.1.0`: {e:#}")))?,
+            ),
+            _ => WorldPre::Tool(
+                ToolPluginPre::new(instance_pre)
+                    .map_err(|e| LoadError::Component(format!("does not export `plugboard:plugin/tool@0.1.0`: {e:#}")))?,
+            ),
+        };
         let mut plugin = LoadedPlugin {
             manifest,
             source,
@@ -166,6 +186,7 @@ impl LoadedPlugin {
             policy,
             grant_source,
             tools: Vec::new(),
+            provider: None,
             stats: LoadStats { cache: cache_outcome, micros: 0 },
             engine: engine.clone(),
             pre,
@@ -183,12 +204,45 @@ impl LoadedPlugin {
         Ok(store)
     }
 
-    /// Runs the plugin's `tools` export once, under its limits, to learn its tools.
-    pub async fn list_tools(&mut self) -> Result<(), LoadError> {
+    /// Asks the plugin what it offers, once, under its limits: its tools, or the models a
+    /// provider serves.
+    pub async fn describe(&mut self) -> Result<(), LoadError> {
         let started = Instant::now();
+        match &self.pre {
+            WorldPre::Tool(_) => self.list_tools().await?,
+            WorldPre::Provider(_) => self.describe_provider().await?,
+        }
+        self.stats.micros += started.elapsed().as_micros() as u64;
+        Ok(())
+    }
+
+    async fn describe_provider(&mut self) -> Result<(), LoadError> {
+        let WorldPre::Provider(pre) = &self.pre else { unreachable!("called for providers") };
+        let info = async {
+            let mut store = self.new_store(None).map_err(|e| e.to_string())?;
+            let instance = pre.instantiate_async(&mut store).await.map_err(|e| format!("{e:#}"))?;
+            instance.plugboard_plugin_provider().call_info(&mut store).await.map_err(|e| format!("{e:#}"))
+        };
+        let info = tokio::time::timeout(self.policy.limits.timeout(), info)
+            .await
+            .map_err(|_| LoadError::Provider(format!("no answer within {} ms", self.policy.limits.timeout_ms)))?
+            .map_err(LoadError::Provider)?;
+        if info.id != self.manifest.id {
+            return Err(LoadError::Provider(format!("it calls itself `{}`, but its manifest id is `{}`", info.id, self.manifest.id)));
+        }
+        if info.models.is_empty() {
+            return Err(LoadError::Provider("it serves no models".into()));
+        }
+        self.provider = Some(super::provider::ProviderInfo::from(info));
+        Ok(())
+    }
+
+    /// Runs the plugin's `tools` export once, under its limits, to learn its tools.
+    async fn list_tools(&mut self) -> Result<(), LoadError> {
+        let WorldPre::Tool(pre) = &self.pre else { unreachable!("called for tool plugins") };
         let definitions = async {
             let mut store = self.new_store(None).map_err(|e| e.to_string())?;
-            let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| format!("{e:#}"))?;
+            let instance = pre.instantiate_async(&mut store).await.map_err(|e| format!("{e:#}"))?;
             instance.plugboard_plugin_tool().call_tools(&mut store).await.map_err(|e| format!("{e:#}"))
         };
         let definitions = tokio::time::timeout(self.policy.limits.timeout(), definitions)
@@ -208,7 +262,6 @@ impl LoadedPlugin {
             tools.push(ToolDefinition { name: d.name, description: d.description, parameters });
         }
         self.tools = tools;
-        self.stats.micros += started.elapsed().as_micros() as u64;
         Ok(())
     }
 
@@ -223,6 +276,9 @@ impl LoadedPlugin {
     ) -> Result<ToolOutput, CallError> {
         let plugin = self.manifest.id.clone();
         let limits = self.policy.limits;
+        let WorldPre::Tool(pre) = &self.pre else {
+            return Err(CallError::Host { plugin, message: "it is not a tool plugin".into() });
+        };
         let mut store = self.new_store(progress).map_err(|e| CallError::Host { plugin: plugin.clone(), message: format!("{e:#}") })?;
         let wit_context = types::CallContext {
             session_id: context.session_id.clone(),
@@ -232,7 +288,7 @@ impl LoadedPlugin {
         // Epochs stop a guest that computes; this stops one that waits inside a host call.
         let deadline = limits.timeout() + Duration::from_millis(100);
         let outcome = tokio::time::timeout(deadline, async {
-            let instance = self.pre.instantiate_async(&mut store).await?;
+            let instance = pre.instantiate_async(&mut store).await?;
             instance.plugboard_plugin_tool().call_call(&mut store, name, arguments, &wit_context).await
         })
         .await;
@@ -288,7 +344,40 @@ impl LoadedPlugin {
         }
     }
 
-    fn explain_trap(&self, error: wasmtime::Error, store: &mut Store<CallState>) -> CallError {
+    /// Starts a streamed completion on a fresh instance of this provider plugin.
+    pub async fn complete(
+        self: &Arc<Self>,
+        request: &provider_types::CompletionRequest,
+    ) -> Result<super::provider::ProviderStream, super::provider::CompletionError> {
+        use super::provider::CompletionError;
+        let plugin = self.manifest.id.clone();
+        let WorldPre::Provider(pre) = &self.pre else {
+            return Err(CompletionError::Plugin(CallError::Host { plugin, message: "it is not a provider plugin".into() }));
+        };
+        let limits = self.policy.limits;
+        let mut store = self
+            .new_store(None)
+            .map_err(|e| CompletionError::Plugin(CallError::Host { plugin: plugin.clone(), message: format!("{e:#}") }))?;
+        let started = tokio::time::timeout(limits.timeout(), async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let completion = instance.plugboard_plugin_provider().call_complete(&mut store, request).await?;
+            Ok::<_, wasmtime::Error>((instance, completion))
+        })
+        .await;
+        match started {
+            Err(_) => Err(CompletionError::Plugin(CallError::Timeout { plugin, limit_ms: limits.timeout_ms })),
+            Ok(Err(trap)) => Err(CompletionError::Plugin(self.explain_trap(trap, &mut store))),
+            Ok(Ok((_, Err(api)))) => Err(CompletionError::api(&plugin, api)),
+            Ok(Ok((instance, Ok(completion)))) => Ok(super::provider::ProviderStream::new(self.clone(), store, instance, completion)),
+        }
+    }
+
+    /// Sets the epoch deadline of a store again (before each step of a long-lived instance).
+    pub(crate) fn rearm(&self, store: &mut Store<CallState>) {
+        store.set_epoch_deadline(ticks_for(self.policy.limits.timeout()));
+    }
+
+    pub(crate) fn explain_trap(&self, error: wasmtime::Error, store: &mut Store<CallState>) -> CallError {
         let plugin = self.manifest.id.clone();
         let limits = self.policy.limits;
         if store.data().limiter.exceeded {

@@ -69,7 +69,7 @@ impl CallState {
             wasi: builder.build(),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            hooks: NetworkHooks { policy: policy.network.clone(), denials: Vec::new() },
+            hooks: NetworkHooks { policy: policy.network.clone(), credential: policy.credential.clone(), denials: Vec::new() },
             limiter: MemoryLimiter { max_bytes: memory, exceeded: false },
             policy,
             progress,
@@ -119,15 +119,25 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 }
 
 /// The network policy, where `wasi:http` sends requests: a refused request is never sent.
+/// A provider's API key is added here, to allowed requests only; the plugin can neither
+/// read nor set that header.
 struct NetworkHooks {
     policy: NetworkPolicy,
+    credential: Option<crate::capability::Credential>,
     denials: Vec<HostDenial>,
 }
 
 impl WasiHttpHooks for NetworkHooks {
+    fn forbidden_header_filter(&mut self) -> wasmtime_wasi_http::ForbiddenHeaderFilter {
+        let credential = self.credential.as_ref().map(|c| c.header.clone());
+        std::sync::Arc::new(move |name| {
+            wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name) || credential.as_ref().is_some_and(|c| c == name)
+        })
+    }
+
     fn send_request(
         &mut self,
-        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        mut request: http::Request<wasmtime_wasi_http::WasiBody>,
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> Box<
@@ -154,6 +164,9 @@ impl WasiHttpHooks for NetworkHooks {
             tracing::info!(%target, reason, "outgoing request refused");
             self.denials.push(HostDenial { kind: crate::capability::CapabilityKind::Network, target, reason: reason.into() });
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        if let Some(credential) = &self.credential {
+            request.headers_mut().insert(credential.header.clone(), credential.value.clone());
         }
         Box::new(async move {
             use http_body_util::BodyExt;

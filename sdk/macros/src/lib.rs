@@ -165,6 +165,57 @@ fn expand_export_tools(input: proc_macro2::TokenStream) -> syn::Result<proc_macr
     })
 }
 
+/// Exports a type implementing `plugboard_sdk::provider::Provider` as this plugin's
+/// provider, and embeds the plugin's manifest (including `[package.metadata.plugboard.credentials]`).
+///
+/// Use it once per provider crate: `export_provider!(OpenAi);`
+#[proc_macro]
+pub fn export_provider(input: TokenStream) -> TokenStream {
+    let provider: syn::Type = match syn::parse(input) {
+        Ok(t) => t,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    let manifest = match manifest::from_cargo_env("provider-plugin") {
+        Ok(m) => m,
+        Err(e) => return syn::Error::new(Span::call_site(), e).to_compile_error().into(),
+    };
+    let manifest_len = manifest.len();
+    let manifest_lit = syn::LitByteStr::new(manifest.as_bytes(), Span::call_site());
+    quote! {
+        #[doc(hidden)]
+        struct __PlugboardProviderPlugin;
+
+        impl ::plugboard_sdk::provider_bindings::exports::plugboard::plugin::provider::Guest for __PlugboardProviderPlugin {
+            type Completion = ::plugboard_sdk::provider::CompletionHandle;
+
+            fn info() -> ::plugboard_sdk::provider::ProviderInfo {
+                <#provider as ::plugboard_sdk::provider::Provider>::info()
+            }
+
+            fn complete(
+                request: ::plugboard_sdk::provider::CompletionRequest,
+            ) -> ::core::result::Result<
+                ::plugboard_sdk::provider_bindings::exports::plugboard::plugin::provider::Completion,
+                ::plugboard_sdk::provider::ProviderError,
+            > {
+                <#provider as ::plugboard_sdk::provider::Provider>::complete(request).map(|stream| {
+                    ::plugboard_sdk::provider_bindings::exports::plugboard::plugin::provider::Completion::new(
+                        ::plugboard_sdk::provider::CompletionHandle::new(stream),
+                    )
+                })
+            }
+        }
+
+        ::plugboard_sdk::provider_bindings::export_provider_world!(__PlugboardProviderPlugin with_types_in ::plugboard_sdk::provider_bindings);
+
+        #[doc(hidden)]
+        #[used]
+        #[unsafe(link_section = "plugboard-manifest")]
+        static __PLUGBOARD_MANIFEST: [u8; #manifest_len] = *#manifest_lit;
+    }
+    .into()
+}
+
 /// Marks a struct (or enum) as a tool's arguments: derives `Deserialize` and `JsonSchema`
 /// through the SDK (no direct dependency on serde or schemars needed) and rejects unknown
 /// fields, so a misspelt argument from the model is named in the error. Doc comments on

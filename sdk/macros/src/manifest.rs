@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-const KNOWN_KEYS: &[&str] = &["id", "capabilities"];
+const KNOWN_KEYS: &[&str] = &["id", "capabilities", "credentials"];
 const KNOWN_CAPABILITIES: &[&str] = &["filesystem", "network", "process", "env"];
 
 /// The manifest of the crate being compiled, as JSON.
@@ -53,6 +53,21 @@ pub fn from_cargo_env(world: &str) -> Result<String, String> {
         }
         Some(_) => return Err("[package.metadata.plugboard.capabilities] must be a table".into()),
     };
+    let credentials = match metadata.get("credentials") {
+        None => Value::Null,
+        Some(toml::Value::Table(t)) => {
+            for key in t.keys() {
+                if key != "header" && key != "prefix" {
+                    return Err(format!("unknown key `{key}` in [package.metadata.plugboard.credentials]; known: header, prefix"));
+                }
+            }
+            if !matches!(t.get("header"), Some(toml::Value::String(_))) {
+                return Err("[package.metadata.plugboard.credentials] needs `header`, e.g. header = \"authorization\"".into());
+            }
+            serde_json::to_value(t).map_err(|e| e.to_string())?
+        }
+        Some(_) => return Err("[package.metadata.plugboard.credentials] must be a table".into()),
+    };
     let manifest = json!({
         "id": id,
         "version": version,
@@ -61,6 +76,7 @@ pub fn from_cargo_env(world: &str) -> Result<String, String> {
         "wit": "plugboard:plugin@0.1.0",
         "sdk": env!("CARGO_PKG_VERSION"),
         "capabilities": capabilities,
+        "credentials": credentials,
     });
     Ok(manifest.to_string())
 }

@@ -2,4 +2,5 @@
 
 mod first_party;
 mod hostile;
+mod providers;
 mod runtime;

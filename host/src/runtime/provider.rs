@@ -1,0 +1,180 @@
+//! Providers on the host side: what they serve, streamed completions, and their errors.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use wasmtime::Store;
+use wasmtime::component::ResourceAny;
+
+use super::error::CallError;
+use super::plugin::LoadedPlugin;
+use super::state::CallState;
+use crate::bindings::{ProviderPlugin, provider_types as wit};
+
+pub use wit::{
+    CompletionRequest, ContentPart, FinishReason, Message, Role, StreamEvent, ToolCall, ToolCallDelta, ToolCallStart, ToolResult, ToolSpec,
+    Usage,
+};
+
+/// Price of a model, in US dollars per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ModelPrice {
+    /// Input tokens.
+    pub input: f64,
+    /// Output tokens.
+    pub output: f64,
+    /// Input tokens read from the provider's cache.
+    pub cache_read: f64,
+    /// Input tokens written to the provider's cache.
+    pub cache_write: f64,
+}
+
+/// One model a provider serves.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelInfo {
+    /// The id the API knows it by.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Context window, in tokens.
+    pub context_tokens: u32,
+    /// Largest output, in tokens.
+    pub output_tokens: u32,
+    /// Whether it can call tools.
+    pub supports_tools: bool,
+    /// Whether it reasons.
+    pub supports_reasoning: bool,
+    /// Whether it accepts images.
+    pub supports_images: bool,
+    /// Its price.
+    pub price: ModelPrice,
+}
+
+/// What a provider serves.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProviderInfo {
+    /// Its id (the plugin id); models are `<id>/<model>`.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Its models.
+    pub models: Vec<ModelInfo>,
+}
+
+impl From<wit::ProviderInfo> for ProviderInfo {
+    fn from(info: wit::ProviderInfo) -> Self {
+        ProviderInfo {
+            id: info.id,
+            name: info.name,
+            models: info
+                .models
+                .into_iter()
+                .map(|m| ModelInfo {
+                    id: m.id,
+                    name: m.name,
+                    context_tokens: m.context_tokens,
+                    output_tokens: m.output_tokens,
+                    supports_tools: m.supports_tools,
+                    supports_reasoning: m.supports_reasoning,
+                    supports_images: m.supports_images,
+                    price: ModelPrice {
+                        input: m.price.input,
+                        output: m.price.output,
+                        cache_read: m.price.cache_read,
+                        cache_write: m.price.cache_write,
+                    },
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Why a completion failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CompletionError {
+    /// No loaded provider serves this model.
+    #[error("no model `{model}`{}", if available.is_empty() { " (no provider is loaded)".to_string() } else { format!(" (available: {})", available.join(", ")) })]
+    UnknownModel {
+        /// The model asked for.
+        model: String,
+        /// The models that exist, as `provider/model`.
+        available: Vec<String>,
+    },
+    /// The API answered with an error, or the stream broke.
+    #[error("provider `{provider}`: {message}{}", if *retryable { " (retryable)" } else { "" })]
+    Api {
+        /// The provider.
+        provider: String,
+        /// What went wrong.
+        message: String,
+        /// The HTTP status, when there was one.
+        status: Option<u16>,
+        /// Whether trying again may succeed.
+        retryable: bool,
+        /// How long the API asked to wait, in milliseconds.
+        retry_after_ms: Option<u64>,
+    },
+    /// The plugin itself failed (time or memory limit, crash).
+    #[error(transparent)]
+    Plugin(CallError),
+}
+
+impl CompletionError {
+    pub(crate) fn api(provider: &str, e: wit::ProviderError) -> Self {
+        CompletionError::Api {
+            provider: provider.to_string(),
+            message: e.message,
+            status: e.status,
+            retryable: e.retryable,
+            retry_after_ms: e.retry_after_ms,
+        }
+    }
+
+    /// Whether trying again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, CompletionError::Api { retryable: true, .. })
+    }
+}
+
+/// A completion being streamed by a provider plugin: one instance lives for the whole
+/// stream and is dropped with it (which abandons the request).
+pub struct ProviderStream {
+    plugin: Arc<LoadedPlugin>,
+    store: Store<CallState>,
+    instance: ProviderPlugin,
+    completion: ResourceAny,
+    ended: bool,
+}
+
+impl ProviderStream {
+    pub(crate) fn new(plugin: Arc<LoadedPlugin>, store: Store<CallState>, instance: ProviderPlugin, completion: ResourceAny) -> Self {
+        ProviderStream { plugin, store, instance, completion, ended: false }
+    }
+
+    /// The next event, `Ok(None)` at the end. Each step runs under the plugin's time limit
+    /// (waiting for the API included).
+    pub async fn next(&mut self) -> Result<Option<StreamEvent>, CompletionError> {
+        if self.ended {
+            return Ok(None);
+        }
+        self.plugin.rearm(&mut self.store);
+        let limits = self.plugin.policy.limits;
+        let step = tokio::time::timeout(
+            limits.timeout(),
+            self.instance.plugboard_plugin_provider().completion().call_next(&mut self.store, self.completion),
+        )
+        .await;
+        let result = match step {
+            Err(_) => {
+                Err(CompletionError::Plugin(CallError::Timeout { plugin: self.plugin.manifest.id.clone(), limit_ms: limits.timeout_ms }))
+            }
+            Ok(Err(trap)) => Err(CompletionError::Plugin(self.plugin.explain_trap(trap, &mut self.store))),
+            Ok(Ok(Err(api))) => Err(CompletionError::api(&self.plugin.manifest.id, api)),
+            Ok(Ok(Ok(event))) => Ok(event),
+        };
+        if !matches!(result, Ok(Some(_))) {
+            self.ended = true;
+        }
+        result
+    }
+}

@@ -1,0 +1,295 @@
+//! The `openai` provider: the Chat Completions API with SSE streaming and tool calls.
+//!
+//! Settings (`[plugins.openai.settings]`):
+//! - `base_url`: default `https://api.openai.com/v1`; any OpenAI-compatible server works
+//!   (vLLM, llama.cpp's server, Ollama, LM Studio);
+//! - `models`: the models to offer, replacing the built-in list, as
+//!   `[{ id = "qwen2.5-coder", context_tokens = 32768, output_tokens = 8192, tools = true }]`;
+//! - `include_usage`: ask for usage in the last chunk (default true).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use plugboard_sdk::http::Request;
+use plugboard_sdk::provider::*;
+use plugboard_sdk::serde_json::{self, Value, json};
+use plugboard_sdk::sse::EventReader;
+
+const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+
+struct OpenAi;
+
+fn model(id: &str, name: &str, context: u32, output: u32, reasoning: bool, price: (f64, f64, f64)) -> ModelInfo {
+    ModelInfo {
+        id: id.into(),
+        name: name.into(),
+        context_tokens: context,
+        output_tokens: output,
+        supports_tools: true,
+        supports_reasoning: reasoning,
+        supports_images: true,
+        price: ModelPrice { input: price.0, output: price.1, cache_read: price.2, cache_write: 0.0 },
+    }
+}
+
+fn configured_models() -> Result<Option<Vec<ModelInfo>>, ProviderError> {
+    let Some(list) = plugboard_sdk::host::setting::<Vec<Value>>("models").map_err(ProviderError::from)? else { return Ok(None) };
+    let mut models = Vec::new();
+    for entry in list {
+        let id = entry["id"].as_str().ok_or_else(|| ProviderError::fatal("setting `models`: every entry needs an `id`"))?;
+        let u = |k: &str, d: u64| entry[k].as_u64().unwrap_or(d) as u32;
+        let f = |k: &str| entry[k].as_f64().unwrap_or(0.0);
+        models.push(ModelInfo {
+            id: id.into(),
+            name: entry["name"].as_str().unwrap_or(id).into(),
+            context_tokens: u("context_tokens", 32_768),
+            output_tokens: u("output_tokens", 4096),
+            supports_tools: entry["tools"].as_bool().unwrap_or(true),
+            supports_reasoning: entry["reasoning"].as_bool().unwrap_or(false),
+            supports_images: entry["images"].as_bool().unwrap_or(false),
+            price: ModelPrice { input: f("input_price"), output: f("output_price"), cache_read: f("cache_read_price"), cache_write: 0.0 },
+        });
+    }
+    Ok(Some(models))
+}
+
+impl Provider for OpenAi {
+    fn info() -> ProviderInfo {
+        let models = configured_models().ok().flatten().unwrap_or_else(|| {
+            vec![
+                model("gpt-4.1", "GPT-4.1", 1_047_576, 32_768, false, (2.0, 8.0, 0.5)),
+                model("gpt-4.1-mini", "GPT-4.1 mini", 1_047_576, 32_768, false, (0.4, 1.6, 0.1)),
+                model("gpt-4o", "GPT-4o", 128_000, 16_384, false, (2.5, 10.0, 1.25)),
+                model("gpt-4o-mini", "GPT-4o mini", 128_000, 16_384, false, (0.15, 0.6, 0.075)),
+                model("o3", "o3", 200_000, 100_000, true, (2.0, 8.0, 0.5)),
+                model("o4-mini", "o4-mini", 200_000, 100_000, true, (1.1, 4.4, 0.275)),
+            ]
+        });
+        ProviderInfo { id: "openai".into(), name: "OpenAI".into(), models }
+    }
+
+    fn complete(request: CompletionRequest) -> Result<Box<dyn CompletionStream>, ProviderError> {
+        let base =
+            plugboard_sdk::host::setting::<String>("base_url").map_err(ProviderError::from)?.unwrap_or_else(|| DEFAULT_BASE_URL.into());
+        let include_usage = plugboard_sdk::host::setting::<bool>("include_usage").map_err(ProviderError::from)?.unwrap_or(true);
+        let body = request_body(&request, include_usage)?;
+        let url = format!("{}/chat/completions", base.trim_end_matches('/'));
+        let http = Request::post(&url)
+            .map_err(ProviderError::from)?
+            .header("content-type", "application/json")
+            .header("accept", "text/event-stream")
+            .body(body.to_string());
+        let response = send_checked(http)?;
+        Ok(Box::new(ChatStream {
+            events: EventReader::new(response),
+            queue: VecDeque::new(),
+            calls: BTreeMap::new(),
+            finished: false,
+            done: false,
+        }))
+    }
+}
+
+/// The JSON body of a streamed Chat Completions request.
+fn request_body(request: &CompletionRequest, include_usage: bool) -> Result<Value, ProviderError> {
+    let mut messages = Vec::new();
+    if let Some(system) = &request.system {
+        messages.push(json!({ "role": "system", "content": system }));
+    }
+    for message in &request.messages {
+        let mut text = String::new();
+        let mut tool_calls = Vec::new();
+        for part in &message.parts {
+            match part {
+                ContentPart::Text(t) => text.push_str(t),
+                ContentPart::Reasoning(_) => {}
+                ContentPart::ToolCall(c) => tool_calls.push(json!({
+                    "id": c.id, "type": "function", "function": { "name": c.name, "arguments": c.arguments }
+                })),
+                ContentPart::ToolResult(r) => messages.push(json!({ "role": "tool", "tool_call_id": r.call_id, "content": r.content })),
+            }
+        }
+        match message.role {
+            Role::User if !text.is_empty() => messages.push(json!({ "role": "user", "content": text })),
+            Role::Assistant if !text.is_empty() || !tool_calls.is_empty() => {
+                let mut m = json!({ "role": "assistant", "content": if text.is_empty() { Value::Null } else { Value::String(text) } });
+                if !tool_calls.is_empty() {
+                    m["tool_calls"] = Value::Array(tool_calls);
+                }
+                messages.push(m);
+            }
+            _ => {}
+        }
+    }
+    let mut body = json!({ "model": request.model, "messages": messages, "stream": true });
+    if include_usage {
+        body["stream_options"] = json!({ "include_usage": true });
+    }
+    if !request.tools.is_empty() {
+        let mut tools = Vec::new();
+        for t in &request.tools {
+            let parameters: Value = serde_json::from_str(&t.parameters_schema)
+                .map_err(|e| ProviderError::fatal(format!("tool `{}` has a schema that is not JSON: {e}", t.name)))?;
+            tools.push(
+                json!({ "type": "function", "function": { "name": t.name, "description": t.description, "parameters": parameters } }),
+            );
+        }
+        body["tools"] = Value::Array(tools);
+    }
+    if let Some(t) = request.temperature {
+        body["temperature"] = json!(t);
+    }
+    if let Some(m) = request.max_output_tokens {
+        body["max_tokens"] = json!(m);
+    }
+    if let Some(options) = &request.options {
+        let Ok(Value::Object(extra)) = serde_json::from_str::<Value>(options) else {
+            return Err(ProviderError::fatal("provider options must be a JSON object"));
+        };
+        for (k, v) in extra {
+            body[k] = v;
+        }
+    }
+    Ok(body)
+}
+
+/// A tool call being assembled: whether its start was emitted, and arguments that arrived
+/// before its name.
+#[derive(Default)]
+struct PendingCall {
+    id: String,
+    name: String,
+    started: bool,
+    early_arguments: String,
+}
+
+struct ChatStream {
+    events: EventReader,
+    queue: VecDeque<StreamEvent>,
+    calls: BTreeMap<u32, PendingCall>,
+    finished: bool,
+    done: bool,
+}
+
+impl CompletionStream for ChatStream {
+    fn next(&mut self) -> Result<Option<StreamEvent>, ProviderError> {
+        loop {
+            if let Some(event) = self.queue.pop_front() {
+                return Ok(Some(event));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            let event = match self.events.next_event() {
+                Ok(Some(event)) => event,
+                Ok(None) => {
+                    self.done = true;
+                    if !self.finished {
+                        return Err(ProviderError::transient("the stream ended before the model finished"));
+                    }
+                    continue;
+                }
+                Err(e) if self.finished => {
+                    // Some servers close abruptly after the last chunk.
+                    let _ = e;
+                    self.done = true;
+                    continue;
+                }
+                Err(e) => return Err(ProviderError::transient(format!("the stream was cut: {}", e.message))),
+            };
+            if event.data.trim() == "[DONE]" {
+                self.done = true;
+                if !self.finished {
+                    return Err(ProviderError::transient("the stream ended before the model finished"));
+                }
+                continue;
+            }
+            let chunk: Value = serde_json::from_str(&event.data)
+                .map_err(|e| ProviderError::transient(format!("a stream chunk is not JSON ({e}): {}", truncate(&event.data))))?;
+            self.handle_chunk(&chunk)?;
+        }
+    }
+}
+
+impl ChatStream {
+    fn handle_chunk(&mut self, chunk: &Value) -> Result<(), ProviderError> {
+        if let Some(error) = chunk.get("error") {
+            let message = error["message"].as_str().unwrap_or("unknown error").to_string();
+            let kind = error["type"].as_str().unwrap_or("");
+            let retryable = matches!(kind, "server_error" | "overloaded_error" | "rate_limit_exceeded" | "timeout");
+            return Err(ProviderError { message: format!("{kind}: {message}"), status: None, retryable, retry_after_ms: None });
+        }
+        if let Some(choice) = chunk["choices"].get(0) {
+            let delta = &choice["delta"];
+            if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
+                self.queue.push_back(StreamEvent::TextDelta(text.into()));
+            }
+            for key in ["reasoning_content", "reasoning"] {
+                if let Some(text) = delta[key].as_str().filter(|t| !t.is_empty()) {
+                    self.queue.push_back(StreamEvent::ReasoningDelta(text.into()));
+                }
+            }
+            if let Some(calls) = delta["tool_calls"].as_array() {
+                for (position, call) in calls.iter().enumerate() {
+                    let index = call["index"].as_u64().unwrap_or(position as u64) as u32;
+                    let pending = self.calls.entry(index).or_default();
+                    if let Some(id) = call["id"].as_str().filter(|s| !s.is_empty()) {
+                        pending.id = id.into();
+                    }
+                    if let Some(name) = call["function"]["name"].as_str().filter(|s| !s.is_empty()) {
+                        pending.name.push_str(name);
+                    }
+                    let arguments = call["function"]["arguments"].as_str().unwrap_or("");
+                    if !pending.started && !pending.name.is_empty() {
+                        pending.started = true;
+                        if pending.id.is_empty() {
+                            pending.id = format!("call_{index}");
+                        }
+                        self.queue.push_back(StreamEvent::ToolCallStart(ToolCallStart {
+                            index,
+                            id: pending.id.clone(),
+                            name: pending.name.clone(),
+                        }));
+                        if !pending.early_arguments.is_empty() {
+                            let early = std::mem::take(&mut pending.early_arguments);
+                            self.queue.push_back(StreamEvent::ToolCallDelta(ToolCallDelta { index, arguments: early }));
+                        }
+                    }
+                    if !arguments.is_empty() {
+                        if pending.started {
+                            self.queue.push_back(StreamEvent::ToolCallDelta(ToolCallDelta { index, arguments: arguments.into() }));
+                        } else {
+                            pending.early_arguments.push_str(arguments);
+                        }
+                    }
+                }
+            }
+            if let Some(reason) = choice["finish_reason"].as_str() {
+                self.finished = true;
+                self.queue.push_back(StreamEvent::Finish(match reason {
+                    "stop" => FinishReason::Stop,
+                    "tool_calls" | "function_call" => FinishReason::ToolCalls,
+                    "length" => FinishReason::Length,
+                    "content_filter" => FinishReason::ContentFilter,
+                    _ => FinishReason::Other,
+                }));
+            }
+        }
+        if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
+            let n = |v: &Value| v.as_u64().unwrap_or(0);
+            self.queue.push_back(StreamEvent::Usage(Usage {
+                input_tokens: n(&usage["prompt_tokens"]),
+                output_tokens: n(&usage["completion_tokens"]),
+                cache_read_tokens: n(&usage["prompt_tokens_details"]["cached_tokens"]),
+                cache_write_tokens: 0,
+                reasoning_tokens: n(&usage["completion_tokens_details"]["reasoning_tokens"]),
+            }));
+        }
+        Ok(())
+    }
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(200).collect()
+}
+
+plugboard_sdk::export_provider!(OpenAi);

@@ -1,0 +1,261 @@
+//! Provider plugins against a scripted local server: streaming text, tool calls split at
+//! any byte, parallel tool calls, usage, errors that say whether to retry, cut and slow
+//! streams, and the network grant.
+
+use std::time::{Duration, Instant};
+
+use plugboard::runtime::PluginHost;
+use plugboard::runtime::provider::{
+    CompletionError, CompletionRequest, ContentPart, FinishReason, Message, Role, StreamEvent, ToolSpec, Usage,
+};
+use plugboard_tests::{Scripted, ScriptedServer, Workspace};
+
+/// What a stream produced, assembled.
+#[derive(Debug, Default)]
+struct Collected {
+    text: String,
+    reasoning: String,
+    /// (index, id, name, arguments)
+    calls: Vec<(u32, String, String, String)>,
+    usage: Option<Usage>,
+    finish: Option<FinishReason>,
+    events: usize,
+}
+
+async fn collect(host: &PluginHost, model: &str, request: CompletionRequest) -> Result<Collected, CompletionError> {
+    let mut stream = host.complete(model, request).await?;
+    let mut out = Collected::default();
+    while let Some(event) = stream.next().await? {
+        out.events += 1;
+        match event {
+            StreamEvent::TextDelta(t) => out.text.push_str(&t),
+            StreamEvent::ReasoningDelta(t) => out.reasoning.push_str(&t),
+            StreamEvent::ReasoningSignature(_) => {}
+            StreamEvent::ToolCallStart(s) => out.calls.push((s.index, s.id, s.name, String::new())),
+            StreamEvent::ToolCallDelta(d) => {
+                let call = out.calls.iter_mut().find(|c| c.0 == d.index).expect("a delta follows its start");
+                call.3.push_str(&d.arguments);
+            }
+            StreamEvent::Usage(u) => out.usage = Some(u),
+            StreamEvent::Finish(f) => out.finish = Some(f),
+        }
+    }
+    Ok(out)
+}
+
+fn request(prompt: &str) -> CompletionRequest {
+    CompletionRequest {
+        model: String::new(),
+        system: Some("You are terse.".into()),
+        messages: vec![Message { role: Role::User, parts: vec![ContentPart::Text(prompt.into())] }],
+        tools: vec![ToolSpec {
+            name: "read".into(),
+            description: "Reads a file".into(),
+            parameters_schema: r#"{"type":"object","properties":{"path":{"type":"string"}},"required":["path"]}"#.into(),
+        }],
+        temperature: Some(0.2),
+        max_output_tokens: Some(256),
+        options: None,
+    }
+}
+
+/// A workspace whose `openai` provider points at `server`, with key `sk-test`.
+fn openai_workspace(server: &ScriptedServer, extra_settings: &str) -> Workspace {
+    let ws = Workspace::new();
+    ws.config(&format!(
+        "[plugins.openai]\nnetwork = [\"{url}\"]\napi_key = \"sk-test\"\nsettings = {{ base_url = \"{url}/v1\", models = [{{ id = \"test-model\" }}] {extra_settings} }}\n",
+        url = server.url()
+    ));
+    ws
+}
+
+fn openai_sse(chunks: &[&str]) -> String {
+    let mut out = String::new();
+    for c in chunks {
+        out.push_str(&format!("data: {c}\n\n"));
+    }
+    out.push_str("data: [DONE]\n\n");
+    out
+}
+
+#[tokio::test]
+async fn openai_streams_text_usage_and_sends_the_key_only_from_the_host() {
+    let sse = openai_sse(&[
+        r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"}}]}"#,
+        r#"{"choices":[{"index":0,"delta":{"content":"lo!"}}]}"#,
+        r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        r#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":4}}}"#,
+    ]);
+    let server = ScriptedServer::start(vec![Scripted::sse(&sse, 64)]);
+    let ws = openai_workspace(&server, "");
+    let host = ws.host().await;
+    let out = collect(&host, "openai/test-model", request("Say hello")).await.unwrap();
+    assert_eq!(out.text, "Hello!");
+    assert_eq!(out.finish, Some(FinishReason::Stop));
+    let usage = out.usage.unwrap();
+    assert_eq!((usage.input_tokens, usage.output_tokens, usage.cache_read_tokens), (12, 3, 4));
+
+    let received = server.received();
+    assert_eq!(received.len(), 1);
+    assert!(received[0].line.starts_with("POST /v1/chat/completions "), "{}", received[0].line);
+    assert_eq!(received[0].header("authorization"), Some("Bearer sk-test"));
+    let body: serde_json::Value = serde_json::from_str(&received[0].body).unwrap();
+    assert_eq!(body["model"], "test-model");
+    assert_eq!(body["stream"], true);
+    assert_eq!(body["messages"][0], serde_json::json!({"role": "system", "content": "You are terse."}));
+    assert_eq!(body["messages"][1], serde_json::json!({"role": "user", "content": "Say hello"}));
+    assert_eq!(body["tools"][0]["function"]["name"], "read");
+    assert_eq!(body["max_tokens"], 256);
+}
+
+#[tokio::test]
+async fn openai_tool_calls_split_at_every_byte_and_in_parallel_reassemble() {
+    let sse = openai_sse(&[
+        r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"read","arguments":""}}]}}]}"#,
+        r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_b","type":"function","function":{"name":"read","arguments":"{\"pa"}}]}}]}"#,
+        r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"path\":"}}]}}]}"#,
+        r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"function":{"arguments":"th\":\"b.rs\"}"}}]}}]}"#,
+        r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"a.rs\"}"}}]}}]}"#,
+        r#"{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+    ]);
+    // Every piece size from 1 byte up splits chunks, JSON and UTF-8 at different places.
+    for piece in [1, 2, 3, 7, 13, 4096] {
+        let server = ScriptedServer::start(vec![Scripted::sse(&sse, piece)]);
+        let ws = openai_workspace(&server, ", include_usage = false");
+        let host = ws.host().await;
+        let out = collect(&host, "openai/test-model", request("Read two files")).await.unwrap();
+        assert_eq!(out.finish, Some(FinishReason::ToolCalls), "piece {piece}");
+        assert_eq!(
+            out.calls,
+            vec![
+                (0, "call_a".into(), "read".into(), r#"{"path":"a.rs"}"#.into()),
+                (1, "call_b".into(), "read".into(), r#"{"path":"b.rs"}"#.into()),
+            ],
+            "piece {piece}"
+        );
+        assert!(out.usage.is_none(), "no usage was sent, none is invented");
+        let body: serde_json::Value = serde_json::from_str(&server.received()[0].body).unwrap();
+        assert!(body.get("stream_options").is_none(), "include_usage = false leaves stream_options out");
+    }
+}
+
+#[tokio::test]
+async fn a_429_is_retryable_with_its_retry_after_and_the_next_request_succeeds() {
+    let ok = openai_sse(&[r#"{"choices":[{"index":0,"delta":{"content":"fine"},"finish_reason":"stop"}]}"#]);
+    let server = ScriptedServer::start(vec![
+        Scripted::error(
+            429,
+            &[("retry-after", "2"), ("content-type", "application/json")],
+            r#"{"error":{"message":"Rate limit reached"}}"#,
+        ),
+        Scripted::sse(&ok, 4096),
+    ]);
+    let ws = openai_workspace(&server, "");
+    let host = ws.host().await;
+    let err = collect(&host, "openai/test-model", request("hi")).await.unwrap_err();
+    match &err {
+        CompletionError::Api { status, retryable, retry_after_ms, message, .. } => {
+            assert_eq!(*status, Some(429));
+            assert!(*retryable);
+            assert_eq!(*retry_after_ms, Some(2000));
+            assert!(message.contains("Rate limit reached"), "{message}");
+        }
+        e => panic!("expected an API error, got {e}"),
+    }
+    assert_eq!(collect(&host, "openai/test-model", request("hi")).await.unwrap().text, "fine");
+}
+
+#[tokio::test]
+async fn client_errors_are_not_retryable_and_5xx_are() {
+    let server = ScriptedServer::start(vec![
+        Scripted::error(401, &[], r#"{"error":{"message":"Incorrect API key provided"}}"#),
+        Scripted::error(503, &[], "overloaded"),
+    ]);
+    let ws = openai_workspace(&server, "");
+    let host = ws.host().await;
+    let err = collect(&host, "openai/test-model", request("hi")).await.unwrap_err();
+    assert!(matches!(&err, CompletionError::Api { status: Some(401), retryable: false, .. }), "{err}");
+    assert!(err.to_string().contains("Incorrect API key"), "{err}");
+    let err = collect(&host, "openai/test-model", request("hi")).await.unwrap_err();
+    assert!(matches!(&err, CompletionError::Api { status: Some(503), retryable: true, .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_stream_cut_in_the_middle_is_a_retryable_error_after_what_arrived() {
+    let full = openai_sse(&[
+        r#"{"choices":[{"index":0,"delta":{"content":"partial "}}]}"#,
+        r#"{"choices":[{"index":0,"delta":{"content":"answer"}}]}"#,
+        r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+    ]);
+    let cut_at = full.find("answer").unwrap();
+    let server = ScriptedServer::start(vec![Scripted::sse(&full[..cut_at], 4096)]);
+    let ws = openai_workspace(&server, "");
+    let host = ws.host().await;
+    let mut stream = host.complete("openai/test-model", request("hi")).await.unwrap();
+    assert!(matches!(stream.next().await.unwrap(), Some(StreamEvent::TextDelta(t)) if t == "partial "));
+    let err = stream.next().await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(stream.next().await.unwrap().is_none(), "a failed stream stays ended");
+}
+
+#[tokio::test]
+async fn a_slow_stream_delivers_events_as_they_arrive() {
+    let sse = openai_sse(&[
+        r#"{"choices":[{"index":0,"delta":{"content":"one "}}]}"#,
+        r#"{"choices":[{"index":0,"delta":{"content":"two "}}]}"#,
+        r#"{"choices":[{"index":0,"delta":{"content":"three"}}]}"#,
+        r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+    ]);
+    let pieces: Vec<Vec<u8>> = sse.split_inclusive("\n\n").map(|p| p.as_bytes().to_vec()).collect();
+    let delay = Duration::from_millis(150);
+    let server = ScriptedServer::start(vec![Scripted {
+        status: 200,
+        headers: vec![("content-type".into(), "text/event-stream".into())],
+        pieces,
+        delay,
+    }]);
+    let ws = openai_workspace(&server, "");
+    let host = ws.host().await;
+    let started = Instant::now();
+    let mut stream = host.complete("openai/test-model", request("count")).await.unwrap();
+    let mut arrivals = Vec::new();
+    while let Some(event) = stream.next().await.unwrap() {
+        if let StreamEvent::TextDelta(t) = event {
+            arrivals.push((t, started.elapsed()));
+        }
+    }
+    assert_eq!(arrivals.iter().map(|(t, _)| t.as_str()).collect::<String>(), "one two three");
+    // The first words are delivered before the last ones are even sent.
+    assert!(arrivals[2].1 - arrivals[0].1 >= delay, "{arrivals:?}");
+}
+
+#[tokio::test]
+async fn an_ungranted_api_host_is_refused_and_nothing_is_sent() {
+    let server = ScriptedServer::start(vec![Scripted::error(500, &[], "must not be reached")]);
+    let ws = Workspace::new();
+    ws.config(&format!(
+        "[plugins.openai]\nnetwork = [\"https://api.openai.com\"]\napi_key = \"sk-test\"\nsettings = {{ base_url = \"{}/v1\", models = [{{ id = \"m\" }}] }}\n",
+        server.url()
+    ));
+    let host = ws.host().await;
+    let err = collect(&host, "openai/m", request("hi")).await.unwrap_err();
+    assert!(matches!(&err, CompletionError::Api { retryable: false, .. }), "{err}");
+    assert!(err.to_string().contains("network grant"), "{err}");
+    assert!(server.received().is_empty());
+}
+
+#[tokio::test]
+async fn models_are_listed_as_provider_slash_model_and_unknown_ones_fail_at_once() {
+    let server = ScriptedServer::start(vec![Scripted::error(500, &[], "unused")]);
+    let ws = openai_workspace(&server, "");
+    let host = ws.host().await;
+    let models: Vec<String> = host.models().map(|(r, _, _)| r).collect();
+    assert!(models.contains(&"openai/test-model".to_string()), "{models:?}");
+    let err = collect(&host, "openai/nope", request("hi")).await.unwrap_err();
+    assert!(
+        matches!(&err, CompletionError::UnknownModel { available, .. } if available.contains(&"openai/test-model".to_string())),
+        "{err}"
+    );
+    assert!(matches!(collect(&host, "nobody/x", request("hi")).await.unwrap_err(), CompletionError::UnknownModel { .. }));
+    assert!(server.received().is_empty());
+}
