@@ -17,6 +17,7 @@ const PLUGINS: &[&str] = &[
     "plugins/shell",
     // providers
     "plugins/openai",
+    "plugins/anthropic",
 ];
 
 fn main() {

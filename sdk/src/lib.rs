@@ -68,6 +68,8 @@ pub mod provider_bindings {
     });
 }
 
+/// Serialization, as used by `#[args]` and settings.
+pub use serde;
 /// JSON, as used for arguments, settings and API bodies.
 pub use serde_json;
 

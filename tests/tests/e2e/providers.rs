@@ -259,3 +259,133 @@ async fn models_are_listed_as_provider_slash_model_and_unknown_ones_fail_at_once
     assert!(matches!(collect(&host, "nobody/x", request("hi")).await.unwrap_err(), CompletionError::UnknownModel { .. }));
     assert!(server.received().is_empty());
 }
+
+/// A workspace whose `anthropic` provider points at `server`, with key `sk-ant-test`.
+fn anthropic_workspace(server: &ScriptedServer) -> Workspace {
+    let ws = Workspace::new();
+    ws.config(&format!(
+        "[plugins.anthropic]\nnetwork = [\"{url}\"]\napi_key = \"sk-ant-test\"\nsettings = {{ base_url = \"{url}\", models = [{{ id = \"claude-test\" }}] }}\n",
+        url = server.url()
+    ));
+    ws
+}
+
+fn anthropic_sse(events: &[(&str, &str)]) -> String {
+    events.iter().map(|(name, data)| format!("event: {name}\ndata: {data}\n\n")).collect()
+}
+
+#[tokio::test]
+async fn anthropic_streams_thinking_text_and_tool_use_split_at_every_byte() {
+    let sse = anthropic_sse(&[
+        (
+            "message_start",
+            r#"{"type":"message_start","message":{"id":"msg_1","usage":{"input_tokens":25,"cache_read_input_tokens":5,"output_tokens":1}}}"#,
+        ),
+        ("content_block_start", r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}"#),
+        (
+            "content_block_delta",
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"Need the file."}}"#,
+        ),
+        ("content_block_delta", r#"{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"sig=="}}"#),
+        ("content_block_stop", r#"{"type":"content_block_stop","index":0}"#),
+        ("ping", r#"{"type":"ping"}"#),
+        ("content_block_start", r#"{"type":"content_block_start","index":1,"content_block":{"type":"text","text":""}}"#),
+        ("content_block_delta", r#"{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"Reading é…"}}"#),
+        ("content_block_stop", r#"{"type":"content_block_stop","index":1}"#),
+        (
+            "content_block_start",
+            r#"{"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"toolu_1","name":"read","input":{}}}"#,
+        ),
+        (
+            "content_block_delta",
+            r#"{"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"{\"path\": \"sr"}}"#,
+        ),
+        (
+            "content_block_delta",
+            r#"{"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"c/main.rs\"}"}}"#,
+        ),
+        ("content_block_stop", r#"{"type":"content_block_stop","index":2}"#),
+        ("message_delta", r#"{"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":42}}"#),
+        ("message_stop", r#"{"type":"message_stop"}"#),
+    ]);
+    for piece in [1, 5, 4096] {
+        let server = ScriptedServer::start(vec![Scripted::sse(&sse, piece)]);
+        let ws = anthropic_workspace(&server);
+        let host = ws.host().await;
+        let out = collect(&host, "anthropic/claude-test", request("Read main")).await.unwrap();
+        assert_eq!(out.reasoning, "Need the file.", "piece {piece}");
+        assert_eq!(out.text, "Reading é…", "piece {piece}");
+        assert_eq!(out.calls, vec![(0, "toolu_1".into(), "read".into(), r#"{"path": "src/main.rs"}"#.into())], "piece {piece}");
+        assert_eq!(out.finish, Some(FinishReason::ToolCalls));
+        let usage = out.usage.unwrap();
+        assert_eq!((usage.input_tokens, usage.output_tokens, usage.cache_read_tokens), (25, 42, 5));
+        let received = &server.received()[0];
+        assert!(received.line.starts_with("POST /v1/messages "), "{}", received.line);
+        assert_eq!(received.header("x-api-key"), Some("sk-ant-test"));
+        assert_eq!(received.header("anthropic-version"), Some("2023-06-01"));
+    }
+}
+
+#[tokio::test]
+async fn anthropic_requests_alternate_roles_and_carry_tool_results_and_signed_thinking() {
+    let sse = anthropic_sse(&[
+        ("message_start", r#"{"type":"message_start","message":{"usage":{"input_tokens":3,"output_tokens":0}}}"#),
+        ("content_block_start", r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":"done"}}"#),
+        ("message_delta", r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":1}}"#),
+        ("message_stop", r#"{"type":"message_stop"}"#),
+    ]);
+    let server = ScriptedServer::start(vec![Scripted::sse(&sse, 4096)]);
+    let ws = anthropic_workspace(&server);
+    let host = ws.host().await;
+    let mut req = request("Read main");
+    req.messages.push(Message {
+        role: Role::Assistant,
+        parts: vec![
+            ContentPart::Reasoning(("Need the file.".into(), Some("sig==".into()))),
+            ContentPart::ToolCall(plugboard::runtime::provider::ToolCall {
+                id: "toolu_1".into(),
+                name: "read".into(),
+                arguments: r#"{"path":"a"}"#.into(),
+            }),
+        ],
+    });
+    req.messages.push(Message {
+        role: Role::Tool,
+        parts: vec![ContentPart::ToolResult(plugboard::runtime::provider::ToolResult {
+            call_id: "toolu_1".into(),
+            content: "fn main() {}".into(),
+            is_error: false,
+        })],
+    });
+    req.messages.push(Message { role: Role::User, parts: vec![ContentPart::Text("Now summarize.".into())] });
+    let out = collect(&host, "anthropic/claude-test", req).await.unwrap();
+    assert_eq!(out.text, "done");
+    assert_eq!(out.finish, Some(FinishReason::Stop));
+    let body: serde_json::Value = serde_json::from_str(&server.received()[0].body).unwrap();
+    assert_eq!(body["system"], "You are terse.");
+    assert_eq!(body["max_tokens"], 256);
+    let messages = body["messages"].as_array().unwrap();
+    assert_eq!(messages.iter().map(|m| m["role"].as_str().unwrap()).collect::<Vec<_>>(), ["user", "assistant", "user"]);
+    assert_eq!(messages[1]["content"][0], serde_json::json!({"type": "thinking", "thinking": "Need the file.", "signature": "sig=="}));
+    assert_eq!(messages[1]["content"][1], serde_json::json!({"type": "tool_use", "id": "toolu_1", "name": "read", "input": {"path": "a"}}));
+    assert_eq!(messages[2]["content"][0]["type"], "tool_result");
+    assert_eq!(messages[2]["content"][0]["tool_use_id"], "toolu_1");
+    assert_eq!(messages[2]["content"][1], serde_json::json!({"type": "text", "text": "Now summarize."}));
+    assert_eq!(body["tools"][0]["input_schema"]["required"], serde_json::json!(["path"]));
+}
+
+#[tokio::test]
+async fn anthropic_overloaded_mid_stream_is_retryable() {
+    let sse = anthropic_sse(&[
+        ("message_start", r#"{"type":"message_start","message":{"usage":{"input_tokens":3,"output_tokens":0}}}"#),
+        ("content_block_start", r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#),
+        ("content_block_delta", r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#),
+        ("error", r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#),
+    ]);
+    let server = ScriptedServer::start(vec![Scripted::sse(&sse, 4096)]);
+    let ws = anthropic_workspace(&server);
+    let host = ws.host().await;
+    let err = collect(&host, "anthropic/claude-test", request("hi")).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("overloaded_error: Overloaded"), "{err}");
+}
