@@ -300,3 +300,76 @@ fn read_request(stream: &mut std::net::TcpStream) -> Option<Received> {
     stream.read_exact(&mut body).ok()?;
     Some(Received { line, headers, body: String::from_utf8_lossy(&body).into_owned() })
 }
+
+/// The version of `@copilotkit/aimock` the conformance tests run against.
+pub const AIMOCK_VERSION: &str = "1.43.0";
+
+/// A third-party mock of the OpenAI and Anthropic APIs (`@copilotkit/aimock` from npm),
+/// serving fixtures on 127.0.0.1. Installed with npm on first use; needs Node.js. Killed
+/// when dropped.
+pub struct Aimock {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    child: std::process::Child,
+    _fixtures: PathBuf,
+}
+
+static AIMOCK_INSTALL: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+
+fn aimock_cli() -> Result<PathBuf, String> {
+    AIMOCK_INSTALL
+        .get_or_init(|| {
+            let prefix = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/aimock");
+            let cli = prefix.join("node_modules/@copilotkit/aimock/dist/cli.js");
+            let installed = std::fs::read_to_string(prefix.join("node_modules/@copilotkit/aimock/package.json"))
+                .map(|p| p.contains(&format!("\"version\": \"{AIMOCK_VERSION}\"")))
+                .unwrap_or(false);
+            if !installed {
+                std::fs::create_dir_all(&prefix).map_err(|e| e.to_string())?;
+                let status = std::process::Command::new("npm")
+                    .args(["install", "--no-audit", "--no-fund", "--no-save", "--prefix"])
+                    .arg(&prefix)
+                    .arg(format!("@copilotkit/aimock@{AIMOCK_VERSION}"))
+                    .status()
+                    .map_err(|e| format!("the aimock tests need Node.js and npm (`npm` could not run: {e})"))?;
+                if !status.success() {
+                    return Err(format!("npm install @copilotkit/aimock@{AIMOCK_VERSION} failed ({status})"));
+                }
+            }
+            Ok(cli)
+        })
+        .clone()
+}
+
+impl Aimock {
+    /// Starts aimock with `fixtures` (the JSON of one fixture file).
+    pub fn start(fixtures: &serde_json::Value) -> Self {
+        let cli = aimock_cli().unwrap_or_else(|e| panic!("{e}"));
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("plugboard-aimock-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("fixtures.json"), fixtures.to_string()).unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new("node")
+            .arg(&cli)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--log-level", "silent", "--fixtures"])
+            .arg(dir.join("fixtures.json"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start aimock with node: {e}"));
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < std::time::Duration::from_secs(30), "aimock did not listen on port {port} within 30 s");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Aimock { url: format!("http://127.0.0.1:{port}"), child, _fixtures: dir }
+    }
+}
+
+impl Drop for Aimock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self._fixtures);
+    }
+}

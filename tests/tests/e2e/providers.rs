@@ -389,3 +389,54 @@ async fn anthropic_overloaded_mid_stream_is_retryable() {
     assert!(err.is_retryable(), "{err}");
     assert!(err.to_string().contains("overloaded_error: Overloaded"), "{err}");
 }
+
+/// Fixtures for the conformance tests: a text answer and a tool call.
+fn aimock_fixtures() -> serde_json::Value {
+    serde_json::json!({ "fixtures": [
+        { "match": { "userMessage": "hello" }, "response": { "content": "Hello from a server nobody here wrote." } },
+        { "match": { "userMessage": "read the readme" }, "response": { "toolCalls": [ { "name": "read", "arguments": { "path": "README.md" } } ] } }
+    ]})
+}
+
+fn conformance_workspace(provider: &str, base_url: &str, url: &str) -> Workspace {
+    let ws = Workspace::new();
+    ws.config(&format!(
+        "[plugins.{provider}]\nnetwork = [\"{url}\"]\napi_key = \"test-key\"\nsettings = {{ base_url = \"{base_url}\", models = [{{ id = \"gpt-4o\" }}, {{ id = \"claude-sonnet-4-5\" }}] }}\n"
+    ));
+    ws
+}
+
+#[tokio::test]
+#[ignore = "needs Node.js for @copilotkit/aimock; .ci/run runs it with --include-ignored"]
+async fn openai_against_aimock_streams_text_and_tool_calls() {
+    let aimock = plugboard_tests::Aimock::start(&aimock_fixtures());
+    let ws = conformance_workspace("openai", &format!("{}/v1", aimock.url), &aimock.url);
+    let host = ws.host().await;
+    let out = collect(&host, "openai/gpt-4o", request("hello")).await.unwrap();
+    assert_eq!(out.text, "Hello from a server nobody here wrote.");
+    assert_eq!(out.finish, Some(FinishReason::Stop));
+    let out = collect(&host, "openai/gpt-4o", request("read the readme")).await.unwrap();
+    assert_eq!(out.finish, Some(FinishReason::ToolCalls));
+    assert_eq!(out.calls.len(), 1, "{out:?}");
+    assert_eq!(out.calls[0].2, "read");
+    assert!(!out.calls[0].1.is_empty(), "the call has an id");
+    let arguments: serde_json::Value = serde_json::from_str(&out.calls[0].3).unwrap();
+    assert_eq!(arguments, serde_json::json!({"path": "README.md"}));
+}
+
+#[tokio::test]
+#[ignore = "needs Node.js for @copilotkit/aimock; .ci/run runs it with --include-ignored"]
+async fn anthropic_against_aimock_streams_text_and_tool_use() {
+    let aimock = plugboard_tests::Aimock::start(&aimock_fixtures());
+    let ws = conformance_workspace("anthropic", &aimock.url, &aimock.url);
+    let host = ws.host().await;
+    let out = collect(&host, "anthropic/claude-sonnet-4-5", request("hello")).await.unwrap();
+    assert_eq!(out.text, "Hello from a server nobody here wrote.");
+    assert_eq!(out.finish, Some(FinishReason::Stop));
+    let out = collect(&host, "anthropic/claude-sonnet-4-5", request("read the readme")).await.unwrap();
+    assert_eq!(out.finish, Some(FinishReason::ToolCalls));
+    assert_eq!(out.calls.len(), 1, "{out:?}");
+    assert_eq!(out.calls[0].2, "read");
+    let arguments: serde_json::Value = serde_json::from_str(&out.calls[0].3).unwrap();
+    assert_eq!(arguments, serde_json::json!({"path": "README.md"}));
+}
