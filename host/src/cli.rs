@@ -25,6 +25,9 @@ pub struct Cli {
     /// Where compiled plugins are cached (default: the user's cache directory).
     #[arg(long, global = true, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Where sessions are stored (plugboard.db); default: the user's data directory.
+    #[arg(long, global = true, env = "PLUGBOARD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Log level: debug, info, warn or error.
     #[arg(long, global = true, env = "LOG_LEVEL", default_value = "warn")]
     pub log_level: String,
@@ -42,6 +45,26 @@ pub enum Command {
     /// Plugins: list them, or inspect one.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Run one prompt in the workspace: streams the answer and each tool call.
+    Run {
+        /// The prompt.
+        prompt: String,
+        /// The model, as provider/model.
+        #[arg(long)]
+        model: Option<String>,
+        /// The agent: build (every tool, per the rules) or plan (read-only), or one of yours.
+        #[arg(long, default_value = "build")]
+        agent: String,
+        /// Continue this session.
+        #[arg(long)]
+        session: Option<String>,
+        /// Allow every permission question (for scripts).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Sessions: list them, or show one.
+    #[command(subcommand)]
+    Session(SessionCommand),
     /// Every model of the loaded providers, as provider/model.
     Models {
         /// Print JSON.
@@ -67,6 +90,25 @@ pub enum ToolCommand {
         #[arg(default_value = "{}")]
         arguments: String,
         /// Print the whole result (text, title, metadata) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `plugboard session ...`
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Sessions, newest first.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A session's history, readable.
+    Show {
+        /// The session id.
+        id: String,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -134,6 +176,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         println!("  plugboard tool call --plugins target/wasm32-wasip2/release {} '{{\"name\":\"world\"}}'", name.replace('-', "_"));
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Session(command) = &cli.command {
+        let store = crate::cli_run::open_store(cli.data_dir.as_ref())?;
+        return match command {
+            SessionCommand::List { json } => crate::cli_run::list(&store, *json).await,
+            SessionCommand::Show { id, json } => crate::cli_run::show(&store, id, *json).await,
+        };
+    }
     let options = HostOptions {
         workspace: cli.workspace.clone(),
         config_file: cli.config.clone(),
@@ -157,6 +206,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Plugin(PluginCommand::Inspect { plugin, json }) => inspect(&host, &plugin, json).await,
         Command::Plugin(PluginCommand::New { .. }) => unreachable!("handled before the host starts"),
+        Command::Session(_) => unreachable!("handled before the host starts"),
+        Command::Run { prompt, model, agent, session, yes } => {
+            let store = crate::cli_run::open_store(cli.data_dir.as_ref())?;
+            crate::cli_run::run(host, store, crate::cli_run::RunOptions { prompt, model, agent, session, yes }).await
+        }
         Command::Models { json } => {
             print_models(&host, json);
             Ok(ExitCode::SUCCESS)

@@ -44,6 +44,12 @@ pub struct Config {
     /// gets its built-in default grant (see [`builtin_grants`]); any other plugin gets none.
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginGrants>,
+    /// `[agents.<name>]`: agents, refining the built-in `build` and `plan`.
+    #[serde(default)]
+    pub agents: BTreeMap<String, crate::agent::AgentConfig>,
+    /// The model of sessions that name none, as `provider/model`.
+    #[serde(default)]
+    pub default_model: Option<String>,
 }
 
 /// `[cache]`.

@@ -8,18 +8,24 @@
 //! - [`manifest`]: what a plugin says about itself;
 //! - [`config`]: the operator's `plugboard.toml`;
 //! - [`capability`]: deny-by-default grants (filesystem, network, process, env, limits);
-//! - [`runtime`]: loading plugins and running tool calls;
+//! - [`runtime`]: loading plugins, running tool calls and provider completions;
+//! - [`agent`]: agents, permission rules and the agent loop;
+//! - [`store`] and [`events`]: durable sessions and the sequenced event log (SQLite);
 //! - [`scaffold`]: `plugboard plugin new`;
 //! - [`cli`]: the `plugboard` command.
 
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod artifact_cache;
 pub mod bindings;
 pub mod capability;
 pub mod cli;
+mod cli_run;
 pub mod config;
 pub mod engine;
+pub mod events;
 pub mod manifest;
 pub mod runtime;
 pub mod scaffold;
+pub mod store;

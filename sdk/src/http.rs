@@ -98,21 +98,31 @@ impl Request {
         let _ = request.set_authority(self.uri.authority().map(|a| a.as_str()));
         let _ = request.set_path_with_query(Some(self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")));
         let outgoing_body = request.body().map_err(|_| ToolError::failed("request body already taken"))?;
-        if !self.body.is_empty() {
-            let stream = outgoing_body.write().map_err(|_| ToolError::failed("request body stream unavailable"))?;
-            for chunk in self.body.chunks(4096) {
-                stream
-                    .blocking_write_and_flush(chunk)
-                    .map_err(|e| ToolError::failed(format!("sending the request body to {host}: {e:?}")))?;
-            }
-            drop(stream);
-        }
         let options = self.timeout_ms.map(|ms| {
             let o = wasip2::http::types::RequestOptions::new();
             let _ = o.set_first_byte_timeout(Some(ms * 1_000_000));
             o
         });
+        // Send first, then stream the body: the host buffers little of it before the request
+        // is under way, so writing a large body before `handle` would never finish.
         let future = outgoing_handler::handle(request, options).map_err(|e| map_error(e, &host))?;
+        if !self.body.is_empty() {
+            let stream = outgoing_body.write().map_err(|_| ToolError::failed("request body stream unavailable"))?;
+            for chunk in self.body.chunks(4096) {
+                if let Err(e) = stream.blocking_write_and_flush(chunk) {
+                    // The request failed while its body was going out (refused by the
+                    // network grant, connection refused, ...): the response says why.
+                    drop(stream);
+                    drop(outgoing_body);
+                    future.subscribe().block();
+                    return Err(match future.get() {
+                        Some(Ok(Err(code))) => map_error(code, &host),
+                        _ => ToolError::failed(format!("sending the request body to {host}: {e:?}")),
+                    });
+                }
+            }
+            drop(stream);
+        }
         OutgoingBody::finish(outgoing_body, None).map_err(|e| map_error(e, &host))?;
         future.subscribe().block();
         let response = match future.get() {

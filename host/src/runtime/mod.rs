@@ -266,6 +266,11 @@ impl PluginHost {
         &self.policy_ctx.workspace
     }
 
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// The configuration file in use, if any.
     pub fn config_path(&self) -> Option<&Path> {
         self.config_path.as_deref()

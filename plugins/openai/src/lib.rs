@@ -276,8 +276,10 @@ impl ChatStream {
         }
         if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
             let n = |v: &Value| v.as_u64().unwrap_or(0);
+            // OpenAI counts cached tokens inside prompt_tokens; Plugboard counts them apart.
+            let cached = n(&usage["prompt_tokens_details"]["cached_tokens"]);
             self.queue.push_back(StreamEvent::Usage(Usage {
-                input_tokens: n(&usage["prompt_tokens"]),
+                input_tokens: n(&usage["prompt_tokens"]).saturating_sub(cached),
                 output_tokens: n(&usage["completion_tokens"]),
                 cache_read_tokens: n(&usage["prompt_tokens_details"]["cached_tokens"]),
                 cache_write_tokens: 0,

@@ -93,7 +93,7 @@ async fn openai_streams_text_usage_and_sends_the_key_only_from_the_host() {
     assert_eq!(out.text, "Hello!");
     assert_eq!(out.finish, Some(FinishReason::Stop));
     let usage = out.usage.unwrap();
-    assert_eq!((usage.input_tokens, usage.output_tokens, usage.cache_read_tokens), (12, 3, 4));
+    assert_eq!((usage.input_tokens, usage.output_tokens, usage.cache_read_tokens), (8, 3, 4), "cached tokens are counted apart");
 
     let received = server.received();
     assert_eq!(received.len(), 1);
@@ -439,4 +439,17 @@ async fn anthropic_against_aimock_streams_text_and_tool_use() {
     assert_eq!(out.calls[0].2, "read");
     let arguments: serde_json::Value = serde_json::from_str(&out.calls[0].3).unwrap();
     assert_eq!(arguments, serde_json::json!({"path": "README.md"}));
+}
+
+#[tokio::test]
+async fn a_large_request_body_is_streamed_out_whole() {
+    let ok = openai_sse(&[r#"{"choices":[{"index":0,"delta":{"content":"read it"},"finish_reason":"stop"}]}"#]);
+    let server = ScriptedServer::start(vec![Scripted::sse(&ok, 4096)]);
+    let ws = openai_workspace(&server, "");
+    let host = ws.host().await;
+    let prompt = "x".repeat(300 * 1024);
+    let out = collect(&host, "openai/test-model", request(&prompt)).await.unwrap();
+    assert_eq!(out.text, "read it");
+    let body: serde_json::Value = serde_json::from_str(&server.received()[0].body).unwrap();
+    assert_eq!(body["messages"][1]["content"].as_str().unwrap().len(), 300 * 1024);
 }

@@ -1,0 +1,92 @@
+//! The agent: named profiles (permission rules, model, step limit) and the loop that runs a
+//! prompt through provider turns and tool calls, recording everything durably.
+
+pub mod permission;
+pub mod runner;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use permission::{Action, Rule, RuleSpec};
+
+/// The default step limit of an activity.
+pub const DEFAULT_MAX_STEPS: u32 = 25;
+
+/// An agent as written in `plugboard.toml` (`[agents.<name>]`). Its rules come after the
+/// built-in ones of an agent of the same name, so they can refine them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The model, as `provider/model`.
+    pub model: Option<String>,
+    /// Provider turns per activity.
+    pub max_steps: Option<u32>,
+    /// Text added to the system prompt.
+    pub system_prompt: Option<String>,
+    /// Permission rules, the last matching one wins.
+    #[serde(default)]
+    pub permissions: Vec<RuleSpec>,
+}
+
+/// A resolved agent.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    /// Its name.
+    pub name: String,
+    /// Its model, when it names one.
+    pub model: Option<String>,
+    /// Provider turns per activity.
+    pub max_steps: u32,
+    /// Its system prompt.
+    pub system_prompt: String,
+    /// Its permission rules.
+    pub rules: Vec<Rule>,
+}
+
+const BASE_PROMPT: &str = "You are Plugboard, a coding agent working in the user's workspace. Use the tools to inspect and change files; \
+     keep answers short and concrete.";
+
+/// The built-in agents: `build` (every tool; commands and fetches ask) and `plan`
+/// (read-only: `edit`, `write` and `shell` are denied).
+fn builtin(name: &str) -> Option<Vec<Rule>> {
+    let reading = ["read", "list", "glob", "grep"];
+    match name {
+        "build" => {
+            let mut rules = vec![Rule::of("*", "*", Action::Ask)];
+            rules.extend(reading.iter().chain(&["write", "edit"]).map(|t| Rule::of(t, "*", Action::Allow)));
+            Some(rules)
+        }
+        "plan" => {
+            let mut rules = vec![Rule::of("*", "*", Action::Ask)];
+            rules.extend(reading.iter().map(|t| Rule::of(t, "*", Action::Allow)));
+            rules.extend(["edit", "write", "shell"].iter().map(|t| Rule::of(t, "*", Action::Deny)));
+            Some(rules)
+        }
+        _ => None,
+    }
+}
+
+/// Resolves every agent: the built-in ones, refined or added to by `configs`.
+pub fn resolve_agents(configs: &BTreeMap<String, AgentConfig>) -> Result<BTreeMap<String, Agent>, String> {
+    let mut names: Vec<String> = vec!["build".into(), "plan".into()];
+    names.extend(configs.keys().filter(|k| !names.contains(k)).cloned().collect::<Vec<_>>());
+    let mut agents = BTreeMap::new();
+    for name in names {
+        let config = configs.get(&name).cloned().unwrap_or_default();
+        let mut rules = builtin(&name).unwrap_or_else(|| vec![Rule::of("*", "*", Action::Ask)]);
+        for spec in config.permissions {
+            rules.push(Rule::new(spec).map_err(|e| format!("[agents.{name}] permissions: {e}"))?);
+        }
+        let max_steps = config.max_steps.unwrap_or(DEFAULT_MAX_STEPS);
+        if max_steps == 0 {
+            return Err(format!("[agents.{name}] max_steps must be at least 1"));
+        }
+        let system_prompt = match config.system_prompt {
+            Some(extra) => format!("{BASE_PROMPT}\n\n{extra}"),
+            None => BASE_PROMPT.to_string(),
+        };
+        agents.insert(name.clone(), Agent { name, model: config.model, max_steps, system_prompt, rules });
+    }
+    Ok(agents)
+}

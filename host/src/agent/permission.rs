@@ -1,0 +1,237 @@
+//! Permission rules: per tool, a glob on the call's main argument (the path of file tools,
+//! the command line of `shell`, the URL of `fetch`), allow / ask / deny; the last matching
+//! rule wins. Checked in the host before the capability layer: a call the rules allow
+//! still cannot exceed its plugin's grants.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use globset::{GlobBuilder, GlobMatcher};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::store::SessionStore;
+
+/// What a rule decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Run the call.
+    Allow,
+    /// Pause the call and ask.
+    Ask,
+    /// Refuse the call.
+    Deny,
+}
+
+/// A rule as written in `plugboard.toml`: `{ tool = "shell", pattern = "git *", action = "allow" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Tool name glob.
+    pub tool: String,
+    /// Glob on the call's main argument (default `*`).
+    #[serde(default = "any")]
+    pub pattern: String,
+    /// The decision.
+    pub action: Action,
+}
+
+fn any() -> String {
+    "*".into()
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    spec: RuleSpec,
+    tool: GlobMatcher,
+    pattern: GlobMatcher,
+}
+
+impl Rule {
+    /// Compiles a rule; the error names the bad glob.
+    pub fn new(spec: RuleSpec) -> Result<Self, String> {
+        let glob = |g: &str| {
+            GlobBuilder::new(g).literal_separator(false).build().map(|g| g.compile_matcher()).map_err(|e| format!("rule glob `{g}`: {e}"))
+        };
+        Ok(Rule { tool: glob(&spec.tool)?, pattern: glob(&spec.pattern)?, spec })
+    }
+
+    /// Shorthand for built-in rules.
+    pub fn of(tool: &str, pattern: &str, action: Action) -> Self {
+        Rule::new(RuleSpec { tool: tool.into(), pattern: pattern.into(), action }).expect("built-in rules are valid")
+    }
+
+    /// The rule as written.
+    pub fn spec(&self) -> &RuleSpec {
+        &self.spec
+    }
+}
+
+/// The decision of `rules` (in order, later ones on top) for `tool` on `subject`; `Ask`
+/// when no rule matches.
+pub fn evaluate<'a>(rules: impl IntoIterator<Item = &'a Rule>, tool: &str, subject: &str) -> Action {
+    rules.into_iter().filter(|r| r.tool.is_match(tool) && r.pattern.is_match(subject)).last().map(|r| r.spec.action).unwrap_or(Action::Ask)
+}
+
+/// True when `rules` deny `tool` whatever its arguments: then it is not offered to the model.
+pub fn denied_outright<'a>(rules: impl IntoIterator<Item = &'a Rule> + Clone, tool: &str) -> bool {
+    let last_blanket = rules.clone().into_iter().enumerate().filter(|(_, r)| r.tool.is_match(tool) && r.spec.pattern == "*").last();
+    match last_blanket {
+        Some((index, rule)) if rule.spec.action == Action::Deny => {
+            !rules.into_iter().skip(index + 1).any(|r| r.tool.is_match(tool) && r.spec.action != Action::Deny)
+        }
+        _ => false,
+    }
+}
+
+/// The main argument of a call, which rules match on.
+pub fn main_argument(tool: &str, arguments: &Value) -> String {
+    let keys: &[&str] = match tool {
+        "shell" => &["command"],
+        "fetch" => &["url"],
+        "glob" | "grep" => &["path", "pattern"],
+        _ => &["path", "file_path", "url", "command"],
+    };
+    keys.iter().find_map(|k| arguments[k].as_str()).unwrap_or("").to_string()
+}
+
+/// An answer to a permission question.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reply {
+    /// Allow this call.
+    Once,
+    /// Allow this call and add an allow rule for the session.
+    Always,
+    /// Refuse; the model sees the reason.
+    Reject(Option<String>),
+}
+
+/// How questions are answered when nobody is there to answer them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AskMode {
+    /// Questions wait for [`PermissionBroker::reply`].
+    Prompt,
+    /// Every question is answered `once` (`plugboard run --yes`).
+    AllowAll,
+    /// Every question is answered `reject` (non-interactive runs).
+    DenyAll,
+}
+
+/// A question waiting for its answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PendingAsk {
+    /// The question's id.
+    pub id: String,
+    /// The session.
+    pub session_id: String,
+    /// The tool.
+    pub tool: String,
+    /// The call's main argument.
+    pub subject: String,
+    /// Why it is asked (`rule` or `doom-loop`).
+    pub reason: String,
+}
+
+/// Asks and their answers, and the rules sessions added with `always`.
+pub struct PermissionBroker {
+    store: SessionStore,
+    mode: AskMode,
+    pending: Mutex<HashMap<String, (PendingAsk, oneshot::Sender<Reply>)>>,
+    session_rules: Mutex<HashMap<String, Vec<Rule>>>,
+}
+
+impl PermissionBroker {
+    /// A broker that records its questions and answers in `store`.
+    pub fn new(store: SessionStore, mode: AskMode) -> Self {
+        PermissionBroker { store, mode, pending: Mutex::new(HashMap::new()), session_rules: Mutex::new(HashMap::new()) }
+    }
+
+    /// How questions are answered.
+    pub fn mode(&self) -> AskMode {
+        self.mode
+    }
+
+    /// Rules added to `session` by `always` answers.
+    pub fn session_rules(&self, session: &str) -> Vec<Rule> {
+        self.session_rules.lock().expect("not poisoned").get(session).cloned().unwrap_or_default()
+    }
+
+    /// Questions waiting for an answer.
+    pub fn pending(&self) -> Vec<PendingAsk> {
+        self.pending.lock().expect("not poisoned").values().map(|(a, _)| a.clone()).collect()
+    }
+
+    /// Asks about a call and waits for the answer (emits `permission.asked`, then
+    /// `permission.replied`).
+    pub async fn ask(&self, session: &str, call_id: &str, tool: &str, subject: &str, reason: &str) -> Reply {
+        let id = format!("per_{}", uuid::Uuid::now_v7().simple());
+        let ask =
+            PendingAsk { id: id.clone(), session_id: session.into(), tool: tool.into(), subject: subject.into(), reason: reason.into() };
+        let (sender, answer) = oneshot::channel();
+        self.pending.lock().expect("not poisoned").insert(id.clone(), (ask.clone(), sender));
+        let data = json!({ "id": id, "call_id": call_id, "tool": tool, "subject": subject, "reason": reason });
+        let session_key = session.to_string();
+        let _ = self.store.write(move |tx| tx.emit(Some(&session_key), "permission.asked", data)).await;
+        let reply = match self.mode {
+            AskMode::AllowAll => Reply::Once,
+            AskMode::DenyAll => Reply::Reject(Some("permission questions are refused in non-interactive mode".into())),
+            AskMode::Prompt => answer.await.unwrap_or(Reply::Reject(Some("the question was abandoned".into()))),
+        };
+        self.pending.lock().expect("not poisoned").remove(&id);
+        if reply == Reply::Always {
+            let rule = Rule::of(tool, if subject.is_empty() { "*" } else { subject }, Action::Allow);
+            self.session_rules.lock().expect("not poisoned").entry(session.into()).or_default().push(rule);
+        }
+        let data = json!({ "id": id, "reply": reply });
+        let session_key = session.to_string();
+        let _ = self.store.write(move |tx| tx.emit(Some(&session_key), "permission.replied", data)).await;
+        reply
+    }
+
+    /// Answers question `id`; false when no such question is waiting.
+    pub fn reply(&self, id: &str, reply: Reply) -> bool {
+        match self.pending.lock().expect("not poisoned").remove(id) {
+            Some((_, sender)) => sender.send(reply).is_ok(),
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_matching_rule_wins() {
+        let rules = vec![Rule::of("*", "*", Action::Ask), Rule::of("shell", "*", Action::Deny), Rule::of("shell", "git *", Action::Allow)];
+        assert_eq!(evaluate(&rules, "shell", "git status"), Action::Allow);
+        assert_eq!(evaluate(&rules, "shell", "rm -rf /"), Action::Deny);
+        assert_eq!(evaluate(&rules, "read", "x"), Action::Ask);
+        assert_eq!(evaluate(&[], "read", "x"), Action::Ask);
+    }
+
+    #[test]
+    fn a_tool_is_denied_outright_only_without_later_exceptions() {
+        let rules = vec![
+            Rule::of("*", "*", Action::Allow),
+            Rule::of("edit", "*", Action::Deny),
+            Rule::of("shell", "*", Action::Deny),
+            Rule::of("shell", "ls*", Action::Allow),
+        ];
+        assert!(denied_outright(&rules, "edit"));
+        assert!(!denied_outright(&rules, "shell"), "ls is still allowed");
+        assert!(!denied_outright(&rules, "read"));
+    }
+
+    #[test]
+    fn main_arguments_per_tool() {
+        assert_eq!(main_argument("shell", &json!({"command": "ls -la"})), "ls -la");
+        assert_eq!(main_argument("read", &json!({"path": "src/a.rs"})), "src/a.rs");
+        assert_eq!(main_argument("fetch", &json!({"url": "https://x"})), "https://x");
+        assert_eq!(main_argument("custom", &json!({"n": 1})), "");
+    }
+}

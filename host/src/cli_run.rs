@@ -1,0 +1,217 @@
+//! `plugboard run` and `plugboard session ...`: sessions from the terminal.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::agent::permission::{AskMode, PermissionBroker, Reply};
+use crate::agent::resolve_agents;
+use crate::agent::runner::AgentRuntime;
+use crate::runtime::PluginHost;
+use crate::store::SessionStore;
+
+/// The database: `--data-dir DIR` (or `PLUGBOARD_DATA_DIR`), else the user's data directory.
+pub fn open_store(data_dir: Option<&PathBuf>) -> anyhow::Result<SessionStore> {
+    let path = match data_dir {
+        Some(dir) => dir.join("plugboard.db"),
+        None => SessionStore::default_path().ok_or_else(|| anyhow::anyhow!("no data directory on this system; pass --data-dir"))?,
+    };
+    Ok(SessionStore::open(&path)?)
+}
+
+/// Options of `plugboard run`.
+pub struct RunOptions {
+    /// The prompt.
+    pub prompt: String,
+    /// `provider/model`.
+    pub model: Option<String>,
+    /// The agent.
+    pub agent: String,
+    /// A session to continue.
+    pub session: Option<String>,
+    /// Allow every permission question.
+    pub yes: bool,
+}
+
+/// Runs one prompt, streaming the answer to stdout and tool calls to stderr.
+pub async fn run(host: PluginHost, store: SessionStore, options: RunOptions) -> anyhow::Result<ExitCode> {
+    let interactive = std::io::stdin().is_terminal();
+    let mode = if options.yes {
+        AskMode::AllowAll
+    } else if interactive {
+        AskMode::Prompt
+    } else {
+        AskMode::DenyAll
+    };
+    let agents = resolve_agents(&host.config().agents).map_err(|e| anyhow::anyhow!(e))?;
+    let default_model = host.config().default_model.clone();
+    let broker = Arc::new(PermissionBroker::new(store.clone(), mode));
+    let runtime = AgentRuntime::new(Arc::new(host), store.clone(), broker.clone(), agents, default_model);
+    let session = match &options.session {
+        Some(id) => store.session(id).await.map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => {
+            let title: String = options.prompt.chars().take(60).collect();
+            runtime.create_session(None, &options.agent, options.model.as_deref(), &title).await?
+        }
+    };
+    let printer = tokio::spawn(print_events(store.clone(), session.id.clone(), broker.clone()));
+    let result = runtime.prompt(&session.id, &options.prompt).await;
+    // Let the printer drain what was published.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    printer.abort();
+    println!();
+    let session = store.session(&session.id).await?;
+    match result {
+        Ok(outcome) => {
+            eprintln!(
+                "\nsession {} · {} step{} · {} in / {} out tokens · ${:.4}{}",
+                session.id,
+                outcome.steps,
+                if outcome.steps == 1 { "" } else { "s" },
+                outcome.tokens.input + outcome.tokens.cache_read,
+                outcome.tokens.output,
+                outcome.cost,
+                if outcome.finish == "stop" { String::new() } else { format!(" · ended: {}", outcome.finish) }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("\nerror: {e}\nsession {}", session.id);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Prints a session's events as they happen: text to stdout, the rest to stderr; answers
+/// permission questions from the terminal.
+async fn print_events(store: SessionStore, session: String, broker: Arc<PermissionBroker>) {
+    let mut events = store.bus().subscribe();
+    let mut text_parts = std::collections::HashSet::new();
+    while let Ok(event) = events.recv().await {
+        if event.session_id.as_deref() != Some(session.as_str()) {
+            continue;
+        }
+        let d = &event.data;
+        match event.kind.as_str() {
+            "part.created" if d["kind"] == "text" => {
+                text_parts.insert(d["part_id"].as_str().unwrap_or("").to_string());
+            }
+            "part.delta" if text_parts.contains(d["part_id"].as_str().unwrap_or("")) => {
+                print!("{}", d["delta"].as_str().unwrap_or(""));
+                let _ = std::io::stdout().flush();
+            }
+            "tool.state" => {
+                let t = &d["data"];
+                let tool = t["tool"].as_str().unwrap_or("?");
+                match t["state"].as_str() {
+                    Some("running") => eprintln!("\n→ {tool} {}", compact(&t["input"])),
+                    Some("completed") => eprintln!("✓ {tool}: {}", t["title"].as_str().unwrap_or("done")),
+                    Some("error") => eprintln!("✗ {tool}: {}", t["error"].as_str().unwrap_or("failed")),
+                    _ => {}
+                }
+            }
+            "session.status" if d["status"] == "retry" => {
+                eprintln!(
+                    "… retrying in {} ms (attempt {}): {}",
+                    d["detail"]["delay_ms"],
+                    d["detail"]["attempt"],
+                    d["detail"]["error"].as_str().unwrap_or("")
+                );
+            }
+            "permission.asked" if broker.mode() == AskMode::Prompt => {
+                let id = d["id"].as_str().unwrap_or("").to_string();
+                let question = format!(
+                    "Allow {} `{}`? [o]nce, [a]lways, [r]eject: ",
+                    d["tool"].as_str().unwrap_or("?"),
+                    d["subject"].as_str().unwrap_or("")
+                );
+                let answer = tokio::task::spawn_blocking(move || {
+                    eprint!("\n{question}");
+                    let mut line = String::new();
+                    let _ = std::io::stdin().read_line(&mut line);
+                    line
+                })
+                .await
+                .unwrap_or_default();
+                let reply = match answer.trim().to_ascii_lowercase().as_str() {
+                    "o" | "once" | "y" | "yes" => Reply::Once,
+                    "a" | "always" => Reply::Always,
+                    _ => Reply::Reject(None),
+                };
+                broker.reply(&id, reply);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn compact(value: &Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 120 { format!("{}…", text.chars().take(120).collect::<String>()) } else { text }
+}
+
+/// `plugboard session list`.
+pub async fn list(store: &SessionStore, json: bool) -> anyhow::Result<ExitCode> {
+    let sessions = store.list_sessions(100, 0).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&sessions)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for s in sessions {
+        println!("{}  {:<6} {:<8} {:<28} ${:.4}  {}", s.id, s.status, s.agent, s.model, s.cost, s.title);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `plugboard session show ID`.
+pub async fn show(store: &SessionStore, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let session = match store.session(id).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let history = store.history(id).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "session": session, "messages": history }))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "session {} · agent {} · {} · {} in / {} out tokens · ${:.4}",
+        session.id,
+        session.agent,
+        session.model,
+        session.tokens.input + session.tokens.cache_read,
+        session.tokens.output,
+        session.cost
+    );
+    for message in history {
+        let status = if message.status == "completed" { String::new() } else { format!(" [{}]", message.status) };
+        println!("\n── {}{status}", message.role);
+        for part in &message.parts {
+            let d = &part.data;
+            match part.kind.as_str() {
+                "text" => println!("{}", d["text"].as_str().unwrap_or("")),
+                "reasoning" => println!("(thinking) {}", d["text"].as_str().unwrap_or("")),
+                "tool" => {
+                    let outcome = match d["state"].as_str() {
+                        Some("completed") => format!("✓ {}", d["title"].as_str().unwrap_or("")),
+                        Some("error") => format!("✗ {}", d["error"].as_str().unwrap_or("")),
+                        Some(other) => other.to_string(),
+                        None => String::new(),
+                    };
+                    println!("[{}] {} {}", d["tool"].as_str().unwrap_or("?"), compact(&d["input"]), outcome);
+                }
+                _ => {}
+            }
+        }
+        if let Some(error) = &message.error {
+            println!("error: {error}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,288 @@
+//! The agent loop end to end: real tool plugins, the openai provider against a scripted
+//! server, and the SQLite store.
+
+use std::sync::Arc;
+
+use plugboard::agent::permission::{AskMode, PermissionBroker, Reply};
+use plugboard::agent::resolve_agents;
+use plugboard::agent::runner::{AgentError, AgentRuntime};
+use plugboard::store::SessionStore;
+use plugboard_tests::{Scripted, ScriptedServer, Workspace};
+use serde_json::{Value, json};
+
+/// An OpenAI-style streamed answer with text.
+fn say(text: &str) -> Scripted {
+    let chunk = json!({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": "stop"}]});
+    let usage = json!({"choices": [], "usage": {"prompt_tokens": 100, "completion_tokens": 10}});
+    Scripted::sse(&format!("data: {chunk}\n\ndata: {usage}\n\ndata: [DONE]\n\n"), 4096)
+}
+
+/// An OpenAI-style streamed answer with tool calls `(id, tool, arguments)`.
+fn call(calls: &[(&str, &str, Value)]) -> Scripted {
+    let tool_calls: Vec<Value> = calls
+        .iter()
+        .enumerate()
+        .map(|(i, (id, name, args))| json!({"index": i, "id": id, "type": "function", "function": {"name": name, "arguments": args.to_string()}}))
+        .collect();
+    let chunk = json!({"choices": [{"index": 0, "delta": {"tool_calls": tool_calls}}]});
+    let end = json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]});
+    Scripted::sse(&format!("data: {chunk}\n\ndata: {end}\n\ndata: [DONE]\n\n"), 4096)
+}
+
+struct Fixture {
+    ws: Workspace,
+    server: ScriptedServer,
+    runtime: AgentRuntime,
+    store: SessionStore,
+    db: std::path::PathBuf,
+}
+
+async fn fixture(script: Vec<Scripted>, extra_config: &str, mode: AskMode) -> Fixture {
+    let server = ScriptedServer::start(script);
+    let ws = Workspace::new();
+    ws.config(&format!(
+        "default_model = \"openai/test-model\"\n{extra_config}\n[plugins.openai]\nnetwork = [\"{url}\"]\napi_key = \"sk-test\"\nsettings = {{ base_url = \"{url}/v1\", models = [{{ id = \"test-model\", input_price = 1.0, output_price = 2.0 }}] }}\n",
+        url = server.url()
+    ));
+    let db = ws.dir.join(".data/plugboard.db");
+    let host = ws.host().await;
+    let store = SessionStore::open(&db).unwrap();
+    let agents = resolve_agents(&host.config().agents).unwrap();
+    let default_model = host.config().default_model.clone();
+    let broker = Arc::new(PermissionBroker::new(store.clone(), mode));
+    let runtime = AgentRuntime::new(Arc::new(host), store.clone(), broker, agents, default_model);
+    Fixture { ws, server, runtime, store, db }
+}
+
+fn request_body(server: &ScriptedServer, n: usize) -> Value {
+    serde_json::from_str(&server.received()[n].body).unwrap()
+}
+
+#[tokio::test]
+async fn a_multi_step_task_edits_files_and_records_everything() {
+    let f = fixture(
+        vec![
+            call(&[("c1", "read", json!({"path": "notes.txt"}))]),
+            call(&[("c2", "edit", json!({"path": "notes.txt", "old_string": "draft", "new_string": "final"}))]),
+            say("Done: the notes are final."),
+        ],
+        "",
+        AskMode::DenyAll,
+    )
+    .await;
+    f.ws.file("notes.txt", "status: draft\n");
+    let session = f.runtime.create_session(None, "build", None, "finalize notes").await.unwrap();
+    let outcome = f.runtime.prompt(&session.id, "Make the notes final").await.unwrap();
+    assert_eq!(outcome.text, "Done: the notes are final.");
+    assert_eq!((outcome.steps, outcome.finish.as_str()), (3, "stop"));
+    assert_eq!(std::fs::read_to_string(f.ws.dir.join("notes.txt")).unwrap(), "status: final\n");
+
+    // The model saw the read's output in the next turn, as a tool result.
+    let second = request_body(&f.server, 1);
+    let messages = second["messages"].as_array().unwrap();
+    let result = messages.iter().find(|m| m["role"] == "tool").expect("a tool result");
+    assert_eq!(result["tool_call_id"], "c1");
+    assert!(result["content"].as_str().unwrap().contains("status: draft"), "{result}");
+    assert_eq!(messages.iter().find(|m| m["role"] == "assistant").unwrap()["tool_calls"][0]["function"]["name"], "read");
+
+    // Everything is in the store.
+    let history = f.store.history(&session.id).await.unwrap();
+    assert_eq!(history.iter().map(|m| m.role.as_str()).collect::<Vec<_>>(), ["user", "assistant", "assistant", "assistant"]);
+    assert!(history.iter().all(|m| m.status == "completed"));
+    let tools: Vec<&Value> = history.iter().flat_map(|m| &m.parts).filter(|p| p.kind == "tool").map(|p| &p.data).collect();
+    assert_eq!(tools.len(), 2);
+    assert!(tools.iter().all(|t| t["state"] == "completed"), "{tools:?}");
+    assert_eq!(history[3].parts.iter().find(|p| p.kind == "text").unwrap().data["text"], "Done: the notes are final.");
+    // Usage and cost per message, summed per session.
+    let stored = f.store.session(&session.id).await.unwrap();
+    assert_eq!((stored.tokens.input, stored.tokens.output), (100, 10));
+    assert!((stored.cost - (100.0 * 1.0 + 10.0 * 2.0) / 1e6).abs() < 1e-12, "{}", stored.cost);
+    assert_eq!(stored.status, "idle");
+}
+
+#[tokio::test]
+async fn events_are_sequenced_durable_and_match_what_subscribers_saw() {
+    let f = fixture(vec![call(&[("c1", "list", json!({}))]), say("ok")], "", AskMode::DenyAll).await;
+    let mut live = f.store.bus().subscribe();
+    let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();
+    f.runtime.prompt(&session.id, "list").await.unwrap();
+    let stored = f.store.events_after(0, Some(session.id.clone()), 10_000).await.unwrap();
+    let mut seen = Vec::new();
+    while let Ok(event) = live.try_recv() {
+        seen.push(event);
+    }
+    assert_eq!(seen, stored, "live subscribers see exactly the stored events, in order");
+    let session_seqs: Vec<i64> = stored.iter().map(|e| e.session_seq).collect();
+    assert_eq!(session_seqs, (1..=stored.len() as i64).collect::<Vec<_>>(), "per-session sequence has no gap");
+    assert!(stored.windows(2).all(|w| w[0].seq < w[1].seq));
+    let kinds: Vec<&str> = stored.iter().map(|e| e.kind.as_str()).collect();
+    for expected in
+        ["session.created", "session.status", "message.created", "part.created", "part.delta", "tool.state", "message.completed", "usage"]
+    {
+        assert!(kinds.contains(&expected), "{expected} missing from {kinds:?}");
+    }
+}
+
+#[tokio::test]
+async fn parallel_tool_calls_all_run_and_all_results_go_back() {
+    let f = fixture(
+        vec![call(&[("a", "read", json!({"path": "a.txt"})), ("b", "read", json!({"path": "b.txt"}))]), say("Both read.")],
+        "",
+        AskMode::DenyAll,
+    )
+    .await;
+    f.ws.file("a.txt", "alpha\n").file("b.txt", "beta\n");
+    let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();
+    f.runtime.prompt(&session.id, "read both").await.unwrap();
+    let second = request_body(&f.server, 1);
+    let results: Vec<&Value> = second["messages"].as_array().unwrap().iter().filter(|m| m["role"] == "tool").collect();
+    assert_eq!(results.len(), 2);
+    assert!(results[0]["content"].as_str().unwrap().contains("alpha"));
+    assert!(results[1]["content"].as_str().unwrap().contains("beta"));
+}
+
+#[tokio::test]
+async fn the_step_limit_ends_the_activity_and_the_last_step_offers_no_tools() {
+    let f = fixture(vec![call(&[("c", "list", json!({}))])], "[agents.build]\nmax_steps = 2\n", AskMode::DenyAll).await;
+    let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();
+    let outcome = f.runtime.prompt(&session.id, "loop forever").await.unwrap();
+    assert_eq!((outcome.steps, outcome.finish.as_str()), (2, "step-limit"));
+    assert_eq!(f.server.received().len(), 2);
+    assert!(request_body(&f.server, 0)["tools"].is_array());
+    let last = request_body(&f.server, 1);
+    assert!(last.get("tools").is_none(), "no tools on the last step");
+    assert!(last["messages"][0]["content"].as_str().unwrap().contains("last step"), "{}", last["messages"][0]);
+}
+
+#[tokio::test]
+async fn the_plan_agent_is_not_offered_denied_tools() {
+    let f = fixture(vec![say("A plan.")], "", AskMode::DenyAll).await;
+    let session = f.runtime.create_session(None, "plan", None, "t").await.unwrap();
+    f.runtime.prompt(&session.id, "plan it").await.unwrap();
+    let body = request_body(&f.server, 0);
+    let offered: Vec<&str> = body["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
+    assert!(offered.contains(&"read") && offered.contains(&"grep"), "{offered:?}");
+    for denied in ["edit", "write", "shell"] {
+        assert!(!offered.contains(&denied), "{denied} offered to plan: {offered:?}");
+    }
+}
+
+#[tokio::test]
+async fn permission_asks_are_answered_through_the_broker() {
+    let f = fixture(
+        vec![
+            call(&[("c1", "read", json!({"path": "secret.txt"}))]),
+            say("ok"),
+            call(&[("c2", "read", json!({"path": "secret.txt"}))]),
+            say("ok"),
+            call(&[("c3", "read", json!({"path": "secret.txt"}))]),
+            say("ok"),
+        ],
+        "[agents.build]\npermissions = [{ tool = \"read\", pattern = \"secret*\", action = \"ask\" }]\n",
+        AskMode::Prompt,
+    )
+    .await;
+    f.ws.file("secret.txt", "the secret\n");
+    let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();
+    let broker = f.runtime.broker().clone();
+    let mut events = f.store.bus().subscribe();
+    let answers = tokio::spawn(async move {
+        let mut asked = 0;
+        let replies = [Reply::Reject(Some("not that file".into())), Reply::Always];
+        while let Ok(event) = events.recv().await {
+            if event.kind == "permission.asked" {
+                assert_eq!(event.data["tool"], "read");
+                assert_eq!(event.data["subject"], "secret.txt");
+                assert!(broker.reply(event.data["id"].as_str().unwrap(), replies[asked].clone()));
+                asked += 1;
+            }
+        }
+        asked
+    });
+    // First prompt: rejected; the model sees the reason.
+    f.runtime.prompt(&session.id, "read it").await.unwrap();
+    let second = request_body(&f.server, 1);
+    let result = second["messages"].as_array().unwrap().iter().find(|m| m["role"] == "tool").unwrap().clone();
+    assert!(result["content"].as_str().unwrap().contains("rejected this call: not that file"), "{result}");
+    // Second prompt: allowed always; third: no question, the session rule allows it.
+    f.runtime.prompt(&session.id, "read it again").await.unwrap();
+    f.runtime.prompt(&session.id, "and again").await.unwrap();
+    let history = f.store.history(&session.id).await.unwrap();
+    let states: Vec<String> =
+        history.iter().flat_map(|m| &m.parts).filter(|p| p.kind == "tool").map(|p| p.data["state"].as_str().unwrap().to_string()).collect();
+    assert_eq!(states, ["error", "completed", "completed"]);
+    let asked =
+        f.store.events_after(0, Some(session.id.clone()), 10_000).await.unwrap().iter().filter(|e| e.kind == "permission.asked").count();
+    assert_eq!(asked, 2, "the `always` answer stopped further questions");
+    answers.abort();
+}
+
+#[tokio::test]
+async fn a_non_interactive_run_refuses_questions_and_the_model_sees_it() {
+    let f = fixture(vec![call(&[("c1", "fetch", json!({"url": "https://example.com"}))]), say("ok")], "", AskMode::DenyAll).await;
+    let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();
+    f.runtime.prompt(&session.id, "fetch").await.unwrap();
+    let result = request_body(&f.server, 1)["messages"].as_array().unwrap().iter().find(|m| m["role"] == "tool").unwrap().clone();
+    assert!(result["content"].as_str().unwrap().contains("non-interactive"), "{result}");
+}
+
+#[tokio::test]
+async fn three_identical_calls_trip_the_doom_loop_guard() {
+    let same = || call(&[("c", "list", json!({}))]);
+    let f = fixture(vec![same(), same(), same(), say("giving up")], "", AskMode::DenyAll).await;
+    let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();
+    f.runtime.prompt(&session.id, "go").await.unwrap();
+    let history = f.store.history(&session.id).await.unwrap();
+    let tools: Vec<&Value> = history.iter().flat_map(|m| &m.parts).filter(|p| p.kind == "tool").map(|p| &p.data).collect();
+    assert_eq!(tools.iter().map(|t| t["state"].as_str().unwrap()).collect::<Vec<_>>(), ["completed", "completed", "error"]);
+    assert!(tools[2]["error"].as_str().unwrap().contains("3 times in a row"), "{}", tools[2]);
+}
+
+#[tokio::test]
+async fn a_retryable_error_is_retried_visibly_and_the_failed_attempt_is_not_replayed() {
+    let f = fixture(
+        vec![Scripted::error(429, &[("retry-after", "0.2")], r#"{"error":{"message":"slow down"}}"#), say("after retry")],
+        "",
+        AskMode::DenyAll,
+    )
+    .await;
+    let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();
+    let outcome = f.runtime.prompt(&session.id, "hi").await.unwrap();
+    assert_eq!(outcome.text, "after retry");
+    let events = f.store.events_after(0, Some(session.id.clone()), 10_000).await.unwrap();
+    let retry = events.iter().find(|e| e.kind == "session.status" && e.data["status"] == "retry").expect("a retry status");
+    assert_eq!(retry.data["detail"]["delay_ms"], 200);
+    assert_eq!(retry.data["detail"]["attempt"], 1);
+    let history = f.store.history(&session.id).await.unwrap();
+    assert_eq!(history.iter().map(|m| m.status.as_str()).collect::<Vec<_>>(), ["completed", "error", "completed"]);
+    assert_eq!(request_body(&f.server, 1)["messages"].as_array().unwrap().len(), 2, "system + user: the failed attempt is not sent");
+}
+
+#[tokio::test]
+async fn a_session_created_by_one_process_is_continued_by_another() {
+    let f = fixture(vec![say("first answer"), say("second answer")], "", AskMode::DenyAll).await;
+    let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();
+    f.runtime.prompt(&session.id, "first").await.unwrap();
+    // A second runtime with its own connection to the same database, as another process.
+    let store2 = SessionStore::open(&f.db).unwrap();
+    let host2 = f.ws.host().await;
+    let agents = resolve_agents(&host2.config().agents).unwrap();
+    let runtime2 =
+        AgentRuntime::new(Arc::new(host2), store2.clone(), Arc::new(PermissionBroker::new(store2.clone(), AskMode::DenyAll)), agents, None);
+    let outcome = runtime2.prompt(&session.id, "second").await.unwrap();
+    assert_eq!(outcome.text, "second answer");
+    let second = request_body(&f.server, 1);
+    let roles: Vec<&str> = second["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user"], "the second process sent the whole history");
+    assert_eq!(f.store.history(&session.id).await.unwrap().len(), 4, "both processes wrote to one history");
+}
+
+#[tokio::test]
+async fn an_unknown_session_fails_at_once() {
+    let f = fixture(vec![say("unused")], "", AskMode::DenyAll).await;
+    let started = std::time::Instant::now();
+    let err = f.runtime.prompt("ses_does_not_exist", "hi").await.unwrap_err();
+    assert!(matches!(&err, AgentError::NotFound(id) if id == "ses_does_not_exist"), "{err}");
+    assert!(started.elapsed().as_secs() < 5);
+    assert!(f.server.received().is_empty());
+}
