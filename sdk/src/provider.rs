@@ -95,3 +95,70 @@ pub fn send_checked(request: crate::http::Request) -> Result<crate::http::Respon
     let (body, _) = response.text(16 * 1024).unwrap_or_default();
     Err(ProviderError::from_status(status, retry_after, &body))
 }
+
+/// What an [`SseHandler`] says after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Keep reading.
+    Continue,
+    /// The model has finished (usage may still follow).
+    Finished,
+    /// The stream is complete (e.g. `[DONE]`, `message_stop`).
+    End,
+}
+
+/// Turns one API's Server-Sent Events into [`StreamEvent`]s.
+pub trait SseHandler: 'static {
+    /// Handles one event, pushing what it yields onto `out`.
+    fn handle(&mut self, event: &crate::sse::Event, out: &mut std::collections::VecDeque<StreamEvent>) -> Result<Control, ProviderError>;
+}
+
+/// A completion streamed as Server-Sent Events: reads events, lets the handler translate
+/// them, and turns a stream that ends or breaks before the model finished into a retryable
+/// error.
+pub struct SseCompletion<H> {
+    events: crate::sse::EventReader,
+    handler: H,
+    queue: std::collections::VecDeque<StreamEvent>,
+    finished: bool,
+    done: bool,
+}
+
+impl<H: SseHandler> SseCompletion<H> {
+    /// Streams `response` through `handler`.
+    pub fn new(response: crate::http::Response, handler: H) -> Self {
+        SseCompletion { events: crate::sse::EventReader::new(response), handler, queue: Default::default(), finished: false, done: false }
+    }
+}
+
+impl<H: SseHandler> CompletionStream for SseCompletion<H> {
+    fn next(&mut self) -> Result<Option<StreamEvent>, ProviderError> {
+        loop {
+            if let Some(event) = self.queue.pop_front() {
+                return Ok(Some(event));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            let event = match self.events.next_event() {
+                Ok(Some(event)) => event,
+                // Some servers end the body (or cut it) right after the last chunk.
+                Ok(None) | Err(_) if self.finished => {
+                    self.done = true;
+                    continue;
+                }
+                Ok(None) => return Err(ProviderError::transient("the stream ended before the model finished")),
+                Err(e) => return Err(ProviderError::transient(format!("the stream was cut: {}", e.message))),
+            };
+            match self.handler.handle(&event, &mut self.queue)? {
+                Control::Continue => {}
+                Control::Finished => self.finished = true,
+                Control::End if !self.finished => {
+                    self.done = true;
+                    return Err(ProviderError::transient("the stream ended before the model finished"));
+                }
+                Control::End => self.done = true,
+            }
+        }
+    }
+}

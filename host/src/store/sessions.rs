@@ -83,6 +83,12 @@ fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
 }
 
+/// Four token columns (input, output, cache read, cache write) starting at `first`.
+fn tokens_at(r: &rusqlite::Row, first: usize) -> rusqlite::Result<Tokens> {
+    let n = |i: usize| r.get::<_, i64>(first + i).map(|v| v as u64);
+    Ok(Tokens { input: n(0)?, output: n(1)?, cache_read: n(2)?, cache_write: n(3)? })
+}
+
 fn session_from_row(r: &rusqlite::Row) -> rusqlite::Result<SessionRecord> {
     Ok(SessionRecord {
         id: r.get(0)?,
@@ -91,12 +97,7 @@ fn session_from_row(r: &rusqlite::Row) -> rusqlite::Result<SessionRecord> {
         model: r.get(3)?,
         workspace: r.get(4)?,
         status: r.get(5)?,
-        tokens: Tokens {
-            input: r.get::<_, i64>(6)? as u64,
-            output: r.get::<_, i64>(7)? as u64,
-            cache_read: r.get::<_, i64>(8)? as u64,
-            cache_write: r.get::<_, i64>(9)? as u64,
-        },
+        tokens: tokens_at(r, 6)?,
         cost: r.get(10)?,
         created_at: r.get(11)?,
         updated_at: r.get(12)?,
@@ -275,12 +276,7 @@ impl SessionStore {
                         status: r.get(2)?,
                         model: r.get(3)?,
                         error: r.get(4)?,
-                        tokens: Tokens {
-                            input: r.get::<_, i64>(5)? as u64,
-                            output: r.get::<_, i64>(6)? as u64,
-                            cache_read: r.get::<_, i64>(7)? as u64,
-                            cache_write: r.get::<_, i64>(8)? as u64,
-                        },
+                        tokens: tokens_at(r, 5)?,
                         cost: r.get(9)?,
                         created_at: r.get(10)?,
                         parts: Vec::new(),

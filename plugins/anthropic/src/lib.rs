@@ -13,7 +13,6 @@ use std::collections::VecDeque;
 use plugboard_sdk::http::Request;
 use plugboard_sdk::provider::*;
 use plugboard_sdk::serde_json::{self, Value, json};
-use plugboard_sdk::sse::EventReader;
 
 const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 const DEFAULT_VERSION: &str = "2023-06-01";
@@ -88,15 +87,8 @@ impl Provider for Anthropic {
             .header("anthropic-version", &version)
             .body(body.to_string());
         let response = send_checked(http)?;
-        Ok(Box::new(MessageStream {
-            events: EventReader::new(response),
-            queue: VecDeque::new(),
-            blocks: Vec::new(),
-            tool_calls: 0,
-            usage: Usage { input_tokens: 0, output_tokens: 0, cache_read_tokens: 0, cache_write_tokens: 0, reasoning_tokens: 0 },
-            finished: false,
-            done: false,
-        }))
+        let usage = Usage { input_tokens: 0, output_tokens: 0, cache_read_tokens: 0, cache_write_tokens: 0, reasoning_tokens: 0 };
+        Ok(Box::new(SseCompletion::new(response, MessageEvents { blocks: Vec::new(), tool_calls: 0, usage })))
     }
 }
 
@@ -179,51 +171,26 @@ enum Block {
     Other,
 }
 
-struct MessageStream {
-    events: EventReader,
-    queue: VecDeque<StreamEvent>,
+/// Translates Messages API events.
+struct MessageEvents {
     blocks: Vec<Block>,
     tool_calls: u32,
     usage: Usage,
-    finished: bool,
-    done: bool,
 }
 
-impl CompletionStream for MessageStream {
-    fn next(&mut self) -> Result<Option<StreamEvent>, ProviderError> {
-        loop {
-            if let Some(event) = self.queue.pop_front() {
-                return Ok(Some(event));
-            }
-            if self.done {
-                return Ok(None);
-            }
-            let event = match self.events.next_event() {
-                Ok(Some(event)) => event,
-                Ok(None) => {
-                    self.done = true;
-                    if !self.finished {
-                        return Err(ProviderError::transient("the stream ended before the model finished"));
-                    }
-                    continue;
-                }
-                Err(_) if self.finished => {
-                    self.done = true;
-                    continue;
-                }
-                Err(e) => return Err(ProviderError::transient(format!("the stream was cut: {}", e.message))),
-            };
-            let data: Value = serde_json::from_str(&event.data).map_err(|e| {
-                ProviderError::transient(format!("a stream event is not JSON ({e}): {}", event.data.chars().take(200).collect::<String>()))
-            })?;
-            let kind = if event.event.is_empty() { data["type"].as_str().unwrap_or("").to_string() } else { event.event.clone() };
-            self.handle(&kind, &data)?;
-        }
+impl SseHandler for MessageEvents {
+    fn handle(&mut self, event: &plugboard_sdk::sse::Event, out: &mut VecDeque<StreamEvent>) -> Result<Control, ProviderError> {
+        let data: Value = serde_json::from_str(&event.data).map_err(|e| {
+            ProviderError::transient(format!("a stream event is not JSON ({e}): {}", event.data.chars().take(200).collect::<String>()))
+        })?;
+        let kind = if event.event.is_empty() { data["type"].as_str().unwrap_or("").to_string() } else { event.event.clone() };
+        self.handle_event(&kind, &data, out)
     }
 }
 
-impl MessageStream {
-    fn handle(&mut self, kind: &str, data: &Value) -> Result<(), ProviderError> {
+impl MessageEvents {
+    fn handle_event(&mut self, kind: &str, data: &Value, out: &mut VecDeque<StreamEvent>) -> Result<Control, ProviderError> {
+        let mut control = Control::Continue;
         let n = |v: &Value| v.as_u64().unwrap_or(0);
         match kind {
             "message_start" => {
@@ -239,7 +206,7 @@ impl MessageStream {
                 let kind = match block["type"].as_str().unwrap_or("") {
                     "text" => {
                         if let Some(t) = block["text"].as_str().filter(|t| !t.is_empty()) {
-                            self.queue.push_back(StreamEvent::TextDelta(t.into()));
+                            out.push_back(StreamEvent::TextDelta(t.into()));
                         }
                         Block::Text
                     }
@@ -247,7 +214,7 @@ impl MessageStream {
                     "tool_use" => {
                         let ours = self.tool_calls;
                         self.tool_calls += 1;
-                        self.queue.push_back(StreamEvent::ToolCallStart(ToolCallStart {
+                        out.push_back(StreamEvent::ToolCallStart(ToolCallStart {
                             index: ours,
                             id: block["id"].as_str().unwrap_or_default().into(),
                             name: block["name"].as_str().unwrap_or_default().into(),
@@ -265,17 +232,17 @@ impl MessageStream {
                 let index = n(&data["index"]) as usize;
                 let delta = &data["delta"];
                 match (delta["type"].as_str().unwrap_or(""), self.blocks.get(index).copied()) {
-                    ("text_delta", _) => self.queue.push_back(StreamEvent::TextDelta(delta["text"].as_str().unwrap_or_default().into())),
+                    ("text_delta", _) => out.push_back(StreamEvent::TextDelta(delta["text"].as_str().unwrap_or_default().into())),
                     ("thinking_delta", _) => {
-                        self.queue.push_back(StreamEvent::ReasoningDelta(delta["thinking"].as_str().unwrap_or_default().into()))
+                        out.push_back(StreamEvent::ReasoningDelta(delta["thinking"].as_str().unwrap_or_default().into()))
                     }
                     ("signature_delta", _) => {
-                        self.queue.push_back(StreamEvent::ReasoningSignature(delta["signature"].as_str().unwrap_or_default().into()))
+                        out.push_back(StreamEvent::ReasoningSignature(delta["signature"].as_str().unwrap_or_default().into()))
                     }
                     ("input_json_delta", Some(Block::ToolUse(ours))) => {
                         let piece = delta["partial_json"].as_str().unwrap_or_default();
                         if !piece.is_empty() {
-                            self.queue.push_back(StreamEvent::ToolCallDelta(ToolCallDelta { index: ours, arguments: piece.into() }));
+                            out.push_back(StreamEvent::ToolCallDelta(ToolCallDelta { index: ours, arguments: piece.into() }));
                         }
                     }
                     _ => {}
@@ -285,10 +252,10 @@ impl MessageStream {
                 if let Some(output) = data["usage"]["output_tokens"].as_u64() {
                     self.usage.output_tokens = output;
                 }
-                self.queue.push_back(StreamEvent::Usage(self.usage));
+                out.push_back(StreamEvent::Usage(self.usage));
                 if let Some(reason) = data["delta"]["stop_reason"].as_str() {
-                    self.finished = true;
-                    self.queue.push_back(StreamEvent::Finish(match reason {
+                    control = Control::Finished;
+                    out.push_back(StreamEvent::Finish(match reason {
                         "end_turn" | "stop_sequence" | "pause_turn" => FinishReason::Stop,
                         "tool_use" => FinishReason::ToolCalls,
                         "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
@@ -297,10 +264,7 @@ impl MessageStream {
                     }));
                 }
             }
-            "message_stop" => {
-                self.finished = true;
-                self.done = true;
-            }
+            "message_stop" => control = Control::End,
             "error" => {
                 let kind = data["error"]["type"].as_str().unwrap_or("error");
                 let message = data["error"]["message"].as_str().unwrap_or("unknown error");
@@ -309,7 +273,7 @@ impl MessageStream {
             }
             _ => {}
         }
-        Ok(())
+        Ok(control)
     }
 }
 

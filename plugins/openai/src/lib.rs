@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, VecDeque};
 use plugboard_sdk::http::Request;
 use plugboard_sdk::provider::*;
 use plugboard_sdk::serde_json::{self, Value, json};
-use plugboard_sdk::sse::EventReader;
 
 const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 
@@ -79,13 +78,7 @@ impl Provider for OpenAi {
             .header("accept", "text/event-stream")
             .body(body.to_string());
         let response = send_checked(http)?;
-        Ok(Box::new(ChatStream {
-            events: EventReader::new(response),
-            queue: VecDeque::new(),
-            calls: BTreeMap::new(),
-            finished: false,
-            done: false,
-        }))
+        Ok(Box::new(SseCompletion::new(response, ChatEvents { calls: BTreeMap::new() })))
     }
 }
 
@@ -162,56 +155,25 @@ struct PendingCall {
     early_arguments: String,
 }
 
-struct ChatStream {
-    events: EventReader,
-    queue: VecDeque<StreamEvent>,
+/// Translates Chat Completions chunks.
+struct ChatEvents {
     calls: BTreeMap<u32, PendingCall>,
-    finished: bool,
-    done: bool,
 }
 
-impl CompletionStream for ChatStream {
-    fn next(&mut self) -> Result<Option<StreamEvent>, ProviderError> {
-        loop {
-            if let Some(event) = self.queue.pop_front() {
-                return Ok(Some(event));
-            }
-            if self.done {
-                return Ok(None);
-            }
-            let event = match self.events.next_event() {
-                Ok(Some(event)) => event,
-                Ok(None) => {
-                    self.done = true;
-                    if !self.finished {
-                        return Err(ProviderError::transient("the stream ended before the model finished"));
-                    }
-                    continue;
-                }
-                Err(e) if self.finished => {
-                    // Some servers close abruptly after the last chunk.
-                    let _ = e;
-                    self.done = true;
-                    continue;
-                }
-                Err(e) => return Err(ProviderError::transient(format!("the stream was cut: {}", e.message))),
-            };
-            if event.data.trim() == "[DONE]" {
-                self.done = true;
-                if !self.finished {
-                    return Err(ProviderError::transient("the stream ended before the model finished"));
-                }
-                continue;
-            }
-            let chunk: Value = serde_json::from_str(&event.data)
-                .map_err(|e| ProviderError::transient(format!("a stream chunk is not JSON ({e}): {}", truncate(&event.data))))?;
-            self.handle_chunk(&chunk)?;
+impl SseHandler for ChatEvents {
+    fn handle(&mut self, event: &plugboard_sdk::sse::Event, out: &mut VecDeque<StreamEvent>) -> Result<Control, ProviderError> {
+        if event.data.trim() == "[DONE]" {
+            return Ok(Control::End);
         }
+        let chunk: Value = serde_json::from_str(&event.data)
+            .map_err(|e| ProviderError::transient(format!("a stream chunk is not JSON ({e}): {}", truncate(&event.data))))?;
+        self.handle_chunk(&chunk, out)
     }
 }
 
-impl ChatStream {
-    fn handle_chunk(&mut self, chunk: &Value) -> Result<(), ProviderError> {
+impl ChatEvents {
+    fn handle_chunk(&mut self, chunk: &Value, out: &mut VecDeque<StreamEvent>) -> Result<Control, ProviderError> {
+        let mut control = Control::Continue;
         if let Some(error) = chunk.get("error") {
             let message = error["message"].as_str().unwrap_or("unknown error").to_string();
             let kind = error["type"].as_str().unwrap_or("");
@@ -221,11 +183,11 @@ impl ChatStream {
         if let Some(choice) = chunk["choices"].get(0) {
             let delta = &choice["delta"];
             if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
-                self.queue.push_back(StreamEvent::TextDelta(text.into()));
+                out.push_back(StreamEvent::TextDelta(text.into()));
             }
             for key in ["reasoning_content", "reasoning"] {
                 if let Some(text) = delta[key].as_str().filter(|t| !t.is_empty()) {
-                    self.queue.push_back(StreamEvent::ReasoningDelta(text.into()));
+                    out.push_back(StreamEvent::ReasoningDelta(text.into()));
                 }
             }
             if let Some(calls) = delta["tool_calls"].as_array() {
@@ -244,19 +206,19 @@ impl ChatStream {
                         if pending.id.is_empty() {
                             pending.id = format!("call_{index}");
                         }
-                        self.queue.push_back(StreamEvent::ToolCallStart(ToolCallStart {
+                        out.push_back(StreamEvent::ToolCallStart(ToolCallStart {
                             index,
                             id: pending.id.clone(),
                             name: pending.name.clone(),
                         }));
                         if !pending.early_arguments.is_empty() {
                             let early = std::mem::take(&mut pending.early_arguments);
-                            self.queue.push_back(StreamEvent::ToolCallDelta(ToolCallDelta { index, arguments: early }));
+                            out.push_back(StreamEvent::ToolCallDelta(ToolCallDelta { index, arguments: early }));
                         }
                     }
                     if !arguments.is_empty() {
                         if pending.started {
-                            self.queue.push_back(StreamEvent::ToolCallDelta(ToolCallDelta { index, arguments: arguments.into() }));
+                            out.push_back(StreamEvent::ToolCallDelta(ToolCallDelta { index, arguments: arguments.into() }));
                         } else {
                             pending.early_arguments.push_str(arguments);
                         }
@@ -264,8 +226,8 @@ impl ChatStream {
                 }
             }
             if let Some(reason) = choice["finish_reason"].as_str() {
-                self.finished = true;
-                self.queue.push_back(StreamEvent::Finish(match reason {
+                control = Control::Finished;
+                out.push_back(StreamEvent::Finish(match reason {
                     "stop" => FinishReason::Stop,
                     "tool_calls" | "function_call" => FinishReason::ToolCalls,
                     "length" => FinishReason::Length,
@@ -278,7 +240,7 @@ impl ChatStream {
             let n = |v: &Value| v.as_u64().unwrap_or(0);
             // OpenAI counts cached tokens inside prompt_tokens; Plugboard counts them apart.
             let cached = n(&usage["prompt_tokens_details"]["cached_tokens"]);
-            self.queue.push_back(StreamEvent::Usage(Usage {
+            out.push_back(StreamEvent::Usage(Usage {
                 input_tokens: n(&usage["prompt_tokens"]).saturating_sub(cached),
                 output_tokens: n(&usage["completion_tokens"]),
                 cache_read_tokens: n(&usage["prompt_tokens_details"]["cached_tokens"]),
@@ -286,7 +248,7 @@ impl ChatStream {
                 reasoning_tokens: n(&usage["completion_tokens_details"]["reasoning_tokens"]),
             }));
         }
-        Ok(())
+        Ok(control)
     }
 }
 
