@@ -3,7 +3,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
-const TEST_PLUGINS: &[&str] = &["tests/plugins/echo", "tests/plugins/hostile"];
+const TEST_PLUGINS: &[&str] = &["tests/plugins/echo", "tests/plugins/hostile", "tests/plugins/instant-provider"];
 
 fn main() {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

@@ -42,7 +42,7 @@ impl Workspace {
             std::fs::create_dir_all(d).unwrap();
         }
         std::fs::write(outside.join("secret.txt"), "TOP-SECRET").unwrap();
-        for component in [components::ECHO, components::HOSTILE] {
+        for component in [components::ECHO, components::HOSTILE, components::INSTANT_PROVIDER] {
             let name = Path::new(component).file_name().unwrap();
             std::fs::copy(component, plugins.join(name)).unwrap();
         }

@@ -120,10 +120,11 @@ impl SessionStore {
         let (agent, model, workspace, title) = (agent.to_string(), model.to_string(), workspace.to_string(), title.to_string());
         self.write(move |tx| {
             let now = now_ms();
-            tx.conn().execute(
-                "INSERT INTO sessions (id, title, agent, model, workspace, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                params![id, title, agent, model, workspace, now],
-            )?;
+            tx.conn()
+                .prepare_cached(
+                    "INSERT INTO sessions (id, title, agent, model, workspace, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                )?
+                .execute(params![id, title, agent, model, workspace, now])?;
             let record =
                 tx.conn().query_row(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"), params![id], session_from_row)?;
             tx.emit(Some(&id), "session.created", serde_json::to_value(&record).unwrap_or(Value::Null))?;
@@ -157,7 +158,11 @@ impl SessionStore {
     pub async fn set_status(&self, id: &str, status: &str, detail: Value) -> Result<(), StoreError> {
         let (id, status) = (id.to_string(), status.to_string());
         self.write(move |tx| {
-            tx.conn().execute("UPDATE sessions SET status = ?2, updated_at = ?3 WHERE id = ?1", params![id, status, now_ms()])?;
+            tx.conn().prepare_cached("UPDATE sessions SET status = ?2, updated_at = ?3 WHERE id = ?1")?.execute(params![
+                id,
+                status,
+                now_ms()
+            ])?;
             tx.emit(Some(&id), "session.status", json!({ "status": status, "detail": detail }))
         })
         .await
@@ -171,10 +176,11 @@ impl SessionStore {
             let seq: i64 =
                 tx.conn()
                     .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = ?1", params![session], |r| r.get(0))?;
-            tx.conn().execute(
-                "INSERT INTO messages (id, session_id, seq, role, status, model, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![id, session, seq, role, status, model, now_ms()],
-            )?;
+            tx.conn()
+                .prepare_cached(
+                    "INSERT INTO messages (id, session_id, seq, role, status, model, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![id, session, seq, role, status, model, now_ms()])?;
             tx.emit(Some(&session), "message.created", json!({ "message_id": id, "role": role, "model": model }))?;
             Ok(id)
         })
@@ -186,12 +192,9 @@ impl SessionStore {
         let (session, message, kind) = (session.to_string(), message.to_string(), kind.to_string());
         self.write(move |tx| {
             let id = new_id("prt");
-            let seq: i64 = tx.conn().query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM parts WHERE message_id = ?1", params![message], |r| r.get(0))?;
+            let seq: i64 = tx.conn().prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM parts WHERE message_id = ?1")?.query_row(params![message], |r| r.get(0))?;
             let now = now_ms();
-            tx.conn().execute(
-                "INSERT INTO parts (id, message_id, session_id, seq, kind, data, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-                params![id, message, session, seq, kind, data.to_string(), now],
-            )?;
+            tx.conn().prepare_cached("INSERT INTO parts (id, message_id, session_id, seq, kind, data, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)")?.execute(params![id, message, session, seq, kind, data.to_string(), now])?;
             tx.emit(Some(&session), "part.created", json!({ "message_id": message, "part_id": id, "kind": kind, "data": data }))?;
             Ok(id)
         })
@@ -202,7 +205,11 @@ impl SessionStore {
     pub async fn update_part(&self, session: &str, part: &str, data: Value, event: &str) -> Result<(), StoreError> {
         let (session, part, event) = (session.to_string(), part.to_string(), event.to_string());
         self.write(move |tx| {
-            tx.conn().execute("UPDATE parts SET data = ?2, updated_at = ?3 WHERE id = ?1", params![part, data.to_string(), now_ms()])?;
+            tx.conn().prepare_cached("UPDATE parts SET data = ?2, updated_at = ?3 WHERE id = ?1")?.execute(params![
+                part,
+                data.to_string(),
+                now_ms()
+            ])?;
             tx.emit(Some(&session), &event, json!({ "part_id": part, "data": data }))
         })
         .await
@@ -212,10 +219,7 @@ impl SessionStore {
     pub async fn append_text(&self, session: &str, part: &str, delta: &str) -> Result<(), StoreError> {
         let (session, part, delta) = (session.to_string(), part.to_string(), delta.to_string());
         self.write(move |tx| {
-            tx.conn().execute(
-                "UPDATE parts SET data = json_set(data, '$.text', COALESCE(json_extract(data, '$.text'), '') || ?2), updated_at = ?3 WHERE id = ?1",
-                params![part, delta, now_ms()],
-            )?;
+            tx.conn().prepare_cached("UPDATE parts SET data = json_set(data, '$.text', COALESCE(json_extract(data, '$.text'), '') || ?2), updated_at = ?3 WHERE id = ?1")?.execute(params![part, delta, now_ms()])?;
             tx.emit(Some(&session), "part.delta", json!({ "part_id": part, "delta": delta }))
         })
         .await
@@ -234,15 +238,9 @@ impl SessionStore {
         let (session, message, status) = (session.to_string(), message.to_string(), status.to_string());
         self.write(move |tx| {
             let now = now_ms();
-            tx.conn().execute(
-                "UPDATE messages SET status = ?2, error = ?3, input_tokens = ?4, output_tokens = ?5, cache_read_tokens = ?6, cache_write_tokens = ?7, cost = ?8, completed_at = ?9 WHERE id = ?1",
-                params![message, status, error, tokens.input as i64, tokens.output as i64, tokens.cache_read as i64, tokens.cache_write as i64, cost, now],
-            )?;
-            tx.conn().execute(
-                "UPDATE sessions SET input_tokens = input_tokens + ?2, output_tokens = output_tokens + ?3, cache_read_tokens = cache_read_tokens + ?4,
-                 cache_write_tokens = cache_write_tokens + ?5, cost = cost + ?6, updated_at = ?7 WHERE id = ?1",
-                params![session, tokens.input as i64, tokens.output as i64, tokens.cache_read as i64, tokens.cache_write as i64, cost, now],
-            )?;
+            tx.conn().prepare_cached("UPDATE messages SET status = ?2, error = ?3, input_tokens = ?4, output_tokens = ?5, cache_read_tokens = ?6, cache_write_tokens = ?7, cost = ?8, completed_at = ?9 WHERE id = ?1")?.execute(params![message, status, error, tokens.input as i64, tokens.output as i64, tokens.cache_read as i64, tokens.cache_write as i64, cost, now])?;
+            tx.conn().prepare_cached("UPDATE sessions SET input_tokens = input_tokens + ?2, output_tokens = output_tokens + ?3, cache_read_tokens = cache_read_tokens + ?4,
+                 cache_write_tokens = cache_write_tokens + ?5, cost = cost + ?6, updated_at = ?7 WHERE id = ?1")?.execute(params![session, tokens.input as i64, tokens.output as i64, tokens.cache_read as i64, tokens.cache_write as i64, cost, now])?;
             tx.emit(Some(&session), "message.completed", json!({ "message_id": message, "status": status, "error": error, "tokens": tokens, "cost": cost }))?;
             if tokens != Tokens::default() {
                 tx.emit(Some(&session), "usage", json!({ "message_id": message, "tokens": tokens, "cost": cost }))?;

@@ -1,0 +1,99 @@
+//! Agent-loop benchmark: `cargo bench -p plugboard-tests --bench agent_loop`.
+//!
+//! A provider that answers at once (`tests/plugins/instant-provider`) makes every prompt two
+//! turns: three parallel `echo` tool calls, then an answer. What is measured is the host:
+//! history load, request building, recording every part and event in SQLite, permission
+//! checks, tool calls (fresh instances) and the provider instance.
+//!
+//! Prints the time per prompt and per turn, sessions per second, and 1,000 sessions
+//! running at once (errors, and memory per idle session).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use plugboard::agent::permission::{AskMode, PermissionBroker};
+use plugboard::agent::resolve_agents;
+use plugboard::agent::runner::AgentRuntime;
+use plugboard::store::SessionStore;
+use plugboard_tests::Workspace;
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(run());
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+async fn run() {
+    let prompts: usize = std::env::var("PLUGBOARD_BENCH_PROMPTS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let ws = Workspace::new();
+    ws.config("default_model = \"instant/script\"\n[agents.build]\npermissions = [{ tool = \"echo\", action = \"allow\" }]\n");
+    let host = ws.host().await;
+    let store = SessionStore::open(&ws.dir.join(".data/plugboard.db")).unwrap();
+    let agents = resolve_agents(&host.config().agents).unwrap();
+    let broker = Arc::new(PermissionBroker::new(store.clone(), AskMode::DenyAll));
+    let runtime = Arc::new(AgentRuntime::new(Arc::new(host), store.clone(), broker, agents, Some("instant/script".into())));
+    println!("plugboard agent-loop benchmark ({prompts} prompts; each: 2 turns, 3 parallel tool calls)\n");
+
+    // Warm up.
+    for _ in 0..20 {
+        let s = runtime.create_session(None, "build", None, "warm").await.unwrap();
+        runtime.prompt(&s.id, "go").await.unwrap();
+    }
+
+    // One session after another: latency per prompt.
+    let mut samples = Vec::with_capacity(prompts);
+    for _ in 0..prompts {
+        let s = runtime.create_session(None, "build", None, "bench").await.unwrap();
+        let started = Instant::now();
+        let outcome = runtime.prompt(&s.id, "go").await.unwrap();
+        samples.push(started.elapsed());
+        assert_eq!(outcome.steps, 2);
+    }
+    samples.sort();
+    let median = samples[samples.len() / 2];
+    let p99 = samples[(samples.len() * 99) / 100];
+    println!("prompt (2 turns, 3 tool calls), sequential");
+    println!("  median {:>8.2} ms   p99 {:>8.2} ms", median.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
+    println!("  per turn (median / 2) {:>6.2} ms", median.as_secs_f64() * 1e3 / 2.0);
+
+    // Many sessions at once: throughput.
+    for concurrent in [16usize, 1000] {
+        let rss_before = rss_kib();
+        let mut sessions = Vec::with_capacity(concurrent);
+        for _ in 0..concurrent {
+            sessions.push(runtime.create_session(None, "build", None, "load").await.unwrap().id);
+        }
+        let rss_idle = rss_kib();
+        let started = Instant::now();
+        let mut tasks = Vec::with_capacity(concurrent);
+        for id in sessions {
+            let runtime = runtime.clone();
+            tasks.push(tokio::spawn(async move { runtime.prompt(&id, "go").await.map(|_| ()) }));
+        }
+        let mut errors = 0;
+        for task in tasks {
+            if !matches!(task.await, Ok(Ok(()))) {
+                errors += 1;
+            }
+        }
+        let elapsed = started.elapsed();
+        println!("\n{concurrent} sessions prompted at once");
+        println!(
+            "  {:>8.0} sessions/s   {:.2} s in all   errors: {errors}",
+            concurrent as f64 / elapsed.as_secs_f64(),
+            elapsed.as_secs_f64()
+        );
+        println!(
+            "  memory per idle session: {:.1} KiB (an idle session is a database row; process RSS {} -> {} KiB after creating them)",
+            (rss_idle.saturating_sub(rss_before)) as f64 / concurrent as f64,
+            rss_before,
+            rss_idle
+        );
+    }
+}
