@@ -204,6 +204,15 @@ mod tests {
     }
 
     #[test]
+    fn api_keys_never_show_in_debug_output_or_serialization() {
+        let config = Config::parse("[plugins.openai]\napi_key = \"sk-very-secret\"\n").unwrap();
+        let grants = &config.plugins["openai"];
+        assert_eq!(grants.api_key.as_ref().unwrap().expose(), "sk-very-secret");
+        assert!(!format!("{config:?}").contains("sk-very-secret"));
+        assert!(!serde_json::to_string(grants).unwrap().contains("sk-very-secret"));
+    }
+
+    #[test]
     fn first_party_plugins_get_defaults_and_others_nothing() {
         let config = Config::default();
         assert_eq!(config.grants_for("read", true).1, GrantSource::BuiltinDefault);

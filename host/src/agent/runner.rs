@@ -282,10 +282,7 @@ impl AgentRuntime {
         self.store.add_part(id, &message, "step-start", json!({})).await?;
         let mut turn =
             Turn { message_id: message.clone(), text: String::new(), calls: Vec::new(), tokens: Tokens::default(), finish: None };
-        let failure = match self.stream(session, &message, request, &mut turn).await? {
-            Ok(()) => None,
-            Err(error) => Some(error),
-        };
+        let failure = self.stream(session, &message, request, &mut turn).await?.err();
         let cost = self.cost(&session.model, turn.tokens);
         if let Some(error) = failure {
             let retry = error.is_retryable();

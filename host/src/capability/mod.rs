@@ -94,10 +94,28 @@ pub struct PluginGrants {
     pub settings: BTreeMap<String, toml::Value>,
     /// A provider's API key, written out (prefer `api_key_env`). Never shown or logged.
     #[serde(default, skip_serializing)]
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     /// The environment variable of Plugboard's that holds a provider's API key.
     #[serde(default)]
     pub api_key_env: Option<String>,
+}
+
+/// A secret from the configuration. Its `Debug` form hides it, and it is never serialized.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// An API key and the header that carries it. Its `Debug` form hides the key.
@@ -323,7 +341,7 @@ fn resolve_credential(manifest: &PluginManifest, grants: &PluginGrants) -> Resul
         return Ok(None);
     };
     let (key, origin) = match (&grants.api_key, &grants.api_key_env) {
-        (Some(key), _) => (key.clone(), "api_key".to_string()),
+        (Some(key), _) => (key.expose().to_string(), "api_key".to_string()),
         (None, Some(var)) => match std::env::var(var) {
             Ok(key) if !key.is_empty() => (key, format!("env {var}")),
             _ => return Ok(None),
