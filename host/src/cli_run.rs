@@ -57,11 +57,17 @@ pub async fn run(host: PluginHost, store: SessionStore, options: RunOptions) -> 
             runtime.create_session(None, &options.agent, options.model.as_deref(), &title).await?
         }
     };
-    let printer = tokio::spawn(print_events(store.clone(), session.id.clone(), broker.clone()));
+    let terminal = Arc::new(Terminal::default());
+    let printer = tokio::spawn(print_events(store.clone(), session.id.clone(), broker.clone(), terminal.clone()));
+    let spinner = std::io::stderr().is_terminal().then(|| tokio::spawn(spin(terminal.clone())));
     let result = runtime.prompt(&session.id, &options.prompt).await;
     // Let the printer drain what was published.
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     printer.abort();
+    if let Some(spinner) = spinner {
+        spinner.abort();
+    }
+    terminal.output(|| {});
     println!();
     let session = store.session(&session.id).await?;
     match result {
@@ -85,9 +91,48 @@ pub async fn run(host: PluginHost, store: SessionStore, options: RunOptions) -> 
     }
 }
 
+/// What the terminal shows, shared by the event printer and the spinner.
+#[derive(Default)]
+struct Terminal {
+    /// Milliseconds since the epoch of the last output.
+    last_output: std::sync::atomic::AtomicI64,
+    /// Whether the cursor is at the start of a line (the spinner may draw only there).
+    mid_line: std::sync::atomic::AtomicBool,
+    /// Whether the spinner is on screen.
+    spinning: std::sync::atomic::AtomicBool,
+}
+
+impl Terminal {
+    /// Clears the spinner, prints, and notes where the cursor is.
+    fn output(&self, print: impl FnOnce()) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.spinning.swap(false, SeqCst) {
+            eprint!("\r\x1b[2K");
+        }
+        print();
+        self.last_output.store(crate::events::now_ms(), SeqCst);
+    }
+}
+
+/// Shows a spinner on stderr while the model thinks (nothing printed for a moment).
+async fn spin(terminal: Arc<Terminal>) {
+    use std::sync::atomic::Ordering::SeqCst;
+    const FRAMES: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
+    let mut frame = 0;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let quiet = crate::events::now_ms() - terminal.last_output.load(SeqCst) > 250;
+        if quiet && !terminal.mid_line.load(SeqCst) {
+            eprint!("\r{} thinking…", FRAMES[frame % FRAMES.len()]);
+            terminal.spinning.store(true, SeqCst);
+            frame += 1;
+        }
+    }
+}
+
 /// Prints a session's events as they happen: text to stdout, the rest to stderr; answers
 /// permission questions from the terminal.
-async fn print_events(store: SessionStore, session: String, broker: Arc<PermissionBroker>) {
+async fn print_events(store: SessionStore, session: String, broker: Arc<PermissionBroker>, terminal: Arc<Terminal>) {
     let mut events = store.bus().subscribe();
     let mut text_parts = std::collections::HashSet::new();
     while let Ok(event) = events.recv().await {
@@ -100,26 +145,37 @@ async fn print_events(store: SessionStore, session: String, broker: Arc<Permissi
                 text_parts.insert(d["part_id"].as_str().unwrap_or("").to_string());
             }
             "part.delta" if text_parts.contains(d["part_id"].as_str().unwrap_or("")) => {
-                print!("{}", d["delta"].as_str().unwrap_or(""));
-                let _ = std::io::stdout().flush();
+                let delta = d["delta"].as_str().unwrap_or("");
+                terminal.output(|| {
+                    print!("{delta}");
+                    let _ = std::io::stdout().flush();
+                });
+                if !delta.is_empty() {
+                    terminal.mid_line.store(!delta.ends_with('\n'), std::sync::atomic::Ordering::SeqCst);
+                }
             }
             "tool.state" => {
                 let t = &d["data"];
                 let tool = t["tool"].as_str().unwrap_or("?");
-                match t["state"].as_str() {
-                    Some("running") => eprintln!("\n→ {tool} {}", compact(&t["input"])),
-                    Some("completed") => eprintln!("✓ {tool}: {}", t["title"].as_str().unwrap_or("done")),
-                    Some("error") => eprintln!("✗ {tool}: {}", t["error"].as_str().unwrap_or("failed")),
-                    _ => {}
-                }
+                let line = match t["state"].as_str() {
+                    Some("running") => format!("\n→ {tool} {}", compact(&t["input"])),
+                    Some("completed") => format!("✓ {tool}: {}", t["title"].as_str().unwrap_or("done")),
+                    Some("error") => format!("✗ {tool}: {}", t["error"].as_str().unwrap_or("failed")),
+                    _ => continue,
+                };
+                terminal.output(|| eprintln!("{line}"));
+                terminal.mid_line.store(false, std::sync::atomic::Ordering::SeqCst);
             }
             "session.status" if d["status"] == "retry" => {
-                eprintln!(
+                let detail = &d["detail"];
+                let line = format!(
                     "… retrying in {} ms (attempt {}): {}",
-                    d["detail"]["delay_ms"],
-                    d["detail"]["attempt"],
-                    d["detail"]["error"].as_str().unwrap_or("")
+                    detail["delay_ms"],
+                    detail["attempt"],
+                    detail["error"].as_str().unwrap_or("")
                 );
+                terminal.output(|| eprintln!("{line}"));
+                terminal.mid_line.store(false, std::sync::atomic::Ordering::SeqCst);
             }
             "permission.asked" if broker.mode() == AskMode::Prompt => {
                 let id = d["id"].as_str().unwrap_or("").to_string();
@@ -128,6 +184,8 @@ async fn print_events(store: SessionStore, session: String, broker: Arc<Permissi
                     d["tool"].as_str().unwrap_or("?"),
                     d["subject"].as_str().unwrap_or("")
                 );
+                terminal.output(|| {});
+                terminal.mid_line.store(true, std::sync::atomic::Ordering::SeqCst);
                 let answer = tokio::task::spawn_blocking(move || {
                     eprint!("\n{question}");
                     let mut line = String::new();
@@ -142,6 +200,7 @@ async fn print_events(store: SessionStore, session: String, broker: Arc<Permissi
                     _ => Reply::Reject(None),
                 };
                 broker.reply(&id, reply);
+                terminal.mid_line.store(false, std::sync::atomic::Ordering::SeqCst);
             }
             _ => {}
         }

@@ -162,3 +162,22 @@ impl<H: SseHandler> CompletionStream for SseCompletion<H> {
         }
     }
 }
+
+/// Merges a request's provider options (a JSON object) into an API request `body`, key by
+/// key.
+pub fn merge_options(body: &mut serde_json::Value, options: Option<&str>) -> Result<(), ProviderError> {
+    let Some(options) = options else { return Ok(()) };
+    let Ok(serde_json::Value::Object(extra)) = serde_json::from_str::<serde_json::Value>(options) else {
+        return Err(ProviderError::fatal("provider options must be a JSON object"));
+    };
+    for (key, value) in extra {
+        body[key] = value;
+    }
+    Ok(())
+}
+
+/// The parameters schema of `tool`, parsed.
+pub fn tool_schema(tool: &ToolSpec) -> Result<serde_json::Value, ProviderError> {
+    serde_json::from_str(&tool.parameters_schema)
+        .map_err(|e| ProviderError::fatal(format!("tool `{}` has a schema that is not JSON: {e}", tool.name)))
+}

@@ -144,20 +144,12 @@ fn request_body(request: &CompletionRequest) -> Result<Value, ProviderError> {
     if !request.tools.is_empty() {
         let mut tools = Vec::new();
         for t in &request.tools {
-            let schema: Value = serde_json::from_str(&t.parameters_schema)
-                .map_err(|e| ProviderError::fatal(format!("tool `{}` has a schema that is not JSON: {e}", t.name)))?;
+            let schema = tool_schema(t)?;
             tools.push(json!({ "name": t.name, "description": t.description, "input_schema": schema }));
         }
         body["tools"] = Value::Array(tools);
     }
-    if let Some(options) = &request.options {
-        let Ok(Value::Object(extra)) = serde_json::from_str::<Value>(options) else {
-            return Err(ProviderError::fatal("provider options must be a JSON object"));
-        };
-        for (k, v) in extra {
-            body[k] = v;
-        }
-    }
+    merge_options(&mut body, request.options.as_deref())?;
     Ok(body)
 }
 

@@ -120,8 +120,7 @@ fn request_body(request: &CompletionRequest, include_usage: bool) -> Result<Valu
     if !request.tools.is_empty() {
         let mut tools = Vec::new();
         for t in &request.tools {
-            let parameters: Value = serde_json::from_str(&t.parameters_schema)
-                .map_err(|e| ProviderError::fatal(format!("tool `{}` has a schema that is not JSON: {e}", t.name)))?;
+            let parameters = tool_schema(t)?;
             tools.push(
                 json!({ "type": "function", "function": { "name": t.name, "description": t.description, "parameters": parameters } }),
             );
@@ -134,14 +133,7 @@ fn request_body(request: &CompletionRequest, include_usage: bool) -> Result<Valu
     if let Some(m) = request.max_output_tokens {
         body["max_tokens"] = json!(m);
     }
-    if let Some(options) = &request.options {
-        let Ok(Value::Object(extra)) = serde_json::from_str::<Value>(options) else {
-            return Err(ProviderError::fatal("provider options must be a JSON object"));
-        };
-        for (k, v) in extra {
-            body[k] = v;
-        }
-    }
+    merge_options(&mut body, request.options.as_deref())?;
     Ok(body)
 }
 
