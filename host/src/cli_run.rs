@@ -51,7 +51,13 @@ pub async fn run(host: PluginHost, store: SessionStore, options: RunOptions) -> 
     let broker = Arc::new(PermissionBroker::new(store.clone(), mode));
     let runtime = AgentRuntime::new(Arc::new(host), store.clone(), broker.clone(), agents, default_model);
     let session = match &options.session {
-        Some(id) => store.session(id).await.map_err(|e| anyhow::anyhow!("{e}"))?,
+        Some(id) => {
+            let session = store.session(id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            if let Some(model) = options.model.as_deref().filter(|m| *m != session.model) {
+                eprintln!("warning: --model {model} is ignored: session {id} continues with {}", session.model);
+            }
+            session
+        }
         None => {
             let title: String = options.prompt.chars().take(60).collect();
             runtime.create_session(None, &options.agent, options.model.as_deref(), &title).await?

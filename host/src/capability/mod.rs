@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::manifest::PluginManifest;
 use confinement::{ConfinementSupport, UnconfinedCommands};
-use filesystem::{Access, DirGrant, DirGrantSpec};
+use filesystem::{DirGrant, DirGrantSpec};
 use network::{HostPattern, NetworkPolicy};
 use process::{CommandPattern, CommandRunner, ProcessPolicy};
 
@@ -323,11 +323,6 @@ impl CapabilityPolicy {
                 format!("to grant it, add to plugboard.toml:\n  [plugins.{id}]\n  env = [{target:?}]")
             }
         }
-    }
-
-    /// True when the plugin can see `path` with at least `access`.
-    pub fn allows_path(&self, path: &Path, access: Access) -> bool {
-        self.filesystem.iter().any(|g| path.starts_with(&g.path) && g.access >= access)
     }
 }
 

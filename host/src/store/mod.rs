@@ -10,7 +10,7 @@ pub mod sessions;
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use crate::events::{Event, EventBus, now_ms};
 
@@ -172,15 +172,6 @@ impl SessionStore {
                 })
             })?;
             rows.collect()
-        })
-        .await
-    }
-
-    /// Whether session `id` exists.
-    pub async fn session_exists(&self, id: &str) -> Result<bool, StoreError> {
-        let id = id.to_string();
-        self.read(move |conn| {
-            conn.query_row("SELECT 1 FROM sessions WHERE id = ?1", params![id], |_| Ok(())).optional().map(|r| r.is_some())
         })
         .await
     }
