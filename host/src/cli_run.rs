@@ -8,8 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::agent::permission::{AskMode, PermissionBroker, Reply};
-use crate::agent::resolve_agents;
-use crate::agent::runner::AgentRuntime;
+use crate::agent::{AgentError, AgentRuntime};
 use crate::runtime::PluginHost;
 use crate::store::SessionStore;
 
@@ -46,10 +45,8 @@ pub async fn run(host: PluginHost, store: SessionStore, options: RunOptions) -> 
     } else {
         AskMode::DenyAll
     };
-    let agents = resolve_agents(&host.config().agents).map_err(|e| anyhow::anyhow!(e))?;
-    let default_model = host.config().default_model.clone();
-    let broker = Arc::new(PermissionBroker::new(store.clone(), mode));
-    let runtime = AgentRuntime::new(Arc::new(host), store.clone(), broker.clone(), agents, default_model);
+    let runtime = AgentRuntime::new(Arc::new(host), store.clone(), mode)?;
+    let broker = runtime.broker().clone();
     let session = match &options.session {
         Some(id) => {
             let session = store.session(id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -66,7 +63,13 @@ pub async fn run(host: PluginHost, store: SessionStore, options: RunOptions) -> 
     let terminal = Arc::new(Terminal::default());
     let printer = tokio::spawn(print_events(store.clone(), session.id.clone(), broker.clone(), terminal.clone()));
     let spinner = std::io::stderr().is_terminal().then(|| tokio::spawn(spin(terminal.clone())));
-    let result = runtime.prompt(&session.id, &options.prompt).await;
+    // Ctrl-C cancels the activity: what was streamed stays, recorded as aborted.
+    let result = tokio::select! {
+        result = runtime.prompt(&session.id, &options.prompt) => result,
+        _ = tokio::signal::ctrl_c() => {
+            runtime.cancel(&session.id).await.map(|_| ()).err().map_or(Err(AgentError::Cancelled), Err)
+        }
+    };
     // Let the printer drain what was published.
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     printer.abort();
@@ -89,6 +92,10 @@ pub async fn run(host: PluginHost, store: SessionStore, options: RunOptions) -> 
                 if outcome.finish == "stop" { String::new() } else { format!(" · ended: {}", outcome.finish) }
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Err(AgentError::Cancelled) => {
+            eprintln!("\ncancelled · session {}", session.id);
+            Ok(ExitCode::from(130))
         }
         Err(e) => {
             eprintln!("\nerror: {e}\nsession {}", session.id);

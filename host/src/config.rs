@@ -50,6 +50,9 @@ pub struct Config {
     /// The model of sessions that name none, as `provider/model`.
     #[serde(default)]
     pub default_model: Option<String>,
+    /// `[sessions]`: how many sessions run at once.
+    #[serde(default)]
+    pub sessions: crate::agent::SessionSettings,
 }
 
 /// `[cache]`.

@@ -125,3 +125,125 @@ fn a_scaffolded_plugin_builds_and_runs() {
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "Hello, world!\n");
 }
+
+/// `plugboard.toml` pointing the `openai` provider at a local server.
+fn provider_config(url: &str) -> String {
+    format!(
+        "default_model = \"openai/test-model\"\n[plugins.openai]\nnetwork = [\"{url}\"]\napi_key = \"sk-test\"\n\
+         settings = {{ base_url = \"{url}/v1\", models = [{{ id = \"test-model\" }}] }}\n"
+    )
+}
+
+/// An OpenAI-style stream: `words` text chunks, one every `delay`.
+fn streamed_words(words: &[&str], delay: std::time::Duration) -> plugboard_tests::Scripted {
+    let mut pieces: Vec<Vec<u8>> = words
+        .iter()
+        .map(|w| format!("data: {}\n\n", serde_json::json!({"choices": [{"index": 0, "delta": {"content": w}}]})).into_bytes())
+        .collect();
+    let finish = serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+    pieces.push(format!("data: {finish}\n\ndata: [DONE]\n\n").into_bytes());
+    plugboard_tests::Scripted { status: 200, headers: vec![("content-type".into(), "text/event-stream".into())], pieces, delay }
+}
+
+fn json_of(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+/// Starts `plugboard run "count slowly"` and returns once `marker` was printed (what is
+/// printed was stored first).
+fn run_until_streaming(ws: &Path, data_dir: &str, marker: &str) -> std::process::Child {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_plugboard"))
+        .args(["run", "--data-dir", data_dir, "count slowly"])
+        .current_dir(ws)
+        .env("XDG_CACHE_HOME", std::env::temp_dir().join("plugboard-cli-cache"))
+        .env("XDG_CONFIG_HOME", ws.join(".no-user-config"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains(marker) {
+        let mut buf = [0u8; 256];
+        let n = stdout.read(&mut buf).unwrap();
+        if n == 0 {
+            let mut stderr = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+            panic!("plugboard run ended before streaming: {stderr}");
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    child.stdout = Some(stdout);
+    child
+}
+
+fn slow_words(n: usize) -> plugboard_tests::Scripted {
+    let words: Vec<String> = (0..n).map(|i| format!("w{i} ")).collect();
+    streamed_words(&words.iter().map(String::as_str).collect::<Vec<_>>(), std::time::Duration::from_millis(40))
+}
+
+#[test]
+fn ctrl_c_cancels_the_run_and_records_the_answer_aborted() {
+    let server = plugboard_tests::ScriptedServer::start(vec![slow_words(200)]);
+    let tmp = TempDir::new("ctrl-c");
+    let ws = tmp.workspace();
+    let data = tmp.0.join("data");
+    let data_arg = data.to_str().unwrap();
+    std::fs::write(ws.join("plugboard.toml"), provider_config(&server.url())).unwrap();
+    let child = run_until_streaming(&ws, data_arg, "w2 ");
+    let interrupted = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(interrupted.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("cancelled"), "{}", text(&out.stderr));
+    let sessions = json_of(&plugboard(&ws, &["session", "list", "--json", "--data-dir", data_arg]));
+    assert_eq!(sessions[0]["status"], "idle");
+    let id = sessions[0]["id"].as_str().unwrap();
+    let shown = json_of(&plugboard(&ws, &["session", "show", id, "--json", "--data-dir", data_arg]));
+    assert_eq!(shown["messages"][1]["status"], "aborted");
+}
+
+#[test]
+fn a_turn_killed_with_sigkill_is_marked_interrupted_and_the_session_goes_on_after_a_restart() {
+    let server = plugboard_tests::ScriptedServer::start(vec![
+        slow_words(200),
+        streamed_words(&["after ", "the ", "restart"], std::time::Duration::ZERO),
+    ]);
+    let tmp = TempDir::new("kill9");
+    let ws = tmp.workspace();
+    let data = tmp.0.join("data");
+    let data_arg = data.to_str().unwrap();
+    std::fs::write(ws.join("plugboard.toml"), provider_config(&server.url())).unwrap();
+
+    let mut child = run_until_streaming(&ws, data_arg, "w3 ");
+    child.kill().unwrap();
+    assert!(!child.wait().unwrap().success());
+
+    // Before any restart: the history is intact up to the last recorded part.
+    let sessions = json_of(&plugboard(&ws, &["session", "list", "--json", "--data-dir", data_arg]));
+    let id = sessions[0]["id"].as_str().unwrap().to_string();
+    let shown = json_of(&plugboard(&ws, &["session", "show", &id, "--json", "--data-dir", data_arg]));
+    let answer = &shown["messages"][1];
+    assert_eq!(answer["status"], "running");
+    let partial =
+        answer["parts"].as_array().unwrap().iter().find(|p| p["kind"] == "text").unwrap()["data"]["text"].as_str().unwrap().to_string();
+    assert!(partial.starts_with("w0 w1 w2 w3 ") && !partial.contains("w199"), "{partial}");
+
+    // A new process continues the session: the killed turn is closed as interrupted.
+    let out = plugboard(&ws, &["run", "--data-dir", data_arg, "--session", &id, "go on"]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("after the restart"), "{}", text(&out.stdout));
+    let shown = json_of(&plugboard(&ws, &["session", "show", &id, "--json", "--data-dir", data_arg]));
+    assert_eq!(shown["session"]["status"], "idle");
+    let statuses: Vec<&str> = shown["messages"].as_array().unwrap().iter().map(|m| m["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["completed", "interrupted", "completed", "completed"]);
+    assert!(shown["messages"][1]["error"].as_str().unwrap().contains("interrupted"));
+    let kept = shown["messages"][1]["parts"].as_array().unwrap().iter().find(|p| p["kind"] == "text").unwrap()["data"]["text"].clone();
+    assert_eq!(kept.as_str().unwrap(), partial, "recovery keeps what was recorded");
+    // The model saw the interrupted answer as part of the conversation.
+    let body: serde_json::Value = serde_json::from_str(&server.received()[1].body).unwrap();
+    let roles: Vec<&str> = body["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user"]);
+}

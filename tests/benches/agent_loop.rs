@@ -11,9 +11,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use plugboard::agent::permission::{AskMode, PermissionBroker};
-use plugboard::agent::resolve_agents;
-use plugboard::agent::runner::AgentRuntime;
+use plugboard::agent::AgentRuntime;
+use plugboard::agent::permission::AskMode;
 use plugboard::store::SessionStore;
 use plugboard_tests::Workspace;
 
@@ -32,12 +31,12 @@ fn rss_kib() -> u64 {
 async fn run() {
     let prompts: usize = std::env::var("PLUGBOARD_BENCH_PROMPTS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
     let ws = Workspace::new();
-    ws.config("default_model = \"instant/script\"\n[agents.build]\npermissions = [{ tool = \"echo\", action = \"allow\" }]\n");
+    ws.config(
+        "default_model = \"instant/script\"\n[sessions]\nmax_concurrent = 1000\n[agents.build]\npermissions = [{ tool = \"echo\", action = \"allow\" }]\n",
+    );
     let host = ws.host().await;
     let store = SessionStore::open(&ws.dir.join(".data/plugboard.db")).unwrap();
-    let agents = resolve_agents(&host.config().agents).unwrap();
-    let broker = Arc::new(PermissionBroker::new(store.clone(), AskMode::DenyAll));
-    let runtime = Arc::new(AgentRuntime::new(Arc::new(host), store.clone(), broker, agents, Some("instant/script".into())));
+    let runtime = AgentRuntime::new(Arc::new(host), store.clone(), AskMode::DenyAll).unwrap();
     println!("plugboard agent-loop benchmark ({prompts} prompts; each: 2 turns, 3 parallel tool calls)\n");
 
     // Warm up.

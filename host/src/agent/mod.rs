@@ -1,8 +1,13 @@
 //! The agent: named profiles (permission rules, model, step limit) and the loop that runs a
 //! prompt through provider turns and tool calls, recording everything durably.
 
+mod activity;
 pub mod permission;
-pub mod runner;
+pub mod runtime;
+
+pub use crate::store::inbox::Delivery;
+pub use activity::provider_messages;
+pub use runtime::{Admission, AgentError, AgentRuntime, Cancellation, Outcome, SessionSettings};
 
 use std::collections::BTreeMap;
 

@@ -136,18 +136,36 @@ pub struct PendingAsk {
     pub reason: String,
 }
 
-/// Asks and their answers, and the rules sessions added with `always`.
+/// Asks and their answers. An `always` answer is stored with the session as an allow rule
+/// (see [`crate::store::session_rules`]); the activity that asked applies it at once.
 pub struct PermissionBroker {
     store: SessionStore,
     mode: AskMode,
     pending: Mutex<HashMap<String, (PendingAsk, oneshot::Sender<Reply>)>>,
-    session_rules: Mutex<HashMap<String, Vec<Rule>>>,
+    /// Questions whose activity stopped before an answer came, by session.
+    abandoned: Mutex<HashMap<String, Vec<String>>>,
+}
+
+/// Removes a question when its asker stops waiting (the activity was cancelled).
+struct PendingGuard<'a> {
+    broker: &'a PermissionBroker,
+    id: String,
+    session: String,
+    answered: bool,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if self.broker.pending.lock().expect("not poisoned").remove(&self.id).is_some() && !self.answered {
+            self.broker.abandoned.lock().expect("not poisoned").entry(self.session.clone()).or_default().push(self.id.clone());
+        }
+    }
 }
 
 impl PermissionBroker {
     /// A broker that records its questions and answers in `store`.
     pub fn new(store: SessionStore, mode: AskMode) -> Self {
-        PermissionBroker { store, mode, pending: Mutex::new(HashMap::new()), session_rules: Mutex::new(HashMap::new()) }
+        PermissionBroker { store, mode, pending: Mutex::new(HashMap::new()), abandoned: Mutex::new(HashMap::new()) }
     }
 
     /// How questions are answered.
@@ -155,24 +173,26 @@ impl PermissionBroker {
         self.mode
     }
 
-    /// Rules added to `session` by `always` answers.
-    pub fn session_rules(&self, session: &str) -> Vec<Rule> {
-        self.session_rules.lock().expect("not poisoned").get(session).cloned().unwrap_or_default()
-    }
-
     /// Questions waiting for an answer.
     pub fn pending(&self) -> Vec<PendingAsk> {
         self.pending.lock().expect("not poisoned").values().map(|(a, _)| a.clone()).collect()
     }
 
+    /// Takes the ids of questions of `session` that were abandoned by a cancelled activity.
+    pub fn take_abandoned(&self, session: &str) -> Vec<String> {
+        self.abandoned.lock().expect("not poisoned").remove(session).unwrap_or_default()
+    }
+
     /// Asks about a call and waits for the answer (emits `permission.asked`, then
-    /// `permission.replied`).
+    /// `permission.replied`). An `always` answer stores an allow rule for `tool` on
+    /// `subject` with the session, in the same transaction as the reply.
     pub async fn ask(&self, session: &str, call_id: &str, tool: &str, subject: &str, reason: &str) -> Reply {
         let id = format!("per_{}", uuid::Uuid::now_v7().simple());
         let ask =
             PendingAsk { id: id.clone(), session_id: session.into(), tool: tool.into(), subject: subject.into(), reason: reason.into() };
         let (sender, answer) = oneshot::channel();
         self.pending.lock().expect("not poisoned").insert(id.clone(), (ask.clone(), sender));
+        let mut guard = PendingGuard { broker: self, id: id.clone(), session: session.into(), answered: false };
         let data = json!({ "id": id, "call_id": call_id, "tool": tool, "subject": subject, "reason": reason });
         let session_key = session.to_string();
         let _ = self.store.write(move |tx| tx.emit(Some(&session_key), "permission.asked", data)).await;
@@ -181,14 +201,20 @@ impl PermissionBroker {
             AskMode::DenyAll => Reply::Reject(Some("permission questions are refused in non-interactive mode".into())),
             AskMode::Prompt => answer.await.unwrap_or(Reply::Reject(Some("the question was abandoned".into()))),
         };
-        self.pending.lock().expect("not poisoned").remove(&id);
-        if reply == Reply::Always {
-            let rule = Rule::of(tool, if subject.is_empty() { "*" } else { subject }, Action::Allow);
-            self.session_rules.lock().expect("not poisoned").entry(session.into()).or_default().push(rule);
-        }
+        guard.answered = true;
+        drop(guard);
         let data = json!({ "id": id, "reply": reply });
         let session_key = session.to_string();
-        let _ = self.store.write(move |tx| tx.emit(Some(&session_key), "permission.replied", data)).await;
+        let rule = (reply == Reply::Always).then(|| session_rule(tool, subject));
+        let _ = self
+            .store
+            .write(move |tx| {
+                if let Some(rule) = &rule {
+                    tx.add_session_rule(&session_key, rule)?;
+                }
+                tx.emit(Some(&session_key), "permission.replied", data)
+            })
+            .await;
         reply
     }
 
@@ -198,6 +224,16 @@ impl PermissionBroker {
             Some((_, sender)) => sender.send(reply).is_ok(),
             None => false,
         }
+    }
+}
+
+/// The rule an `always` answer adds: allow `tool` on exactly `subject` (any subject when
+/// the call has none).
+pub fn session_rule(tool: &str, subject: &str) -> RuleSpec {
+    RuleSpec {
+        tool: globset::escape(tool),
+        pattern: if subject.is_empty() { "*".into() } else { globset::escape(subject) },
+        action: Action::Allow,
     }
 }
 

@@ -221,6 +221,9 @@ impl CommandRunner {
         }
         let mut child = command.spawn().map_err(|e| CommandError::Failed(format!("cannot start `/bin/sh`: {e}")))?;
         let pid = child.id();
+        // However the call ends (done, timed out, or dropped because its activity was
+        // cancelled), nothing it started outlives it.
+        let _group = pid.map(ProcessGroup);
         let mut stdout = child.stdout.take().expect("stdout is piped");
         let mut stderr = child.stderr.take().expect("stderr is piped");
         let cap = self.max_output_bytes;
@@ -286,6 +289,15 @@ fn append_capped(buffer: &mut Vec<u8>, bytes: &[u8], room: usize) -> bool {
     let room = room.saturating_sub(buffer.len()).min(bytes.len());
     buffer.extend_from_slice(&bytes[..room]);
     room < bytes.len()
+}
+
+/// Kills the process group it names when dropped.
+struct ProcessGroup(u32);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        kill_group(self.0);
+    }
 }
 
 fn kill_group(pid: u32) {

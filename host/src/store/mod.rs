@@ -5,7 +5,10 @@
 //! One thread owns the connection; async code sends it closures ([`SessionStore::write`],
 //! [`SessionStore::read`]) and awaits the answer, so no tokio worker blocks on SQLite.
 
+pub mod inbox;
+pub mod lease;
 mod schema;
+pub mod session_rules;
 pub mod sessions;
 
 use std::path::{Path, PathBuf};
@@ -31,12 +34,35 @@ pub enum StoreError {
     /// The storage thread is gone.
     #[error("the storage thread has stopped")]
     Closed,
+    /// A transaction could not commit; its writes were not stored.
+    #[error("database commit failed: {0}")]
+    Commit(String),
     /// A session id that does not exist.
     #[error("no session `{0}`")]
     NotFound(String),
 }
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// Delivers a write's answer once its batch committed (`Ok`) or failed (`Err`).
+type Deliver = Box<dyn FnOnce(Result<(), &str>) + Send>;
+
+/// A write as the storage thread runs it: in a savepoint of the current batch's
+/// transaction; true when it succeeded.
+type WriteFn = Box<dyn FnOnce(&mut Tx) -> (bool, Deliver) + Send>;
+
+/// Work for the storage thread.
+enum Job {
+    /// A write; an `urgent` one has someone waiting for it, and commits (with every write
+    /// queued before it) at once.
+    Write { write: WriteFn, urgent: bool },
+    /// Runs on its own, after the writes queued before it committed.
+    Read(Box<dyn FnOnce(&Connection) + Send>),
+}
+
+/// Writes queued together commit together, at most this many per transaction.
+const MAX_BATCH: usize = 512;
+
+/// How long a lazy write may wait for others to share its transaction.
+const LAZY_WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The database and the bus its events go out on.
 #[derive(Clone)]
@@ -46,9 +72,29 @@ pub struct SessionStore {
     path: PathBuf,
 }
 
-/// A write transaction that collects the events it records.
+/// A write in progress: queued when it was made, awaited when its answer is needed. The
+/// storage thread runs writes in order, so one that is awaited has every earlier one
+/// behind it.
+#[must_use = "a write's error is only seen by awaiting it"]
+pub struct PendingWrite<T> {
+    answer: Option<tokio::sync::oneshot::Receiver<Result<T, StoreError>>>,
+}
+
+impl<T> std::future::Future for PendingWrite<T> {
+    type Output = Result<T, StoreError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        match self.answer.as_mut() {
+            None => std::task::Poll::Ready(Err(StoreError::Closed)),
+            Some(answer) => std::pin::Pin::new(answer).poll(cx).map(|r| r.unwrap_or(Err(StoreError::Closed))),
+        }
+    }
+}
+
+/// A write, in its own savepoint of a batch's transaction, that collects the events it
+/// records.
 pub struct Tx<'a> {
-    tx: rusqlite::Transaction<'a>,
+    tx: rusqlite::Savepoint<'a>,
     events: Vec<Event>,
 }
 
@@ -63,10 +109,10 @@ impl Tx<'_> {
     pub fn emit(&mut self, session_id: Option<&str>, kind: &str, data: serde_json::Value) -> rusqlite::Result<()> {
         let timestamp = now_ms();
         let session_seq: i64 = match session_id {
-            Some(id) => {
-                self.tx
-                    .query_row("SELECT COALESCE(MAX(session_seq), 0) + 1 FROM events WHERE session_id = ?1", params![id], |r| r.get(0))?
-            }
+            Some(id) => self
+                .tx
+                .prepare_cached("SELECT COALESCE(MAX(session_seq), 0) + 1 FROM events WHERE session_id = ?1")?
+                .query_row(params![id], |r| r.get(0))?,
             None => 0,
         };
         self.tx
@@ -92,16 +138,28 @@ impl SessionStore {
         conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| open_error(e.to_string()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| open_error(e.to_string()))?;
         schema::migrate(&mut conn).map_err(|e| open_error(format!("migrating: {e}")))?;
+        // Every statement the store runs stays prepared (the default keeps 16).
+        conn.set_prepared_statement_cache_capacity(256);
+        // Checkpoints (which wait for the disk) run on a thread of their own, not between
+        // the writes of the storage thread.
+        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(|e| open_error(e.to_string()))?;
+        let checkpoints = Connection::open(path).map_err(|e| open_error(e.to_string()))?;
         let (jobs, receiver) = std::sync::mpsc::channel::<Job>();
+        let (running, stopped) = std::sync::mpsc::channel::<()>();
+        let bus = EventBus::new(4096);
+        let publisher = bus.clone();
         std::thread::Builder::new()
             .name("plugboard-store".into())
             .spawn(move || {
-                while let Ok(job) = receiver.recv() {
-                    job(&mut conn);
-                }
+                serve(&mut conn, &receiver, &publisher);
+                drop(running);
             })
             .map_err(|e| open_error(format!("cannot start the storage thread: {e}")))?;
-        Ok(SessionStore { jobs, bus: EventBus::new(4096), path: path.to_path_buf() })
+        std::thread::Builder::new()
+            .name("plugboard-checkpoint".into())
+            .spawn(move || checkpoint_until_closed(&checkpoints, &stopped))
+            .map_err(|e| open_error(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(SessionStore { jobs, bus, path: path.to_path_buf() })
     }
 
     /// The default database: `<data dir>/plugboard.db`.
@@ -119,24 +177,44 @@ impl SessionStore {
         &self.bus
     }
 
-    /// Runs `f` in a write transaction; on success commits, then publishes the events it
-    /// recorded.
-    pub async fn write<T: Send + 'static>(&self, f: impl FnOnce(&mut Tx) -> rusqlite::Result<T> + Send + 'static) -> Result<T, StoreError> {
+    /// Queues `f` as a write and returns its answer to await. `f` runs in its own savepoint
+    /// of a transaction shared with the writes queued alongside it (group commit); an
+    /// error in `f` rolls back only its own changes. The answer comes, and the events it
+    /// recorded go out on the bus, once the transaction committed: nothing is announced
+    /// before it is stored. Publishing happens on the storage thread, so the bus carries
+    /// events in sequence order even when the writer stopped waiting (a cancelled activity).
+    pub fn write<T: Send + 'static>(&self, f: impl FnOnce(&mut Tx) -> rusqlite::Result<T> + Send + 'static) -> PendingWrite<T> {
+        self.queue_write(f, true)
+    }
+
+    /// Like [`SessionStore::write`], for a writer that does not wait for the answer now:
+    /// the write may wait up to 10 ms for others to share its transaction (fewer, larger
+    /// commits). An urgent write, or a read, commits it at once along with everything
+    /// queued before.
+    pub fn write_lazy<T: Send + 'static>(&self, f: impl FnOnce(&mut Tx) -> rusqlite::Result<T> + Send + 'static) -> PendingWrite<T> {
+        self.queue_write(f, false)
+    }
+
+    fn queue_write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Tx) -> rusqlite::Result<T> + Send + 'static,
+        urgent: bool,
+    ) -> PendingWrite<T> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let result = (|| -> rusqlite::Result<(T, Vec<Event>)> {
-                let mut tx = Tx { tx: conn.transaction()?, events: Vec::new() };
-                let value = f(&mut tx)?;
-                let events = std::mem::take(&mut tx.events);
-                tx.tx.commit()?;
-                Ok((value, events))
-            })();
-            let _ = reply.send(result);
+        let write: WriteFn = Box::new(move |tx| {
+            let result = f(tx);
+            let ok = result.is_ok();
+            let deliver: Deliver = Box::new(move |committed| {
+                let answer = match (result, committed) {
+                    (Ok(value), Ok(())) => Ok(value),
+                    (Err(e), _) => Err(StoreError::Sqlite(e)),
+                    (Ok(_), Err(message)) => Err(StoreError::Commit(message.to_string())),
+                };
+                let _ = reply.send(answer);
+            });
+            (ok, deliver)
         });
-        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
-        let (value, events) = answer.await.map_err(|_| StoreError::Closed)??;
-        self.bus.publish(events);
-        Ok(value)
+        PendingWrite { answer: self.jobs.send(Job::Write { write, urgent }).is_ok().then_some(answer) }
     }
 
     /// Runs a read `f` on the storage thread.
@@ -145,9 +223,9 @@ impl SessionStore {
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |conn| {
+        let job = Job::Read(Box::new(move |conn| {
             let _ = reply.send(f(conn));
-        });
+        }));
         self.jobs.send(job).map_err(|_| StoreError::Closed)?;
         Ok(answer.await.map_err(|_| StoreError::Closed)??)
     }
@@ -174,5 +252,141 @@ impl SessionStore {
             rows.collect()
         })
         .await
+    }
+}
+
+/// The storage thread: runs reads alone and writes in batches, until every handle to the
+/// store is dropped. A batch commits when an urgent write or a read arrives, when it is
+/// full, or when its first lazy write has waited [`LAZY_WINDOW`].
+fn serve(conn: &mut Connection, jobs: &std::sync::mpsc::Receiver<Job>, bus: &EventBus) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut batch: Vec<WriteFn> = Vec::new();
+    let mut deadline: Option<std::time::Instant> = None;
+    loop {
+        let job = match deadline {
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+            Some(at) => match jobs.recv_timeout(at.saturating_duration_since(std::time::Instant::now())) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => {
+                    commit_batch(conn, std::mem::take(&mut batch), bus);
+                    deadline = None;
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+        };
+        match job {
+            Job::Read(read) => {
+                if !batch.is_empty() {
+                    commit_batch(conn, std::mem::take(&mut batch), bus);
+                    deadline = None;
+                }
+                read(conn);
+            }
+            Job::Write { write, urgent } => {
+                batch.push(write);
+                if urgent || batch.len() >= MAX_BATCH {
+                    // Whatever else is queued right now shares the commit.
+                    let mut read = None;
+                    while batch.len() < MAX_BATCH && read.is_none() {
+                        match jobs.try_recv() {
+                            Ok(Job::Write { write, .. }) => batch.push(write),
+                            Ok(job) => read = Some(job),
+                            Err(_) => break,
+                        }
+                    }
+                    commit_batch(conn, std::mem::take(&mut batch), bus);
+                    deadline = None;
+                    if let Some(Job::Read(read)) = read {
+                        read(conn);
+                    }
+                } else if deadline.is_none() {
+                    deadline = Some(std::time::Instant::now() + LAZY_WINDOW);
+                }
+            }
+        }
+    }
+    if !batch.is_empty() {
+        commit_batch(conn, batch, bus);
+    }
+}
+
+/// Runs writes in one transaction, each in its own savepoint; after the commit, publishes
+/// their events and delivers their answers.
+fn commit_batch(conn: &mut Connection, batch: Vec<WriteFn>, bus: &EventBus) {
+    let mut delivers = Vec::with_capacity(batch.len());
+    let mut events = Vec::new();
+    let committed = (|| -> rusqlite::Result<()> {
+        let mut outer = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for write in batch {
+            let mut tx = Tx { tx: outer.savepoint()?, events: Vec::new() };
+            let (ok, deliver) = write(&mut tx);
+            delivers.push(deliver);
+            if ok {
+                events.append(&mut tx.events);
+                tx.tx.commit()?;
+            }
+        }
+        outer.commit()
+    })();
+    match committed {
+        Ok(()) => {
+            bus.publish(events);
+            for deliver in delivers {
+                deliver(Ok(()));
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            for deliver in delivers {
+                deliver(Err(&message));
+            }
+        }
+    }
+}
+
+/// Copies the write-ahead log into the database every [`CHECKPOINT_EVERY`], without
+/// blocking writers, until the storage thread stops.
+fn checkpoint_until_closed(conn: &Connection, stopped: &std::sync::mpsc::Receiver<()>) {
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint failed; it is retried");
+        }
+    }
+}
+
+/// How often the write-ahead log is checkpointed.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failing_write_rolls_back_alone_and_the_rest_of_its_batch_commits_in_order() {
+        let dir = std::env::temp_dir().join(format!("plugboard-store-batch-{}", std::process::id()));
+        let store = SessionStore::open(&dir.join("plugboard.db")).unwrap();
+        let mut bus = store.bus().subscribe();
+        // Two lazy writes wait for company; the urgent one commits all three together.
+        let first = store.write_lazy(|tx| tx.emit(None, "first", json!({})));
+        let failing = store.write_lazy(|tx| {
+            tx.emit(None, "lost", json!({}))?;
+            tx.conn().execute("INSERT INTO no_such_table VALUES (1)", []).map(|_| ())
+        });
+        let last = store.write(|tx| tx.emit(None, "last", json!({})));
+        first.await.unwrap();
+        assert!(matches!(failing.await, Err(StoreError::Sqlite(_))));
+        last.await.unwrap();
+        let stored = store.events_after(0, None, 10).await.unwrap();
+        assert_eq!(stored.iter().map(|e| (e.seq, e.kind.as_str())).collect::<Vec<_>>(), [(1, "first"), (2, "last")]);
+        let published: Vec<Event> = std::iter::from_fn(|| bus.try_recv().ok()).collect();
+        assert_eq!(published, stored, "only what was stored is announced, in order");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -66,6 +66,39 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     CREATE INDEX events_by_session ON events(session_id, session_seq);",
+    // 2: the session lease, the inbox's state, durable session rules, the input a user
+    // message came from, and unfinished tool parts by session.
+    "ALTER TABLE sessions ADD COLUMN owner TEXT;
+    ALTER TABLE sessions ADD COLUMN lease_expires_at INTEGER;
+    ALTER TABLE inbox ADD COLUMN status TEXT NOT NULL DEFAULT 'pending';
+    CREATE INDEX inbox_by_status ON inbox(session_id, status);
+    ALTER TABLE messages ADD COLUMN input_id TEXT;
+    CREATE INDEX parts_by_session ON parts(session_id, kind);
+    CREATE TABLE session_rules (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL REFERENCES sessions(id),
+        tool TEXT NOT NULL,
+        pattern TEXT NOT NULL,
+        action TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX session_rules_by_session ON session_rules(session_id, id);",
+    // 3: fewer pages per commit: event numbers without AUTOINCREMENT (events are never
+    // deleted, so the next number is still the largest plus one), and no duplicate inbox
+    // index.
+    "CREATE TABLE events_v3 (
+        seq INTEGER PRIMARY KEY,
+        session_id TEXT,
+        session_seq INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        data TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    INSERT INTO events_v3 SELECT seq, session_id, session_seq, type, data, created_at FROM events;
+    DROP TABLE events;
+    ALTER TABLE events_v3 RENAME TO events;
+    CREATE INDEX events_by_session ON events(session_id, session_seq);
+    DROP INDEX inbox_pending;",
 ];
 
 /// Brings the database to the newest schema.

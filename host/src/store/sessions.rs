@@ -4,7 +4,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{SessionStore, StoreError};
+use super::{SessionStore, StoreError, Tx};
 use crate::events::now_ms;
 
 /// Token counts.
@@ -33,7 +33,7 @@ pub struct SessionRecord {
     pub model: String,
     /// The workspace directory.
     pub workspace: String,
-    /// `idle`, `busy` or `retry`.
+    /// `idle`, `queued` (waiting for a free slot), `busy` or `retry`.
     pub status: String,
     /// Tokens used by all its messages.
     pub tokens: Tokens,
@@ -79,7 +79,8 @@ pub struct MessageRecord {
     pub parts: Vec<PartRecord>,
 }
 
-fn new_id(prefix: &str) -> String {
+/// A new time-ordered id with a type prefix (`ses_`, `msg_`, `prt_`, `inp_`).
+pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
 }
 
@@ -137,7 +138,9 @@ impl SessionStore {
     pub async fn session(&self, id: &str) -> Result<SessionRecord, StoreError> {
         let key = id.to_string();
         self.read(move |conn| {
-            conn.query_row(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"), params![key], session_from_row).optional()
+            conn.prepare_cached(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"))?
+                .query_row(params![key], session_from_row)
+                .optional()
         })
         .await?
         .ok_or_else(|| StoreError::NotFound(id.to_string()))
@@ -154,144 +157,206 @@ impl SessionStore {
         .await
     }
 
-    /// Sets a session's status (`idle`, `busy`, `retry`), with details for the event.
-    pub async fn set_status(&self, id: &str, status: &str, detail: Value) -> Result<(), StoreError> {
-        let (id, status) = (id.to_string(), status.to_string());
-        self.write(move |tx| {
-            tx.conn().prepare_cached("UPDATE sessions SET status = ?2, updated_at = ?3 WHERE id = ?1")?.execute(params![
-                id,
-                status,
-                now_ms()
-            ])?;
-            tx.emit(Some(&id), "session.status", json!({ "status": status, "detail": detail }))
-        })
-        .await
+    /// The messages of a session with their parts, in order.
+    pub async fn history(&self, session: &str) -> Result<Vec<MessageRecord>, StoreError> {
+        let session = session.to_string();
+        self.read(move |conn| load_history(conn, &session)).await
+    }
+}
+
+/// The messages of `session` with their parts, in order: two queries, whatever the length.
+pub fn load_history(conn: &rusqlite::Connection, session: &str) -> rusqlite::Result<Vec<MessageRecord>> {
+    let mut messages: Vec<MessageRecord> = conn
+        .prepare_cached(
+            "SELECT id, role, status, model, error, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost, created_at
+             FROM messages WHERE session_id = ?1 ORDER BY seq",
+        )?
+        .query_map(params![session], |r| {
+            Ok(MessageRecord {
+                id: r.get(0)?,
+                role: r.get(1)?,
+                status: r.get(2)?,
+                model: r.get(3)?,
+                error: r.get(4)?,
+                tokens: tokens_at(r, 5)?,
+                cost: r.get(9)?,
+                created_at: r.get(10)?,
+                parts: Vec::new(),
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let index: std::collections::HashMap<String, usize> = messages.iter().enumerate().map(|(i, m)| (m.id.clone(), i)).collect();
+    let mut parts = conn.prepare_cached("SELECT message_id, id, kind, data FROM parts WHERE session_id = ?1 ORDER BY message_id, seq")?;
+    let rows = parts.query_map(params![session], |r| {
+        let data: String = r.get(3)?;
+        Ok((
+            r.get::<_, String>(0)?,
+            PartRecord { id: r.get(1)?, kind: r.get(2)?, data: serde_json::from_str(&data).unwrap_or(Value::Null) },
+        ))
+    })?;
+    for row in rows {
+        let (message, part) = row?;
+        if let Some(&i) = index.get(&message) {
+            messages[i].parts.push(part);
+        }
+    }
+    Ok(messages)
+}
+
+/// Writes inside a transaction: each change records its event (see [`Tx::emit`]). The agent
+/// loop groups several of them into one transaction per step.
+impl Tx<'_> {
+    /// The session `id` as it is in this transaction.
+    pub fn session(&self, id: &str) -> rusqlite::Result<Option<SessionRecord>> {
+        self.conn()
+            .prepare_cached(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"))?
+            .query_row(params![id], session_from_row)
+            .optional()
     }
 
-    /// Starts a message.
-    pub async fn add_message(&self, session: &str, role: &str, model: Option<&str>, status: &str) -> Result<String, StoreError> {
-        let (session, role, model, status) = (session.to_string(), role.to_string(), model.map(str::to_string), status.to_string());
-        self.write(move |tx| {
-            let id = new_id("msg");
-            let seq: i64 =
-                tx.conn()
-                    .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = ?1", params![session], |r| r.get(0))?;
-            tx.conn()
-                .prepare_cached(
-                    "INSERT INTO messages (id, session_id, seq, role, status, model, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?
-                .execute(params![id, session, seq, role, status, model, now_ms()])?;
-            tx.emit(Some(&session), "message.created", json!({ "message_id": id, "role": role, "model": model }))?;
-            Ok(id)
-        })
-        .await
+    /// Sets a session's status (`idle`, `queued`, `busy`, `retry`), with details for the event.
+    pub fn set_status(&mut self, session: &str, status: &str, detail: Value) -> rusqlite::Result<()> {
+        self.conn().prepare_cached("UPDATE sessions SET status = ?2, updated_at = ?3 WHERE id = ?1")?.execute(params![
+            session,
+            status,
+            now_ms()
+        ])?;
+        self.emit(Some(session), "session.status", json!({ "status": status, "detail": detail }))
     }
 
-    /// Adds a part to a message.
-    pub async fn add_part(&self, session: &str, message: &str, kind: &str, data: Value) -> Result<String, StoreError> {
-        let (session, message, kind) = (session.to_string(), message.to_string(), kind.to_string());
-        self.write(move |tx| {
-            let id = new_id("prt");
-            let seq: i64 = tx.conn().prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM parts WHERE message_id = ?1")?.query_row(params![message], |r| r.get(0))?;
-            let now = now_ms();
-            tx.conn().prepare_cached("INSERT INTO parts (id, message_id, session_id, seq, kind, data, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)")?.execute(params![id, message, session, seq, kind, data.to_string(), now])?;
-            tx.emit(Some(&session), "part.created", json!({ "message_id": message, "part_id": id, "kind": kind, "data": data }))?;
-            Ok(id)
-        })
-        .await
+    /// Starts message `id` (from [`new_id`]`("msg")`); `input` is the inbox input a user
+    /// message came from.
+    pub fn insert_message(
+        &mut self,
+        id: &str,
+        session: &str,
+        role: &str,
+        model: Option<&str>,
+        status: &str,
+        input: Option<&str>,
+    ) -> rusqlite::Result<()> {
+        let seq: i64 = self
+            .conn()
+            .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = ?1")?
+            .query_row(params![session], |r| r.get(0))?;
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO messages (id, session_id, seq, role, status, model, input_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![id, session, seq, role, status, model, input, now_ms()])?;
+        let mut data = json!({ "message_id": id, "role": role, "model": model });
+        if let Some(input) = input {
+            data["input_id"] = json!(input);
+        }
+        self.emit(Some(session), "message.created", data)
     }
 
-    /// Replaces a part's content.
-    pub async fn update_part(&self, session: &str, part: &str, data: Value, event: &str) -> Result<(), StoreError> {
-        let (session, part, event) = (session.to_string(), part.to_string(), event.to_string());
-        self.write(move |tx| {
-            tx.conn().prepare_cached("UPDATE parts SET data = ?2, updated_at = ?3 WHERE id = ?1")?.execute(params![
-                part,
-                data.to_string(),
-                now_ms()
-            ])?;
-            tx.emit(Some(&session), &event, json!({ "part_id": part, "data": data }))
-        })
-        .await
+    /// Adds part `id` (from [`new_id`]`("prt")`) to a message.
+    pub fn insert_part(&mut self, id: &str, session: &str, message: &str, kind: &str, data: &Value) -> rusqlite::Result<()> {
+        let seq: i64 = self
+            .conn()
+            .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM parts WHERE message_id = ?1")?
+            .query_row(params![message], |r| r.get(0))?;
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO parts (id, message_id, session_id, seq, kind, data, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            )?
+            .execute(params![id, message, session, seq, kind, data.to_string(), now_ms()])?;
+        self.emit(Some(session), "part.created", json!({ "message_id": message, "part_id": id, "kind": kind, "data": data }))
+    }
+
+    /// Replaces a part's content; `event` is `part.updated` or `tool.state`.
+    pub fn update_part(&mut self, session: &str, part: &str, data: &Value, event: &str) -> rusqlite::Result<()> {
+        self.conn().prepare_cached("UPDATE parts SET data = ?2, updated_at = ?3 WHERE id = ?1")?.execute(params![
+            part,
+            data.to_string(),
+            now_ms()
+        ])?;
+        self.emit(Some(session), event, json!({ "part_id": part, "data": data }))
     }
 
     /// Appends streamed text to a `text` or `reasoning` part.
-    pub async fn append_text(&self, session: &str, part: &str, delta: &str) -> Result<(), StoreError> {
-        let (session, part, delta) = (session.to_string(), part.to_string(), delta.to_string());
-        self.write(move |tx| {
-            tx.conn().prepare_cached("UPDATE parts SET data = json_set(data, '$.text', COALESCE(json_extract(data, '$.text'), '') || ?2), updated_at = ?3 WHERE id = ?1")?.execute(params![part, delta, now_ms()])?;
-            tx.emit(Some(&session), "part.delta", json!({ "part_id": part, "delta": delta }))
-        })
-        .await
+    pub fn append_text(&mut self, session: &str, part: &str, delta: &str) -> rusqlite::Result<()> {
+        self.conn()
+            .prepare_cached(
+                "UPDATE parts SET data = json_set(data, '$.text', COALESCE(json_extract(data, '$.text'), '') || ?2), updated_at = ?3 WHERE id = ?1",
+            )?
+            .execute(params![part, delta, now_ms()])?;
+        self.emit(Some(session), "part.delta", json!({ "part_id": part, "delta": delta }))
     }
 
-    /// Ends a message with its status, tokens and cost (added to the session's totals).
-    pub async fn finish_message(
-        &self,
+    /// Ends a message with its status, tokens and cost; the tokens and cost are added to the
+    /// session's totals (`session.updated`).
+    pub fn finish_message(
+        &mut self,
         session: &str,
         message: &str,
         status: &str,
         tokens: Tokens,
         cost: f64,
-        error: Option<String>,
-    ) -> Result<(), StoreError> {
-        let (session, message, status) = (session.to_string(), message.to_string(), status.to_string());
-        self.write(move |tx| {
-            let now = now_ms();
-            tx.conn().prepare_cached("UPDATE messages SET status = ?2, error = ?3, input_tokens = ?4, output_tokens = ?5, cache_read_tokens = ?6, cache_write_tokens = ?7, cost = ?8, completed_at = ?9 WHERE id = ?1")?.execute(params![message, status, error, tokens.input as i64, tokens.output as i64, tokens.cache_read as i64, tokens.cache_write as i64, cost, now])?;
-            tx.conn().prepare_cached("UPDATE sessions SET input_tokens = input_tokens + ?2, output_tokens = output_tokens + ?3, cache_read_tokens = cache_read_tokens + ?4,
-                 cache_write_tokens = cache_write_tokens + ?5, cost = cost + ?6, updated_at = ?7 WHERE id = ?1")?.execute(params![session, tokens.input as i64, tokens.output as i64, tokens.cache_read as i64, tokens.cache_write as i64, cost, now])?;
-            tx.emit(Some(&session), "message.completed", json!({ "message_id": message, "status": status, "error": error, "tokens": tokens, "cost": cost }))?;
-            if tokens != Tokens::default() {
-                tx.emit(Some(&session), "usage", json!({ "message_id": message, "tokens": tokens, "cost": cost }))?;
-            }
-            Ok(())
-        })
-        .await
+        error: Option<&str>,
+    ) -> rusqlite::Result<()> {
+        let now = now_ms();
+        let t = [tokens.input as i64, tokens.output as i64, tokens.cache_read as i64, tokens.cache_write as i64];
+        self.conn()
+            .prepare_cached(
+                "UPDATE messages SET status = ?2, error = ?3, input_tokens = ?4, output_tokens = ?5, cache_read_tokens = ?6,
+                 cache_write_tokens = ?7, cost = ?8, completed_at = ?9 WHERE id = ?1",
+            )?
+            .execute(params![message, status, error, t[0], t[1], t[2], t[3], cost, now])?;
+        self.emit(
+            Some(session),
+            "message.completed",
+            json!({ "message_id": message, "status": status, "error": error, "tokens": tokens, "cost": cost }),
+        )?;
+        if tokens != Tokens::default() || cost != 0.0 {
+            self.conn()
+                .prepare_cached(
+                    "UPDATE sessions SET input_tokens = input_tokens + ?2, output_tokens = output_tokens + ?3, cache_read_tokens = cache_read_tokens + ?4,
+                     cache_write_tokens = cache_write_tokens + ?5, cost = cost + ?6, updated_at = ?7 WHERE id = ?1",
+                )?
+                .execute(params![session, t[0], t[1], t[2], t[3], cost, now])?;
+            self.emit(Some(session), "usage", json!({ "message_id": message, "tokens": tokens, "cost": cost }))?;
+            let totals = self.session(session)?.map(|s| json!({ "tokens": s.tokens, "cost": s.cost })).unwrap_or(Value::Null);
+            self.emit(Some(session), "session.updated", totals)?;
+        }
+        Ok(())
     }
 
     /// Records an error of the session (e.g. a provider failure after retries).
-    pub async fn session_error(&self, session: &str, message: &str) -> Result<(), StoreError> {
-        let (session, message) = (session.to_string(), message.to_string());
-        self.write(move |tx| tx.emit(Some(&session), "session.error", json!({ "error": message }))).await
+    pub fn session_error(&mut self, session: &str, message: &str) -> rusqlite::Result<()> {
+        self.emit(Some(session), "session.error", json!({ "error": message }))
     }
 
-    /// The messages of a session with their parts, in order.
-    pub async fn history(&self, session: &str) -> Result<Vec<MessageRecord>, StoreError> {
-        let session = session.to_string();
-        self.read(move |conn| {
-            let mut messages = conn.prepare(
-                "SELECT id, role, status, model, error, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost, created_at
-                 FROM messages WHERE session_id = ?1 ORDER BY seq",
-            )?;
-            let mut parts = conn.prepare("SELECT id, kind, data FROM parts WHERE message_id = ?1 ORDER BY seq")?;
-            let mut out = Vec::new();
-            let rows: Vec<MessageRecord> = messages
-                .query_map(params![session], |r| {
-                    Ok(MessageRecord {
-                        id: r.get(0)?,
-                        role: r.get(1)?,
-                        status: r.get(2)?,
-                        model: r.get(3)?,
-                        error: r.get(4)?,
-                        tokens: tokens_at(r, 5)?,
-                        cost: r.get(9)?,
-                        created_at: r.get(10)?,
-                        parts: Vec::new(),
-                    })
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            for mut message in rows {
-                message.parts = parts
-                    .query_map(params![message.id], |r| {
-                        let data: String = r.get(2)?;
-                        Ok(PartRecord { id: r.get(0)?, kind: r.get(1)?, data: serde_json::from_str(&data).unwrap_or(Value::Null) })
-                    })?
-                    .collect::<rusqlite::Result<_>>()?;
-                out.push(message);
-            }
-            Ok(out)
-        })
-        .await
+    /// Closes what an activity left unfinished: running messages get `status` (`aborted` or
+    /// `interrupted`) and tool calls still pending or running become errors saying `reason`.
+    /// Returns how many messages and tool calls were closed.
+    pub fn close_unfinished(&mut self, session: &str, status: &str, reason: &str) -> rusqlite::Result<(usize, usize)> {
+        let messages: Vec<String> = self
+            .conn()
+            .prepare_cached("SELECT id FROM messages WHERE session_id = ?1 AND status = 'running' ORDER BY seq")?
+            .query_map(params![session], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let tools: Vec<(String, String)> = self
+            .conn()
+            .prepare_cached(
+                "SELECT id, data FROM parts WHERE session_id = ?1 AND kind = 'tool'
+                 AND json_extract(data, '$.state') IN ('pending', 'running') ORDER BY created_at, seq",
+            )?
+            .query_map(params![session], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let now = now_ms();
+        for (part, data) in &tools {
+            let mut data: Value = serde_json::from_str(data).unwrap_or_else(|_| json!({}));
+            let start = data["time"]["start"].as_i64().unwrap_or(now);
+            data["state"] = json!("error");
+            data["error"] = json!(reason);
+            data["time"] = json!({ "start": start, "end": now });
+            self.update_part(session, part, &data, "tool.state")?;
+        }
+        for message in &messages {
+            self.finish_message(session, message, status, Tokens::default(), 0.0, Some(reason))?;
+        }
+        Ok((messages.len(), tools.len()))
     }
 }

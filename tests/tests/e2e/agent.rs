@@ -3,22 +3,21 @@
 
 use std::sync::Arc;
 
-use plugboard::agent::permission::{AskMode, PermissionBroker, Reply};
-use plugboard::agent::resolve_agents;
-use plugboard::agent::runner::{AgentError, AgentRuntime};
+use plugboard::agent::permission::{AskMode, Reply};
+use plugboard::agent::{AgentError, AgentRuntime};
 use plugboard::store::SessionStore;
 use plugboard_tests::{Scripted, ScriptedServer, Workspace};
 use serde_json::{Value, json};
 
 /// An OpenAI-style streamed answer with text.
-fn say(text: &str) -> Scripted {
+pub(crate) fn say(text: &str) -> Scripted {
     let chunk = json!({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": "stop"}]});
     let usage = json!({"choices": [], "usage": {"prompt_tokens": 100, "completion_tokens": 10}});
     Scripted::sse(&format!("data: {chunk}\n\ndata: {usage}\n\ndata: [DONE]\n\n"), 4096)
 }
 
 /// An OpenAI-style streamed answer with tool calls `(id, tool, arguments)`.
-fn call(calls: &[(&str, &str, Value)]) -> Scripted {
+pub(crate) fn call(calls: &[(&str, &str, Value)]) -> Scripted {
     let tool_calls: Vec<Value> = calls
         .iter()
         .enumerate()
@@ -29,15 +28,15 @@ fn call(calls: &[(&str, &str, Value)]) -> Scripted {
     Scripted::sse(&format!("data: {chunk}\n\ndata: {end}\n\ndata: [DONE]\n\n"), 4096)
 }
 
-struct Fixture {
-    ws: Workspace,
-    server: ScriptedServer,
-    runtime: AgentRuntime,
-    store: SessionStore,
-    db: std::path::PathBuf,
+pub(crate) struct Fixture {
+    pub ws: Workspace,
+    pub server: ScriptedServer,
+    pub runtime: Arc<AgentRuntime>,
+    pub store: SessionStore,
+    pub db: std::path::PathBuf,
 }
 
-async fn fixture(script: Vec<Scripted>, extra_config: &str, mode: AskMode) -> Fixture {
+pub(crate) async fn fixture(script: Vec<Scripted>, extra_config: &str, mode: AskMode) -> Fixture {
     let server = ScriptedServer::start(script);
     let ws = Workspace::new();
     ws.config(&format!(
@@ -47,14 +46,11 @@ async fn fixture(script: Vec<Scripted>, extra_config: &str, mode: AskMode) -> Fi
     let db = ws.dir.join(".data/plugboard.db");
     let host = ws.host().await;
     let store = SessionStore::open(&db).unwrap();
-    let agents = resolve_agents(&host.config().agents).unwrap();
-    let default_model = host.config().default_model.clone();
-    let broker = Arc::new(PermissionBroker::new(store.clone(), mode));
-    let runtime = AgentRuntime::new(Arc::new(host), store.clone(), broker, agents, default_model);
+    let runtime = AgentRuntime::new(Arc::new(host), store.clone(), mode).unwrap();
     Fixture { ws, server, runtime, store, db }
 }
 
-fn request_body(server: &ScriptedServer, n: usize) -> Value {
+pub(crate) fn request_body(server: &ScriptedServer, n: usize) -> Value {
     serde_json::from_str(&server.received()[n].body).unwrap()
 }
 
@@ -265,10 +261,7 @@ async fn a_session_created_by_one_process_is_continued_by_another() {
     f.runtime.prompt(&session.id, "first").await.unwrap();
     // A second runtime with its own connection to the same database, as another process.
     let store2 = SessionStore::open(&f.db).unwrap();
-    let host2 = f.ws.host().await;
-    let agents = resolve_agents(&host2.config().agents).unwrap();
-    let runtime2 =
-        AgentRuntime::new(Arc::new(host2), store2.clone(), Arc::new(PermissionBroker::new(store2.clone(), AskMode::DenyAll)), agents, None);
+    let runtime2 = AgentRuntime::new(Arc::new(f.ws.host().await), store2, AskMode::DenyAll).unwrap();
     let outcome = runtime2.prompt(&session.id, "second").await.unwrap();
     assert_eq!(outcome.text, "second answer");
     let second = request_body(&f.server, 1);

@@ -5,3 +5,4 @@ mod first_party;
 mod hostile;
 mod providers;
 mod runtime;
+mod sessions;

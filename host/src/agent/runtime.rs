@@ -1,0 +1,570 @@
+//! Runs sessions: each session has at most one activity at a time, driven by a task of
+//! its own that takes the session's inputs from the durable inbox in order; many sessions
+//! run at once, up to `[sessions] max_concurrent` (the rest wait, with status `queued`).
+//!
+//! - [`AgentRuntime::submit`] stores an input (`steer` or `queue`) and wakes the session's
+//!   driver; [`AgentRuntime::prompt`] does the same and waits for the activity's end.
+//! - [`AgentRuntime::cancel`] stops the running activity (its provider stream and tool
+//!   calls are dropped), records what was unfinished as aborted, drops pending inputs, and
+//!   leaves the session idle.
+//! - [`AgentRuntime::recover`] closes what crashed processes left unfinished and resumes
+//!   their pending inputs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use futures::FutureExt;
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::activity::{Activity, Consumed};
+use super::permission::{AskMode, PermissionBroker, Reply};
+use super::{Agent, resolve_agents};
+use crate::events::now_ms;
+use crate::runtime::PluginHost;
+use crate::runtime::provider::CompletionError;
+use crate::store::inbox::{Delivery, InputRecord};
+use crate::store::lease::{Claim, LEASE_RENEWAL, OwnerId};
+use crate::store::sessions::{SessionRecord, Tokens, new_id};
+use crate::store::{SessionStore, StoreError};
+
+/// Why an activity could not run or stopped.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AgentError {
+    /// No session with this id.
+    #[error("no session `{0}`")]
+    NotFound(String),
+    /// No agent with this name.
+    #[error("no agent `{name}` (available: {})", available.join(", "))]
+    UnknownAgent {
+        /// The name asked for.
+        name: String,
+        /// The agents that exist.
+        available: Vec<String>,
+    },
+    /// No model was given and none is configured.
+    #[error("no model: pass --model provider/model, or set `model` in [agents.<name>] or `default_model` in plugboard.toml (available: {})", available.join(", "))]
+    NoModel {
+        /// The models that exist.
+        available: Vec<String>,
+    },
+    /// The input is not acceptable.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// Another live process runs this session.
+    #[error("session `{session}` is running in another Plugboard process ({owner}); try again when it is idle")]
+    HeldElsewhere {
+        /// The session.
+        session: String,
+        /// The process holding it (`host:pid:nonce`).
+        owner: String,
+    },
+    /// The activity was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+    /// The agents in the configuration are invalid.
+    #[error("invalid agents in the configuration: {0}")]
+    Config(String),
+    /// The provider failed (after retries, when retryable).
+    #[error(transparent)]
+    Provider(#[from] CompletionError),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(Arc<StoreError>),
+    /// A fault in Plugboard itself (a panic in an activity); the turn is marked interrupted.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for AgentError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(id) => AgentError::NotFound(id),
+            other => AgentError::Store(Arc::new(other)),
+        }
+    }
+}
+
+/// How an activity ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// The session.
+    pub session_id: String,
+    /// The final assistant text.
+    pub text: String,
+    /// Provider turns taken.
+    pub steps: u32,
+    /// Why it ended: `stop`, `length`, `content-filter`, `step-limit`.
+    pub finish: String,
+    /// Tokens used by this activity.
+    pub tokens: Tokens,
+    /// Cost of this activity, in US dollars.
+    pub cost: f64,
+}
+
+/// An input that was stored and will be delivered.
+#[derive(Debug, Clone, Serialize)]
+pub struct Admission {
+    /// The input's id (user messages made from it carry it as `input_id`).
+    pub input_id: String,
+    /// The session.
+    pub session_id: String,
+    /// How it is delivered.
+    pub delivery: Delivery,
+}
+
+/// What [`AgentRuntime::cancel`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cancellation {
+    /// The session.
+    pub session_id: String,
+    /// When (ms since the epoch).
+    pub cancelled_at: i64,
+    /// Whether an activity or pending inputs were stopped.
+    pub was_running: bool,
+}
+
+/// `[sessions]` in `plugboard.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionSettings {
+    /// Sessions running an activity at once; others wait with status `queued`.
+    pub max_concurrent: usize,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings { max_concurrent: 64 }
+    }
+}
+
+/// The task that runs one session's activities, as the rest of the runtime sees it.
+pub(super) struct Driver {
+    /// Bumped whenever an input is admitted for the session.
+    pub(super) wakeups: AtomicU64,
+    cancel: Mutex<CancellationToken>,
+    cancel_requests: AtomicU64,
+    /// Cancel requests handled so far (`u64::MAX` once the driver has stopped).
+    acks: watch::Sender<u64>,
+}
+
+impl Driver {
+    fn new() -> Self {
+        Driver {
+            wakeups: AtomicU64::new(0),
+            cancel: Mutex::new(CancellationToken::new()),
+            cancel_requests: AtomicU64::new(0),
+            acks: watch::channel(0).0,
+        }
+    }
+
+    fn token(&self) -> CancellationToken {
+        self.cancel.lock().expect("not poisoned").clone()
+    }
+
+    /// When a cancel was requested: a fresh token for what comes next, and the number of
+    /// requests this handles.
+    fn take_cancel(&self) -> Option<u64> {
+        let mut token = self.cancel.lock().expect("not poisoned");
+        if !token.is_cancelled() {
+            return None;
+        }
+        *token = CancellationToken::new();
+        Some(self.cancel_requests.load(Ordering::SeqCst))
+    }
+}
+
+type Waiter = oneshot::Sender<Result<Outcome, AgentError>>;
+
+/// Runs sessions: the plugins, the store, the permission broker and the agents.
+pub struct AgentRuntime {
+    pub(super) host: Arc<PluginHost>,
+    pub(super) store: SessionStore,
+    pub(super) broker: Arc<PermissionBroker>,
+    agents: BTreeMap<String, Agent>,
+    default_model: Option<String>,
+    slots: Arc<Semaphore>,
+    drivers: Mutex<HashMap<String, Arc<Driver>>>,
+    /// Who waits for which input (by input id: the session and the answer's channel).
+    waiters: Mutex<HashMap<String, (String, Waiter)>>,
+}
+
+impl AgentRuntime {
+    /// A runtime over loaded plugins and an open store; agents, the default model and the
+    /// session limits come from the host's configuration. Permission questions are
+    /// answered per `mode`. Must be called inside a Tokio runtime (it starts the task that
+    /// renews session leases).
+    pub fn new(host: Arc<PluginHost>, store: SessionStore, mode: AskMode) -> Result<Arc<Self>, AgentError> {
+        let config = host.config();
+        let agents = resolve_agents(&config.agents).map_err(AgentError::Config)?;
+        let default_model = config.default_model.clone();
+        let max_concurrent = config.sessions.max_concurrent;
+        if max_concurrent == 0 {
+            return Err(AgentError::Config("[sessions] max_concurrent must be at least 1".into()));
+        }
+        let broker = Arc::new(PermissionBroker::new(store.clone(), mode));
+        let runtime = Arc::new(AgentRuntime {
+            host,
+            store,
+            broker,
+            agents,
+            default_model,
+            slots: Arc::new(Semaphore::new(max_concurrent)),
+            drivers: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(renew_leases(Arc::downgrade(&runtime)));
+        Ok(runtime)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &SessionStore {
+        &self.store
+    }
+
+    /// The permission broker.
+    pub fn broker(&self) -> &Arc<PermissionBroker> {
+        &self.broker
+    }
+
+    /// The plugins.
+    pub fn host(&self) -> &Arc<PluginHost> {
+        &self.host
+    }
+
+    /// Creates a session for `agent` with `model` (default: the agent's, then the
+    /// configured default, then the only model there is).
+    pub async fn create_session(
+        &self,
+        id: Option<String>,
+        agent: &str,
+        model: Option<&str>,
+        title: &str,
+    ) -> Result<SessionRecord, AgentError> {
+        let profile = self.agent(agent)?;
+        let model = match model.map(str::to_string).or_else(|| profile.model.clone()).or_else(|| self.default_model.clone()) {
+            Some(m) => m,
+            None => {
+                let models: Vec<String> = self.host.models().map(|(r, _, _)| r).collect();
+                match models.as_slice() {
+                    [only] => only.clone(),
+                    _ => return Err(AgentError::NoModel { available: models }),
+                }
+            }
+        };
+        if !self.host.models().any(|(r, _, _)| r == model) {
+            return Err(CompletionError::UnknownModel { model, available: self.host.models().map(|(r, _, _)| r).collect() }.into());
+        }
+        let workspace = self.host.workspace().display().to_string();
+        Ok(self.store.create_session(id, agent, &model, &workspace, title).await?)
+    }
+
+    pub(super) fn agent(&self, name: &str) -> Result<&Agent, AgentError> {
+        self.agents
+            .get(name)
+            .ok_or_else(|| AgentError::UnknownAgent { name: name.into(), available: self.agents.keys().cloned().collect() })
+    }
+
+    /// Stores an input for session `id` and has it delivered: at once when the session is
+    /// idle; otherwise a `steer` joins the running activity at its next provider-turn
+    /// boundary and a `queue` waits for an activity of its own.
+    pub async fn submit(self: &Arc<Self>, id: &str, text: &str, delivery: Delivery) -> Result<Admission, AgentError> {
+        let input = self.admit(id, new_id("inp"), text, delivery).await?;
+        self.wake(id);
+        Ok(Admission { input_id: input.id, session_id: input.session_id, delivery })
+    }
+
+    /// Runs one prompt in session `id` (queued behind the running activity, if any) and
+    /// waits for the end of the activity it opens.
+    pub async fn prompt(self: &Arc<Self>, id: &str, text: &str) -> Result<Outcome, AgentError> {
+        let input_id = new_id("inp");
+        let (sender, answer) = oneshot::channel();
+        self.waiters.lock().expect("not poisoned").insert(input_id.clone(), (id.to_string(), sender));
+        if let Err(e) = self.admit(id, input_id.clone(), text, Delivery::Queue).await {
+            self.waiters.lock().expect("not poisoned").remove(&input_id);
+            return Err(e);
+        }
+        self.wake(id);
+        answer.await.unwrap_or_else(|_| Err(AgentError::Internal("the session's driver stopped without an answer".into())))
+    }
+
+    /// Validates and stores an input, taking the session's lease (so a session that a live
+    /// process runs refuses it, and one a dead process left is recovered first).
+    async fn admit(&self, id: &str, input_id: String, text: &str, delivery: Delivery) -> Result<InputRecord, AgentError> {
+        if text.trim().is_empty() {
+            return Err(AgentError::InvalidInput("the prompt is empty".into()));
+        }
+        let (key, text) = (id.to_string(), text.to_string());
+        self.store
+            .write(move |tx| match tx.claim_session(&key, OwnerId::current())? {
+                None => Ok(Err(AgentError::NotFound(key))),
+                Some(Claim::HeldBy(owner)) => Ok(Err(AgentError::HeldElsewhere { session: key, owner })),
+                Some(Claim::Taken { .. }) => Ok(Ok(tx.admit_input(&key, &input_id, delivery, &text)?)),
+            })
+            .await?
+    }
+
+    /// Makes sure a driver runs session `id` and tells it there is input.
+    fn wake(self: &Arc<Self>, id: &str) {
+        let mut drivers = self.drivers.lock().expect("not poisoned");
+        if let Some(driver) = drivers.get(id) {
+            driver.wakeups.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+        let driver = Arc::new(Driver::new());
+        drivers.insert(id.to_string(), driver.clone());
+        tokio::spawn(self.clone().drive(id.to_string(), driver));
+    }
+
+    /// Stops what session `id` is doing: the running activity (its provider stream and tool
+    /// calls), and its pending inputs. Unfinished messages and tool calls are recorded as
+    /// aborted; the session is idle when this returns. The history stays.
+    pub async fn cancel(self: &Arc<Self>, id: &str) -> Result<Cancellation, AgentError> {
+        let driver = self.drivers.lock().expect("not poisoned").get(id).cloned();
+        if let Some(driver) = driver {
+            let mut acks = driver.acks.subscribe();
+            let target = {
+                let token = driver.cancel.lock().expect("not poisoned");
+                let target = driver.cancel_requests.fetch_add(1, Ordering::SeqCst) + 1;
+                token.cancel();
+                target
+            };
+            let _ = acks.wait_for(|handled| *handled >= target).await;
+            return Ok(Cancellation { session_id: id.into(), cancelled_at: now_ms(), was_running: true });
+        }
+        // Nothing runs here: drop pending inputs, closing what a stopped process left.
+        let key = id.to_string();
+        let me = OwnerId::current();
+        let cancelled = self
+            .store
+            .write(move |tx| match tx.claim_session(&key, me)? {
+                None => Ok(Err(AgentError::NotFound(key))),
+                Some(Claim::HeldBy(owner)) => Ok(Err(AgentError::HeldElsewhere { session: key, owner })),
+                Some(Claim::Taken { recovered }) => {
+                    let cancelled = tx.cancel_pending_inputs(&key)?;
+                    tx.release_session(&key, me)?;
+                    Ok(Ok(recovered.is_some() || !cancelled.is_empty()))
+                }
+            })
+            .await??;
+        Ok(Cancellation { session_id: id.into(), cancelled_at: now_ms(), was_running: cancelled })
+    }
+
+    /// Closes what stopped processes left unfinished (their turns are marked interrupted)
+    /// and runs the inputs they left pending. Returns the sessions recovered.
+    pub async fn recover(self: &Arc<Self>) -> Result<Vec<String>, AgentError> {
+        let (recovered, pending) = self.store.recover_orphans().await?;
+        for id in &pending {
+            self.wake(id);
+        }
+        Ok(recovered)
+    }
+
+    /// Whether session `id` runs an activity or has one waiting, in this process.
+    pub fn is_active(&self, id: &str) -> bool {
+        self.drivers.lock().expect("not poisoned").contains_key(id)
+    }
+
+    /// A session's driver: takes its inputs in order and runs an activity for each, until
+    /// the inbox is empty.
+    async fn drive(self: Arc<Self>, id: String, driver: Arc<Driver>) {
+        loop {
+            if let Some(handled) = driver.take_cancel() {
+                let dropped = self.abort(&id).await;
+                self.resolve(&dropped, &Err(AgentError::Cancelled));
+                driver.acks.send_replace(handled);
+            }
+            let seen = driver.wakeups.load(Ordering::SeqCst);
+            match self.run_next(&id, &driver).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let mut drivers = self.drivers.lock().expect("not poisoned");
+                    if driver.wakeups.load(Ordering::SeqCst) != seen || driver.token().is_cancelled() {
+                        continue;
+                    }
+                    drivers.remove(&id);
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(session = %id, error = %e, "the session's driver stops");
+                    self.drivers.lock().expect("not poisoned").remove(&id);
+                    self.resolve_session(&id, &Err(e));
+                    break;
+                }
+            }
+        }
+        driver.acks.send_replace(u64::MAX);
+    }
+
+    /// Runs the activity the session's next input opens, under the concurrency limit and
+    /// the driver's cancellation, and settles it whatever happens. False when the inbox was
+    /// empty; an error only when the store fails.
+    async fn run_next(&self, id: &str, driver: &Driver) -> Result<bool, AgentError> {
+        let token = driver.token();
+        let consumed: Consumed = Arc::default();
+        let work = async {
+            let Some(_slot) = self.acquire_slot(id).await? else { return Ok(None) };
+            match Activity::begin(self, driver, id, &consumed).await? {
+                Some(activity) => activity.run().await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let result = tokio::select! {
+            biased;
+            _ = token.cancelled() => Err(AgentError::Cancelled),
+            result = AssertUnwindSafe(work).catch_unwind() => result.unwrap_or_else(|panic| {
+                let what = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+                Err(AgentError::Internal(format!("the activity panicked: {}", what.unwrap_or_default())))
+            }),
+        };
+        let consumed = std::mem::take(&mut *consumed.lock().expect("not poisoned"));
+        let result = match result {
+            Ok(None) => return Ok(false),
+            Ok(Some(outcome)) => Ok(outcome),
+            Err(AgentError::Cancelled) => {
+                let handled = driver.take_cancel().unwrap_or(0);
+                let mut dropped = self.abort(id).await;
+                dropped.extend(consumed);
+                self.resolve(&dropped, &Err(AgentError::Cancelled));
+                driver.acks.send_replace(handled);
+                return Ok(true);
+            }
+            Err(e @ (AgentError::Store(_) | AgentError::NotFound(_))) if consumed.is_empty() => return Err(e),
+            Err(e @ AgentError::HeldElsewhere { .. }) => {
+                // Its input failed; the next one (if any) fails the same way.
+                let failed = !consumed.is_empty();
+                self.resolve(&consumed, &Err(e));
+                return Ok(failed);
+            }
+            Err(e) => {
+                let key = id.to_string();
+                let (internal, error) = (matches!(e, AgentError::Internal(_)), e.to_string());
+                let settled = self
+                    .store
+                    .write(move |tx| {
+                        if internal {
+                            tx.close_unfinished(&key, "interrupted", &format!("interrupted: {error}"))?;
+                        }
+                        tx.session_error(&key, &error)?;
+                        tx.set_status(&key, "idle", json!({}))
+                    })
+                    .await;
+                if let Err(store) = settled {
+                    tracing::error!(session = %id, error = %store, "cannot record the end of an activity");
+                }
+                Err(e)
+            }
+        };
+        self.resolve(&consumed, &result);
+        Ok(true)
+    }
+
+    /// Waits for a free slot under `[sessions] max_concurrent`; the session is `queued`
+    /// meanwhile. `None` when the inbox turns out to be empty.
+    async fn acquire_slot(&self, id: &str) -> Result<Option<OwnedSemaphorePermit>, AgentError> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Ok(Some(permit));
+        }
+        let key = id.to_string();
+        let waiting = self
+            .store
+            .write(move |tx| {
+                if tx.next_input(&key)?.is_none() {
+                    tx.release_session(&key, OwnerId::current())?;
+                    return Ok(false);
+                }
+                tx.set_status(
+                    &key,
+                    "queued",
+                    json!({ "reason": "the most sessions allowed at once ([sessions] max_concurrent) are running" }),
+                )?;
+                Ok(true)
+            })
+            .await?;
+        if !waiting {
+            return Ok(None);
+        }
+        let permit = self.slots.clone().acquire_owned().await.map_err(|_| AgentError::Internal("the session limit was closed".into()))?;
+        Ok(Some(permit))
+    }
+
+    /// Records a cancelled activity: unfinished messages and tool calls are aborted,
+    /// questions it left are answered `reject`, pending inputs are dropped, and the
+    /// session is idle. Returns the dropped inputs.
+    async fn abort(&self, id: &str) -> Vec<String> {
+        let abandoned = self.broker.take_abandoned(id);
+        let key = id.to_string();
+        let result = self
+            .store
+            .write(move |tx| {
+                const REASON: &str = "aborted: the activity was cancelled";
+                tx.close_unfinished(&key, "aborted", REASON)?;
+                let reply = serde_json::to_value(Reply::Reject(Some(REASON.into()))).unwrap_or_default();
+                for ask in &abandoned {
+                    tx.emit(Some(&key), "permission.replied", json!({ "id": ask, "reply": reply }))?;
+                }
+                let dropped = tx.cancel_pending_inputs(&key)?;
+                tx.set_status(&key, "idle", json!({ "cancelled": true }))?;
+                Ok(dropped)
+            })
+            .await;
+        result.unwrap_or_else(|e| {
+            tracing::error!(session = %id, error = %e, "cannot record a cancellation");
+            Vec::new()
+        })
+    }
+
+    /// Answers whoever waits for `inputs`.
+    fn resolve(&self, inputs: &[String], result: &Result<Outcome, AgentError>) {
+        let mut waiters = self.waiters.lock().expect("not poisoned");
+        for input in inputs {
+            if let Some((_, waiter)) = waiters.remove(input) {
+                let _ = waiter.send(result.clone());
+            }
+        }
+    }
+
+    /// Answers whoever waits for an input of session `id`.
+    fn resolve_session(&self, id: &str, result: &Result<Outcome, AgentError>) {
+        let mut waiters = self.waiters.lock().expect("not poisoned");
+        let inputs: Vec<String> = waiters.iter().filter(|(_, (session, _))| session == id).map(|(input, _)| input.clone()).collect();
+        for input in inputs {
+            if let Some((_, waiter)) = waiters.remove(&input) {
+                let _ = waiter.send(result.clone());
+            }
+        }
+    }
+
+    /// The cost of `tokens` on `model`, in US dollars.
+    pub(super) fn cost(&self, model: &str, tokens: Tokens) -> f64 {
+        let Some((_, info, _)) = self.host.models().find(|(r, _, _)| r == model) else { return 0.0 };
+        let p = info.price;
+        (tokens.input as f64 * p.input
+            + tokens.output as f64 * p.output
+            + tokens.cache_read as f64 * p.cache_read
+            + tokens.cache_write as f64 * p.cache_write)
+            / 1_000_000.0
+    }
+}
+
+/// Renews the leases of the sessions this runtime drives, until the runtime is dropped.
+async fn renew_leases(runtime: Weak<AgentRuntime>) {
+    let mut every = tokio::time::interval(LEASE_RENEWAL);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let Some(runtime) = runtime.upgrade() else { return };
+        let sessions: Vec<String> = runtime.drivers.lock().expect("not poisoned").keys().cloned().collect();
+        if sessions.is_empty() {
+            continue;
+        }
+        let me = OwnerId::current();
+        if let Err(e) = runtime.store.write(move |tx| sessions.iter().try_for_each(|s| tx.renew_lease(s, me).map(|_| ()))).await {
+            tracing::warn!(error = %e, "cannot renew session leases");
+        }
+    }
+}
