@@ -226,7 +226,7 @@ impl<'a> Activity<'a> {
     /// commits (in order, and before announcing its events). Errors surface at the next
     /// [`Activity::check`] or [`Activity::sync`].
     fn later(&self, f: impl FnOnce(&mut Tx) -> rusqlite::Result<()> + Send + 'static) {
-        let pending = self.runtime.store.write_lazy(f);
+        let pending = self.runtime.store.write(f);
         self.unsynced.lock().expect("not poisoned").push(pending);
     }
 
@@ -247,9 +247,7 @@ impl<'a> Activity<'a> {
 
     /// Waits until every queued write is stored.
     async fn sync(&self) -> Result<(), AgentError> {
-        let mut unsynced = std::mem::take(&mut *self.unsynced.lock().expect("not poisoned"));
-        // An urgent write commits the lazy ones queued before it at once.
-        unsynced.push(self.runtime.store.write(|_| Ok(())));
+        let unsynced = std::mem::take(&mut *self.unsynced.lock().expect("not poisoned"));
         for result in futures::future::join_all(unsynced).await {
             result?;
         }

@@ -51,18 +51,14 @@ type WriteFn = Box<dyn FnOnce(&mut Tx) -> (bool, Deliver) + Send>;
 
 /// Work for the storage thread.
 enum Job {
-    /// A write; an `urgent` one has someone waiting for it, and commits (with every write
-    /// queued before it) at once.
-    Write { write: WriteFn, urgent: bool },
+    /// A write.
+    Write(WriteFn),
     /// Runs on its own, after the writes queued before it committed.
     Read(Box<dyn FnOnce(&Connection) + Send>),
 }
 
 /// Writes queued together commit together, at most this many per transaction.
 const MAX_BATCH: usize = 512;
-
-/// How long a lazy write may wait for others to share its transaction.
-const LAZY_WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The database and the bus its events go out on.
 #[derive(Clone)]
@@ -96,6 +92,8 @@ impl<T> std::future::Future for PendingWrite<T> {
 pub struct Tx<'a> {
     tx: rusqlite::Savepoint<'a>,
     events: Vec<Event>,
+    /// The last part number used per message in this write.
+    pub(crate) part_seqs: std::collections::HashMap<String, i64>,
 }
 
 impl Tx<'_> {
@@ -108,12 +106,14 @@ impl Tx<'_> {
     /// sequence numbers.
     pub fn emit(&mut self, session_id: Option<&str>, kind: &str, data: serde_json::Value) -> rusqlite::Result<()> {
         let timestamp = now_ms();
-        let session_seq: i64 = match session_id {
-            Some(id) => self
+        let earlier = session_id.and_then(|id| self.events.iter().rev().find(|e| e.session_id.as_deref() == Some(id)));
+        let session_seq: i64 = match (session_id, earlier) {
+            (Some(_), Some(event)) => event.session_seq + 1,
+            (Some(id), None) => self
                 .tx
                 .prepare_cached("SELECT COALESCE(MAX(session_seq), 0) + 1 FROM events WHERE session_id = ?1")?
                 .query_row(params![id], |r| r.get(0))?,
-            None => 0,
+            (None, _) => 0,
         };
         self.tx
             .prepare_cached("INSERT INTO events (session_id, session_seq, type, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
@@ -184,22 +184,6 @@ impl SessionStore {
     /// before it is stored. Publishing happens on the storage thread, so the bus carries
     /// events in sequence order even when the writer stopped waiting (a cancelled activity).
     pub fn write<T: Send + 'static>(&self, f: impl FnOnce(&mut Tx) -> rusqlite::Result<T> + Send + 'static) -> PendingWrite<T> {
-        self.queue_write(f, true)
-    }
-
-    /// Like [`SessionStore::write`], for a writer that does not wait for the answer now:
-    /// the write may wait up to 10 ms for others to share its transaction (fewer, larger
-    /// commits). An urgent write, or a read, commits it at once along with everything
-    /// queued before.
-    pub fn write_lazy<T: Send + 'static>(&self, f: impl FnOnce(&mut Tx) -> rusqlite::Result<T> + Send + 'static) -> PendingWrite<T> {
-        self.queue_write(f, false)
-    }
-
-    fn queue_write<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Tx) -> rusqlite::Result<T> + Send + 'static,
-        urgent: bool,
-    ) -> PendingWrite<T> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let write: WriteFn = Box::new(move |tx| {
             let result = f(tx);
@@ -214,7 +198,7 @@ impl SessionStore {
             });
             (ok, deliver)
         });
-        PendingWrite { answer: self.jobs.send(Job::Write { write, urgent }).is_ok().then_some(answer) }
+        PendingWrite { answer: self.jobs.send(Job::Write(write)).is_ok().then_some(answer) }
     }
 
     /// Runs a read `f` on the storage thread.
@@ -255,62 +239,32 @@ impl SessionStore {
     }
 }
 
-/// The storage thread: runs reads alone and writes in batches, until every handle to the
-/// store is dropped. A batch commits when an urgent write or a read arrives, when it is
-/// full, or when its first lazy write has waited [`LAZY_WINDOW`].
+/// The storage thread: runs reads alone, and each write together with the writes queued
+/// behind it (group commit: under load, many writes share one commit; when idle, a write
+/// commits at once), until every handle to the store is dropped.
 fn serve(conn: &mut Connection, jobs: &std::sync::mpsc::Receiver<Job>, bus: &EventBus) {
-    use std::sync::mpsc::RecvTimeoutError;
-    let mut batch: Vec<WriteFn> = Vec::new();
-    let mut deadline: Option<std::time::Instant> = None;
-    loop {
-        let job = match deadline {
-            None => match jobs.recv() {
-                Ok(job) => job,
-                Err(_) => break,
-            },
-            Some(at) => match jobs.recv_timeout(at.saturating_duration_since(std::time::Instant::now())) {
-                Ok(job) => job,
-                Err(RecvTimeoutError::Timeout) => {
-                    commit_batch(conn, std::mem::take(&mut batch), bus);
-                    deadline = None;
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
-            },
-        };
+    let mut next = jobs.recv().ok();
+    while let Some(job) = next.take() {
         match job {
-            Job::Read(read) => {
-                if !batch.is_empty() {
-                    commit_batch(conn, std::mem::take(&mut batch), bus);
-                    deadline = None;
-                }
-                read(conn);
-            }
-            Job::Write { write, urgent } => {
-                batch.push(write);
-                if urgent || batch.len() >= MAX_BATCH {
-                    // Whatever else is queued right now shares the commit.
-                    let mut read = None;
-                    while batch.len() < MAX_BATCH && read.is_none() {
-                        match jobs.try_recv() {
-                            Ok(Job::Write { write, .. }) => batch.push(write),
-                            Ok(job) => read = Some(job),
-                            Err(_) => break,
+            Job::Read(read) => read(conn),
+            Job::Write(first) => {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match jobs.try_recv() {
+                        Ok(Job::Write(write)) => batch.push(write),
+                        Ok(read) => {
+                            next = Some(read);
+                            break;
                         }
+                        Err(_) => break,
                     }
-                    commit_batch(conn, std::mem::take(&mut batch), bus);
-                    deadline = None;
-                    if let Some(Job::Read(read)) = read {
-                        read(conn);
-                    }
-                } else if deadline.is_none() {
-                    deadline = Some(std::time::Instant::now() + LAZY_WINDOW);
                 }
+                commit_batch(conn, batch, bus);
             }
         }
-    }
-    if !batch.is_empty() {
-        commit_batch(conn, batch, bus);
+        if next.is_none() {
+            next = jobs.recv().ok();
+        }
     }
 }
 
@@ -322,7 +276,7 @@ fn commit_batch(conn: &mut Connection, batch: Vec<WriteFn>, bus: &EventBus) {
     let committed = (|| -> rusqlite::Result<()> {
         let mut outer = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for write in batch {
-            let mut tx = Tx { tx: outer.savepoint()?, events: Vec::new() };
+            let mut tx = Tx { tx: outer.savepoint()?, events: Vec::new(), part_seqs: Default::default() };
             let (ok, deliver) = write(&mut tx);
             delivers.push(deliver);
             if ok {
@@ -372,9 +326,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("plugboard-store-batch-{}", std::process::id()));
         let store = SessionStore::open(&dir.join("plugboard.db")).unwrap();
         let mut bus = store.bus().subscribe();
-        // Two lazy writes wait for company; the urgent one commits all three together.
-        let first = store.write_lazy(|tx| tx.emit(None, "first", json!({})));
-        let failing = store.write_lazy(|tx| {
+        // Queued back to back, the three writes share one commit.
+        let first = store.write(|tx| tx.emit(None, "first", json!({})));
+        let failing = store.write(|tx| {
             tx.emit(None, "lost", json!({}))?;
             tx.conn().execute("INSERT INTO no_such_table VALUES (1)", []).map(|_| ())
         });

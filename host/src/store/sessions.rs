@@ -253,10 +253,14 @@ impl Tx<'_> {
 
     /// Adds part `id` (from [`new_id`]`("prt")`) to a message.
     pub fn insert_part(&mut self, id: &str, session: &str, message: &str, kind: &str, data: &Value) -> rusqlite::Result<()> {
-        let seq: i64 = self
-            .conn()
-            .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM parts WHERE message_id = ?1")?
-            .query_row(params![message], |r| r.get(0))?;
+        let seq: i64 = match self.part_seqs.get(message) {
+            Some(last) => last + 1,
+            None => self
+                .conn()
+                .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM parts WHERE message_id = ?1")?
+                .query_row(params![message], |r| r.get(0))?,
+        };
+        self.part_seqs.insert(message.to_string(), seq);
         self.conn()
             .prepare_cached(
                 "INSERT INTO parts (id, message_id, session_id, seq, kind, data, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
