@@ -289,7 +289,11 @@ impl<'a> Activity<'a> {
                 break;
             }
             self.run_tool_calls(&turn).await?;
-            self.take_steers().await?;
+            // Steered input joins at the boundary, when a turn follows; otherwise it stays
+            // in the inbox and opens the next activity.
+            if step <= max_steps {
+                self.take_steers().await?;
+            }
         }
         let id = self.session.id.clone();
         self.later(move |tx| tx.set_status(&id, "idle", json!({})));

@@ -254,3 +254,74 @@ async fn inputs_for_unknown_sessions_and_empty_prompts_are_refused_and_nothing_i
     assert!(matches!(f.runtime.cancel("ses_missing").await, Err(AgentError::NotFound(_))));
     assert!(f.server.received().is_empty());
 }
+
+#[tokio::test]
+async fn recovery_closes_what_a_dead_process_left_and_runs_its_pending_inputs() {
+    let f = fixture(vec![say("picked up")], "", AskMode::DenyAll).await;
+    let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();
+    // What a process on another machine left when it died mid-turn: the session busy
+    // under its expired lease, an answer streaming, a tool call running, an input waiting.
+    let id = session.id.clone();
+    f.store
+        .write(move |tx| {
+            tx.conn()
+                .execute("UPDATE sessions SET status = 'busy', owner = 'elsewhere:42:gone', lease_expires_at = 1 WHERE id = ?1", [&id])?;
+            tx.insert_message("msg_dead", &id, "assistant", Some("openai/test-model"), "running", None)?;
+            tx.insert_part("prt_text", &id, "msg_dead", "text", &json!({ "text": "half an ans" }))?;
+            tx.insert_part(
+                "prt_tool",
+                &id,
+                "msg_dead",
+                "tool",
+                &json!({ "call_id": "c1", "tool": "list", "state": "running", "input": {} }),
+            )?;
+            tx.admit_input(&id, "inp_left", Delivery::Queue, "are you there?").map(|_| ())
+        })
+        .await
+        .unwrap();
+    let mut events = f.store.bus().subscribe();
+
+    let recovered = f.runtime.recover().await.unwrap();
+    assert_eq!(recovered, [session.id.clone()]);
+    next_event(&mut events, &session.id, |e| e.kind == "message.created" && e.data["input_id"] == "inp_left").await;
+    next_event(&mut events, &session.id, |e| e.kind == "session.status" && e.data["status"] == "idle").await;
+
+    let history = f.store.history(&session.id).await.unwrap();
+    let dead = history.iter().find(|m| m.id == "msg_dead").unwrap();
+    assert_eq!(dead.status, "interrupted");
+    assert_eq!(dead.parts[0].data["text"], "half an ans", "what was recorded stays");
+    assert_eq!(dead.parts[1].data["state"], "error");
+    assert!(dead.parts[1].data["error"].as_str().unwrap().starts_with("interrupted"));
+    assert_eq!(history.last().unwrap().parts.iter().find(|p| p.kind == "text").unwrap().data["text"], "picked up");
+    // The model was told the interrupted call has no result.
+    let messages = request_body(&f.server, 0)["messages"].clone();
+    let tool = messages.as_array().unwrap().iter().find(|m| m["role"] == "tool").unwrap();
+    assert!(tool["content"].as_str().unwrap().starts_with("interrupted"), "{tool}");
+    // A second recovery finds nothing to do.
+    assert!(f.runtime.recover().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_steer_that_arrives_during_the_last_step_opens_the_next_activity() {
+    let read = || call(&[("c", "read", json!({"path": "secret.txt"}))]);
+    let f = fixture(vec![read(), read(), say("answer to the steer")], &format!("{ASK_FOR_SECRETS}max_steps = 2\n"), AskMode::Prompt).await;
+    f.ws.file("secret.txt", "s\n");
+    let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();
+    let mut events = f.store.bus().subscribe();
+    let (runtime, id) = (f.runtime.clone(), session.id.clone());
+    let first = tokio::spawn(async move { runtime.prompt(&id, "read twice").await });
+    let asked = next_event(&mut events, &session.id, |e| e.kind == "permission.asked").await;
+    assert!(f.runtime.broker().reply(asked.data["id"].as_str().unwrap(), Reply::Once));
+    // The second ask is in the last step: no turn follows it in this activity.
+    let asked = next_event(&mut events, &session.id, |e| e.kind == "permission.asked").await;
+    let steered = f.runtime.submit(&session.id, "one more thing", Delivery::Steer).await.unwrap();
+    assert!(f.runtime.broker().reply(asked.data["id"].as_str().unwrap(), Reply::Once));
+    assert_eq!(first.await.unwrap().unwrap().finish, "step-limit");
+
+    next_event(&mut events, &session.id, |e| e.kind == "message.created" && e.data["input_id"] == steered.input_id.as_str()).await;
+    next_event(&mut events, &session.id, |e| e.kind == "session.status" && e.data["status"] == "idle").await;
+    let third = messages_of(&request_body(&f.server, 2));
+    assert_eq!(third.last().unwrap(), &("user".to_string(), "one more thing".to_string()));
+    let history = f.store.history(&session.id).await.unwrap();
+    assert_eq!(history.last().unwrap().parts.iter().find(|p| p.kind == "text").unwrap().data["text"], "answer to the steer");
+}
