@@ -282,7 +282,7 @@ async fn recovery_closes_what_a_dead_process_left_and_runs_its_pending_inputs() 
     let mut events = f.store.bus().subscribe();
 
     let recovered = f.runtime.recover().await.unwrap();
-    assert_eq!(recovered, [session.id.clone()]);
+    assert_eq!(recovered, std::slice::from_ref(&session.id));
     next_event(&mut events, &session.id, |e| e.kind == "message.created" && e.data["input_id"] == "inp_left").await;
     next_event(&mut events, &session.id, |e| e.kind == "session.status" && e.data["status"] == "idle").await;
 
