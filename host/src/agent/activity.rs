@@ -35,6 +35,8 @@ const MAX_RETRIES: u32 = 4;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Identical consecutive tool calls that trigger the doom-loop guard.
 const DOOM_LOOP_CALLS: usize = 3;
+/// Tools whose completed calls change the file named by their `path`.
+const FILE_WRITING_TOOLS: &[&str] = &["write", "edit"];
 /// Streamed text is written (and announced) in batches at most this far apart.
 const DELTA_BATCH: Duration = Duration::from_millis(30);
 
@@ -55,6 +57,8 @@ pub(super) struct Activity<'a> {
     recent_calls: Vec<(String, String)>,
     /// Writes queued and not yet known to be stored (see [`Activity::later`]).
     unsynced: Mutex<Vec<PendingWrite<()>>>,
+    /// Files changed by `write` and `edit` calls.
+    files_modified: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// Text or reasoning as it streams: what is stored, and what still waits for the next batch.
@@ -219,6 +223,7 @@ impl<'a> Activity<'a> {
             inbox_seen,
             recent_calls: Vec::new(),
             unsynced: Mutex::new(Vec::new()),
+            files_modified: Mutex::default(),
         }))
     }
 
@@ -263,6 +268,8 @@ impl<'a> Activity<'a> {
             finish: "step-limit".into(),
             tokens: Tokens::default(),
             cost: 0.0,
+            input_ids: Vec::new(),
+            files_modified: Vec::new(),
         };
         let max_steps = self.agent.max_steps;
         let mut step = 1;
@@ -295,8 +302,13 @@ impl<'a> Activity<'a> {
                 self.take_steers().await?;
             }
         }
-        let id = self.session.id.clone();
-        self.later(move |tx| tx.set_status(&id, "idle", json!({})));
+        outcome.input_ids = self.consumed.lock().expect("not poisoned").clone();
+        outcome.files_modified = self.files_modified.lock().expect("not poisoned").iter().cloned().collect();
+        let (id, ended) = (self.session.id.clone(), serde_json::to_value(&outcome).unwrap_or_default());
+        self.later(move |tx| {
+            tx.emit(Some(&id), "activity.completed", ended)?;
+            tx.set_status(&id, "idle", json!({}))
+        });
         self.sync().await?;
         Ok(outcome)
     }
@@ -629,6 +641,10 @@ impl<'a> Activity<'a> {
         let result = self.runtime.host.call_tool(&p.call.name, &arguments, &context, None).await;
         let end = match result {
             Ok(output) => {
+                if FILE_WRITING_TOOLS.contains(&p.call.name.as_str()) {
+                    let path = output.metadata.as_ref().and_then(|m| m["path"].as_str()).unwrap_or(&p.subject);
+                    self.files_modified.lock().expect("not poisoned").insert(path.to_string());
+                }
                 data["state"] = json!("completed");
                 data["output"] = json!(output.text);
                 data["title"] = json!(output.title);

@@ -104,6 +104,10 @@ pub struct Outcome {
     pub tokens: Tokens,
     /// Cost of this activity, in US dollars.
     pub cost: f64,
+    /// The inputs it answered (the one that opened it, then those steered in).
+    pub input_ids: Vec<String>,
+    /// Files that its `write` and `edit` calls changed, as the tools resolved them.
+    pub files_modified: Vec<String>,
 }
 
 /// An input that was stored and will be delivered.
@@ -374,7 +378,7 @@ impl AgentRuntime {
     async fn drive(self: Arc<Self>, id: String, driver: Arc<Driver>) {
         loop {
             if let Some(handled) = driver.take_cancel() {
-                let dropped = self.abort(&id).await;
+                let dropped = self.abort(&id, &[]).await;
                 self.resolve(&dropped, &Err(AgentError::Cancelled));
                 driver.acks.send_replace(handled);
             }
@@ -427,7 +431,7 @@ impl AgentRuntime {
             Ok(Some(outcome)) => Ok(outcome),
             Err(AgentError::Cancelled) => {
                 let handled = driver.take_cancel().unwrap_or(0);
-                let mut dropped = self.abort(id).await;
+                let mut dropped = self.abort(id, &consumed).await;
                 dropped.extend(consumed);
                 self.resolve(&dropped, &Err(AgentError::Cancelled));
                 driver.acks.send_replace(handled);
@@ -443,6 +447,7 @@ impl AgentRuntime {
             Err(e) => {
                 let key = id.to_string();
                 let (internal, error) = (matches!(e, AgentError::Internal(_)), e.to_string());
+                let ended = json!({ "finish": "error", "error": error, "input_ids": consumed });
                 let settled = self
                     .store
                     .write(move |tx| {
@@ -450,6 +455,7 @@ impl AgentRuntime {
                             tx.close_unfinished(&key, "interrupted", &format!("interrupted: {error}"))?;
                         }
                         tx.session_error(&key, &error)?;
+                        tx.emit(Some(&key), "activity.completed", ended)?;
                         tx.set_status(&key, "idle", json!({}))
                     })
                     .await;
@@ -492,12 +498,14 @@ impl AgentRuntime {
         Ok(Some(permit))
     }
 
-    /// Records a cancelled activity: unfinished messages and tool calls are aborted,
-    /// questions it left are answered `reject`, pending inputs are dropped, and the
-    /// session is idle. Returns the dropped inputs.
-    async fn abort(&self, id: &str) -> Vec<String> {
+    /// Records a cancelled activity (one that answered `inputs`, when it had begun):
+    /// unfinished messages and tool calls are aborted, questions it left are answered
+    /// `reject`, pending inputs are dropped, and the session is idle. Returns the dropped
+    /// inputs.
+    async fn abort(&self, id: &str, inputs: &[String]) -> Vec<String> {
         let abandoned = self.broker.take_abandoned(id);
         let key = id.to_string();
+        let ended = (!inputs.is_empty()).then(|| json!({ "finish": "cancelled", "input_ids": inputs }));
         let result = self
             .store
             .write(move |tx| {
@@ -508,6 +516,9 @@ impl AgentRuntime {
                     tx.emit(Some(&key), "permission.replied", json!({ "id": ask, "reply": reply }))?;
                 }
                 let dropped = tx.cancel_pending_inputs(&key)?;
+                if let Some(ended) = ended {
+                    tx.emit(Some(&key), "activity.completed", ended)?;
+                }
                 tx.set_status(&key, "idle", json!({ "cancelled": true }))?;
                 Ok(dropped)
             })

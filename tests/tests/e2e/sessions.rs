@@ -111,6 +111,8 @@ async fn cancel_mid_stream_stops_the_stream_records_it_aborted_and_leaves_the_se
     let cancellation = f.runtime.cancel(&session.id).await.unwrap();
     assert!(cancellation.was_running);
     assert!(matches!(running.await.unwrap(), Err(AgentError::Cancelled)));
+    let ended = next_event(&mut events, &session.id, |e| e.kind == "activity.completed").await;
+    assert_eq!(ended.data["finish"], "cancelled");
     // When cancel returns, everything is recorded and the session is idle.
     let stored = f.store.session(&session.id).await.unwrap();
     assert_eq!(stored.status, "idle");
