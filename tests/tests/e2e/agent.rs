@@ -73,7 +73,7 @@ async fn a_multi_step_task_edits_files_and_records_everything() {
     assert_eq!((outcome.steps, outcome.finish.as_str()), (3, "stop"));
     assert_eq!(std::fs::read_to_string(f.ws.dir.join("notes.txt")).unwrap(), "status: final\n");
     let notes = f.ws.dir.join("notes.txt").canonicalize().unwrap().display().to_string();
-    assert_eq!(outcome.files_modified, [notes.clone()], "the edit is reported, the read is not");
+    assert_eq!(outcome.files_modified, std::slice::from_ref(&notes), "the edit is reported, the read is not");
     // The end of the activity is an event too, with the answer and the files changed.
     let events = f.store.events_after(0, Some(session.id.clone()), 10_000).await.unwrap();
     let ended: Vec<&Value> = events.iter().filter(|e| e.kind == "activity.completed").map(|e| &e.data).collect();
