@@ -235,11 +235,6 @@ impl AgentRuntime {
         &self.broker
     }
 
-    /// The plugins.
-    pub fn host(&self) -> &Arc<PluginHost> {
-        &self.host
-    }
-
     /// Creates a session for `agent` with `model` (default: the agent's, then the
     /// configured default, then the only model there is).
     pub async fn create_session(
@@ -366,11 +361,6 @@ impl AgentRuntime {
             self.wake(id);
         }
         Ok(recovered)
-    }
-
-    /// Whether session `id` runs an activity or has one waiting, in this process.
-    pub fn is_active(&self, id: &str) -> bool {
-        self.drivers.lock().expect("not poisoned").contains_key(id)
     }
 
     /// A session's driver: takes its inputs in order and runs an activity for each, until
