@@ -66,6 +66,9 @@ pub enum AgentError {
     /// The activity was cancelled.
     #[error("cancelled")]
     Cancelled,
+    /// The activity ran longer than `[sessions] timeout_seconds` and was stopped.
+    #[error("the activity ran longer than the session timeout of {0} s and was stopped")]
+    TimedOut(u64),
     /// The agents in the configuration are invalid.
     #[error("invalid agents in the configuration: {0}")]
     Config(String),
@@ -138,11 +141,14 @@ pub struct Cancellation {
 pub struct SessionSettings {
     /// Sessions running an activity at once; others wait with status `queued`.
     pub max_concurrent: usize,
+    /// How long one activity may run, in seconds, before it is stopped (what it recorded
+    /// stays, marked aborted); none by default. Queued inputs still run after it.
+    pub timeout_seconds: Option<u64>,
 }
 
 impl Default for SessionSettings {
     fn default() -> Self {
-        SessionSettings { max_concurrent: 64 }
+        SessionSettings { max_concurrent: 64, timeout_seconds: None }
     }
 }
 
@@ -184,6 +190,15 @@ impl Driver {
 
 type Waiter = oneshot::Sender<Result<Outcome, AgentError>>;
 
+/// Why an activity was stopped from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// [`AgentRuntime::cancel`].
+    Cancelled,
+    /// `[sessions] timeout_seconds` (the limit).
+    TimedOut(u64),
+}
+
 /// Runs sessions: the plugins, the store, the permission broker and the agents.
 pub struct AgentRuntime {
     pub(super) host: Arc<PluginHost>,
@@ -192,6 +207,8 @@ pub struct AgentRuntime {
     agents: BTreeMap<String, Agent>,
     default_model: Option<String>,
     slots: Arc<Semaphore>,
+    /// `[sessions] timeout_seconds`.
+    timeout: Option<u64>,
     drivers: Mutex<HashMap<String, Arc<Driver>>>,
     /// Who waits for which input (by input id: the session and the answer's channel).
     waiters: Mutex<HashMap<String, (String, Waiter)>>,
@@ -210,6 +227,10 @@ impl AgentRuntime {
         if max_concurrent == 0 {
             return Err(AgentError::Config("[sessions] max_concurrent must be at least 1".into()));
         }
+        let timeout = config.sessions.timeout_seconds;
+        if timeout == Some(0) {
+            return Err(AgentError::Config("[sessions] timeout_seconds must be at least 1".into()));
+        }
         let broker = Arc::new(PermissionBroker::new(store.clone(), mode));
         let runtime = Arc::new(AgentRuntime {
             host,
@@ -218,6 +239,7 @@ impl AgentRuntime {
             agents,
             default_model,
             slots: Arc::new(Semaphore::new(max_concurrent)),
+            timeout,
             drivers: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
         });
@@ -368,7 +390,7 @@ impl AgentRuntime {
     async fn drive(self: Arc<Self>, id: String, driver: Arc<Driver>) {
         loop {
             if let Some(handled) = driver.take_cancel() {
-                let dropped = self.abort(&id, &[]).await;
+                let dropped = self.abort(&id, &[], Stop::Cancelled).await;
                 self.resolve(&dropped, &Err(AgentError::Cancelled));
                 driver.acks.send_replace(handled);
             }
@@ -402,10 +424,14 @@ impl AgentRuntime {
         let consumed: Consumed = Arc::default();
         let work = async {
             let Some(_slot) = self.acquire_slot(id).await? else { return Ok(None) };
-            match Activity::begin(self, driver, id, &consumed).await? {
-                Some(activity) => activity.run().await.map(Some),
-                None => Ok(None),
+            let Some(activity) = Activity::begin(self, driver, id, &consumed).await? else { return Ok(None) };
+            match self.timeout {
+                Some(limit) => tokio::time::timeout(std::time::Duration::from_secs(limit), activity.run())
+                    .await
+                    .unwrap_or(Err(AgentError::TimedOut(limit))),
+                None => activity.run().await,
             }
+            .map(Some)
         };
         let result = tokio::select! {
             biased;
@@ -421,11 +447,15 @@ impl AgentRuntime {
             Ok(Some(outcome)) => Ok(outcome),
             Err(AgentError::Cancelled) => {
                 let handled = driver.take_cancel().unwrap_or(0);
-                let mut dropped = self.abort(id, &consumed).await;
+                let mut dropped = self.abort(id, &consumed, Stop::Cancelled).await;
                 dropped.extend(consumed);
                 self.resolve(&dropped, &Err(AgentError::Cancelled));
                 driver.acks.send_replace(handled);
                 return Ok(true);
+            }
+            Err(AgentError::TimedOut(limit)) => {
+                self.abort(id, &consumed, Stop::TimedOut(limit)).await;
+                Err(AgentError::TimedOut(limit))
             }
             Err(e @ (AgentError::Store(_) | AgentError::NotFound(_))) if consumed.is_empty() => return Err(e),
             Err(e @ AgentError::HeldElsewhere { .. }) => {
@@ -488,28 +518,31 @@ impl AgentRuntime {
         Ok(Some(permit))
     }
 
-    /// Records a cancelled activity (one that answered `inputs`, when it had begun):
+    /// Records a stopped activity (one that answered `inputs`, when it had begun):
     /// unfinished messages and tool calls are aborted, questions it left are answered
-    /// `reject`, pending inputs are dropped, and the session is idle. Returns the dropped
-    /// inputs.
-    async fn abort(&self, id: &str, inputs: &[String]) -> Vec<String> {
+    /// `reject`, and the session is idle. A cancel also drops pending inputs; a timeout
+    /// leaves them to run. Returns the dropped inputs.
+    async fn abort(&self, id: &str, inputs: &[String], stop: Stop) -> Vec<String> {
         let abandoned = self.broker.take_abandoned(id);
         let key = id.to_string();
-        let ended = (!inputs.is_empty()).then(|| json!({ "finish": "cancelled", "input_ids": inputs }));
+        let (finish, reason) = match stop {
+            Stop::Cancelled => ("cancelled", "aborted: the activity was cancelled".to_string()),
+            Stop::TimedOut(limit) => ("timeout", format!("aborted: the activity ran longer than the session timeout of {limit} s")),
+        };
+        let ended = (!inputs.is_empty()).then(|| json!({ "finish": finish, "input_ids": inputs }));
         let result = self
             .store
             .write(move |tx| {
-                const REASON: &str = "aborted: the activity was cancelled";
-                tx.close_unfinished(&key, "aborted", REASON)?;
-                let reply = serde_json::to_value(Reply::Reject(Some(REASON.into()))).unwrap_or_default();
+                tx.close_unfinished(&key, "aborted", &reason)?;
+                let reply = serde_json::to_value(Reply::Reject(Some(reason.clone()))).unwrap_or_default();
                 for ask in &abandoned {
                     tx.emit(Some(&key), "permission.replied", json!({ "id": ask, "reply": reply }))?;
                 }
-                let dropped = tx.cancel_pending_inputs(&key)?;
+                let dropped = if stop == Stop::Cancelled { tx.cancel_pending_inputs(&key)? } else { Vec::new() };
                 if let Some(ended) = ended {
                     tx.emit(Some(&key), "activity.completed", ended)?;
                 }
-                tx.set_status(&key, "idle", json!({ "cancelled": true }))?;
+                tx.set_status(&key, "idle", json!({ finish: true }))?;
                 Ok(dropped)
             })
             .await;

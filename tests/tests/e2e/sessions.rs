@@ -327,3 +327,31 @@ async fn a_steer_that_arrives_during_the_last_step_opens_the_next_activity() {
     let history = f.store.history(&session.id).await.unwrap();
     assert_eq!(history.last().unwrap().parts.iter().find(|p| p.kind == "text").unwrap().data["text"], "answer to the steer");
 }
+
+#[tokio::test]
+async fn an_activity_past_the_session_timeout_is_stopped_and_queued_inputs_still_run() {
+    let f = fixture(
+        vec![slow_text(200, Duration::from_millis(50)), say("the next one")],
+        "[sessions]\ntimeout_seconds = 1\n",
+        AskMode::DenyAll,
+    )
+    .await;
+    let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();
+    let mut events = f.store.bus().subscribe();
+    let (runtime, id) = (f.runtime.clone(), session.id.clone());
+    let slow = tokio::spawn(async move { runtime.prompt(&id, "talk for ten seconds").await });
+    next_event(&mut events, &session.id, |e| e.kind == "part.delta").await;
+    let queued = f.runtime.submit(&session.id, "and then this", Delivery::Queue).await.unwrap();
+
+    let err = slow.await.unwrap().unwrap_err();
+    assert!(matches!(err, AgentError::TimedOut(1)), "{err}");
+    let ended = next_event(&mut events, &session.id, |e| e.kind == "activity.completed").await;
+    assert_eq!(ended.data["finish"], "timeout");
+    // The queued input was kept and runs next.
+    next_event(&mut events, &session.id, |e| e.kind == "message.created" && e.data["input_id"] == queued.input_id.as_str()).await;
+    let ended = next_event(&mut events, &session.id, |e| e.kind == "activity.completed").await;
+    assert_eq!((ended.data["finish"].as_str(), ended.data["text"].as_str()), (Some("stop"), Some("the next one")));
+    let history = f.store.history(&session.id).await.unwrap();
+    assert_eq!(history.iter().map(|m| m.status.as_str()).collect::<Vec<_>>(), ["completed", "aborted", "completed", "completed"]);
+    assert!(history[1].error.as_deref().unwrap().contains("session timeout of 1 s"), "{:?}", history[1].error);
+}
