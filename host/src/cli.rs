@@ -28,9 +28,12 @@ pub struct Cli {
     /// Where sessions are stored (plugboard.db); default: the user's data directory.
     #[arg(long, global = true, env = "PLUGBOARD_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Log level: debug, info, warn or error.
-    #[arg(long, global = true, env = "LOG_LEVEL", default_value = "warn")]
-    pub log_level: String,
+    /// Log level: debug, info, warn or error (default: info for `serve`, warn otherwise).
+    #[arg(long, global = true, env = "LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format: json, or pretty (default: pretty on a terminal, json otherwise).
+    #[arg(long, global = true, env = "LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -65,12 +68,44 @@ pub enum Command {
     /// Sessions: list them, or show one.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Serve the HTTP API: sessions driven over HTTP, followed over Server-Sent Events.
+    Serve(ServeArgs),
     /// Every model of the loaded providers, as provider/model.
     Models {
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (for log collectors).
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+/// `plugboard serve`: flags win over the environment, which wins over `[server]` and
+/// `[sessions]` in `plugboard.toml`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The address to listen on (default 127.0.0.1).
+    #[arg(long, env = "HOST")]
+    pub host: Option<std::net::IpAddr>,
+    /// The port (default 3003; 0 picks a free one).
+    #[arg(long, env = "PORT")]
+    pub port: Option<u16>,
+    /// Listen on a non-loopback address without a shared secret.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Seconds one activity may run before it is stopped.
+    #[arg(long, env = "SESSION_TIMEOUT")]
+    pub session_timeout: Option<u64>,
+    /// Sessions running at once; others wait with status `queued`.
+    #[arg(long, env = "MAX_CONCURRENT_SESSIONS")]
+    pub max_concurrent_sessions: Option<usize>,
 }
 
 /// `plugboard tool ...`
@@ -144,7 +179,11 @@ pub enum PluginCommand {
 /// Runs the command line and returns the process's exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level);
+    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    if let Err(e) = init_logging(cli.log_level.as_deref().unwrap_or(default_level), cli.log_format) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -161,10 +200,23 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(format!("{level},cranelift=warn,wasmtime=warn"))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+fn init_logging(level: &str, format: Option<LogFormat>) -> Result<(), String> {
+    let level = level.to_ascii_lowercase();
+    if !["trace", "debug", "info", "warn", "error"].contains(&level.as_str()) {
+        return Err(format!("invalid LOG_LEVEL `{level}`: use debug, info, warn or error"));
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{level},cranelift=warn,wasmtime=warn,hyper=warn,h2=warn"))
+        .map_err(|e| format!("invalid log level: {e}"))?;
+    let format = format.unwrap_or_else(|| {
+        use std::io::IsTerminal;
+        if std::io::stderr().is_terminal() { LogFormat::Pretty } else { LogFormat::Json }
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+    Ok(())
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -175,6 +227,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         println!("  cd {} && cargo build --release", created.display());
         println!("  plugboard tool call --plugins target/wasm32-wasip2/release {} '{{\"name\":\"world\"}}'", name.replace('-', "_"));
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Serve(args) = &cli.command {
+        return serve(&cli, args).await;
     }
     if let Command::Session(command) = &cli.command {
         let store = crate::cli_run::open_store(cli.data_dir.as_ref())?;
@@ -206,7 +261,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Plugin(PluginCommand::Inspect { plugin, json }) => inspect(&host, &plugin, json).await,
         Command::Plugin(PluginCommand::New { .. }) => unreachable!("handled before the host starts"),
-        Command::Session(_) => unreachable!("handled before the host starts"),
+        Command::Session(_) | Command::Serve(_) => unreachable!("handled before the host starts"),
         Command::Run { prompt, model, agent, session, yes } => {
             let store = crate::cli_run::open_store(cli.data_dir.as_ref())?;
             crate::cli_run::run(host, store, crate::cli_run::RunOptions { prompt, model, agent, session, yes }).await
@@ -216,6 +271,39 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `plugboard serve`: resolves the settings (flags, environment, `plugboard.toml`), then
+/// serves until SIGTERM or SIGINT.
+async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    use crate::server::{ServeOptions, ServerSettings};
+    let workspace = match &cli.workspace {
+        Some(w) => w.clone(),
+        None => std::env::current_dir()?,
+    };
+    let workspace =
+        workspace.canonicalize().map_err(|e| anyhow::anyhow!("the workspace {} is not accessible: {e}", workspace.display()))?;
+    let (config, _) = crate::config::Config::load(cli.config.as_deref(), &workspace)?;
+    let host = args.host.unwrap_or(config.server.host);
+    let port = args.port.unwrap_or(config.server.port);
+    let mut sessions = config.sessions.clone();
+    if let Some(n) = args.max_concurrent_sessions {
+        sessions.max_concurrent = n;
+    }
+    if let Some(t) = args.session_timeout {
+        sessions.timeout_seconds = Some(t);
+    }
+    let secret = std::env::var("PLUGBOARD_SHARED_SECRET").ok();
+    let settings = ServerSettings::resolve(&config.server, std::net::SocketAddr::new(host, port), secret, args.insecure, sessions)?;
+    let options = HostOptions {
+        workspace: Some(workspace),
+        config_file: cli.config.clone(),
+        plugin_dirs: cli.plugin_dirs.clone(),
+        cache_dir: cli.cache_dir.clone(),
+        skip_user_plugins: false,
+    };
+    crate::server::serve(ServeOptions { host: options, data_dir: cli.data_dir.clone(), settings }).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_tools(host: &PluginHost, json: bool) {
@@ -317,7 +405,7 @@ fn print_models(host: &PluginHost, json: bool) {
 
 fn print_plugins(host: &PluginHost, json: bool) {
     if json {
-        let plugins: Vec<_> = host.plugins().map(|p| plugin_json(p)).collect();
+        let plugins: Vec<_> = host.plugins().map(|p| p.summary()).collect();
         let failures = host.failures();
         println!("{}", serde_json::to_string_pretty(&json!({ "plugins": plugins, "failures": failures })).expect("JSON values serialize"));
         return;
@@ -350,7 +438,7 @@ async fn inspect(host: &PluginHost, plugin: &str, json: bool) -> anyhow::Result<
         eprintln!("error: `{plugin}` is neither a file nor the id of a loaded plugin");
         return Ok(ExitCode::FAILURE);
     };
-    let mut value = plugin_json(plugin);
+    let mut value = plugin.summary();
     value["confinement"] = json!(host.confinement().to_string());
     if json {
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -422,25 +510,4 @@ async fn inspect(host: &PluginHost, plugin: &str, json: bool) -> anyhow::Result<
     let l = pol.limits;
     println!("  limits      memory {} MiB, time {} ms per call, output {} bytes", l.memory_mib, l.timeout_ms, l.max_output_bytes);
     Ok(ExitCode::SUCCESS)
-}
-
-fn plugin_json(p: &LoadedPlugin) -> serde_json::Value {
-    let pol = &p.policy;
-    json!({
-        "manifest": p.manifest,
-        "source": p.source,
-        "sha256": p.content_hash,
-        "load": p.stats,
-        "tools": p.tools,
-        "provider": p.provider,
-        "api_key": p.policy.credential.as_ref().map(|c| c.origin.clone()),
-        "grant_source": p.grant_source,
-        "granted": pol.granted,
-        "effective": {
-            "filesystem": pol.filesystem,
-            "network": pol.granted.network.iter().filter(|_| !pol.network.is_closed()).collect::<Vec<_>>(),
-            "env": pol.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-            "limits": pol.limits,
-        },
-    })
 }

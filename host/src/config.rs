@@ -53,6 +53,9 @@ pub struct Config {
     /// `[sessions]`: how many sessions run at once.
     #[serde(default)]
     pub sessions: crate::agent::SessionSettings,
+    /// `[server]`: `plugboard serve`'s address and limits.
+    #[serde(default)]
+    pub server: crate::server::settings::ServerConfig,
 }
 
 /// `[cache]`.

@@ -12,6 +12,7 @@
 //! - [`agent`]: agents, permission rules and the agent loop;
 //! - [`store`] and [`events`]: durable sessions and the sequenced event log (SQLite);
 //! - [`scaffold`]: `plugboard plugin new`;
+//! - [`server`]: `plugboard serve`, the HTTP API with Server-Sent Events;
 //! - [`cli`]: the `plugboard` command.
 
 #![warn(missing_docs)]
@@ -28,4 +29,5 @@ pub mod events;
 pub mod manifest;
 pub mod runtime;
 pub mod scaffold;
+pub mod server;
 pub mod store;

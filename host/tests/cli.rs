@@ -247,3 +247,139 @@ fn a_turn_killed_with_sigkill_is_marked_interrupted_and_the_session_goes_on_afte
     let roles: Vec<&str> = body["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
     assert_eq!(roles, ["system", "user", "assistant", "user"]);
 }
+
+/// `plugboard serve --port 0` in a workspace, killed on drop.
+struct Serve {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Serve {
+    async fn start(ws: &Path, data_dir: &str) -> Serve {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_plugboard"))
+            .args(["serve", "--port", "0", "--data-dir", data_dir])
+            .current_dir(ws)
+            .env("XDG_CACHE_HOME", std::env::temp_dir().join("plugboard-cli-cache"))
+            .env("XDG_CONFIG_HOME", ws.join(".no-user-config"))
+            .env_remove("PLUGBOARD_SHARED_SECRET")
+            .env_remove("PORT")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line.trim().strip_prefix("plugboard listening on ").expect("the address is printed").to_string();
+        let serve = Serve { child, url };
+        for _ in 0..200 {
+            if let Ok(r) = reqwest::get(format!("{}/ready", serve.url)).await
+                && r.status() == 200
+            {
+                return serve;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the server did not become ready");
+    }
+
+    async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let r = reqwest::Client::new().post(format!("{}{path}", self.url)).json(&body).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    async fn stream(&self, path: &str) -> plugboard_tests::SseReader {
+        plugboard_tests::SseReader::new(reqwest::get(format!("{}{path}", self.url)).await.unwrap())
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        assert!(Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap().success());
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the server did not stop within 15 s of SIGTERM");
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads `stream` until the `complete` event of the activity that answered `input`.
+async fn until_answered(stream: &mut plugboard_tests::SseReader, input: &serde_json::Value) -> serde_json::Value {
+    loop {
+        let frame =
+            tokio::time::timeout(std::time::Duration::from_secs(30), stream.next()).await.expect("in time").expect("the stream goes on");
+        if frame.event == "complete" && frame.data["data"]["input_ids"].as_array().is_some_and(|ids| ids.contains(input)) {
+            return frame.data["data"].clone();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_session_created_by_run_is_prompted_over_http_by_id() {
+    let server = plugboard_tests::ScriptedServer::start(vec![
+        streamed_words(&["first ", "answer"], std::time::Duration::ZERO),
+        streamed_words(&["over ", "http"], std::time::Duration::ZERO),
+    ]);
+    let tmp = TempDir::new("resume-http");
+    let ws = tmp.workspace();
+    let data = tmp.0.join("data");
+    let data_arg = data.to_str().unwrap();
+    std::fs::write(ws.join("plugboard.toml"), provider_config(&server.url())).unwrap();
+    let out = plugboard(&ws, &["run", "--data-dir", data_arg, "hello"]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let id = json_of(&plugboard(&ws, &["session", "list", "--json", "--data-dir", data_arg]))[0]["id"].as_str().unwrap().to_string();
+
+    let serve = Serve::start(&ws, data_arg).await;
+    let (status, admitted) = serve.post(&format!("/sessions/{id}/messages"), serde_json::json!({ "prompt": "and now?" })).await;
+    assert_eq!(status, 202, "{admitted}");
+    let mut stream = serve.stream(&format!("/sessions/{id}/stream")).await;
+    let outcome = until_answered(&mut stream, &admitted["input_id"]).await;
+    assert_eq!(outcome["text"], "over http");
+    // The model saw the whole conversation, the part from `plugboard run` included.
+    let body: serde_json::Value = serde_json::from_str(&server.received()[1].body).unwrap();
+    assert!(body.to_string().contains("first answer"), "{body}");
+    drop(stream);
+    assert!(serve.terminate().success());
+}
+
+#[tokio::test]
+async fn sigterm_mid_turn_interrupts_it_and_the_next_start_runs_the_queued_input() {
+    let server = plugboard_tests::ScriptedServer::start(vec![slow_words(400), streamed_words(&["resumed"], std::time::Duration::ZERO)]);
+    let tmp = TempDir::new("sigterm");
+    let ws = tmp.workspace();
+    let data = tmp.0.join("data");
+    let data_arg = data.to_str().unwrap();
+    std::fs::write(ws.join("plugboard.toml"), format!("{}[server]\nshutdown_grace_seconds = 1\n", provider_config(&server.url()))).unwrap();
+
+    let serve = Serve::start(&ws, data_arg).await;
+    let (status, created) = serve.post("/sessions", serde_json::json!({ "prompt": "count slowly" })).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["session_id"].as_str().unwrap().to_string();
+    let mut stream = serve.stream(&format!("/sessions/{id}/stream")).await;
+    stream.until("part.delta", std::time::Duration::from_secs(30)).await;
+    let (status, queued) = serve.post(&format!("/sessions/{id}/messages"), serde_json::json!({ "prompt": "then this" })).await;
+    assert_eq!(status, 202, "{queued}");
+    assert!(serve.terminate().success(), "a clean exit");
+    assert!(stream.next().await.is_none() || stream.next().await.is_none(), "the stream ended");
+
+    let shown = json_of(&plugboard(&ws, &["session", "show", &id, "--json", "--data-dir", data_arg]));
+    let statuses: Vec<&str> = shown["messages"].as_array().unwrap().iter().map(|m| m["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["completed", "interrupted"], "the running turn was closed; the queued input waits");
+    assert!(shown["messages"][1]["error"].as_str().unwrap().contains("shut down"), "{}", shown["messages"][1]);
+
+    let serve = Serve::start(&ws, data_arg).await;
+    let mut stream = serve.stream(&format!("/sessions/{id}/stream")).await;
+    let outcome = until_answered(&mut stream, &queued["input_id"]).await;
+    assert_eq!(outcome["text"], "resumed");
+    drop(stream);
+    assert!(serve.terminate().success());
+}

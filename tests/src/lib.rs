@@ -373,3 +373,91 @@ impl Drop for Aimock {
         let _ = std::fs::remove_dir_all(&self._fixtures);
     }
 }
+
+/// One Server-Sent Event as a client sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseFrame {
+    /// `id:`, when the event has one.
+    pub id: Option<i64>,
+    /// `event:` (`message` when absent).
+    pub event: String,
+    /// `data:`, parsed as JSON.
+    pub data: serde_json::Value,
+}
+
+/// A Server-Sent Events reader over an HTTP response.
+pub struct SseReader {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl SseReader {
+    /// Reads the events of `response` (which must be `text/event-stream`).
+    pub fn new(response: reqwest::Response) -> Self {
+        let kind = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        assert!(kind.starts_with("text/event-stream"), "not an event stream: {kind} ({})", response.status());
+        SseReader { response, buffer: String::new() }
+    }
+
+    /// The next event, or `None` when the stream ended.
+    pub async fn next(&mut self) -> Option<SseFrame> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                if let Some(frame) = parse_frame(&block) {
+                    return Some(frame);
+                }
+                continue;
+            }
+            match self.response.chunk().await {
+                Ok(Some(bytes)) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// Events up to and including the first of type `event`; panics after `within`.
+    pub async fn until(&mut self, event: &str, within: std::time::Duration) -> Vec<SseFrame> {
+        let mut frames = Vec::new();
+        let search = async {
+            while let Some(frame) = self.next().await {
+                let done = frame.event == event;
+                frames.push(frame);
+                if done {
+                    return true;
+                }
+            }
+            false
+        };
+        match tokio::time::timeout(within, search).await {
+            Ok(true) => frames,
+            Ok(false) => panic!("the stream ended before `{event}`"),
+            Err(_) => panic!("no `{event}` within {within:?}"),
+        }
+    }
+}
+
+fn parse_frame(block: &str) -> Option<SseFrame> {
+    let (mut id, mut event, mut data) = (None, "message".to_string(), String::new());
+    let mut any = false;
+    for line in block.lines() {
+        if line.starts_with(':') || line.is_empty() {
+            continue;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        any = true;
+        match field {
+            "id" => id = value.parse().ok(),
+            "event" => event = value.to_string(),
+            "data" => {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(value);
+            }
+            _ => {}
+        }
+    }
+    any.then(|| SseFrame { id, event, data: serde_json::from_str(&data).unwrap_or(serde_json::Value::String(data)) })
+}

@@ -23,6 +23,7 @@ use crate::runtime::CallContext;
 use crate::runtime::provider::{
     CompletionError, CompletionRequest, ContentPart, FinishReason, Message, Role, StreamEvent, ToolCall, ToolResult, ToolSpec,
 };
+use crate::runtime::state::ProgressSink;
 use crate::store::inbox::InputRecord;
 use crate::store::lease::{Claim, OwnerId};
 use crate::store::sessions::{MessageRecord, SessionRecord, Tokens, load_history, new_id};
@@ -371,6 +372,7 @@ impl<'a> Activity<'a> {
             .host
             .tools()
             .filter(|(t, _)| !permission::denied_outright(rules.iter(), &t.name))
+            .filter(|(t, _)| self.session.options.enabled_tools.as_ref().is_none_or(|enabled| enabled.contains(&t.name)))
             .map(|(t, _)| ToolSpec {
                 name: t.name.clone(),
                 description: t.description.clone(),
@@ -382,6 +384,10 @@ impl<'a> Activity<'a> {
     /// One provider turn: a new assistant message whose parts are recorded as they stream.
     async fn step(&mut self, last_step: bool, retrying: bool) -> Result<Result<Turn, StepFailure>, AgentError> {
         let mut system = self.agent.system_prompt.clone();
+        if let Some(extra) = &self.session.options.system_prompt {
+            system.push_str("\n\n");
+            system.push_str(extra);
+        }
         if last_step {
             system.push_str("\n\nThis is the last step: answer now, without calling tools.");
         }
@@ -390,8 +396,8 @@ impl<'a> Activity<'a> {
             system: Some(system),
             messages: self.messages.clone(),
             tools: self.offered_tools(last_step),
-            temperature: None,
-            max_output_tokens: None,
+            temperature: self.session.options.temperature,
+            max_output_tokens: self.session.options.max_tokens,
             options: None,
         };
         let (id, model, message) = (self.session.id.clone(), self.session.model.clone(), new_id("msg"));
@@ -468,7 +474,8 @@ impl<'a> Activity<'a> {
 
     /// Streams one completion into the turn, writing text in batches as it arrives.
     async fn stream(&self, request: CompletionRequest, turn: &mut Turn) -> Result<Result<(), CompletionError>, AgentError> {
-        let mut stream = match self.runtime.host.complete(&self.session.model, request).await {
+        let overrides = self.runtime.provider_overrides(&self.session.id);
+        let mut stream = match self.runtime.host.complete_with(&self.session.model, request, overrides.as_deref()).await {
             Ok(s) => s,
             Err(e) => return Ok(Err(e)),
         };
@@ -638,7 +645,7 @@ impl<'a> Activity<'a> {
         }
         let context = CallContext { session_id: id.into(), call_id: p.call.id.clone() };
         let arguments = if p.input.is_object() { p.input.to_string() } else { p.call.arguments.clone() };
-        let result = self.runtime.host.call_tool(&p.call.name, &arguments, &context, None).await;
+        let result = self.runtime.host.call_tool(&p.call.name, &arguments, &context, Some(self.output_sink(p))).await;
         let end = match result {
             Ok(output) => {
                 if FILE_WRITING_TOOLS.contains(&p.call.name.as_str()) {
@@ -660,6 +667,16 @@ impl<'a> Activity<'a> {
         data["time"] = json!({ "start": started, "end": now_ms() });
         self.record(&p.part, data);
         Ok(end)
+    }
+
+    /// Where a call's live output goes: `tool.output` events, in order with its states.
+    fn output_sink(&self, p: &PreparedCall) -> ProgressSink {
+        let store = self.runtime.store.clone();
+        let (id, part, call, tool) = (self.session.id.clone(), p.part.clone(), p.call.id.clone(), p.call.name.clone());
+        Arc::new(move |text: &str| {
+            let (id, data) = (id.clone(), json!({ "part_id": part, "call_id": call, "tool": tool, "text": text }));
+            drop(store.write(move |tx| tx.emit(Some(&id), "tool.output", data)));
+        })
     }
 
     /// Records a tool part's new state.

@@ -5,9 +5,11 @@ mod activity;
 pub mod permission;
 pub mod runtime;
 
+pub use crate::capability::ProviderOverrides;
 pub use crate::store::inbox::Delivery;
+pub use crate::store::sessions::SessionOptions;
 pub use activity::provider_messages;
-pub use runtime::{Admission, AgentError, AgentRuntime, Cancellation, Outcome, SessionSettings};
+pub use runtime::{Admission, AgentError, AgentRuntime, Cancellation, Outcome, SessionSettings, SessionSpec};
 
 use std::collections::BTreeMap;
 

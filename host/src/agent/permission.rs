@@ -122,7 +122,7 @@ pub enum AskMode {
 }
 
 /// A question waiting for its answer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PendingAsk {
     /// The question's id.
     pub id: String,

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use futures::FutureExt;
@@ -24,12 +24,13 @@ use tokio_util::sync::CancellationToken;
 use super::activity::{Activity, Consumed};
 use super::permission::{AskMode, PermissionBroker, Reply};
 use super::{Agent, resolve_agents};
+use crate::capability::ProviderOverrides;
 use crate::events::now_ms;
 use crate::runtime::PluginHost;
 use crate::runtime::provider::CompletionError;
 use crate::store::inbox::{Delivery, InputRecord};
 use crate::store::lease::{Claim, LEASE_RENEWAL, OwnerId};
-use crate::store::sessions::{SessionRecord, Tokens, new_id};
+use crate::store::sessions::{SessionOptions, SessionRecord, Tokens, new_id};
 use crate::store::{SessionStore, StoreError};
 
 /// Why an activity could not run or stopped.
@@ -55,6 +56,20 @@ pub enum AgentError {
     /// The input is not acceptable.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// A field of a new session is not acceptable.
+    #[error("invalid `{field}`: {reason}")]
+    InvalidField {
+        /// The field, e.g. `model_config.temperature`.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// A session with this id exists already.
+    #[error("a session `{0}` already exists")]
+    Exists(String),
+    /// The runtime is shutting down and takes no new input.
+    #[error("Plugboard is shutting down and takes no new input")]
+    ShuttingDown,
     /// Another live process runs this session.
     #[error("session `{session}` is running in another Plugboard process ({owner}); try again when it is idle")]
     HeldElsewhere {
@@ -87,6 +102,7 @@ impl From<StoreError> for AgentError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(id) => AgentError::NotFound(id),
+            StoreError::Exists(id) => AgentError::Exists(id),
             other => AgentError::Store(Arc::new(other)),
         }
     }
@@ -114,7 +130,7 @@ pub struct Outcome {
 }
 
 /// An input that was stored and will be delivered.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Admission {
     /// The input's id (user messages made from it carry it as `input_id`).
     pub input_id: String,
@@ -150,6 +166,24 @@ impl Default for SessionSettings {
     fn default() -> Self {
         SessionSettings { max_concurrent: 64, timeout_seconds: None }
     }
+}
+
+/// What a new session is made of.
+#[derive(Debug, Clone, Default)]
+pub struct SessionSpec {
+    /// Its id (a new one when absent): 1 to 128 letters, digits, `_`, `-` or `.`.
+    pub id: Option<String>,
+    /// The agent.
+    pub agent: String,
+    /// The model, as `provider/model` (default: the agent's, the configured default, or the
+    /// only model there is).
+    pub model: Option<String>,
+    /// A title.
+    pub title: String,
+    /// Model options for each of its turns (stored with it).
+    pub options: SessionOptions,
+    /// Its own API key or endpoint (kept in memory only, for as long as this runtime lives).
+    pub overrides: ProviderOverrides,
 }
 
 /// The task that runs one session's activities, as the rest of the runtime sees it.
@@ -197,6 +231,8 @@ enum Stop {
     Cancelled,
     /// `[sessions] timeout_seconds` (the limit).
     TimedOut(u64),
+    /// [`AgentRuntime::shutdown`] after its grace period.
+    Shutdown,
 }
 
 /// Runs sessions: the plugins, the store, the permission broker and the agents.
@@ -212,6 +248,10 @@ pub struct AgentRuntime {
     drivers: Mutex<HashMap<String, Arc<Driver>>>,
     /// Who waits for which input (by input id: the session and the answer's channel).
     waiters: Mutex<HashMap<String, (String, Waiter)>>,
+    /// Per-session provider overrides (secrets: memory only).
+    overrides: Mutex<HashMap<String, Arc<ProviderOverrides>>>,
+    /// Set by [`AgentRuntime::shutdown`]: no new input, drivers stop at the next input.
+    closing: AtomicBool,
 }
 
 impl AgentRuntime {
@@ -220,14 +260,26 @@ impl AgentRuntime {
     /// answered per `mode`. Must be called inside a Tokio runtime (it starts the task that
     /// renews session leases).
     pub fn new(host: Arc<PluginHost>, store: SessionStore, mode: AskMode) -> Result<Arc<Self>, AgentError> {
+        let settings = host.config().sessions.clone();
+        Self::with_settings(host, store, mode, settings)
+    }
+
+    /// [`Self::new`] with session limits of the caller's choosing (e.g. from the server's
+    /// flags and environment) instead of the configuration's `[sessions]`.
+    pub fn with_settings(
+        host: Arc<PluginHost>,
+        store: SessionStore,
+        mode: AskMode,
+        settings: SessionSettings,
+    ) -> Result<Arc<Self>, AgentError> {
         let config = host.config();
         let agents = resolve_agents(&config.agents).map_err(AgentError::Config)?;
         let default_model = config.default_model.clone();
-        let max_concurrent = config.sessions.max_concurrent;
+        let max_concurrent = settings.max_concurrent;
         if max_concurrent == 0 {
             return Err(AgentError::Config("[sessions] max_concurrent must be at least 1".into()));
         }
-        let timeout = config.sessions.timeout_seconds;
+        let timeout = settings.timeout_seconds;
         if timeout == Some(0) {
             return Err(AgentError::Config("[sessions] timeout_seconds must be at least 1".into()));
         }
@@ -242,6 +294,8 @@ impl AgentRuntime {
             timeout,
             drivers: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
+            overrides: Mutex::new(HashMap::new()),
+            closing: AtomicBool::new(false),
         });
         tokio::spawn(renew_leases(Arc::downgrade(&runtime)));
         Ok(runtime)
@@ -257,6 +311,11 @@ impl AgentRuntime {
         &self.broker
     }
 
+    /// The plugins this runtime runs.
+    pub fn host(&self) -> &Arc<PluginHost> {
+        &self.host
+    }
+
     /// Creates a session for `agent` with `model` (default: the agent's, then the
     /// configured default, then the only model there is).
     pub async fn create_session(
@@ -266,8 +325,68 @@ impl AgentRuntime {
         model: Option<&str>,
         title: &str,
     ) -> Result<SessionRecord, AgentError> {
-        let profile = self.agent(agent)?;
-        let model = match model.map(str::to_string).or_else(|| profile.model.clone()).or_else(|| self.default_model.clone()) {
+        let spec = SessionSpec { id, agent: agent.into(), model: model.map(str::to_string), title: title.into(), ..Default::default() };
+        self.create_session_with(spec).await
+    }
+
+    /// Creates a session as `spec` says, after checking every field of it: an error names
+    /// the first field that cannot be used, and nothing is stored.
+    pub async fn create_session_with(&self, spec: SessionSpec) -> Result<SessionRecord, AgentError> {
+        let invalid = |field: &str, reason: String| AgentError::InvalidField { field: field.into(), reason };
+        if let Some(id) = &spec.id {
+            let valid = !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            if !valid {
+                return Err(invalid("session_id", "use 1 to 128 letters, digits, `_`, `-` or `.`".into()));
+            }
+        }
+        let profile = self.agent(&spec.agent)?;
+        let model = self.choose_model(spec.model.clone(), profile)?;
+        let options = &spec.options;
+        if let Some(t) = options.temperature
+            && !(0.0..=2.0).contains(&t)
+        {
+            return Err(invalid("model_config.temperature", format!("{t} is not between 0 and 2")));
+        }
+        if options.max_tokens == Some(0) {
+            return Err(invalid("model_config.max_tokens", "must be at least 1".into()));
+        }
+        if let Some(tools) = &options.enabled_tools {
+            let unknown: Vec<&str> = tools.iter().filter(|t| !self.host.tools().any(|(d, _)| &d.name == *t)).map(String::as_str).collect();
+            if !unknown.is_empty() {
+                let available: Vec<&str> = self.host.tools().map(|(d, _)| d.name.as_str()).collect();
+                return Err(invalid(
+                    "model_config.enabled_tools",
+                    format!("no tool {} (available: {})", unknown.join(", "), available.join(", ")),
+                ));
+            }
+        }
+        let overrides = spec.overrides;
+        if overrides != ProviderOverrides::default() {
+            let provider = self.host.models().find(|(r, _, _)| *r == model).map(|(_, _, p)| p.clone());
+            if let Some(provider) = provider {
+                provider
+                    .policy
+                    .with_overrides(&provider.manifest, &overrides)
+                    .map_err(|(f, m)| invalid(&format!("model_config.{f}"), m))?;
+            }
+        }
+        let workspace = self.host.workspace().display().to_string();
+        let record = self.store.create_session(spec.id, &spec.agent, &model, &workspace, &spec.title, options).await?;
+        if overrides != ProviderOverrides::default() {
+            self.overrides.lock().expect("not poisoned").insert(record.id.clone(), Arc::new(overrides));
+        }
+        Ok(record)
+    }
+
+    /// The provider overrides of session `id`, if it has any.
+    pub(super) fn provider_overrides(&self, id: &str) -> Option<Arc<ProviderOverrides>> {
+        self.overrides.lock().expect("not poisoned").get(id).cloned()
+    }
+
+    /// The model of a new session: the one asked for, the agent's, the configured default,
+    /// or the only one there is; it must be served.
+    fn choose_model(&self, model: Option<String>, profile: &Agent) -> Result<String, AgentError> {
+        let model = match model.or_else(|| profile.model.clone()).or_else(|| self.default_model.clone()) {
             Some(m) => m,
             None => {
                 let models: Vec<String> = self.host.models().map(|(r, _, _)| r).collect();
@@ -280,8 +399,7 @@ impl AgentRuntime {
         if !self.host.models().any(|(r, _, _)| r == model) {
             return Err(CompletionError::UnknownModel { model, available: self.host.models().map(|(r, _, _)| r).collect() }.into());
         }
-        let workspace = self.host.workspace().display().to_string();
-        Ok(self.store.create_session(id, agent, &model, &workspace, title).await?)
+        Ok(model)
     }
 
     pub(super) fn agent(&self, name: &str) -> Result<&Agent, AgentError> {
@@ -316,6 +434,9 @@ impl AgentRuntime {
     /// Validates and stores an input, taking the session's lease (so a session that a live
     /// process runs refuses it, and one a dead process left is recovered first).
     async fn admit(&self, id: &str, input_id: String, text: &str, delivery: Delivery) -> Result<InputRecord, AgentError> {
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(AgentError::ShuttingDown);
+        }
         if text.trim().is_empty() {
             return Err(AgentError::InvalidInput("the prompt is empty".into()));
         }
@@ -385,11 +506,46 @@ impl AgentRuntime {
         Ok(recovered)
     }
 
+    /// Stops taking input, lets running activities finish for up to `grace`, then stops
+    /// those still running: what they left unfinished is recorded as interrupted. Pending
+    /// inputs stay in the inbox, and the sessions' leases are handed over, so the next
+    /// process to start ([`Self::recover`]) runs them. Returns once everything is stored,
+    /// with the sessions that were stopped.
+    pub async fn shutdown(self: &Arc<Self>, grace: std::time::Duration) -> Vec<String> {
+        self.closing.store(true, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.drivers.lock().expect("not poisoned").is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let running: Vec<(String, Arc<Driver>)> =
+            self.drivers.lock().expect("not poisoned").iter().map(|(id, d)| (id.clone(), d.clone())).collect();
+        for (_, driver) in &running {
+            let mut acks = driver.acks.subscribe();
+            driver.cancel.lock().expect("not poisoned").cancel();
+            let _ = acks.wait_for(|handled| *handled == u64::MAX).await;
+        }
+        if let Err(e) = self.store.write(|_| Ok(())).await {
+            tracing::error!(error = %e, "cannot flush the store at shutdown");
+        }
+        running.into_iter().map(|(id, _)| id).collect()
+    }
+
     /// A session's driver: takes its inputs in order and runs an activity for each, until
-    /// the inbox is empty.
+    /// the inbox is empty (or the runtime shuts down).
     async fn drive(self: Arc<Self>, id: String, driver: Arc<Driver>) {
         loop {
-            if let Some(handled) = driver.take_cancel() {
+            if self.closing.load(Ordering::SeqCst) {
+                self.drivers.lock().expect("not poisoned").remove(&id);
+                let key = id.clone();
+                if let Err(e) = self.store.write(move |tx| tx.hand_over_session(&key, OwnerId::current())).await {
+                    tracing::error!(session = %id, error = %e, "cannot hand the session over at shutdown");
+                }
+                self.resolve_session(&id, &Err(AgentError::ShuttingDown));
+                break;
+            }
+            if !self.closing.load(Ordering::SeqCst)
+                && let Some(handled) = driver.take_cancel()
+            {
                 let dropped = self.abort(&id, &[], Stop::Cancelled).await;
                 self.resolve(&dropped, &Err(AgentError::Cancelled));
                 driver.acks.send_replace(handled);
@@ -445,6 +601,11 @@ impl AgentRuntime {
         let result = match result {
             Ok(None) => return Ok(false),
             Ok(Some(outcome)) => Ok(outcome),
+            Err(AgentError::Cancelled) if self.closing.load(Ordering::SeqCst) => {
+                self.abort(id, &consumed, Stop::Shutdown).await;
+                self.resolve(&consumed, &Err(AgentError::ShuttingDown));
+                return Ok(true);
+            }
             Err(AgentError::Cancelled) => {
                 let handled = driver.take_cancel().unwrap_or(0);
                 let mut dropped = self.abort(id, &consumed, Stop::Cancelled).await;
@@ -521,19 +682,23 @@ impl AgentRuntime {
     /// Records a stopped activity (one that answered `inputs`, when it had begun):
     /// unfinished messages and tool calls are aborted, questions it left are answered
     /// `reject`, and the session is idle. A cancel also drops pending inputs; a timeout
-    /// leaves them to run. Returns the dropped inputs.
+    /// leaves them to run; a shutdown records the activity as interrupted and leaves them
+    /// for the next process. Returns the dropped inputs.
     async fn abort(&self, id: &str, inputs: &[String], stop: Stop) -> Vec<String> {
         let abandoned = self.broker.take_abandoned(id);
         let key = id.to_string();
-        let (finish, reason) = match stop {
-            Stop::Cancelled => ("cancelled", "aborted: the activity was cancelled".to_string()),
-            Stop::TimedOut(limit) => ("timeout", format!("aborted: the activity ran longer than the session timeout of {limit} s")),
+        let (finish, status, reason) = match stop {
+            Stop::Cancelled => ("cancelled", "aborted", "aborted: the activity was cancelled".to_string()),
+            Stop::TimedOut(limit) => {
+                ("timeout", "aborted", format!("aborted: the activity ran longer than the session timeout of {limit} s"))
+            }
+            Stop::Shutdown => ("interrupted", "interrupted", "interrupted: Plugboard shut down before the turn finished".to_string()),
         };
         let ended = (!inputs.is_empty()).then(|| json!({ "finish": finish, "input_ids": inputs }));
         let result = self
             .store
             .write(move |tx| {
-                tx.close_unfinished(&key, "aborted", &reason)?;
+                tx.close_unfinished(&key, status, &reason)?;
                 let reply = serde_json::to_value(Reply::Reject(Some(reason.clone()))).unwrap_or_default();
                 for ask in &abandoned {
                     tx.emit(Some(&key), "permission.replied", json!({ "id": ask, "reply": reply }))?;

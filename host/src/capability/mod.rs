@@ -188,6 +188,66 @@ pub struct CapabilityPolicy {
     pub credential: Option<Credential>,
 }
 
+/// What one session changes in its provider's policy: its own API key (in the header the
+/// provider declares) and its own endpoint (the provider's `base_url` setting), which must
+/// still be within the provider's network grant. Held in memory only; `Debug` hides the key.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ProviderOverrides {
+    /// The API key.
+    pub api_key: Option<Secret>,
+    /// The API's base URL, e.g. `http://127.0.0.1:8080/v1`.
+    pub api_endpoint: Option<String>,
+}
+
+impl std::fmt::Debug for ProviderOverrides {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderOverrides")
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("api_endpoint", &self.api_endpoint)
+            .finish()
+    }
+}
+
+impl Secret {
+    /// Wraps a secret given at run time (e.g. a per-session API key).
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+}
+
+impl CapabilityPolicy {
+    /// This policy with a session's overrides applied; an error names the field that cannot
+    /// apply (a key for a provider without a credentials header, an endpoint outside the
+    /// grant, a malformed URL).
+    pub fn with_overrides(
+        &self,
+        manifest: &PluginManifest,
+        overrides: &ProviderOverrides,
+    ) -> Result<CapabilityPolicy, (&'static str, String)> {
+        let mut policy = self.clone();
+        if let Some(key) = &overrides.api_key {
+            let grants = PluginGrants { api_key: Some(key.clone()), ..Default::default() };
+            policy.credential = resolve_credential(manifest, &grants).map_err(|m| ("api_key", m))?;
+        }
+        if let Some(endpoint) = &overrides.api_endpoint {
+            let uri: http::Uri = endpoint.parse().map_err(|e| ("api_endpoint", format!("`{endpoint}` is not a URL: {e}")))?;
+            let scheme = uri.scheme_str().filter(|s| *s == "http" || *s == "https");
+            let (Some(scheme), Some(host)) = (scheme, uri.host()) else {
+                return Err(("api_endpoint", format!("`{endpoint}` must be an http:// or https:// URL with a host")));
+            };
+            self.network.check(scheme, host, uri.port_u16()).map_err(|denial| {
+                let why = match denial {
+                    network::NetworkDenial::NotRequested => "the provider's manifest does not request this host",
+                    network::NetworkDenial::NotGranted => "the host is not in the provider's network grant",
+                };
+                ("api_endpoint", format!("`{endpoint}` cannot be used: {why} (grant it in [plugins.{}] network)", self.plugin_id))
+            })?;
+            policy.settings.insert("base_url".into(), serde_json::Value::String(endpoint.trim_end_matches('/').into()).to_string());
+        }
+        Ok(policy)
+    }
+}
+
 /// Inputs shared by every plugin's policy.
 #[derive(Debug, Clone)]
 pub struct PolicyContext {

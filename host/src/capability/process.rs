@@ -182,7 +182,15 @@ pub enum CommandError {
 
 impl CommandRunner {
     /// Runs `line` through `/bin/sh -c` in `cwd` (empty: the workspace) with a time limit.
-    pub async fn run(&self, line: &str, cwd: &str, timeout: Option<Duration>) -> Result<CommandResult, CommandError> {
+    /// What the command writes is passed to `live` as it comes (within the output cap), so
+    /// a long command's progress can be shown while it runs.
+    pub async fn run(
+        &self,
+        line: &str,
+        cwd: &str,
+        timeout: Option<Duration>,
+        live: Option<&(dyn Fn(&str) + Send + Sync)>,
+    ) -> Result<CommandResult, CommandError> {
         self.policy.check(line).map_err(CommandError::Denied)?;
         let denied = |reason: String| CommandError::Denied(ProcessDenial { command: line.to_string(), reason });
         let cwd = self.working_directory(cwd)?;
@@ -232,15 +240,24 @@ impl CommandRunner {
             let (mut out_open, mut err_open) = (true, true);
             let mut truncated = false;
             let (mut buf_out, mut buf_err) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+            let (mut live_out, mut live_err) = (LiveText::default(), LiveText::default());
             while out_open || err_open {
                 tokio::select! {
                     n = stdout.read(&mut buf_out), if out_open => match n {
                         Ok(0) | Err(_) => out_open = false,
-                        Ok(n) => truncated |= append_capped(&mut out, &buf_out[..n], cap.saturating_sub(err.len())),
+                        Ok(n) => {
+                            let before = out.len();
+                            truncated |= append_capped(&mut out, &buf_out[..n], cap.saturating_sub(err.len()));
+                            live_out.forward(&out[before..], live);
+                        }
                     },
                     n = stderr.read(&mut buf_err), if err_open => match n {
                         Ok(0) | Err(_) => err_open = false,
-                        Ok(n) => truncated |= append_capped(&mut err, &buf_err[..n], cap.saturating_sub(out.len())),
+                        Ok(n) => {
+                            let before = err.len();
+                            truncated |= append_capped(&mut err, &buf_err[..n], cap.saturating_sub(out.len()));
+                            live_err.forward(&err[before..], live);
+                        }
                     },
                 }
             }
@@ -281,6 +298,28 @@ impl CommandRunner {
             }));
         }
         Ok(canonical)
+    }
+}
+
+/// Passes a stream's bytes on as text, holding back a UTF-8 sequence split between reads.
+#[derive(Default)]
+struct LiveText {
+    held: Vec<u8>,
+}
+
+impl LiveText {
+    fn forward(&mut self, bytes: &[u8], live: Option<&(dyn Fn(&str) + Send + Sync)>) {
+        let Some(live) = live else { return };
+        self.held.extend_from_slice(bytes);
+        let complete = match std::str::from_utf8(&self.held) {
+            Ok(_) => self.held.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => self.held.len(),
+        };
+        if complete > 0 {
+            live(&String::from_utf8_lossy(&self.held[..complete]));
+            self.held.drain(..complete);
+        }
     }
 }
 

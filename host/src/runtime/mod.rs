@@ -237,7 +237,17 @@ impl PluginHost {
     pub async fn complete(
         &self,
         model: &str,
+        request: provider::CompletionRequest,
+    ) -> Result<provider::ProviderStream, provider::CompletionError> {
+        self.complete_with(model, request, None).await
+    }
+
+    /// [`Self::complete`] with a session's provider overrides (its own key or endpoint).
+    pub async fn complete_with(
+        &self,
+        model: &str,
         mut request: provider::CompletionRequest,
+        overrides: Option<&crate::capability::ProviderOverrides>,
     ) -> Result<provider::ProviderStream, provider::CompletionError> {
         let unknown =
             || provider::CompletionError::UnknownModel { model: model.to_string(), available: self.models().map(|(r, _, _)| r).collect() };
@@ -248,7 +258,7 @@ impl PluginHost {
             return Err(unknown());
         }
         request.model = model_id.to_string();
-        plugin.complete(&request).await
+        plugin.complete(&request, overrides).await
     }
 
     /// The plugins that could not be loaded.

@@ -12,7 +12,7 @@ use super::error::CallError;
 use super::state::{CallState, HostDenial, ProgressSink};
 use crate::artifact_cache::{ArtifactCache, CacheOutcome, content_hash};
 use crate::bindings::{ProviderPluginPre, ToolPluginPre, provider_types, types};
-use crate::capability::{CapabilityKind, CapabilityPolicy, PolicyContext};
+use crate::capability::{CapabilityKind, CapabilityPolicy, PolicyContext, ProviderOverrides};
 use crate::config::{Config, GrantSource};
 use crate::engine::{PluginEngine, ticks_for};
 use crate::manifest::{ManifestError, PluginManifest};
@@ -140,6 +140,30 @@ pub struct ToolOutput {
 }
 
 impl LoadedPlugin {
+    /// What it is, where it came from, what it requested and was granted, as JSON (for
+    /// `plugboard plugin list --json` and `GET /plugins`).
+    pub fn summary(&self) -> serde_json::Value {
+        let p = self;
+        let pol = &p.policy;
+        serde_json::json!({
+            "manifest": p.manifest,
+            "source": p.source,
+            "sha256": p.content_hash,
+            "load": p.stats,
+            "tools": p.tools,
+            "provider": p.provider,
+            "api_key": p.policy.credential.as_ref().map(|c| c.origin.clone()),
+            "grant_source": p.grant_source,
+            "granted": pol.granted,
+            "effective": {
+                "filesystem": pol.filesystem,
+                "network": pol.granted.network.iter().filter(|_| !pol.network.is_closed()).collect::<Vec<_>>(),
+                "env": pol.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+                "limits": pol.limits,
+            },
+        })
+    }
+
     /// Prepares a plugin from its component bytes: reads the manifest, resolves its grants,
     /// compiles (or loads from the cache) and links. Blocking (compiling takes up to a few
     /// hundred milliseconds): run it off the async workers, then [`Self::describe`].
@@ -196,7 +220,11 @@ impl LoadedPlugin {
     }
 
     fn new_store(&self, progress: Option<ProgressSink>) -> anyhow::Result<Store<CallState>> {
-        let state = CallState::new(self.policy.clone(), progress)?;
+        self.new_store_with(self.policy.clone(), progress)
+    }
+
+    fn new_store_with(&self, policy: Arc<CapabilityPolicy>, progress: Option<ProgressSink>) -> anyhow::Result<Store<CallState>> {
+        let state = CallState::new(policy, progress)?;
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(ticks_for(self.policy.limits.timeout()));
@@ -348,6 +376,7 @@ impl LoadedPlugin {
     pub async fn complete(
         self: &Arc<Self>,
         request: &provider_types::CompletionRequest,
+        overrides: Option<&ProviderOverrides>,
     ) -> Result<super::provider::ProviderStream, super::provider::CompletionError> {
         use super::provider::CompletionError;
         let plugin = self.manifest.id.clone();
@@ -355,8 +384,14 @@ impl LoadedPlugin {
             return Err(CompletionError::Plugin(CallError::Host { plugin, message: "it is not a provider plugin".into() }));
         };
         let limits = self.policy.limits;
+        let policy = match overrides {
+            None => self.policy.clone(),
+            Some(o) => Arc::new(self.policy.with_overrides(&self.manifest, o).map_err(|(field, message)| {
+                CompletionError::Plugin(CallError::Host { plugin: plugin.clone(), message: format!("model_config.{field}: {message}") })
+            })?),
+        };
         let mut store = self
-            .new_store(None)
+            .new_store_with(policy, None)
             .map_err(|e| CompletionError::Plugin(CallError::Host { plugin: plugin.clone(), message: format!("{e:#}") }))?;
         let started = tokio::time::timeout(limits.timeout(), async {
             let instance = pre.instantiate_async(&mut store).await?;

@@ -205,7 +205,8 @@ impl host::Host for CallState {
 impl process::Host for CallState {
     async fn run(&mut self, command: process::Command) -> Result<process::CommandOutput, process::CommandError> {
         let timeout = command.timeout_ms.map(|ms| std::time::Duration::from_millis(ms.into()));
-        match self.policy.process.run(&command.command_line, &command.working_directory, timeout).await {
+        let live = self.progress.as_deref();
+        match self.policy.process.run(&command.command_line, &command.working_directory, timeout, live).await {
             Ok(r) => Ok(process::CommandOutput {
                 exit_code: r.exit_code,
                 stdout: r.stdout,

@@ -10,7 +10,7 @@ use super::Tx;
 use crate::events::now_ms;
 
 /// How an input is delivered when the session is busy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Delivery {
     /// Join the running activity at its next provider-turn boundary.

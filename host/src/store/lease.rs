@@ -144,6 +144,16 @@ impl Tx<'_> {
         Ok(changed > 0)
     }
 
+    /// Gives up the lease of `session` even with input pending (at shutdown: the next
+    /// process to start, or any other, picks the session up at once).
+    pub fn hand_over_session(&mut self, session: &str, me: &OwnerId) -> rusqlite::Result<bool> {
+        let changed = self
+            .conn()
+            .prepare_cached("UPDATE sessions SET owner = NULL, lease_expires_at = NULL WHERE id = ?1 AND owner = ?2")?
+            .execute(params![session, me.as_str()])?;
+        Ok(changed > 0)
+    }
+
     /// Extends the lease of `session` when `me` holds it; true when it did.
     pub fn renew_lease(&mut self, session: &str, me: &OwnerId) -> rusqlite::Result<bool> {
         let changed = self

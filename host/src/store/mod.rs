@@ -13,7 +13,7 @@ pub mod sessions;
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::events::{Event, EventBus, now_ms};
 
@@ -40,6 +40,9 @@ pub enum StoreError {
     /// A session id that does not exist.
     #[error("no session `{0}`")]
     NotFound(String),
+    /// A session id that is taken.
+    #[error("a session `{0}` already exists")]
+    Exists(String),
 }
 
 /// Delivers a write's answer once its batch committed (`Ok`) or failed (`Err`).
@@ -111,8 +114,10 @@ impl Tx<'_> {
             (Some(_), Some(event)) => event.session_seq + 1,
             (Some(id), None) => self
                 .tx
-                .prepare_cached("SELECT COALESCE(MAX(session_seq), 0) + 1 FROM events WHERE session_id = ?1")?
-                .query_row(params![id], |r| r.get(0))?,
+                .prepare_cached("SELECT session_seq FROM events WHERE session_id = ?1 ORDER BY seq DESC LIMIT 1")?
+                .query_row(params![id], |r| r.get::<_, i64>(0))
+                .optional()?
+                .map_or(1, |last| last + 1),
             (None, _) => 0,
         };
         self.tx
@@ -212,6 +217,11 @@ impl SessionStore {
         }));
         self.jobs.send(job).map_err(|_| StoreError::Closed)?;
         Ok(answer.await.map_err(|_| StoreError::Closed)??)
+    }
+
+    /// The sequence number of the newest event (0 when there is none).
+    pub async fn last_seq(&self) -> Result<i64, StoreError> {
+        self.read(|conn| conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))).await
     }
 
     /// Events with a global sequence number above `after`, oldest first, at most `limit`,

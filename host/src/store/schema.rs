@@ -99,6 +99,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE events_v3 RENAME TO events;
     CREATE INDEX events_by_session ON events(session_id, session_seq);
     DROP INDEX inbox_pending;",
+    // 4: per-session model options (temperature, max tokens, tools, system prompt), and
+    // events by session in sequence order (the replay of one session's stream, paged).
+    "ALTER TABLE sessions ADD COLUMN options TEXT NOT NULL DEFAULT '{}';
+    CREATE INDEX events_by_session_seq ON events(session_id, seq);
+    DROP INDEX events_by_session;",
 ];
 
 /// Brings the database to the newest schema.

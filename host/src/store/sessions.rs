@@ -8,7 +8,7 @@ use super::{SessionStore, StoreError, Tx};
 use crate::events::now_ms;
 
 /// Token counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Tokens {
     /// Input tokens.
     pub input: u64,
@@ -21,7 +21,7 @@ pub struct Tokens {
 }
 
 /// A session as stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SessionRecord {
     /// Its id.
     pub id: String,
@@ -43,10 +43,32 @@ pub struct SessionRecord {
     pub created_at: i64,
     /// Last change (ms since the epoch).
     pub updated_at: i64,
+    /// Its model options.
+    pub options: SessionOptions,
+}
+
+/// A session's model options, chosen when it is created (`model_config` over HTTP); they
+/// apply to each of its provider turns. Secrets are not among them: a per-session API key
+/// or endpoint lives in memory only (see [`crate::agent::ProviderOverrides`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionOptions {
+    /// Sampling temperature.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// Most tokens per answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// The tools offered (within the agent's rules); all of them when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled_tools: Option<Vec<String>>,
+    /// Text added to the agent's system prompt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
 }
 
 /// One part of a message.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PartRecord {
     /// Its id.
     pub id: String,
@@ -57,7 +79,7 @@ pub struct PartRecord {
 }
 
 /// A message with its parts.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct MessageRecord {
     /// Its id.
     pub id: String,
@@ -102,10 +124,11 @@ fn session_from_row(r: &rusqlite::Row) -> rusqlite::Result<SessionRecord> {
         cost: r.get(10)?,
         created_at: r.get(11)?,
         updated_at: r.get(12)?,
+        options: serde_json::from_str(&r.get::<_, String>(13)?).unwrap_or_default(),
     })
 }
 
-const SESSION_COLUMNS: &str = "id, title, agent, model, workspace, status, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost, created_at, updated_at";
+const SESSION_COLUMNS: &str = "id, title, agent, model, workspace, status, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost, created_at, updated_at, options";
 
 impl SessionStore {
     /// Creates a session (with `id`, or a new one); fails when `id` exists.
@@ -116,20 +139,36 @@ impl SessionStore {
         model: &str,
         workspace: &str,
         title: &str,
+        options: &SessionOptions,
     ) -> Result<SessionRecord, StoreError> {
         let id = id.unwrap_or_else(|| new_id("ses"));
         let (agent, model, workspace, title) = (agent.to_string(), model.to_string(), workspace.to_string(), title.to_string());
+        let options = serde_json::to_string(options).unwrap_or_else(|_| "{}".into());
         self.write(move |tx| {
+            let taken = tx.conn().prepare_cached("SELECT 1 FROM sessions WHERE id = ?1")?.exists(params![id])?;
+            if taken {
+                return Ok(Err(StoreError::Exists(id)));
+            }
             let now = now_ms();
             tx.conn()
                 .prepare_cached(
-                    "INSERT INTO sessions (id, title, agent, model, workspace, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                    "INSERT INTO sessions (id, title, agent, model, workspace, created_at, updated_at, options) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
                 )?
-                .execute(params![id, title, agent, model, workspace, now])?;
+                .execute(params![id, title, agent, model, workspace, now, options])?;
             let record =
                 tx.conn().query_row(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"), params![id], session_from_row)?;
             tx.emit(Some(&id), "session.created", serde_json::to_value(&record).unwrap_or(Value::Null))?;
-            Ok(record)
+            Ok(Ok(record))
+        })
+        .await?
+    }
+
+    /// How many sessions have each status.
+    pub async fn count_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM sessions GROUP BY status")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+            rows.collect()
         })
         .await
     }
@@ -320,7 +359,13 @@ impl Tx<'_> {
                      cache_write_tokens = cache_write_tokens + ?5, cost = cost + ?6, updated_at = ?7 WHERE id = ?1",
                 )?
                 .execute(params![session, t[0], t[1], t[2], t[3], cost, now])?;
-            self.emit(Some(session), "usage", json!({ "message_id": message, "tokens": tokens, "cost": cost }))?;
+            let model: Option<String> = self
+                .conn()
+                .prepare_cached("SELECT model FROM messages WHERE id = ?1")?
+                .query_row(params![message], |r| r.get(0))
+                .optional()?
+                .flatten();
+            self.emit(Some(session), "usage", json!({ "message_id": message, "model": model, "tokens": tokens, "cost": cost }))?;
             let totals = self.session(session)?.map(|s| json!({ "tokens": s.tokens, "cost": s.cost })).unwrap_or(Value::Null);
             self.emit(Some(session), "session.updated", totals)?;
         }

@@ -3,6 +3,7 @@
 mod agent;
 mod first_party;
 mod hostile;
+mod http;
 mod providers;
 mod runtime;
 mod sessions;

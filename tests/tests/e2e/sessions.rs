@@ -30,7 +30,7 @@ async fn next_event(events: &mut broadcast::Receiver<Event>, session: &str, want
 }
 
 /// An OpenAI-style stream of `words` text chunks, one every `delay`.
-fn slow_text(words: usize, delay: Duration) -> Scripted {
+pub(crate) fn slow_text(words: usize, delay: Duration) -> Scripted {
     let mut pieces: Vec<Vec<u8>> = (0..words)
         .map(|i| {
             let chunk = json!({"choices": [{"index": 0, "delta": {"content": format!("w{i} ")}}]});

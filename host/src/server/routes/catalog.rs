@@ -1,0 +1,148 @@
+//! What is loaded: tools (and one direct call), plugins, models.
+
+use axum::Json;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::runtime::error::CallError;
+use crate::runtime::{CallContext, ToolOutput};
+use crate::server::error::{ApiError, ErrorBody};
+use crate::server::extract::ApiJson;
+use crate::server::state::Running;
+
+/// A tool as offered to the model.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ToolInfo {
+    /// Its name.
+    pub name: String,
+    /// The plugin that provides it.
+    pub plugin: String,
+    /// Its description.
+    pub description: String,
+    /// JSON Schema of its arguments.
+    #[schema(value_type = Object)]
+    pub parameters: Value,
+}
+
+/// The tools.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ToolList {
+    /// By name.
+    pub tools: Vec<ToolInfo>,
+}
+
+/// Every tool, with its plugin and its parameters' schema.
+#[utoipa::path(get, path = "/tools", tag = "tools", responses((status = 200, body = ToolList)))]
+pub async fn tools(Running(runtime): Running) -> Json<ToolList> {
+    let tools = runtime
+        .host()
+        .tools()
+        .map(|(t, p)| ToolInfo {
+            name: t.name.clone(),
+            plugin: p.manifest.id.clone(),
+            description: t.description.clone(),
+            parameters: t.parameters.clone(),
+        })
+        .collect();
+    Json(ToolList { tools })
+}
+
+/// `POST /tools/{name}/call`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolCallRequest {
+    /// The arguments (an object; `{}` when absent).
+    #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
+    pub arguments: Value,
+}
+
+fn empty_object() -> Value {
+    json!({})
+}
+
+/// A call's result.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ToolCallResult {
+    /// The text the model would see.
+    pub text: String,
+    /// A short title.
+    pub title: Option<String>,
+    /// Structured metadata.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+/// Runs one call of a tool under its plugin's grants (not an agent's rules): for plugin
+/// authors and scripts. A call the tool refuses or fails is a 422 naming why; one the
+/// grants deny is a 403.
+#[utoipa::path(post, path = "/tools/{name}/call", tag = "tools", params(("name" = String, Path, description = "The tool")), request_body = ToolCallRequest,
+    responses((status = 200, body = ToolCallResult), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn call_tool(
+    Running(runtime): Running,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<ToolCallRequest>,
+) -> Result<Json<ToolCallResult>, ApiError> {
+    if !body.arguments.is_object() {
+        return Err(ApiError::invalid_field("arguments", "must be a JSON object"));
+    }
+    let context = CallContext { session_id: String::new(), call_id: crate::store::sessions::new_id("call") };
+    match runtime.host().call_tool(&name, &body.arguments.to_string(), &context, None).await {
+        Ok(ToolOutput { text, title, metadata }) => Ok(Json(ToolCallResult { text, title, metadata })),
+        Err(e) => Err(call_error(&name, e)),
+    }
+}
+
+fn call_error(tool: &str, e: CallError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        CallError::UnknownTool { available, .. } => {
+            ApiError::new(StatusCode::NOT_FOUND, message).with_details(json!({ "tool": tool, "available": available }))
+        }
+        CallError::InvalidArguments { .. } => ApiError::invalid_field("arguments", message),
+        CallError::Denied { .. } => ApiError::new(StatusCode::FORBIDDEN, message).with_details(json!({ "tool": tool })),
+        _ => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).with_details(json!({ "tool": tool })),
+    }
+}
+
+/// The plugins.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PluginList {
+    /// Loaded plugins: manifest, source, hash, tools, grants.
+    #[schema(value_type = Vec<Object>)]
+    pub plugins: Vec<Value>,
+    /// Plugins that failed to load, with the reason.
+    #[schema(value_type = Vec<Object>)]
+    pub failures: Vec<Value>,
+}
+
+/// Every loaded plugin (what it requested, what it was granted), and those that failed.
+#[utoipa::path(get, path = "/plugins", tag = "plugins", responses((status = 200, body = PluginList)))]
+pub async fn plugins(Running(runtime): Running) -> Json<PluginList> {
+    let host = runtime.host();
+    Json(PluginList {
+        plugins: host.plugins().map(|p| p.summary()).collect(),
+        failures: host.failures().iter().map(|f| serde_json::to_value(f).unwrap_or(Value::Null)).collect(),
+    })
+}
+
+/// The models.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ModelList {
+    /// `{model: "provider/model", provider, info}`.
+    #[schema(value_type = Vec<Object>)]
+    pub models: Vec<Value>,
+}
+
+/// Every model of the loaded providers.
+#[utoipa::path(get, path = "/models", tag = "models", responses((status = 200, body = ModelList)))]
+pub async fn models(Running(runtime): Running) -> Json<ModelList> {
+    let models = runtime
+        .host()
+        .models()
+        .map(|(reference, info, plugin)| json!({ "model": reference, "provider": plugin.manifest.id, "api_key_configured": plugin.policy.credential.is_some() || plugin.manifest.credentials.is_none(), "info": info }))
+        .collect();
+    Json(ModelList { models })
+}

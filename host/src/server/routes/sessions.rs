@@ -1,0 +1,248 @@
+//! Sessions: create (optionally with a first prompt), list, read, send input, cancel.
+
+use axum::Json;
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::agent::{Admission, Delivery, ProviderOverrides, SessionOptions, SessionSpec};
+use crate::capability::Secret;
+use crate::server::error::{ApiError, ErrorBody, rfc3339};
+use crate::server::extract::ApiJson;
+use crate::server::state::Running;
+use crate::store::sessions::{MessageRecord, SessionRecord, Tokens};
+
+/// `POST /sessions`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    /// The session's id (1 to 128 letters, digits, `_`, `-`, `.`); a new one when absent.
+    pub session_id: Option<String>,
+    /// A first prompt: its activity starts at once.
+    pub prompt: Option<String>,
+    /// The agent (default `build`).
+    pub agent: Option<String>,
+    /// The model and its options; the configured default when absent.
+    pub model_config: Option<ModelConfig>,
+    /// A title (default: the start of the prompt).
+    pub title: Option<String>,
+}
+
+/// The model of a session and its options.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The provider plugin's id, e.g. `openai`.
+    pub provider: String,
+    /// The model's id at that provider.
+    pub model: String,
+    /// An API key for this session only: kept in memory, never stored, logged or returned.
+    #[schema(value_type = Option<String>)]
+    pub api_key: Option<Secret>,
+    /// The API's base URL for this session only (within the provider's network grant).
+    pub api_endpoint: Option<String>,
+    /// Sampling temperature (0 to 2).
+    pub temperature: Option<f32>,
+    /// Most tokens per answer.
+    pub max_tokens: Option<u32>,
+    /// The tools offered (default: all the agent may use).
+    pub enabled_tools: Option<Vec<String>>,
+    /// Text added to the agent's system prompt.
+    pub system_prompt: Option<String>,
+}
+
+/// A session's current status.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionStatus {
+    /// The session.
+    pub session_id: String,
+    /// `idle`, `queued`, `busy` or `retry`.
+    pub status: String,
+    /// The agent.
+    pub agent: String,
+    /// The model, as `provider/model`.
+    pub model: String,
+    /// Tokens used so far.
+    pub tokens: Tokens,
+    /// Cost so far, in US dollars.
+    pub cost: f64,
+    /// Last change (RFC 3339).
+    pub updated_at: String,
+    /// The input the first prompt became (`POST /sessions` with a prompt).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_id: Option<String>,
+}
+
+impl From<SessionRecord> for SessionStatus {
+    fn from(s: SessionRecord) -> Self {
+        SessionStatus {
+            session_id: s.id,
+            status: s.status,
+            agent: s.agent,
+            model: s.model,
+            tokens: s.tokens,
+            cost: s.cost,
+            updated_at: rfc3339(s.updated_at),
+            input_id: None,
+        }
+    }
+}
+
+/// Creates a session; with a `prompt`, its first activity starts at once. Nothing is
+/// stored when any field is invalid.
+#[utoipa::path(post, path = "/sessions", tag = "sessions", request_body = CreateSession,
+    responses((status = 201, body = SessionStatus), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn create(
+    Running(runtime): Running,
+    ApiJson(body): ApiJson<CreateSession>,
+) -> Result<(StatusCode, Json<SessionStatus>), ApiError> {
+    if let Some(prompt) = &body.prompt
+        && prompt.trim().is_empty()
+    {
+        return Err(ApiError::invalid_field("prompt", "is empty"));
+    }
+    let (model, options, overrides) = match body.model_config {
+        None => (None, SessionOptions::default(), ProviderOverrides::default()),
+        Some(m) => {
+            if m.provider.is_empty() || m.provider.contains('/') {
+                return Err(ApiError::invalid_field("model_config.provider", "must be a provider plugin's id, e.g. `openai`"));
+            }
+            if m.model.is_empty() {
+                return Err(ApiError::invalid_field("model_config.model", "is empty"));
+            }
+            let options = SessionOptions {
+                temperature: m.temperature,
+                max_tokens: m.max_tokens,
+                enabled_tools: m.enabled_tools,
+                system_prompt: m.system_prompt,
+            };
+            (Some(format!("{}/{}", m.provider, m.model)), options, ProviderOverrides { api_key: m.api_key, api_endpoint: m.api_endpoint })
+        }
+    };
+    let title = body.title.or_else(|| body.prompt.as_deref().map(title_of)).unwrap_or_default();
+    let spec = SessionSpec { id: body.session_id, agent: body.agent.unwrap_or_else(|| "build".into()), model, title, options, overrides };
+    let record = runtime.create_session_with(spec).await?;
+    let mut status = SessionStatus::from(record);
+    if let Some(prompt) = body.prompt {
+        let admission = runtime.submit(&status.session_id, &prompt, Delivery::Queue).await?;
+        status.input_id = Some(admission.input_id);
+    }
+    Ok((StatusCode::CREATED, Json(status)))
+}
+
+/// The first line of a prompt, at most 80 characters.
+fn title_of(prompt: &str) -> String {
+    let line = prompt.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    line.chars().take(80).collect()
+}
+
+/// `?limit&offset` of a list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    /// At most this many (1 to 500; default 50).
+    pub limit: Option<usize>,
+    /// Skip this many.
+    pub offset: Option<usize>,
+}
+
+/// A page of sessions.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionList {
+    /// The sessions, newest first.
+    pub sessions: Vec<SessionRecord>,
+    /// The offset of the next page, when there is one.
+    pub next_offset: Option<usize>,
+}
+
+/// Sessions, newest first, a page at a time.
+#[utoipa::path(get, path = "/sessions", tag = "sessions", params(Page), responses((status = 200, body = SessionList), (status = 400, body = ErrorBody)))]
+pub async fn list(
+    Running(runtime): Running,
+    query: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<SessionList>, ApiError> {
+    let Query(page) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let limit = page.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid_field("limit", "must be between 1 and 500"));
+    }
+    let offset = page.offset.unwrap_or(0);
+    let mut sessions = runtime.store().list_sessions(limit + 1, offset).await?;
+    let next_offset = (sessions.len() > limit).then_some(offset + limit);
+    sessions.truncate(limit);
+    Ok(Json(SessionList { sessions, next_offset }))
+}
+
+/// One session.
+#[utoipa::path(get, path = "/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "The session")),
+    responses((status = 200, body = SessionRecord), (status = 404, body = ErrorBody)))]
+pub async fn get(Running(runtime): Running, Path(id): Path<String>) -> Result<Json<SessionRecord>, ApiError> {
+    Ok(Json(runtime.store().session(&id).await?))
+}
+
+/// A session's status, without streaming.
+#[utoipa::path(get, path = "/sessions/{id}/status", tag = "sessions", params(("id" = String, Path, description = "The session")),
+    responses((status = 200, body = SessionStatus), (status = 404, body = ErrorBody)))]
+pub async fn status(Running(runtime): Running, Path(id): Path<String>) -> Result<Json<SessionStatus>, ApiError> {
+    Ok(Json(runtime.store().session(&id).await?.into()))
+}
+
+/// A session's messages.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MessageList {
+    /// In order, with their parts.
+    pub messages: Vec<MessageRecord>,
+}
+
+/// A session's history: its messages with their parts.
+#[utoipa::path(get, path = "/sessions/{id}/messages", tag = "sessions", params(("id" = String, Path, description = "The session")),
+    responses((status = 200, body = MessageList), (status = 404, body = ErrorBody)))]
+pub async fn messages(Running(runtime): Running, Path(id): Path<String>) -> Result<Json<MessageList>, ApiError> {
+    runtime.store().session(&id).await?;
+    Ok(Json(MessageList { messages: runtime.store().history(&id).await? }))
+}
+
+/// `POST /sessions/{id}/messages`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendInput {
+    /// The prompt.
+    pub prompt: String,
+    /// `queue` (default): an activity of its own after the running one; `steer`: joins the
+    /// running activity at its next provider turn.
+    pub delivery: Option<Delivery>,
+}
+
+/// Sends a prompt to a session; it is stored before this answers.
+#[utoipa::path(post, path = "/sessions/{id}/messages", tag = "sessions", params(("id" = String, Path, description = "The session")), request_body = SendInput,
+    responses((status = 202, body = Admission), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn send(
+    Running(runtime): Running,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SendInput>,
+) -> Result<(StatusCode, Json<Admission>), ApiError> {
+    if body.prompt.trim().is_empty() {
+        return Err(ApiError::invalid_field("prompt", "is empty"));
+    }
+    let admission = runtime.submit(&id, &body.prompt, body.delivery.unwrap_or(Delivery::Queue)).await?;
+    Ok((StatusCode::ACCEPTED, Json(admission)))
+}
+
+/// What a cancel did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Cancelled {
+    /// The session.
+    pub session_id: String,
+    /// When (RFC 3339).
+    pub cancelled_at: String,
+    /// Whether an activity or pending inputs were stopped.
+    pub was_running: bool,
+}
+
+/// Cancels what a session is doing (its activity and pending inputs); the history stays.
+#[utoipa::path(delete, path = "/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "The session")),
+    responses((status = 200, body = Cancelled), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn cancel(Running(runtime): Running, Path(id): Path<String>) -> Result<Json<Cancelled>, ApiError> {
+    let c = runtime.cancel(&id).await?;
+    Ok(Json(Cancelled { session_id: c.session_id, cancelled_at: rfc3339(c.cancelled_at), was_running: c.was_running }))
+}

@@ -1,0 +1,68 @@
+//! Event streams: one session's, or the whole server's.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::server::error::{ApiError, ErrorBody};
+use crate::server::sse::{self, StreamQuery, StreamSpec};
+use crate::server::state::{AppState, Running};
+
+type QueryResult = Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>;
+
+fn query(q: QueryResult) -> Result<StreamQuery, ApiError> {
+    q.map(|Query(q)| q).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
+}
+
+/// A session's events as Server-Sent Events: every event after `Last-Event-ID` (or
+/// `?after`) from the log, then live. Types: `status`, `output`, `tool_call`,
+/// `tool_result`, `error`, `complete`, the log's own (`message.created`, `part.delta`,
+/// `permission.asked`, `usage`, ...), `heartbeat` (no id) and `reconnect` (the stream fell
+/// behind: reconnect with `Last-Event-ID`).
+#[utoipa::path(get, path = "/sessions/{id}/stream", tag = "events",
+    params(("id" = String, Path, description = "The session"), ("Last-Event-ID" = Option<i64>, Header, description = "Replay after this id"), StreamQuery),
+    responses((status = 200, content_type = "text/event-stream", body = String), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn session_stream(
+    State(state): State<AppState>,
+    Running(runtime): Running,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    q: QueryResult,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let after = sse::start_after(&headers, &q)?;
+    runtime.store().session(&id).await?;
+    let spec = StreamSpec {
+        session: Some(id),
+        after,
+        types: sse::type_filter(&q),
+        heartbeat: state.settings().heartbeat,
+        stop: state.shutdown_token(),
+        guard: state.metrics().subscriber("session"),
+    };
+    Ok(sse::respond(runtime.store().clone(), spec).into_response())
+}
+
+/// Every event of the server (sessions, and later plugins, tools and models) as
+/// Server-Sent Events, with the same framing and replay as a session's stream.
+#[utoipa::path(get, path = "/events", tag = "events",
+    params(("Last-Event-ID" = Option<i64>, Header, description = "Replay after this id"), StreamQuery),
+    responses((status = 200, content_type = "text/event-stream", body = String), (status = 400, body = ErrorBody)))]
+pub async fn all_events(
+    State(state): State<AppState>,
+    Running(runtime): Running,
+    headers: HeaderMap,
+    q: QueryResult,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let after = sse::start_after(&headers, &q)?;
+    let spec = StreamSpec {
+        session: None,
+        after,
+        types: sse::type_filter(&q),
+        heartbeat: state.settings().heartbeat,
+        stop: state.shutdown_token(),
+        guard: state.metrics().subscriber("events"),
+    };
+    Ok(sse::respond(runtime.store().clone(), spec).into_response())
+}
