@@ -496,3 +496,33 @@ async fn every_documented_route_exists() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_subscriber_that_falls_behind_is_told_to_reconnect_and_the_replay_fills_the_gap() {
+    let api = api(vec![say("unused")], "", None).await;
+    let start = api.f.store.last_seq().await.unwrap();
+    let mut stream = api.stream("/events?types=test.bulk", Some(start)).await;
+    // Far more events at once than the live buffer holds (4,096).
+    const BURST: i64 = 10_000;
+    api.f.store.write(|tx| (0..BURST).try_for_each(|i| tx.emit(None, "test.bulk", json!({ "i": i })))).await.unwrap();
+    let frames = stream.until("reconnect", WITHIN).await;
+    let reconnect = frames.last().unwrap();
+    assert_eq!(reconnect.id, None);
+    let received: Vec<i64> = frames.iter().filter_map(|f| f.id).collect();
+    let last = reconnect.data["last_event_id"].as_i64().unwrap();
+    assert!(last < start + BURST, "it fell behind before the end");
+    assert_eq!(received, ((start + 1)..=received.last().copied().unwrap_or(start)).collect::<Vec<_>>(), "what it got has no gap");
+    assert!(stream.next().await.is_none(), "the stream ends after `reconnect`");
+
+    let mut again = api.stream("/events?types=test.bulk", Some(last)).await;
+    let mut next = last + 1;
+    while next <= start + BURST {
+        let frame = tokio::time::timeout(WITHIN, again.next()).await.unwrap().unwrap();
+        if frame.event == "heartbeat" {
+            continue;
+        }
+        assert_eq!(frame.id, Some(next), "the replay continues exactly after the last id");
+        assert_eq!(frame.data["data"]["i"], json!(next - start - 1));
+        next += 1;
+    }
+}

@@ -1,0 +1,171 @@
+//! HTTP API benchmark: `cargo bench -p plugboard-tests --bench http`.
+//!
+//! A server on a loopback port in this process, over the instant provider
+//! (`tests/plugins/instant-provider`), so what is measured is Plugboard. Prints:
+//! - the time from `POST /sessions` (with a prompt) to the session's first event on an open
+//!   `/events` stream, and to its `complete` event;
+//! - events per second delivered to 100 concurrent SSE subscribers;
+//! - requests per second of `GET /sessions/{id}/status`, with `wrk` when it is installed
+//!   (`apt install wrk`), else with an in-process client (said so in the output).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plugboard::agent::AgentRuntime;
+use plugboard::agent::permission::AskMode;
+use plugboard::server::settings::ServerConfig;
+use plugboard::server::state::AppState;
+use plugboard::server::{ServerSettings, serve_with};
+use plugboard::store::SessionStore;
+use plugboard_tests::{SseReader, Workspace};
+use serde_json::json;
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(run());
+}
+
+fn percentile(samples: &mut [Duration], p: usize) -> Duration {
+    samples.sort();
+    samples[(samples.len() * p / 100).min(samples.len() - 1)]
+}
+
+async fn run() {
+    let ws = Workspace::new();
+    ws.config(
+        "default_model = \"instant/script\"\n[sessions]\nmax_concurrent = 1000\n[agents.build]\npermissions = [{ tool = \"echo\", action = \"allow\" }]\n",
+    );
+    let host = ws.host().await;
+    let store = SessionStore::open(&ws.dir.join(".data/plugboard.db")).unwrap();
+    let runtime = AgentRuntime::new(Arc::new(host), store.clone(), AskMode::DenyAll).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let settings =
+        ServerSettings::resolve(&ServerConfig::default(), addr, None, false, plugboard::agent::SessionSettings::default()).unwrap();
+    tokio::spawn(serve_with(listener, AppState::ready(settings, runtime), std::future::pending()));
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::new();
+    println!("plugboard HTTP benchmark (server and clients share this machine's cores)\n");
+
+    first_event(&http, &base).await;
+    fan_out(&http, &base, &store).await;
+    status_requests(&http, &base).await;
+}
+
+/// `POST /sessions` with a prompt → the session's first event, and its `complete`.
+async fn first_event(http: &reqwest::Client, base: &str) {
+    let rounds = 200;
+    let mut events = SseReader::new(http.get(format!("{base}/events?types=session.created,complete")).send().await.unwrap());
+    let (mut created, mut first, mut complete) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds + 20 {
+        let started = Instant::now();
+        let response = http.post(format!("{base}/sessions")).json(&json!({ "prompt": "go" })).send().await.unwrap();
+        let answered = started.elapsed();
+        let body: serde_json::Value = response.json().await.unwrap();
+        let id = body["session_id"].as_str().unwrap().to_string();
+        let mut first_at = None;
+        loop {
+            let frame = events.next().await.unwrap();
+            if frame.data["session_id"] != json!(id) {
+                continue;
+            }
+            first_at.get_or_insert(started.elapsed());
+            if frame.event == "complete" {
+                break;
+            }
+        }
+        if round >= 20 {
+            created.push(answered);
+            first.push(first_at.unwrap());
+            complete.push(started.elapsed());
+        }
+    }
+    println!("POST /sessions with a prompt ({rounds} rounds; the prompt: 2 turns, 3 tool calls)");
+    println!("  201 answered           p50 {:>8.2?}  p99 {:>8.2?}", percentile(&mut created, 50), percentile(&mut created, 99));
+    println!("  first event received   p50 {:>8.2?}  p99 {:>8.2?}", percentile(&mut first, 50), percentile(&mut first, 99));
+    println!("  `complete` received    p50 {:>8.2?}  p99 {:>8.2?}\n", percentile(&mut complete, 50), percentile(&mut complete, 99));
+}
+
+/// Events per second delivered to 100 subscribers of `/events`.
+async fn fan_out(http: &reqwest::Client, base: &str, store: &SessionStore) {
+    const SUBSCRIBERS: usize = 100;
+    const EVENTS: i64 = 3_000;
+    const BATCH: i64 = 100;
+    let start = store.last_seq().await.unwrap();
+    let end = start + EVENTS;
+    let mut readers = Vec::new();
+    for _ in 0..SUBSCRIBERS {
+        let response = http.get(format!("{base}/events?types=bench.tick")).header("last-event-id", start.to_string()).send().await.unwrap();
+        let mut reader = SseReader::new(response);
+        readers.push(tokio::spawn(async move {
+            let mut received = 0;
+            while let Some(frame) = reader.next().await {
+                if frame.event == "reconnect" {
+                    panic!("a subscriber fell behind");
+                }
+                if frame.id.is_some() {
+                    received += 1;
+                }
+                if frame.id == Some(end) {
+                    break;
+                }
+            }
+            received
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    for batch in 0..EVENTS / BATCH {
+        store.write(move |tx| (0..BATCH).try_for_each(|i| tx.emit(None, "bench.tick", json!({ "n": batch * BATCH + i })))).await.unwrap();
+    }
+    let mut delivered = 0;
+    for reader in readers {
+        delivered += reader.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(delivered, SUBSCRIBERS as i64 * EVENTS, "every subscriber got every event");
+    println!("fan-out: {EVENTS} events to {SUBSCRIBERS} SSE subscribers of /events (written in batches of {BATCH})");
+    println!("  {delivered} events delivered in {elapsed:.2?}: {:.0} events/s\n", delivered as f64 / elapsed.as_secs_f64());
+}
+
+/// Requests per second of `GET /sessions/{id}/status`.
+async fn status_requests(http: &reqwest::Client, base: &str) {
+    let body: serde_json::Value = http.post(format!("{base}/sessions")).json(&json!({})).send().await.unwrap().json().await.unwrap();
+    let url = format!("{base}/sessions/{}/status", body["session_id"].as_str().unwrap());
+    let wrk = tokio::process::Command::new("wrk").args(["-t2", "-c64", "-d5s", "--latency", &url]).output().await;
+    match wrk {
+        Ok(out) if out.status.success() => {
+            println!("GET /sessions/{{id}}/status with wrk -t2 -c64 -d5s");
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let line = line.trim();
+                if line.starts_with("Requests/sec") || line.starts_with("50%") || line.starts_with("99%") || line.contains("requests in") {
+                    println!("  {line}");
+                }
+            }
+        }
+        _ => {
+            // No wrk: 64 concurrent in-process clients for 5 s.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut tasks = Vec::new();
+            for _ in 0..64 {
+                let (http, url) = (http.clone(), url.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        let r = http.get(&url).send().await.unwrap();
+                        assert_eq!(r.status(), 200);
+                        r.bytes().await.unwrap();
+                        n += 1;
+                    }
+                    n
+                }));
+            }
+            let mut total = 0;
+            for t in tasks {
+                total += t.await.unwrap();
+            }
+            println!("GET /sessions/{{id}}/status, 64 in-process clients for 5 s (install wrk for the load-tool figure)");
+            println!("  {:.0} requests/s", total as f64 / 5.0);
+        }
+    }
+}
