@@ -257,17 +257,25 @@ struct Serve {
 impl Serve {
     async fn start(ws: &Path, data_dir: &str) -> Serve {
         use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_plugboard"))
-            .args(["serve", "--port", "0", "--data-dir", data_dir])
-            .current_dir(ws)
-            .env("XDG_CACHE_HOME", std::env::temp_dir().join("plugboard-cli-cache"))
-            .env("XDG_CONFIG_HOME", ws.join(".no-user-config"))
-            .env_remove("PLUGBOARD_SHARED_SECRET")
-            .env_remove("PORT")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child =
+            Command::new(env!("CARGO_BIN_EXE_plugboard"))
+                .args(["serve", "--port", "0", "--data-dir", data_dir])
+                .current_dir(ws)
+                .env("XDG_CACHE_HOME", std::env::temp_dir().join("plugboard-cli-cache"))
+                .env("XDG_CONFIG_HOME", ws.join(".no-user-config"))
+                .env_remove("PLUGBOARD_SHARED_SECRET")
+                .env_remove("PORT")
+                .env("LOG_FORMAT", "json")
+                .stdout(std::process::Stdio::piped())
+                .stderr(
+                    std::fs::File::create(ws.join(format!(
+                        "serve-{}.log",
+                        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+                    )))
+                    .unwrap(),
+                )
+                .spawn()
+                .unwrap();
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let url = line.trim().strip_prefix("plugboard listening on ").expect("the address is printed").to_string();
@@ -349,6 +357,36 @@ async fn a_session_created_by_run_is_prompted_over_http_by_id() {
     assert!(body.to_string().contains("first answer"), "{body}");
     drop(stream);
     assert!(serve.terminate().success());
+
+    // The JSON log lines of its requests carry the request id and the session id.
+    let logs: String = std::fs::read_dir(&ws)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("serve-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    let request = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["span"]["route"] == "/sessions/{id}/messages")
+        .unwrap_or_else(|| panic!("a log line of the request: {logs}"));
+    assert_eq!(request["span"]["session_id"], serde_json::json!(id));
+    assert!(request["span"]["request_id"].as_str().unwrap().starts_with("req_"), "{request}");
+    assert_eq!(request["fields"]["status"], 202);
+}
+
+#[test]
+fn serve_refuses_a_public_address_without_a_secret_and_a_bad_log_level() {
+    let tmp = TempDir::new("serve-public");
+    let ws = tmp.workspace();
+    let out = plugboard(&ws, &["serve", "--host", "0.0.0.0", "--port", "0"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("refusing to listen on 0.0.0.0:0 without a shared secret") && stderr.contains("--insecure"), "{stderr}");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_plugboard")).args(["tool", "list"]).current_dir(&ws).env("LOG_LEVEL", "loud").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("invalid LOG_LEVEL `loud`"), "{}", text(&out.stderr));
 }
 
 #[tokio::test]

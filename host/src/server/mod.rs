@@ -119,7 +119,6 @@ async fn start(state: AppState, host: HostOptions, data_dir: Option<PathBuf>) {
     for failure in host.failures() {
         tracing::warn!(source = %failure.source, reason = %failure.reason, "plugin not loaded");
     }
-    state.metrics().record_plugin_loads(host.plugins().count(), host.failures().len());
     let sessions = state.settings().sessions.clone();
     let runtime = match AgentRuntime::with_settings(Arc::new(host), store, AskMode::Prompt, sessions) {
         Ok(runtime) => runtime,

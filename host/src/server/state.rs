@@ -63,7 +63,9 @@ impl AppState {
     /// Makes the server ready, and starts feeding the metrics from its event log.
     pub fn set_runtime(&self, runtime: Arc<AgentRuntime>) {
         let store = runtime.store().clone();
+        let (loaded, failed) = (runtime.host().plugins().count(), runtime.host().failures().len());
         if self.0.runtime.set(runtime).is_ok() {
+            self.0.metrics.record_plugin_loads(loaded, failed);
             tokio::spawn(super::metrics::observe_events(store, self.0.metrics.clone(), self.0.shutdown.clone()));
         }
     }

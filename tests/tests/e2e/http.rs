@@ -153,6 +153,8 @@ async fn a_session_created_with_a_prompt_streams_to_complete() {
     assert!(metrics.contains("plugboard_tool_call_duration_seconds_count{tool=\"read\"} 1"), "{metrics}");
     assert!(metrics.contains("plugboard_http_requests_total{route=\"/sessions\",method=\"POST\",status=\"201\"} 1"), "{metrics}");
     assert!(metrics.contains("plugboard_sse_subscribers{stream=\"session\"} 1"), "{metrics}");
+    assert!(metrics.contains("plugboard_sessions{status=\"idle\"} 1"), "{metrics}");
+    assert!(metrics.contains("plugboard_plugin_loads_total{outcome=\"loaded\"}"), "{metrics}");
     drop(stream);
 }
 
@@ -179,6 +181,45 @@ async fn a_client_chosen_id_is_taken_once() {
     let (status, body) = api.post("/sessions", json!({ "session_id": "../etc" })).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["details"]["field"], "session_id");
+
+    // Listing pages through them, newest first.
+    for id in ["mine-2", "mine-3"] {
+        assert_eq!(api.post("/sessions", json!({ "session_id": id })).await.0, 201);
+    }
+    let (_, page) = api.get("/sessions?limit=2").await;
+    let ids: Vec<&str> = page["sessions"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!((ids, page["next_offset"].as_u64()), (vec!["mine-3", "mine-2"], Some(2)));
+    let (_, page) = api.get("/sessions?limit=2&offset=2").await;
+    assert_eq!(page["sessions"][0]["id"], "mine-1");
+    assert!(page["next_offset"].is_null());
+}
+
+#[tokio::test]
+async fn health_answers_at_once_and_ready_says_why_until_the_runtime_is_there() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let settings = ServerSettings::resolve(&ServerConfig::default(), addr, None, false, SessionSettings::default()).unwrap();
+    let state = AppState::new(settings);
+    let task = tokio::spawn(serve_with(listener, state.clone(), std::future::pending()));
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("http://{addr}{path}")).send();
+    let health = get("/healthz").await.unwrap();
+    assert_eq!((health.status().as_u16(), health.json::<Value>().await.unwrap()), (200, json!({ "status": "ok" })));
+    let ready = get("/ready").await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.json::<Value>().await.unwrap(), json!({ "status": "not ready", "error": "plugins are loading" }));
+    let sessions = get("/sessions").await.unwrap();
+    assert_eq!(sessions.status(), 503);
+    assert!(sessions.json::<Value>().await.unwrap()["error"].as_str().unwrap().contains("plugins are loading"));
+    state.fail("the plugins cannot be loaded: invalid configuration".into());
+    let ready: Value = get("/ready").await.unwrap().json().await.unwrap();
+    assert_eq!(ready["error"], "the plugins cannot be loaded: invalid configuration");
+    // Once the runtime is there, it is ready.
+    let f = fixture(vec![say("unused")], "", AskMode::Prompt).await;
+    state.set_runtime(f.runtime.clone());
+    assert_eq!(get("/ready").await.unwrap().status(), 200);
+    assert_eq!(get("/sessions").await.unwrap().status(), 200);
+    task.abort();
 }
 
 #[tokio::test]
