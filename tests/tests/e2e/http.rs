@@ -138,6 +138,10 @@ async fn a_session_created_with_a_prompt_streams_to_complete() {
     let complete = frames.last().unwrap();
     assert_eq!(complete.data["data"]["finish"], "stop");
     assert_eq!(complete.data["data"]["text"], "It says hello.");
+    // When nothing happens, heartbeats (without an id) keep the stream alive.
+    let beat = stream.until("heartbeat", Duration::from_secs(5)).await.pop().unwrap();
+    assert_eq!(beat.id, None);
+    assert!(beat.data["timestamp"].as_i64().is_some(), "{beat:?}");
 
     let (status, body) = api.get(&format!("/sessions/{id}/status")).await;
     assert_eq!(status, 200);
