@@ -3,7 +3,13 @@
 use std::fmt::Write;
 use std::path::Path;
 
-const TEST_PLUGINS: &[&str] = &["tests/plugins/echo", "tests/plugins/hostile", "tests/plugins/instant-provider"];
+const TEST_PLUGINS: &[&str] = &[
+    "tests/plugins/echo",
+    "tests/plugins/hostile",
+    "tests/plugins/instant-provider",
+    "tests/plugins/versioned-a",
+    "tests/plugins/versioned-b",
+];
 
 fn main() {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

@@ -246,7 +246,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         skip_user_plugins: false,
     };
     let host = PluginHost::start(options).await?;
-    for failure in host.failures() {
+    for failure in host.registry().failures() {
         eprintln!("warning: plugin {} not loaded: {}", failure.source, failure.reason);
     }
     match cli.command {
@@ -309,13 +309,14 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<ExitCode> {
 fn print_tools(host: &PluginHost, json: bool) {
     if json {
         let tools: Vec<_> = host
+            .registry()
             .tools()
             .map(|(t, p)| json!({ "name": t.name, "plugin": p.manifest.id, "description": t.description, "parameters": t.parameters }))
             .collect();
         println!("{}", serde_json::to_string_pretty(&tools).expect("JSON values serialize"));
         return;
     }
-    for (tool, plugin) in host.tools() {
+    for (tool, plugin) in host.registry().tools() {
         println!("{}  (plugin {} {})", tool.name, plugin.manifest.id, plugin.manifest.version);
         for line in tool.description.lines() {
             println!("    {line}");
@@ -372,11 +373,11 @@ async fn call_tool(host: &PluginHost, name: &str, arguments: &str, json: bool) -
 
 fn print_models(host: &PluginHost, json: bool) {
     if json {
-        let models: Vec<_> = host.models().map(|(reference, m, _)| json!({ "model": reference, "info": m })).collect();
+        let models: Vec<_> = host.registry().models().map(|(reference, m, _)| json!({ "model": reference, "info": m })).collect();
         println!("{}", serde_json::to_string_pretty(&models).expect("JSON values serialize"));
         return;
     }
-    for (reference, m, plugin) in host.models() {
+    for (reference, m, plugin) in host.registry().models() {
         let mut features = Vec::new();
         if m.supports_tools {
             features.push("tools");
@@ -405,22 +406,24 @@ fn print_models(host: &PluginHost, json: bool) {
 
 fn print_plugins(host: &PluginHost, json: bool) {
     if json {
-        let plugins: Vec<_> = host.plugins().map(|p| p.summary()).collect();
-        let failures = host.failures();
+        let plugins: Vec<_> = host.registry().plugins().map(|p| p.summary()).collect();
+        let registry = host.registry();
+        let failures = registry.failures();
         println!("{}", serde_json::to_string_pretty(&json!({ "plugins": plugins, "failures": failures })).expect("JSON values serialize"));
         return;
     }
-    for p in host.plugins() {
+    for p in host.registry().plugins() {
         let tools: Vec<&str> = p.tools.iter().map(|t| t.name.as_str()).collect();
         println!("{} {}  [{}]  tools: {}", p.manifest.id, p.manifest.version, p.source, tools.join(", "));
     }
-    for f in host.failures() {
+    for f in host.registry().failures() {
         println!("FAILED {}: {}", f.source, f.reason);
     }
 }
 
 async fn inspect(host: &PluginHost, plugin: &str, json: bool) -> anyhow::Result<ExitCode> {
     let loaded;
+    let registry = host.registry();
     let plugin: &LoadedPlugin = if Path::new(plugin).exists() {
         match host.loader().load_file(Path::new(plugin)).await {
             Ok(p) => {
@@ -432,7 +435,7 @@ async fn inspect(host: &PluginHost, plugin: &str, json: bool) -> anyhow::Result<
                 return Ok(ExitCode::FAILURE);
             }
         }
-    } else if let Some(p) = host.plugin(plugin) {
+    } else if let Some(p) = registry.plugin(plugin) {
         p
     } else {
         eprintln!("error: `{plugin}` is neither a file nor the id of a loaded plugin");

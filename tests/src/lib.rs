@@ -23,7 +23,8 @@ pub struct Workspace {
     pub dir: PathBuf,
     /// A directory outside the workspace.
     pub outside: PathBuf,
-    plugins: PathBuf,
+    /// The plugins directory the host loads from (`--plugins`).
+    pub plugins: PathBuf,
     cache: PathBuf,
 }
 
@@ -77,7 +78,7 @@ impl Workspace {
         })
         .await
         .expect("the host starts");
-        assert!(host.failures().is_empty(), "plugins failed to load: {:?}", host.failures());
+        assert!(host.registry().failures().is_empty(), "plugins failed to load: {:?}", host.registry().failures());
         host
     }
 }

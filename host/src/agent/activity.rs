@@ -370,6 +370,7 @@ impl<'a> Activity<'a> {
         let rules = self.rules.lock().expect("not poisoned");
         self.runtime
             .host
+            .registry()
             .tools()
             .filter(|(t, _)| !permission::denied_outright(rules.iter(), &t.name))
             .filter(|(t, _)| self.session.options.enabled_tools.as_ref().is_none_or(|enabled| enabled.contains(&t.name)))

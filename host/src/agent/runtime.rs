@@ -284,6 +284,10 @@ impl AgentRuntime {
             return Err(AgentError::Config("[sessions] timeout_seconds must be at least 1".into()));
         }
         let broker = Arc::new(PermissionBroker::new(store.clone(), mode));
+        let log = store.clone();
+        host.attach_events(Arc::new(move |events| {
+            drop(log.write(move |tx| events.into_iter().try_for_each(|(kind, data)| tx.emit(None, kind, data))));
+        }));
         let runtime = Arc::new(AgentRuntime {
             host,
             store,
@@ -351,9 +355,10 @@ impl AgentRuntime {
             return Err(invalid("model_config.max_tokens", "must be at least 1".into()));
         }
         if let Some(tools) = &options.enabled_tools {
-            let unknown: Vec<&str> = tools.iter().filter(|t| !self.host.tools().any(|(d, _)| &d.name == *t)).map(String::as_str).collect();
+            let unknown: Vec<&str> =
+                tools.iter().filter(|t| !self.host.registry().tools().any(|(d, _)| &d.name == *t)).map(String::as_str).collect();
             if !unknown.is_empty() {
-                let available: Vec<&str> = self.host.tools().map(|(d, _)| d.name.as_str()).collect();
+                let available: Vec<String> = self.host.registry().tools().map(|(d, _)| d.name.clone()).collect();
                 return Err(invalid(
                     "model_config.enabled_tools",
                     format!("no tool {} (available: {})", unknown.join(", "), available.join(", ")),
@@ -362,7 +367,7 @@ impl AgentRuntime {
         }
         let overrides = spec.overrides;
         if overrides != ProviderOverrides::default() {
-            let provider = self.host.models().find(|(r, _, _)| *r == model).map(|(_, _, p)| p.clone());
+            let provider = self.host.registry().models().find(|(r, _, _)| *r == model).map(|(_, _, p)| p.clone());
             if let Some(provider) = provider {
                 provider
                     .policy
@@ -389,15 +394,17 @@ impl AgentRuntime {
         let model = match model.or_else(|| profile.model.clone()).or_else(|| self.default_model.clone()) {
             Some(m) => m,
             None => {
-                let models: Vec<String> = self.host.models().map(|(r, _, _)| r).collect();
+                let models: Vec<String> = self.host.registry().models().map(|(r, _, _)| r).collect();
                 match models.as_slice() {
                     [only] => only.clone(),
                     _ => return Err(AgentError::NoModel { available: models }),
                 }
             }
         };
-        if !self.host.models().any(|(r, _, _)| r == model) {
-            return Err(CompletionError::UnknownModel { model, available: self.host.models().map(|(r, _, _)| r).collect() }.into());
+        if !self.host.registry().models().any(|(r, _, _)| r == model) {
+            return Err(
+                CompletionError::UnknownModel { model, available: self.host.registry().models().map(|(r, _, _)| r).collect() }.into()
+            );
         }
         Ok(model)
     }
@@ -740,7 +747,8 @@ impl AgentRuntime {
 
     /// The cost of `tokens` on `model`, in US dollars.
     pub(super) fn cost(&self, model: &str, tokens: Tokens) -> f64 {
-        let Some((_, info, _)) = self.host.models().find(|(r, _, _)| r == model) else { return 0.0 };
+        let registry = self.host.registry();
+        let Some((_, info, _)) = registry.models().find(|(r, _, _)| r == model) else { return 0.0 };
         let p = info.price;
         (tokens.input as f64 * p.input
             + tokens.output as f64 * p.output

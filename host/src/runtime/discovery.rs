@@ -28,6 +28,32 @@ pub fn user_plugins_dir() -> Option<PathBuf> {
     directories::ProjectDirs::from("", "", "plugboard").map(|d| d.config_dir().join("plugins"))
 }
 
+/// The directories plugin files are found in (the embedded plugins aside).
+#[derive(Debug, Clone)]
+pub struct PluginDirs {
+    /// The workspace (its `.plugboard/plugins/`).
+    pub workspace: PathBuf,
+    /// The user's plugins directory, unless skipped.
+    pub user: Option<PathBuf>,
+    /// `--plugins DIR`s.
+    pub extra: Vec<PathBuf>,
+}
+
+impl PluginDirs {
+    /// Every candidate in these directories and the embedded plugins (see [`discover`]).
+    pub fn discover(&self) -> (Vec<Candidate>, Vec<(PluginSource, String)>) {
+        discover(&self.workspace, self.user.as_deref(), &self.extra)
+    }
+
+    /// The directories to watch for changes.
+    pub fn watched(&self) -> Vec<PathBuf> {
+        let mut dirs = self.extra.clone();
+        dirs.push(self.workspace.join(WORKSPACE_PLUGINS_DIR));
+        dirs.extend(self.user.clone());
+        dirs
+    }
+}
+
 /// Lists every candidate, highest precedence first. Unreadable files are returned as
 /// errors beside the candidates, never silently skipped.
 pub fn discover(workspace: &Path, user_dir: Option<&Path>, extra_dirs: &[PathBuf]) -> (Vec<Candidate>, Vec<(PluginSource, String)>) {

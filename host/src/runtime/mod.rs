@@ -5,11 +5,12 @@ pub mod discovery;
 pub mod error;
 pub mod plugin;
 pub mod provider;
+pub mod registry;
+pub mod reload;
 pub mod state;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 use wasmtime::component::{HasSelf, Linker};
@@ -22,6 +23,8 @@ use crate::config::{Config, ConfigError};
 use crate::engine::PluginEngine;
 pub use error::CallError;
 pub use plugin::{CallContext, LoadError, LoadedPlugin, PluginSource, ToolDefinition, ToolOutput};
+pub use registry::Registry;
+pub use reload::{EventSink, ReloadReport};
 use state::{CallState, ProgressSink};
 
 /// How to start a [`PluginHost`].
@@ -75,10 +78,14 @@ pub struct PluginHost {
     config: Arc<Config>,
     config_path: Option<PathBuf>,
     policy_ctx: PolicyContext,
-    plugins: BTreeMap<String, Arc<LoadedPlugin>>,
-    tools: BTreeMap<String, Arc<LoadedPlugin>>,
-    providers: BTreeMap<String, Arc<LoadedPlugin>>,
-    failures: Vec<LoadFailure>,
+    /// Where plugin files are looked for.
+    dirs: discovery::PluginDirs,
+    /// What is loaded now; replaced whole by a reload.
+    registry: RwLock<Arc<Registry>>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+    /// Where plugin events go (the event log), once attached.
+    sink: RwLock<Option<EventSink>>,
 }
 
 impl PluginHost {
@@ -106,34 +113,59 @@ impl PluginHost {
             confinement: Arc::new(confinement::probe()),
             max_memory_mib: (engine.allocator == crate::engine::AllocatorKind::Pooling).then_some(config.engine.max_memory_mib),
         };
-        let mut host = PluginHost {
+        let user_dir = if options.skip_user_plugins { None } else { discovery::user_plugins_dir() };
+        let dirs = discovery::PluginDirs { workspace: workspace.clone(), user: user_dir, extra: options.plugin_dirs.clone() };
+        let host = PluginHost {
             engine,
             linker,
             cache,
             config: Arc::new(config),
             config_path,
             policy_ctx,
-            plugins: BTreeMap::new(),
-            tools: BTreeMap::new(),
-            providers: BTreeMap::new(),
-            failures: Vec::new(),
+            dirs,
+            registry: RwLock::new(Arc::new(Registry::default())),
+            reloading: tokio::sync::Mutex::new(()),
+            sink: RwLock::new(None),
         };
-        let user_dir = if options.skip_user_plugins { None } else { discovery::user_plugins_dir() };
-        let plugin_dirs = options.plugin_dirs.clone();
-        let (candidates, errors) = tokio::task::spawn_blocking(move || discovery::discover(&workspace, user_dir.as_deref(), &plugin_dirs))
+        let dirs = host.dirs.clone();
+        let (candidates, errors) = tokio::task::spawn_blocking(move || dirs.discover())
             .await
             .map_err(|e| StartError::Engine(format!("plugin discovery failed: {e}")))?;
-        host.failures.extend(errors.into_iter().map(|(source, reason)| LoadFailure { source, reason }));
-        host.load_all(candidates).await;
+        let mut registry = Registry::default();
+        registry.failures.extend(errors.into_iter().map(|(source, reason)| LoadFailure { source, reason }));
+        let hashes: std::collections::HashMap<PluginSource, String> = candidates
+            .iter()
+            .filter(|c| matches!(c.source, PluginSource::File { .. }))
+            .map(|c| (c.source.clone(), crate::artifact_cache::content_hash(&c.bytes)))
+            .collect();
+        for (source, result) in host.load_all(candidates).await {
+            match result {
+                Ok(plugin) => registry.register(Arc::new(plugin)),
+                Err(e) => {
+                    tracing::warn!(%source, error = %e, "plugin not loaded");
+                    if let Some(hash) = hashes.get(&source) {
+                        registry.failed_hashes.insert(source.clone(), hash.clone());
+                    }
+                    registry.failures.push(LoadFailure { source, reason: e.to_string() });
+                }
+            }
+        }
+        *host.registry.write().expect("not poisoned") = Arc::new(registry);
         host.warn_if_unconfined();
         Ok(host)
+    }
+
+    /// What is loaded now. A reload replaces it; what a caller holds stays as it was.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.read().expect("not poisoned").clone()
     }
 
     /// Says at start-up when plugins that run commands cannot be confined by the kernel.
     fn warn_if_unconfined(&self) {
         let ConfinementSupport::Unavailable(reason) = &*self.policy_ctx.confinement else { return };
+        let registry = self.registry();
         let runners: Vec<&str> =
-            self.plugins.values().filter(|p| !p.manifest.capabilities.process.is_empty()).map(|p| p.manifest.id.as_str()).collect();
+            registry.plugins().filter(|p| !p.manifest.capabilities.process.is_empty()).map(|p| p.manifest.id.as_str()).collect();
         if runners.is_empty() {
             return;
         }
@@ -144,7 +176,9 @@ impl PluginHost {
         tracing::warn!(plugins = %runners.join(", "), "kernel confinement of commands is unavailable ({reason}); {consequence}");
     }
 
-    async fn load_all(&mut self, candidates: Vec<discovery::Candidate>) {
+    /// Loads candidates concurrently; the results come highest precedence first (the
+    /// discovery order breaks ties), ready to register in that order.
+    async fn load_all(&self, candidates: Vec<discovery::Candidate>) -> Vec<(PluginSource, Result<LoadedPlugin, LoadError>)> {
         let mut tasks = tokio::task::JoinSet::new();
         for (index, candidate) in candidates.into_iter().enumerate() {
             let loader = self.loader();
@@ -161,42 +195,8 @@ impl PluginHost {
                 Err(e) => tracing::error!(error = %e, "a plugin load task failed"),
             }
         }
-        // Highest precedence first; the discovery order breaks ties.
         loaded.sort_by_key(|(index, precedence, _, _)| (std::cmp::Reverse(*precedence), *index));
-        for (_, _, source, result) in loaded {
-            match result {
-                Ok(plugin) => self.register(plugin),
-                Err(e) => {
-                    tracing::warn!(%source, error = %e, "plugin not loaded");
-                    self.failures.push(LoadFailure { source, reason: e.to_string() });
-                }
-            }
-        }
-    }
-
-    fn register(&mut self, plugin: LoadedPlugin) {
-        let id = plugin.manifest.id.clone();
-        if let Some(existing) = self.plugins.get(&id) {
-            tracing::info!(plugin = %id, shadowed = %plugin.source, by = %existing.source, "plugin shadowed by one of higher precedence");
-            return;
-        }
-        if let Some(clash) =
-            plugin.tools.iter().find_map(|t| self.tools.get(&t.name).map(|other| (t.name.clone(), other.manifest.id.clone())))
-        {
-            self.failures.push(LoadFailure {
-                source: plugin.source.clone(),
-                reason: format!("plugin `{id}` provides the tool `{}`, which plugin `{}` already provides", clash.0, clash.1),
-            });
-            return;
-        }
-        let plugin = Arc::new(plugin);
-        for tool in &plugin.tools {
-            self.tools.insert(tool.name.clone(), plugin.clone());
-        }
-        if plugin.provider.is_some() {
-            self.providers.insert(id.clone(), plugin.clone());
-        }
-        self.plugins.insert(id, plugin);
+        loaded.into_iter().map(|(_, _, source, result)| (source, result)).collect()
     }
 
     /// What loading one plugin needs, detached from `self` for concurrent loads.
@@ -208,28 +208,6 @@ impl PluginHost {
             config: self.config.clone(),
             policy_ctx: self.policy_ctx.clone(),
         }
-    }
-
-    /// Every tool with the plugin that provides it, by name.
-    pub fn tools(&self) -> impl Iterator<Item = (&ToolDefinition, &Arc<LoadedPlugin>)> {
-        self.tools.iter().filter_map(|(name, plugin)| plugin.tools.iter().find(|t| &t.name == name).map(|t| (t, plugin)))
-    }
-
-    /// Every loaded plugin, by id.
-    pub fn plugins(&self) -> impl Iterator<Item = &Arc<LoadedPlugin>> {
-        self.plugins.values()
-    }
-
-    /// The loaded plugin `id`.
-    pub fn plugin(&self, id: &str) -> Option<&Arc<LoadedPlugin>> {
-        self.plugins.get(id)
-    }
-
-    /// Every model of every loaded provider, as `(provider/model, model, provider plugin)`.
-    pub fn models(&self) -> impl Iterator<Item = (String, &provider::ModelInfo, &Arc<LoadedPlugin>)> {
-        self.providers.iter().flat_map(|(id, plugin)| {
-            plugin.provider.iter().flat_map(move |info| info.models.iter().map(move |m| (format!("{id}/{}", m.id), m, plugin)))
-        })
     }
 
     /// Starts a streamed completion with `model` (`provider/model`); `request.model` is set
@@ -249,21 +227,19 @@ impl PluginHost {
         mut request: provider::CompletionRequest,
         overrides: Option<&crate::capability::ProviderOverrides>,
     ) -> Result<provider::ProviderStream, provider::CompletionError> {
-        let unknown =
-            || provider::CompletionError::UnknownModel { model: model.to_string(), available: self.models().map(|(r, _, _)| r).collect() };
+        let registry = self.registry();
+        let unknown = || provider::CompletionError::UnknownModel {
+            model: model.to_string(),
+            available: registry.models().map(|(r, _, _)| r).collect(),
+        };
         let (provider_id, model_id) = model.split_once('/').ok_or_else(unknown)?;
-        let plugin = self.providers.get(provider_id).ok_or_else(unknown)?;
+        let plugin = registry.provider(provider_id).ok_or_else(unknown)?.clone();
         let served = plugin.provider.as_ref().is_some_and(|info| info.models.iter().any(|m| m.id == model_id));
         if !served {
             return Err(unknown());
         }
         request.model = model_id.to_string();
         plugin.complete(&request, overrides).await
-    }
-
-    /// The plugins that could not be loaded.
-    pub fn failures(&self) -> &[LoadFailure] {
-        &self.failures
     }
 
     /// The engine in use.
@@ -299,8 +275,12 @@ impl PluginHost {
         context: &CallContext,
         progress: Option<ProgressSink>,
     ) -> Result<ToolOutput, CallError> {
-        let Some(plugin) = self.tools.get(name) else {
-            return Err(CallError::UnknownTool { name: name.to_string(), available: self.tools.keys().cloned().collect() });
+        let plugin = {
+            let registry = self.registry();
+            match registry.tool_plugin(name) {
+                Some(plugin) => plugin.clone(),
+                None => return Err(CallError::UnknownTool { name: name.to_string(), available: registry.tool_names() }),
+            }
         };
         check_arguments(name, arguments)?;
         plugin.call(name, arguments, context, progress).await

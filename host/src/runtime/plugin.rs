@@ -18,7 +18,7 @@ use crate::engine::{PluginEngine, ticks_for};
 use crate::manifest::{ManifestError, PluginManifest};
 
 /// Where a plugin came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum PluginSource {
     /// Embedded in the binary (first-party).

@@ -187,6 +187,8 @@ impl Metrics {
                 let model = data["model"].as_str().unwrap_or("unknown").to_string();
                 self.provider_turns.get_or_create(&ModelLabels { model }).inc();
             }
+            "plugin.reloaded" => self.record_plugin_reload(true),
+            "plugin.failed" => self.record_plugin_reload(false),
             "usage" => {
                 let model = data["model"].as_str().unwrap_or("unknown");
                 for kind in ["input", "output", "cache_read", "cache_write"] {

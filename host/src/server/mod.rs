@@ -116,7 +116,7 @@ async fn start(state: AppState, host: HostOptions, data_dir: Option<PathBuf>) {
         Ok(host) => host,
         Err(e) => return state.fail(format!("the plugins cannot be loaded: {e}")),
     };
-    for failure in host.failures() {
+    for failure in host.registry().failures() {
         tracing::warn!(source = %failure.source, reason = %failure.reason, "plugin not loaded");
     }
     let sessions = state.settings().sessions.clone();
@@ -124,6 +124,11 @@ async fn start(state: AppState, host: HostOptions, data_dir: Option<PathBuf>) {
         Ok(runtime) => runtime,
         Err(e) => return state.fail(e.to_string()),
     };
+    runtime.host().announce_loaded();
+    match runtime.host().watch() {
+        Ok(guard) => state.keep_watch(guard),
+        Err(e) => tracing::warn!(error = %e, "cannot watch the plugin directories; reload with POST /plugins/reload"),
+    }
     match runtime.recover().await {
         Ok(recovered) if !recovered.is_empty() => {
             tracing::info!(sessions = %recovered.join(", "), "recovered sessions a stopped process left")
@@ -131,7 +136,7 @@ async fn start(state: AppState, host: HostOptions, data_dir: Option<PathBuf>) {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot recover sessions"),
     }
-    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, plugins = runtime.host().plugins().count(), "ready");
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, plugins = runtime.host().registry().plugins().count(), "ready");
     state.set_runtime(runtime);
 }
 

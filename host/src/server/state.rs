@@ -24,6 +24,8 @@ struct Shared {
     not_ready: Mutex<String>,
     metrics: Metrics,
     shutdown: CancellationToken,
+    /// The plugin-directory watch, while the server runs.
+    watch: Mutex<Option<crate::runtime::reload::WatchGuard>>,
 }
 
 impl AppState {
@@ -35,6 +37,7 @@ impl AppState {
             not_ready: Mutex::new("plugins are loading".into()),
             metrics: Metrics::new(),
             shutdown: CancellationToken::new(),
+            watch: Mutex::new(None),
         }))
     }
 
@@ -63,11 +66,16 @@ impl AppState {
     /// Makes the server ready, and starts feeding the metrics from its event log.
     pub fn set_runtime(&self, runtime: Arc<AgentRuntime>) {
         let store = runtime.store().clone();
-        let (loaded, failed) = (runtime.host().plugins().count(), runtime.host().failures().len());
+        let (loaded, failed) = (runtime.host().registry().plugins().count(), runtime.host().registry().failures().len());
         if self.0.runtime.set(runtime).is_ok() {
             self.0.metrics.record_plugin_loads(loaded, failed);
             tokio::spawn(super::metrics::observe_events(store, self.0.metrics.clone(), self.0.shutdown.clone()));
         }
+    }
+
+    /// Keeps the plugin-directory watch alive while the server runs.
+    pub fn keep_watch(&self, guard: crate::runtime::reload::WatchGuard) {
+        *self.0.watch.lock().expect("not poisoned") = Some(guard);
     }
 
     /// Records why the server cannot become ready; it keeps answering (with 503).

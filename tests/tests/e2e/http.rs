@@ -571,3 +571,30 @@ async fn a_subscriber_that_falls_behind_is_told_to_reconnect_and_the_replay_fill
         next += 1;
     }
 }
+
+#[tokio::test]
+async fn plugins_reload_over_http_and_the_changes_are_events() {
+    let api = api(vec![say("unused")], "", None).await;
+    let start = api.f.store.last_seq().await.unwrap();
+    std::fs::copy(plugboard_tests::components::VERSIONED_A, api.f.ws.plugins.join("versioned.wasm")).unwrap();
+    let (status, report) = api.post("/plugins/reload", json!({})).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["loaded"], json!(["versioned"]));
+    let mut events = api.stream("/events?types=plugin.loaded,tool.added,plugin.reloaded", Some(start)).await;
+    let frames = events.until("tool.added", WITHIN).await;
+    assert_eq!(kinds(&frames), ["plugin.loaded", "tool.added"]);
+    assert_eq!(frames[0].data["data"]["version"], "1.0.0");
+    assert_eq!(frames[1].data["data"]["name"], "which");
+    let (_, tools) = api.get("/tools").await;
+    assert!(tools["tools"].as_array().unwrap().iter().any(|t| t["name"] == "which"));
+
+    std::fs::copy(plugboard_tests::components::VERSIONED_B, api.f.ws.plugins.join("versioned.wasm")).unwrap();
+    let (status, report) = api.post("/plugins/versioned/reload", json!({})).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["reloaded"], json!(["versioned"]));
+    let reloaded = events.until("plugin.reloaded", WITHIN).await.pop().unwrap();
+    assert_eq!(reloaded.data["data"]["new_version"], "2.0.0");
+    let (status, body) = api.post("/plugins/nope/reload", json!({})).await;
+    assert_eq!(status, 404, "{body}");
+    wait_for_metrics(&api, "plugboard_plugin_reloads_total{outcome=\"reloaded\"} 1").await;
+}

@@ -5,5 +5,6 @@ mod first_party;
 mod hostile;
 mod http;
 mod providers;
+mod reload;
 mod runtime;
 mod sessions;

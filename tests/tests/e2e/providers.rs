@@ -249,7 +249,7 @@ async fn models_are_listed_as_provider_slash_model_and_unknown_ones_fail_at_once
     let server = ScriptedServer::start(vec![Scripted::error(500, &[], "unused")]);
     let ws = openai_workspace(&server, "");
     let host = ws.host().await;
-    let models: Vec<String> = host.models().map(|(r, _, _)| r).collect();
+    let models: Vec<String> = host.registry().models().map(|(r, _, _)| r).collect();
     assert!(models.contains(&"openai/test-model".to_string()), "{models:?}");
     let err = collect(&host, "openai/nope", request("hi")).await.unwrap_err();
     assert!(

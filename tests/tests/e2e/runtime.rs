@@ -18,10 +18,10 @@ async fn a_second_start_loads_plugins_from_the_cache() {
         ..Default::default()
     };
     let first = PluginHost::start(options.clone()).await.unwrap();
-    assert!(first.plugins().all(|p| p.stats.cache == CacheOutcome::Compiled), "a fresh cache compiles");
+    assert!(first.registry().plugins().all(|p| p.stats.cache == CacheOutcome::Compiled), "a fresh cache compiles");
     let second = PluginHost::start(options).await.unwrap();
-    assert!(second.plugins().all(|p| p.stats.cache == CacheOutcome::Hit), "the second start hits the cache");
-    assert_eq!(first.plugins().count(), second.plugins().count());
+    assert!(second.registry().plugins().all(|p| p.stats.cache == CacheOutcome::Hit), "the second start hits the cache");
+    assert_eq!(first.registry().plugins().count(), second.registry().plugins().count());
     std::fs::write(ws.dir.join("cached.txt"), "served from the cache\n").unwrap();
     let out = call(&second, "read", json!({"path": "cached.txt"})).await.unwrap();
     assert_eq!(out.text, "     1\tserved from the cache\n", "a plugin loaded from the cache serves calls");
@@ -51,11 +51,11 @@ async fn broken_plugins_are_reported_and_the_rest_load() {
     std::fs::write(plugins.join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
     let host =
         PluginHost::start(HostOptions { workspace: Some(ws.dir.clone()), skip_user_plugins: true, ..Default::default() }).await.unwrap();
-    let reasons: Vec<String> = host.failures().iter().map(|f| format!("{}: {}", f.source, f.reason)).collect();
+    let reasons: Vec<String> = host.registry().failures().iter().map(|f| format!("{}: {}", f.source, f.reason)).collect();
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("garbage.wasm") && r.contains("magic")), "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("core.wasm") && r.contains("core module")), "{reasons:?}");
-    assert!(host.plugin("read").is_some(), "first-party plugins still load");
+    assert!(host.registry().plugin("read").is_some(), "first-party plugins still load");
 }
 
 #[tokio::test]
@@ -67,11 +67,11 @@ async fn plugins_shadow_by_precedence() {
     // Without --plugins, the workspace's copy serves.
     let host =
         PluginHost::start(HostOptions { workspace: Some(ws.dir.clone()), skip_user_plugins: true, ..Default::default() }).await.unwrap();
-    assert!(host.plugin("echo").unwrap().source.to_string().ends_with(".plugboard/plugins/echo.wasm"));
+    assert!(host.registry().plugin("echo").unwrap().source.to_string().ends_with(".plugboard/plugins/echo.wasm"));
     // A --plugins directory wins over the workspace, silently shadowing its copy.
     let host = ws.host().await;
-    assert!(host.plugin("echo").unwrap().source.to_string().ends_with("plugins/plugboard_test_echo.wasm"));
-    assert!(host.failures().is_empty());
+    assert!(host.registry().plugin("echo").unwrap().source.to_string().ends_with("plugins/plugboard_test_echo.wasm"));
+    assert!(host.registry().failures().is_empty());
 }
 
 #[tokio::test]
@@ -80,7 +80,8 @@ async fn an_invalid_grant_names_the_plugin_and_field() {
     ws.config("[plugins.fetch]\nnetwork = [\"example.com\"]\n");
     let host =
         PluginHost::start(HostOptions { workspace: Some(ws.dir.clone()), skip_user_plugins: true, ..Default::default() }).await.unwrap();
-    let failure = host.failures().iter().find(|f| f.source.to_string() == "bundled:fetch").expect("fetch fails to load");
+    let registry = host.registry();
+    let failure = registry.failures().iter().find(|f| f.source.to_string() == "bundled:fetch").expect("fetch fails to load");
     assert!(failure.reason.contains("[plugins.fetch] network") && failure.reason.contains("needs a scheme"), "{}", failure.reason);
 }
 

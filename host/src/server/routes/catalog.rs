@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::runtime::error::CallError;
+use crate::runtime::reload::{ReloadError, ReloadReport};
 use crate::runtime::{CallContext, ToolOutput};
 use crate::server::error::{ApiError, ErrorBody};
 use crate::server::extract::ApiJson;
@@ -38,6 +39,7 @@ pub struct ToolList {
 pub async fn tools(Running(runtime): Running) -> Json<ToolList> {
     let tools = runtime
         .host()
+        .registry()
         .tools()
         .map(|(t, p)| ToolInfo {
             name: t.name.clone(),
@@ -123,9 +125,28 @@ pub struct PluginList {
 pub async fn plugins(Running(runtime): Running) -> Json<PluginList> {
     let host = runtime.host();
     Json(PluginList {
-        plugins: host.plugins().map(|p| p.summary()).collect(),
-        failures: host.failures().iter().map(|f| serde_json::to_value(f).unwrap_or(Value::Null)).collect(),
+        plugins: host.registry().plugins().map(|p| p.summary()).collect(),
+        failures: host.registry().failures().iter().map(|f| serde_json::to_value(f).unwrap_or(Value::Null)).collect(),
     })
+}
+
+/// Reloads every plugin whose file changed, appeared or disappeared (what the file watcher
+/// does on its own), and says what changed. A new version that fails leaves the old one
+/// serving.
+#[utoipa::path(post, path = "/plugins/reload", tag = "plugins", responses((status = 200, body = ReloadReport)))]
+pub async fn reload_all(Running(runtime): Running) -> Result<Json<ReloadReport>, ApiError> {
+    runtime.host().reload(None).await.map(Json).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// Reloads one plugin from its file.
+#[utoipa::path(post, path = "/plugins/{id}/reload", tag = "plugins", params(("id" = String, Path, description = "The plugin")),
+    responses((status = 200, body = ReloadReport), (status = 404, body = ErrorBody)))]
+pub async fn reload_one(Running(runtime): Running, Path(id): Path<String>) -> Result<Json<ReloadReport>, ApiError> {
+    match runtime.host().reload(Some(&id)).await {
+        Ok(report) => Ok(Json(report)),
+        Err(ReloadError::UnknownPlugin(_)) => Err(ApiError::not_found("plugin", &id)),
+        Err(e) => Err(ApiError::internal(e.to_string())),
+    }
 }
 
 /// The models.
@@ -141,7 +162,7 @@ pub struct ModelList {
 pub async fn models(Running(runtime): Running) -> Json<ModelList> {
     let models = runtime
         .host()
-        .models()
+        .registry().models()
         .map(|(reference, info, plugin)| json!({ "model": reference, "provider": plugin.manifest.id, "api_key_configured": plugin.policy.credential.is_some() || plugin.manifest.credentials.is_none(), "info": info }))
         .collect();
     Json(ModelList { models })

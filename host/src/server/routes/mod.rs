@@ -32,6 +32,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(catalog::tools))
         .routes(routes!(catalog::call_tool))
         .routes(routes!(catalog::plugins))
+        .routes(routes!(catalog::reload_all))
+        .routes(routes!(catalog::reload_one))
         .routes(routes!(catalog::models))
 }
 

@@ -1,0 +1,261 @@
+//! Reloading plugins while they serve. A reload reads the plugin directories again, loads
+//! what is new or changed (compiling off the async workers), keeps what is unchanged, and
+//! swaps the whole registry in at once. Calls that started keep the version they started
+//! with (they hold it); calls that start after the swap use the new one. A new version
+//! that does not load leaves the old one serving, and says why (`plugin.failed`).
+//!
+//! [`PluginHost::watch`] reloads on its own when a plugin file is added, changed or
+//! removed (debounced).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::discovery::Candidate;
+use super::plugin::{LoadedPlugin, PluginSource};
+use super::registry::{Registry, loaded};
+use super::{LoadFailure, PluginHost};
+use crate::artifact_cache::content_hash;
+
+/// Receives the events of a change (type and data), in order, to record them.
+pub type EventSink = Arc<dyn Fn(Vec<(&'static str, Value)>) + Send + Sync>;
+
+/// How long the file watcher waits for quiet before it reloads.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// What a reload did.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct ReloadReport {
+    /// Plugins loaded for the first time.
+    pub loaded: Vec<String>,
+    /// Plugins whose new version took over.
+    pub reloaded: Vec<String>,
+    /// Plugins removed.
+    pub unloaded: Vec<String>,
+    /// New versions that failed (the old version, if any, still serves), with the reason.
+    #[schema(value_type = Vec<Object>)]
+    pub failed: Vec<LoadFailure>,
+    /// Plugins left as they were.
+    pub unchanged: usize,
+    /// How long the reload took, in milliseconds.
+    pub elapsed_ms: f64,
+}
+
+/// Why a reload could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// No plugin with this id is loaded.
+    #[error("no plugin `{0}` is loaded")]
+    UnknownPlugin(String),
+    /// The plugin directories could not be read.
+    #[error("cannot read the plugin directories: {0}")]
+    Discovery(String),
+}
+
+/// One candidate of a reload: kept as it was, or to load.
+enum Slot {
+    Keep(Arc<LoadedPlugin>),
+    Load {
+        previous: Option<Arc<LoadedPlugin>>,
+        source: PluginSource,
+    },
+    Skip,
+    /// A file that failed before and has not changed.
+    StillBroken(LoadFailure, String),
+}
+
+impl PluginHost {
+    /// Sends plugin events (loads, reloads, tools and models added or removed) to `sink`.
+    pub fn attach_events(&self, sink: EventSink) {
+        *self.sink.write().expect("not poisoned") = Some(sink);
+    }
+
+    fn emit(&self, events: Vec<(&'static str, Value)>) {
+        if events.is_empty() {
+            return;
+        }
+        if let Some(sink) = self.sink.read().expect("not poisoned").clone() {
+            sink(events);
+        }
+    }
+
+    /// Announces what the start-up load did: `plugin.loaded` for each plugin, and
+    /// `plugin.failed` for each that did not load.
+    pub fn announce_loaded(&self) {
+        let registry = self.registry();
+        let mut events: Vec<(&'static str, Value)> = registry.plugins().map(|p| ("plugin.loaded", loaded(p))).collect();
+        events.extend(registry.failures().iter().map(|f| ("plugin.failed", json!({ "source": f.source, "reason": f.reason }))));
+        self.emit(events);
+    }
+
+    /// Reloads every plugin whose file changed, appeared or disappeared (`only`: just the
+    /// plugin with that id), and swaps the result in at once.
+    pub async fn reload(&self, only: Option<&str>) -> Result<ReloadReport, ReloadError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let started = Instant::now();
+        let old = self.registry();
+        let target = match only {
+            Some(id) => Some(old.plugin(id).ok_or_else(|| ReloadError::UnknownPlugin(id.to_string()))?.source.clone()),
+            None => None,
+        };
+        let dirs = self.dirs.clone();
+        let (mut candidates, errors) =
+            tokio::task::spawn_blocking(move || dirs.discover()).await.map_err(|e| ReloadError::Discovery(e.to_string()))?;
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.precedence));
+        let by_source: HashMap<&PluginSource, &Arc<LoadedPlugin>> = old.plugins().map(|p| (&p.source, p)).collect();
+        let mut slots = Vec::with_capacity(candidates.len());
+        let mut hashes: HashMap<usize, String> = HashMap::new();
+        let mut loads = tokio::task::JoinSet::new();
+        for (index, candidate) in candidates.into_iter().enumerate() {
+            let previous = by_source.get(&candidate.source).map(|p| (*p).clone());
+            let in_scope = target.as_ref().is_none_or(|t| *t == candidate.source);
+            let hash = match (&previous, &candidate.source) {
+                (Some(_), PluginSource::Bundled { .. }) => None,
+                _ => Some(content_hash(&candidate.bytes)),
+            };
+            let unchanged = match (&previous, &hash) {
+                (Some(_), None) => true,
+                (Some(p), Some(hash)) => p.content_hash == *hash,
+                (None, _) => false,
+            };
+            let known_broken = hash.as_ref().is_some_and(|h| old.failed_hashes.get(&candidate.source) == Some(h));
+            if known_broken {
+                if let Some(p) = previous {
+                    slots.push((Slot::Keep(p), index));
+                } else if let Some(f) = old.failures.iter().find(|f| f.source == candidate.source) {
+                    slots.push((Slot::StillBroken(f.clone(), hash.unwrap_or_default()), index));
+                }
+                continue;
+            }
+            let slot = match previous {
+                Some(p) if !in_scope || unchanged => Slot::Keep(p),
+                None if !in_scope => Slot::Skip,
+                previous => {
+                    let loader = self.loader();
+                    let Candidate { bytes, source, first_party, .. } = candidate;
+                    let kept_source = source.clone();
+                    if let Some(hash) = hash {
+                        hashes.insert(index, hash);
+                    }
+                    loads.spawn(async move { (index, loader.load(bytes, source, first_party).await) });
+                    Slot::Load { previous, source: kept_source }
+                }
+            };
+            slots.push((slot, index));
+        }
+        let mut results = HashMap::new();
+        while let Some(joined) = loads.join_next().await {
+            if let Ok((index, result)) = joined {
+                results.insert(index, result);
+            }
+        }
+
+        let mut next = Registry::default();
+        let mut report = ReloadReport::default();
+        let mut failed_events = Vec::new();
+        next.failures.extend(errors.into_iter().map(|(source, reason)| LoadFailure { source, reason }));
+        for (slot, index) in slots {
+            match slot {
+                Slot::Skip => {}
+                Slot::StillBroken(failure, hash) => {
+                    next.failed_hashes.insert(failure.source.clone(), hash);
+                    next.failures.push(failure);
+                }
+                Slot::Keep(plugin) => {
+                    report.unchanged += 1;
+                    next.register(plugin);
+                }
+                Slot::Load { previous, source } => match results.remove(&index) {
+                    Some(Ok(plugin)) => next.register(Arc::new(plugin)),
+                    Some(Err(e)) => {
+                        let reason = e.to_string();
+                        if let Some(hash) = &hashes.get(&index) {
+                            next.failed_hashes.insert(source.clone(), (*hash).clone());
+                        }
+                        let (id, kept) = match &previous {
+                            Some(p) => (Some(p.manifest.id.clone()), Some(p.manifest.version.clone())),
+                            None => (None, None),
+                        };
+                        tracing::warn!(plugin = ?id, %reason, "a new plugin version failed to load; the old one (if any) keeps serving");
+                        failed_events
+                            .push(("plugin.failed", json!({ "id": id, "source": source, "reason": reason, "kept_version": kept })));
+                        report.failed.push(LoadFailure { source: source.clone(), reason: reason.clone() });
+                        match previous {
+                            Some(p) => next.register(p),
+                            None => next.failures.push(LoadFailure { source, reason }),
+                        }
+                    }
+                    None => {
+                        if let Some(p) = previous {
+                            next.register(p);
+                        }
+                    }
+                },
+            }
+        }
+        let mut events = failed_events;
+        let changes = next.changes(&old);
+        for (kind, data) in &changes {
+            let id = data["id"].as_str().unwrap_or_default().to_string();
+            match *kind {
+                "plugin.loaded" => report.loaded.push(id),
+                "plugin.reloaded" => report.reloaded.push(id),
+                "plugin.unloaded" => report.unloaded.push(id),
+                _ => {}
+            }
+        }
+        events.extend(changes);
+        *self.registry.write().expect("not poisoned") = Arc::new(next);
+        report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(loaded = ?report.loaded, reloaded = ?report.reloaded, unloaded = ?report.unloaded, failed = report.failed.len(), ms = report.elapsed_ms, "plugins reloaded");
+        self.emit(events);
+        Ok(report)
+    }
+
+    /// Watches the plugin directories and reloads when a `.wasm` file in them changes
+    /// (after [`DEBOUNCE`] of quiet). Watching stops when the guard is dropped.
+    pub fn watch(self: &Arc<Self>) -> notify::Result<WatchGuard> {
+        use notify::Watcher;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event
+                && event.paths.iter().any(|p| p.extension().is_some_and(|x| x == "wasm"))
+                && !matches!(event.kind, notify::EventKind::Access(_))
+            {
+                let _ = tx.send(());
+            }
+        })?;
+        for dir in self.dirs.watched() {
+            if dir.is_dir() {
+                watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+                tracing::info!(dir = %dir.display(), "watching for plugin changes");
+            }
+        }
+        let host = Arc::downgrade(self);
+        let task = tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+                let Some(host) = host.upgrade() else { return };
+                if let Err(e) = host.reload(None).await {
+                    tracing::warn!(error = %e, "reload after a file change failed");
+                }
+            }
+        });
+        Ok(WatchGuard { _watcher: watcher, task })
+    }
+}
+
+/// Keeps a plugin-directory watch alive.
+pub struct WatchGuard {
+    _watcher: notify::RecommendedWatcher,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
