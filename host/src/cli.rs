@@ -92,7 +92,7 @@ pub enum LogFormat {
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// The address to listen on (default 127.0.0.1).
-    #[arg(long, env = "HOST")]
+    #[arg(long, env = "PLUGBOARD_HOST")]
     pub host: Option<std::net::IpAddr>,
     /// The port (default 3003; 0 picks a free one).
     #[arg(long, env = "PORT")]
