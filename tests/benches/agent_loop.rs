@@ -8,13 +8,7 @@
 //! Prints the time per prompt and per turn, sessions per second, and 1,000 sessions
 //! running at once (errors, and memory per idle session).
 
-use std::sync::Arc;
 use std::time::Instant;
-
-use plugboard::agent::AgentRuntime;
-use plugboard::agent::permission::AskMode;
-use plugboard::store::SessionStore;
-use plugboard_tests::Workspace;
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -30,13 +24,7 @@ fn rss_kib() -> u64 {
 
 async fn run() {
     let prompts: usize = std::env::var("PLUGBOARD_BENCH_PROMPTS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
-    let ws = Workspace::new();
-    ws.config(
-        "default_model = \"instant/script\"\n[sessions]\nmax_concurrent = 1000\n[agents.build]\npermissions = [{ tool = \"echo\", action = \"allow\" }]\n",
-    );
-    let host = ws.host().await;
-    let store = SessionStore::open(&ws.dir.join(".data/plugboard.db")).unwrap();
-    let runtime = AgentRuntime::new(Arc::new(host), store.clone(), AskMode::DenyAll).unwrap();
+    let (_ws, runtime, _store) = plugboard_tests::instant_agent().await;
     println!("plugboard agent-loop benchmark ({prompts} prompts; each: 2 turns, 3 parallel tool calls)\n");
 
     // Warm up.

@@ -8,16 +8,13 @@
 //! - requests per second of `GET /sessions/{id}/status`, with `wrk` when it is installed
 //!   (`apt install wrk`), else with an in-process client (said so in the output).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use plugboard::agent::AgentRuntime;
-use plugboard::agent::permission::AskMode;
 use plugboard::server::settings::ServerConfig;
 use plugboard::server::state::AppState;
 use plugboard::server::{ServerSettings, serve_with};
 use plugboard::store::SessionStore;
-use plugboard_tests::{SseReader, Workspace};
+use plugboard_tests::SseReader;
 use serde_json::json;
 
 fn main() {
@@ -31,13 +28,7 @@ fn percentile(samples: &mut [Duration], p: usize) -> Duration {
 }
 
 async fn run() {
-    let ws = Workspace::new();
-    ws.config(
-        "default_model = \"instant/script\"\n[sessions]\nmax_concurrent = 1000\n[agents.build]\npermissions = [{ tool = \"echo\", action = \"allow\" }]\n",
-    );
-    let host = ws.host().await;
-    let store = SessionStore::open(&ws.dir.join(".data/plugboard.db")).unwrap();
-    let runtime = AgentRuntime::new(Arc::new(host), store.clone(), AskMode::DenyAll).unwrap();
+    let (_ws, runtime, store) = plugboard_tests::instant_agent().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let settings =

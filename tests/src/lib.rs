@@ -462,3 +462,18 @@ fn parse_frame(block: &str) -> Option<SseFrame> {
     }
     any.then(|| SseFrame { id, event, data: serde_json::from_str(&data).unwrap_or(serde_json::Value::String(data)) })
 }
+
+/// A workspace whose agent runs on the instant provider (`tests/plugins/instant-provider`),
+/// with its `echo` calls allowed and up to 1,000 sessions at once: what the benchmarks
+/// measure is the host, not a model. Returns the workspace, the runtime and its store.
+pub async fn instant_agent() -> (Workspace, Arc<plugboard::agent::AgentRuntime>, plugboard::store::SessionStore) {
+    let ws = Workspace::new();
+    ws.config(
+        "default_model = \"instant/script\"\n[sessions]\nmax_concurrent = 1000\n[agents.build]\npermissions = [{ tool = \"echo\", action = \"allow\" }]\n",
+    );
+    let host = ws.host().await;
+    let store = plugboard::store::SessionStore::open(&ws.dir.join(".data/plugboard.db")).unwrap();
+    let runtime =
+        plugboard::agent::AgentRuntime::new(Arc::new(host), store.clone(), plugboard::agent::permission::AskMode::DenyAll).unwrap();
+    (ws, runtime, store)
+}

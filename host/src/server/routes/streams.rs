@@ -4,6 +4,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::agent::AgentRuntime;
 use crate::server::error::{ApiError, ErrorBody};
 use crate::server::sse::{self, StreamQuery, StreamSpec};
 use crate::server::state::{AppState, Running};
@@ -32,15 +33,7 @@ pub async fn session_stream(
     let q = query(q)?;
     let after = sse::start_after(&headers, &q)?;
     runtime.store().session(&id).await?;
-    let spec = StreamSpec {
-        session: Some(id),
-        after,
-        types: sse::type_filter(&q),
-        heartbeat: state.settings().heartbeat,
-        stop: state.shutdown_token(),
-        guard: state.metrics().subscriber("session"),
-    };
-    Ok(sse::respond(runtime.store().clone(), spec).into_response())
+    Ok(stream(&state, &runtime, Some(id), after, &q))
 }
 
 /// Every event of the server (sessions, and later plugins, tools and models) as
@@ -56,13 +49,19 @@ pub async fn all_events(
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
     let after = sse::start_after(&headers, &q)?;
+    Ok(stream(&state, &runtime, None, after, &q))
+}
+
+/// The SSE response following one session (or all), counted as a subscriber.
+fn stream(state: &AppState, runtime: &AgentRuntime, session: Option<String>, after: i64, q: &StreamQuery) -> Response {
+    let kind = if session.is_some() { "session" } else { "events" };
     let spec = StreamSpec {
-        session: None,
+        session,
         after,
-        types: sse::type_filter(&q),
+        types: sse::type_filter(q),
         heartbeat: state.settings().heartbeat,
         stop: state.shutdown_token(),
-        guard: state.metrics().subscriber("events"),
+        guard: state.metrics().subscriber(kind),
     };
-    Ok(sse::respond(runtime.store().clone(), spec).into_response())
+    sse::respond(runtime.store().clone(), spec).into_response()
 }
