@@ -9,6 +9,8 @@ const TEST_PLUGINS: &[&str] = &[
     "tests/plugins/instant-provider",
     "tests/plugins/versioned-a",
     "tests/plugins/versioned-b",
+    "tests/plugins/hook-a",
+    "tests/plugins/hook-b",
 ];
 
 fn main() {

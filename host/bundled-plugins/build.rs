@@ -18,6 +18,9 @@ const PLUGINS: &[&str] = &[
     // providers
     "plugins/openai",
     "plugins/anthropic",
+    // hooks (off until enabled in [hooks.<id>])
+    "plugins/redact-secrets",
+    "plugins/audit-log",
 ];
 
 fn main() {

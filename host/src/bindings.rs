@@ -29,8 +29,25 @@ pub mod v0_1_0 {
             },
         });
     }
+
+    /// The `hook-plugin` world; it shares `host`, `process` and `types` with the tool world.
+    pub mod hook {
+        wasmtime::component::bindgen!({
+            path: "../wit/since_v0.1.0",
+            world: "hook-plugin",
+            imports: { default: async },
+            exports: { default: async },
+            with: {
+                "plugboard:plugin/host": super::tool::plugboard::plugin::host,
+                "plugboard:plugin/process": super::tool::plugboard::plugin::process,
+                "plugboard:plugin/types": super::tool::plugboard::plugin::types,
+            },
+        });
+    }
 }
 
+pub use v0_1_0::hook::exports::plugboard::plugin::hooks as hook_types;
+pub use v0_1_0::hook::{HookPlugin, HookPluginPre};
 pub use v0_1_0::provider::exports::plugboard::plugin::provider as provider_types;
 pub use v0_1_0::provider::{ProviderPlugin, ProviderPluginPre};
 pub use v0_1_0::tool::plugboard::plugin::{host, process, types};

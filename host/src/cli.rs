@@ -106,6 +106,10 @@ pub struct ServeArgs {
     /// Sessions running at once; others wait with status `queued`.
     #[arg(long, env = "MAX_CONCURRENT_SESSIONS")]
     pub max_concurrent_sessions: Option<usize>,
+    /// Do not reload plugins and the configuration when their files change (reload on
+    /// request only: `plugboard plugin reload`, `POST /plugins/reload`, `POST /config/reload`).
+    #[arg(long)]
+    pub no_watch: bool,
 }
 
 /// `plugboard tool ...`
@@ -165,6 +169,19 @@ pub enum PluginCommand {
         /// The directory to create it in (default: the current directory).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+    },
+    /// Reload plugins on a running server (`plugboard serve`): every changed plugin file, or
+    /// the plugin ID. Prints what changed; exits 1 when a new version failed to load (the old
+    /// one keeps serving).
+    Reload {
+        /// The plugin to reload (default: all that changed).
+        id: Option<String>,
+        /// The server's address.
+        #[arg(long, env = "PLUGBOARD_URL", default_value = "http://127.0.0.1:3003", value_name = "URL")]
+        server: String,
+        /// Print the server's JSON answer.
+        #[arg(long)]
+        json: bool,
     },
     /// A plugin's manifest, tools, and requested vs granted capabilities.
     Inspect {
@@ -228,6 +245,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         println!("  plugboard tool call --plugins target/wasm32-wasip2/release {} '{{\"name\":\"world\"}}'", name.replace('-', "_"));
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Plugin(PluginCommand::Reload { id, server, json }) = &cli.command {
+        return crate::cli_remote::reload(server, id.as_deref(), *json).await;
+    }
     if let Command::Serve(args) = &cli.command {
         return serve(&cli, args).await;
     }
@@ -260,7 +280,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin(PluginCommand::Inspect { plugin, json }) => inspect(&host, &plugin, json).await,
-        Command::Plugin(PluginCommand::New { .. }) => unreachable!("handled before the host starts"),
+        Command::Plugin(PluginCommand::New { .. } | PluginCommand::Reload { .. }) => unreachable!("handled before the host starts"),
         Command::Session(_) | Command::Serve(_) => unreachable!("handled before the host starts"),
         Command::Run { prompt, model, agent, session, yes } => {
             let store = crate::cli_run::open_store(cli.data_dir.as_ref())?;
@@ -294,7 +314,8 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<ExitCode> {
         sessions.timeout_seconds = Some(t);
     }
     let secret = std::env::var("PLUGBOARD_SHARED_SECRET").ok();
-    let settings = ServerSettings::resolve(&config.server, std::net::SocketAddr::new(host, port), secret, args.insecure, sessions)?;
+    let mut settings = ServerSettings::resolve(&config.server, std::net::SocketAddr::new(host, port), secret, args.insecure, sessions)?;
+    settings.watch &= !args.no_watch;
     let options = HostOptions {
         workspace: Some(workspace),
         config_file: cli.config.clone(),
@@ -412,9 +433,20 @@ fn print_plugins(host: &PluginHost, json: bool) {
         println!("{}", serde_json::to_string_pretty(&json!({ "plugins": plugins, "failures": failures })).expect("JSON values serialize"));
         return;
     }
+    let hooks = host.hooks();
     for p in host.registry().plugins() {
-        let tools: Vec<&str> = p.tools.iter().map(|t| t.name.as_str()).collect();
-        println!("{} {}  [{}]  tools: {}", p.manifest.id, p.manifest.version, p.source, tools.join(", "));
+        let provides = if let Some(info) = &p.provider {
+            let models: Vec<&str> = info.models.iter().map(|m| m.id.as_str()).collect();
+            format!("models: {}", models.join(", "))
+        } else if let Some(info) = &p.hook {
+            let points: Vec<&str> = info.points.iter().map(|p| p.name()).collect();
+            let state = if hooks.enabled(&p.manifest.id) { "on" } else { "off: enable it in [hooks.<id>]" };
+            format!("hooks: {} ({state})", points.join(", "))
+        } else {
+            let tools: Vec<&str> = p.tools.iter().map(|t| t.name.as_str()).collect();
+            format!("tools: {}", tools.join(", "))
+        };
+        println!("{} {}  [{}]  {provides}", p.manifest.id, p.manifest.version, p.source);
     }
     for f in host.registry().failures() {
         println!("FAILED {}: {}", f.source, f.reason);

@@ -44,6 +44,9 @@ pub struct Config {
     /// gets its built-in default grant (see [`builtin_grants`]); any other plugin gets none.
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginGrants>,
+    /// `[hooks.<id>]`: whether, in which order and how strictly each hook plugin runs.
+    #[serde(default)]
+    pub hooks: BTreeMap<String, crate::hooks::HookSettings>,
     /// `[agents.<name>]`: agents, refining the built-in `build` and `plan`.
     #[serde(default)]
     pub agents: BTreeMap<String, crate::agent::AgentConfig>,

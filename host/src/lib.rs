@@ -1,6 +1,6 @@
 //! # Plugboard
 //!
-//! A host for AI-agent plugins: tools (and, later, providers and hooks) are sandboxed
+//! A host for AI-agent plugins: tools, providers and lifecycle hooks are sandboxed
 //! WebAssembly components typed by the `plugboard:plugin` WIT package.
 //!
 //! - [`engine`]: the process-wide wasmtime engine and its epoch ticker;
@@ -9,6 +9,7 @@
 //! - [`config`]: the operator's `plugboard.toml`;
 //! - [`capability`]: deny-by-default grants (filesystem, network, process, env, limits);
 //! - [`runtime`]: loading plugins, running tool calls and provider completions;
+//! - [`hooks`]: lifecycle hooks (`hook-plugin` world): ordering, drafts, `hook.failed`;
 //! - [`agent`]: agents, permission rules and the agent loop;
 //! - [`store`] and [`events`]: durable sessions and the sequenced event log (SQLite);
 //! - [`scaffold`]: `plugboard plugin new`;
@@ -22,10 +23,12 @@ pub mod artifact_cache;
 pub mod bindings;
 pub mod capability;
 pub mod cli;
+mod cli_remote;
 mod cli_run;
 pub mod config;
 pub mod engine;
 pub mod events;
+pub mod hooks;
 pub mod manifest;
 pub mod runtime;
 pub mod scaffold;

@@ -51,7 +51,7 @@ pub struct CredentialsSpec {
 }
 
 /// The worlds this host runs.
-pub const KNOWN_WORLDS: &[&str] = &["tool-plugin", "provider-plugin"];
+pub const KNOWN_WORLDS: &[&str] = &["tool-plugin", "provider-plugin", "hook-plugin"];
 
 fn default_world() -> String {
     "tool-plugin".into()

@@ -256,10 +256,15 @@ struct Serve {
 
 impl Serve {
     async fn start(ws: &Path, data_dir: &str) -> Serve {
+        Self::start_with(ws, data_dir, &[]).await
+    }
+
+    async fn start_with(ws: &Path, data_dir: &str, extra: &[&str]) -> Serve {
         use std::io::BufRead;
         let mut child =
             Command::new(env!("CARGO_BIN_EXE_plugboard"))
                 .args(["serve", "--port", "0", "--data-dir", data_dir])
+                .args(extra)
                 .current_dir(ws)
                 .env("XDG_CACHE_HOME", std::env::temp_dir().join("plugboard-cli-cache"))
                 .env("XDG_CONFIG_HOME", ws.join(".no-user-config"))
@@ -420,4 +425,39 @@ async fn sigterm_mid_turn_interrupts_it_and_the_next_start_runs_the_queued_input
     assert_eq!(outcome["text"], "resumed");
     drop(stream);
     assert!(serve.terminate().success());
+}
+
+#[tokio::test]
+async fn plugin_reload_reloads_a_running_server_and_says_what_changed() {
+    let tmp = TempDir::new("reload");
+    let ws = tmp.workspace();
+    let plugins = ws.join(".plugboard/plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(plugboard_tests::components::VERSIONED_A, plugins.join("versioned.wasm")).unwrap();
+    // Without the watcher, only the command reloads.
+    let serve = Serve::start_with(&ws, tmp.0.join("data").to_str().unwrap(), &["--no-watch"]).await;
+    std::fs::copy(plugboard_tests::components::VERSIONED_B, plugins.join("versioned.wasm")).unwrap();
+
+    let out = plugboard(&ws, &["plugin", "reload", "--server", &serve.url]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("reloaded  versioned"), "{stdout}");
+    assert!(stdout.contains("unchanged, in"), "{stdout}");
+    let listed: serde_json::Value = reqwest::get(format!("{}/plugins", serve.url)).await.unwrap().json().await.unwrap();
+    let versioned = listed["plugins"].as_array().unwrap().iter().find(|p| p["manifest"]["id"] == "versioned").unwrap().clone();
+    assert_eq!(versioned["manifest"]["version"], "2.0.0");
+
+    // One plugin by id; a broken new version fails the command and names the file.
+    std::fs::write(plugins.join("versioned.wasm"), b"not a component").unwrap();
+    let out = plugboard(&ws, &["plugin", "reload", "versioned", "--server", &serve.url]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("failed") && stdout.contains("versioned.wasm") && stdout.contains("not a WebAssembly component"), "{stdout}");
+    // An unknown id, and no server: errors that say what to do.
+    let out = plugboard(&ws, &["plugin", "reload", "nope", "--server", &serve.url]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("404") && text(&out.stderr).contains("nope"), "{}", text(&out.stderr));
+    let out = plugboard(&ws, &["plugin", "reload", "--server", "http://127.0.0.1:9"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no Plugboard server answers at http://127.0.0.1:9"), "{}", text(&out.stderr));
 }

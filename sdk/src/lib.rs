@@ -29,6 +29,7 @@
 //! guide in `docs/plugin-authors.md`).
 
 pub mod fs;
+pub mod hook;
 pub mod host;
 pub mod http;
 pub mod process;
@@ -36,7 +37,7 @@ pub mod provider;
 pub mod sse;
 mod tool;
 
-pub use plugboard_sdk_macros::{args, export_provider, export_tools, tool};
+pub use plugboard_sdk_macros::{args, export_hooks, export_provider, export_tools, tool};
 pub use tool::{Access, CapabilityKind, Context, Output, ToolError};
 
 /// The generated WebAssembly bindings of the `plugboard:plugin` WIT package. Authors do not
@@ -63,6 +64,24 @@ pub mod provider_bindings {
         default_bindings_module: "plugboard_sdk::provider_bindings",
         with: {
             "plugboard:plugin/host@0.1.0": crate::bindings::plugboard::plugin::host,
+            "plugboard:plugin/types@0.1.0": crate::bindings::plugboard::plugin::types,
+        },
+    });
+}
+
+/// The generated bindings of the `hook-plugin` world, sharing the `host`, `process` and
+/// `types` interfaces with [`bindings`].
+#[doc(hidden)]
+pub mod hook_bindings {
+    wit_bindgen::generate!({
+        path: "../wit/since_v0.1.0",
+        world: "hook-plugin",
+        pub_export_macro: true,
+        export_macro_name: "export_hook_world",
+        default_bindings_module: "plugboard_sdk::hook_bindings",
+        with: {
+            "plugboard:plugin/host@0.1.0": crate::bindings::plugboard::plugin::host,
+            "plugboard:plugin/process@0.1.0": crate::bindings::plugboard::plugin::process,
             "plugboard:plugin/types@0.1.0": crate::bindings::plugboard::plugin::types,
         },
     });

@@ -19,6 +19,7 @@ use super::Agent;
 use super::permission::{self, Action, AskMode, Reply, Rule};
 use super::runtime::{AgentError, AgentRuntime, Driver, Outcome};
 use crate::events::now_ms;
+use crate::hooks::{HookContext, HookPoint, ToolDecision};
 use crate::runtime::CallContext;
 use crate::runtime::provider::{
     CompletionError, CompletionRequest, ContentPart, FinishReason, Message, Role, StreamEvent, ToolCall, ToolResult, ToolSpec,
@@ -142,6 +143,8 @@ struct PreparedCall {
     subject: String,
     decision: Action,
     doom_loop: bool,
+    /// Why a `tool.before` hook refused the call, when one did.
+    hook_refusal: Option<String>,
 }
 
 /// How a tool call ended, as the model will see it.
@@ -210,7 +213,7 @@ impl<'a> Activity<'a> {
             Begin::NotFound => return Err(AgentError::NotFound(id.into())),
             Begin::HeldBy(owner) => return Err(AgentError::HeldElsewhere { session: id.into(), owner }),
         };
-        let agent = runtime.agent(&session.agent)?.clone();
+        let agent = runtime.agent(&session.agent)?;
         let mut rules = agent.rules.clone();
         rules.extend(session_rules.into_iter().filter_map(|spec| Rule::new(spec).ok()));
         Ok(Some(Activity {
@@ -392,13 +395,20 @@ impl<'a> Activity<'a> {
         if last_step {
             system.push_str("\n\nThis is the last step: answer now, without calling tools.");
         }
+        let (mut temperature, mut max_tokens) = (self.session.options.temperature, self.session.options.max_tokens);
+        let hooks = self.runtime.host.hooks();
+        if hooks.handles(HookPoint::ChatParams) {
+            let params = crate::hooks::ChatParams { model: self.session.model.clone(), temperature, max_tokens, system_prompt: system };
+            let params = hooks.chat_params(&self.hook_context(), params).await;
+            (system, temperature, max_tokens) = (params.system_prompt, params.temperature, params.max_tokens);
+        }
         let request = CompletionRequest {
             model: String::new(),
             system: Some(system),
             messages: self.messages.clone(),
             tools: self.offered_tools(last_step),
-            temperature: self.session.options.temperature,
-            max_output_tokens: self.session.options.max_tokens,
+            temperature,
+            max_output_tokens: max_tokens,
             options: None,
         };
         let (id, model, message) = (self.session.id.clone(), self.session.model.clone(), new_id("msg"));
@@ -547,19 +557,30 @@ impl<'a> Activity<'a> {
     /// completed or error. The results join the conversation.
     async fn run_tool_calls(&mut self, turn: &Turn) -> Result<(), AgentError> {
         let rules = self.rules.lock().expect("not poisoned").clone();
+        let verdicts = self.tool_before_hooks(turn).await;
         let mut prepared = Vec::new();
-        for (call, part) in turn.calls.iter().zip(&turn.tool_parts) {
+        for ((call, part), verdict) in turn.calls.iter().zip(&turn.tool_parts).zip(verdicts) {
             self.recent_calls.push((call.name.clone(), call.arguments.clone()));
             let recent = &self.recent_calls;
             let doom_loop = recent.len() >= DOOM_LOOP_CALLS
                 && recent[recent.len() - DOOM_LOOP_CALLS..].iter().all(|c| c == recent.last().expect("not empty"));
-            let input = parse_arguments(&call.arguments);
+            let (input, hook_refusal) = match verdict {
+                None => (parse_arguments(&call.arguments), None),
+                Some(ToolDecision::Run { arguments, .. }) => (arguments, None),
+                Some(ToolDecision::Deny { hook, reason }) => {
+                    (parse_arguments(&call.arguments), Some(format!("refused by hook `{hook}`: {reason}")))
+                }
+            };
+            // The rules judge the arguments the call will run with, after any rewrite.
             let subject = permission::main_argument(&call.name, &input);
             let mut decision = permission::evaluate(&rules, &call.name, &subject);
+            if hook_refusal.is_some() {
+                decision = Action::Deny;
+            }
             if doom_loop && decision != Action::Deny {
                 decision = if self.runtime.broker.mode() == AskMode::Prompt { Action::Ask } else { Action::Deny };
             }
-            prepared.push(PreparedCall { call: call.clone(), part: part.clone(), input, subject, decision, doom_loop });
+            prepared.push(PreparedCall { call: call.clone(), part: part.clone(), input, subject, decision, doom_loop, hook_refusal });
         }
         // The calls the rules settle start (or are refused) together, in one transaction.
         let started = now_ms();
@@ -598,9 +619,32 @@ impl<'a> Activity<'a> {
         Ok(())
     }
 
-    /// Why the rules refused a call.
+    /// What the `tool.before` hooks decided for each call of the turn, in order; `None` for
+    /// every call when no hook handles that point.
+    async fn tool_before_hooks(&self, turn: &Turn) -> Vec<Option<ToolDecision>> {
+        let hooks = self.runtime.host.hooks();
+        if !hooks.handles(HookPoint::ToolBefore) {
+            return turn.calls.iter().map(|_| None).collect();
+        }
+        let (ctx, registry) = (self.hook_context(), self.runtime.host.registry());
+        let decisions = turn.calls.iter().map(|call| {
+            let schema = registry.tool_plugin(&call.name).and_then(|p| p.tools.iter().find(|t| t.name == call.name)).map(|t| &t.parameters);
+            let (hooks, ctx) = (&hooks, &ctx);
+            async move { Some(hooks.tool_before(ctx, &call.id, &call.name, parse_arguments(&call.arguments), schema).await) }
+        });
+        futures::future::join_all(decisions).await
+    }
+
+    /// Where hooks run: this session and its agent.
+    fn hook_context(&self) -> HookContext {
+        HookContext { session_id: self.session.id.clone(), agent: self.agent.name.clone() }
+    }
+
+    /// Why the rules (or a hook) refused a call.
     fn refusal(&self, p: &PreparedCall) -> String {
-        if p.doom_loop {
+        if let Some(refusal) = &p.hook_refusal {
+            refusal.clone()
+        } else if p.doom_loop {
             format!("refused: the same `{}` call was made {DOOM_LOOP_CALLS} times in a row; try something else", p.call.name)
         } else {
             format!("refused by the permission rules of agent `{}` for `{}` on `{}`", self.agent.name, p.call.name, p.subject)
@@ -647,6 +691,7 @@ impl<'a> Activity<'a> {
         let context = CallContext { session_id: id.into(), call_id: p.call.id.clone() };
         let arguments = if p.input.is_object() { p.input.to_string() } else { p.call.arguments.clone() };
         let result = self.runtime.host.call_tool(&p.call.name, &arguments, &context, Some(self.output_sink(p))).await;
+        let result = self.tool_after_hooks(p, result).await;
         let end = match result {
             Ok(output) => {
                 if FILE_WRITING_TOOLS.contains(&p.call.name.as_str()) {
@@ -668,6 +713,30 @@ impl<'a> Activity<'a> {
         data["time"] = json!({ "start": started, "end": now_ms() });
         self.record(&p.part, data);
         Ok(end)
+    }
+
+    /// Runs the `tool.after` hooks on a call's result: they may replace its text and title
+    /// (or the text of an error).
+    async fn tool_after_hooks(
+        &self,
+        p: &PreparedCall,
+        result: Result<crate::runtime::ToolOutput, crate::runtime::CallError>,
+    ) -> Result<crate::runtime::ToolOutput, String> {
+        let hooks = self.runtime.host.hooks();
+        if !hooks.handles(HookPoint::ToolAfter) {
+            return result.map_err(|e| e.to_string());
+        }
+        let limit = self.runtime.host.registry().tool_plugin(&p.call.name).map_or(1 << 20, |plugin| plugin.policy.limits.max_output_bytes);
+        let ctx = self.hook_context();
+        let (text, title, is_error) = match &result {
+            Ok(output) => (output.text.clone(), output.title.clone(), false),
+            Err(error) => (error.to_string(), None, true),
+        };
+        let (text, title) = hooks.tool_after(&ctx, &p.call.id, &p.call.name, &p.input, text, title, is_error, limit).await;
+        match result {
+            Ok(output) => Ok(crate::runtime::ToolOutput { text, title, metadata: output.metadata }),
+            Err(_) => Err(text),
+        }
     }
 
     /// Where a call's live output goes: `tool.output` events, in order with its states.

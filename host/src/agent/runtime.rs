@@ -67,6 +67,9 @@ pub enum AgentError {
     /// A session with this id exists already.
     #[error("a session `{0}` already exists")]
     Exists(String),
+    /// A `prompt.before` hook rejected the prompt; nothing was queued.
+    #[error(transparent)]
+    PromptRejected(#[from] crate::hooks::PromptRejected),
     /// The runtime is shutting down and takes no new input.
     #[error("Plugboard is shutting down and takes no new input")]
     ShuttingDown,
@@ -240,8 +243,9 @@ pub struct AgentRuntime {
     pub(super) host: Arc<PluginHost>,
     pub(super) store: SessionStore,
     pub(super) broker: Arc<PermissionBroker>,
-    agents: BTreeMap<String, Agent>,
-    default_model: Option<String>,
+    /// The agents, resolved from the configuration they came from (re-resolved when a
+    /// configuration reload replaced it).
+    agents: Mutex<(Arc<crate::config::Config>, Arc<BTreeMap<String, Agent>>)>,
     slots: Arc<Semaphore>,
     /// `[sessions] timeout_seconds`.
     timeout: Option<u64>,
@@ -273,8 +277,7 @@ impl AgentRuntime {
         settings: SessionSettings,
     ) -> Result<Arc<Self>, AgentError> {
         let config = host.config();
-        let agents = resolve_agents(&config.agents).map_err(AgentError::Config)?;
-        let default_model = config.default_model.clone();
+        let agents = Arc::new(resolve_agents(&config.agents).map_err(AgentError::Config)?);
         let max_concurrent = settings.max_concurrent;
         if max_concurrent == 0 {
             return Err(AgentError::Config("[sessions] max_concurrent must be at least 1".into()));
@@ -285,15 +288,15 @@ impl AgentRuntime {
         }
         let broker = Arc::new(PermissionBroker::new(store.clone(), mode));
         let log = store.clone();
-        host.attach_events(Arc::new(move |events| {
-            drop(log.write(move |tx| events.into_iter().try_for_each(|(kind, data)| tx.emit(None, kind, data))));
+        host.attach_events(Arc::new(move |session, events| {
+            let session = session.map(str::to_string);
+            drop(log.write(move |tx| events.into_iter().try_for_each(|(kind, data)| tx.emit(session.as_deref(), kind, data))));
         }));
         let runtime = Arc::new(AgentRuntime {
             host,
             store,
             broker,
-            agents,
-            default_model,
+            agents: Mutex::new((config.clone(), agents)),
             slots: Arc::new(Semaphore::new(max_concurrent)),
             timeout,
             drivers: Mutex::new(HashMap::new()),
@@ -302,6 +305,7 @@ impl AgentRuntime {
             closing: AtomicBool::new(false),
         });
         tokio::spawn(renew_leases(Arc::downgrade(&runtime)));
+        crate::hooks::delivery::deliver_events(&runtime.store, Arc::downgrade(&runtime.host));
         Ok(runtime)
     }
 
@@ -344,7 +348,7 @@ impl AgentRuntime {
             }
         }
         let profile = self.agent(&spec.agent)?;
-        let model = self.choose_model(spec.model.clone(), profile)?;
+        let model = self.choose_model(spec.model.clone(), &profile)?;
         let options = &spec.options;
         if let Some(t) = options.temperature
             && !(0.0..=2.0).contains(&t)
@@ -380,6 +384,12 @@ impl AgentRuntime {
         if overrides != ProviderOverrides::default() {
             self.overrides.lock().expect("not poisoned").insert(record.id.clone(), Arc::new(overrides));
         }
+        let hooks = self.host.hooks();
+        if hooks.handles(crate::hooks::HookPoint::SessionCreated) {
+            let ctx = crate::hooks::HookContext { session_id: record.id.clone(), agent: record.agent.clone() };
+            let (model, title) = (record.model.clone(), record.title.clone());
+            tokio::spawn(async move { hooks.session_created(&ctx, &model, &title).await });
+        }
         Ok(record)
     }
 
@@ -391,7 +401,7 @@ impl AgentRuntime {
     /// The model of a new session: the one asked for, the agent's, the configured default,
     /// or the only one there is; it must be served.
     fn choose_model(&self, model: Option<String>, profile: &Agent) -> Result<String, AgentError> {
-        let model = match model.or_else(|| profile.model.clone()).or_else(|| self.default_model.clone()) {
+        let model = match model.or_else(|| profile.model.clone()).or_else(|| self.host.config().default_model.clone()) {
             Some(m) => m,
             None => {
                 let models: Vec<String> = self.host.registry().models().map(|(r, _, _)| r).collect();
@@ -409,10 +419,24 @@ impl AgentRuntime {
         Ok(model)
     }
 
-    pub(super) fn agent(&self, name: &str) -> Result<&Agent, AgentError> {
-        self.agents
-            .get(name)
-            .ok_or_else(|| AgentError::UnknownAgent { name: name.into(), available: self.agents.keys().cloned().collect() })
+    /// The agent `name` as the configuration in force defines it.
+    pub(super) fn agent(&self, name: &str) -> Result<Agent, AgentError> {
+        let agents = self.agents();
+        agents.get(name).cloned().ok_or_else(|| AgentError::UnknownAgent { name: name.into(), available: agents.keys().cloned().collect() })
+    }
+
+    /// Every agent, as the configuration in force defines them. The host validated the
+    /// agents of a reloaded configuration before putting it in force.
+    fn agents(&self) -> Arc<BTreeMap<String, Agent>> {
+        let config = self.host.config();
+        let mut cached = self.agents.lock().expect("not poisoned");
+        if !Arc::ptr_eq(&cached.0, &config) {
+            match resolve_agents(&config.agents) {
+                Ok(agents) => *cached = (config, Arc::new(agents)),
+                Err(e) => tracing::error!(error = %e, "the agents of the configuration in force do not resolve; keeping the previous ones"),
+            }
+        }
+        cached.1.clone()
     }
 
     /// Stores an input for session `id` and has it delivered: at once when the session is
@@ -447,7 +471,14 @@ impl AgentRuntime {
         if text.trim().is_empty() {
             return Err(AgentError::InvalidInput("the prompt is empty".into()));
         }
-        let (key, text) = (id.to_string(), text.to_string());
+        let mut text = text.to_string();
+        let hooks = self.host.hooks();
+        if hooks.handles(crate::hooks::HookPoint::PromptBefore) {
+            let session = self.store.session(id).await?;
+            let ctx = crate::hooks::HookContext { session_id: session.id, agent: session.agent };
+            text = hooks.prompt_before(&ctx, text).await?;
+        }
+        let key = id.to_string();
         self.store
             .write(move |tx| match tx.claim_session(&key, OwnerId::current())? {
                 None => Ok(Err(AgentError::NotFound(key))),

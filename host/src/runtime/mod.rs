@@ -1,6 +1,7 @@
 //! The plugin runtime: loads plugins, keeps the registry of their tools, and runs calls,
 //! each in a fresh instance under the plugin's capabilities and limits.
 
+pub mod config_reload;
 pub mod discovery;
 pub mod error;
 pub mod plugin;
@@ -75,9 +76,13 @@ pub struct PluginHost {
     engine: PluginEngine,
     linker: Arc<Linker<CallState>>,
     cache: ArtifactCache,
-    config: Arc<Config>,
+    /// The configuration in force; replaced whole by a configuration reload.
+    config: RwLock<Arc<Config>>,
     config_path: Option<PathBuf>,
-    policy_ctx: PolicyContext,
+    /// What grants resolve against; `[limits]` and `[sandbox]` follow the configuration.
+    policy_ctx: RwLock<PolicyContext>,
+    workspace: PathBuf,
+    confinement: Arc<ConfinementSupport>,
     /// Where plugin files are looked for.
     dirs: discovery::PluginDirs,
     /// What is loaded now; replaced whole by a reload.
@@ -86,6 +91,9 @@ pub struct PluginHost {
     reloading: tokio::sync::Mutex<()>,
     /// Where plugin events go (the event log), once attached.
     sink: RwLock<Option<EventSink>>,
+    /// The text of the configuration file last rejected (`None`: the file was missing),
+    /// and why, so that the same rejection is not announced twice.
+    rejected_config: std::sync::Mutex<Option<(Option<String>, config_reload::ConfigRejected)>>,
 }
 
 impl PluginHost {
@@ -106,11 +114,12 @@ impl PluginHost {
         };
         let cache = ArtifactCache::new(&engine.engine, cache_dir);
         let linker = Arc::new(new_linker(&engine).map_err(StartError::Engine)?);
+        let confinement = Arc::new(confinement::probe());
         let policy_ctx = PolicyContext {
             workspace: workspace.clone(),
             default_limits: config.limits,
             sandbox: config.sandbox.clone(),
-            confinement: Arc::new(confinement::probe()),
+            confinement: confinement.clone(),
             max_memory_mib: (engine.allocator == crate::engine::AllocatorKind::Pooling).then_some(config.engine.max_memory_mib),
         };
         let user_dir = if options.skip_user_plugins { None } else { discovery::user_plugins_dir() };
@@ -119,13 +128,16 @@ impl PluginHost {
             engine,
             linker,
             cache,
-            config: Arc::new(config),
+            config: RwLock::new(Arc::new(config)),
             config_path,
-            policy_ctx,
+            policy_ctx: RwLock::new(policy_ctx),
+            workspace: workspace.clone(),
+            confinement,
             dirs,
             registry: RwLock::new(Arc::new(Registry::default())),
             reloading: tokio::sync::Mutex::new(()),
             sink: RwLock::new(None),
+            rejected_config: std::sync::Mutex::new(None),
         };
         let dirs = host.dirs.clone();
         let (candidates, errors) = tokio::task::spawn_blocking(move || dirs.discover())
@@ -162,14 +174,14 @@ impl PluginHost {
 
     /// Says at start-up when plugins that run commands cannot be confined by the kernel.
     fn warn_if_unconfined(&self) {
-        let ConfinementSupport::Unavailable(reason) = &*self.policy_ctx.confinement else { return };
+        let ConfinementSupport::Unavailable(reason) = &*self.confinement else { return };
         let registry = self.registry();
         let runners: Vec<&str> =
             registry.plugins().filter(|p| !p.manifest.capabilities.process.is_empty()).map(|p| p.manifest.id.as_str()).collect();
         if runners.is_empty() {
             return;
         }
-        let consequence = match self.policy_ctx.sandbox.unconfined_commands {
+        let consequence = match self.config().sandbox.unconfined_commands {
             confinement::UnconfinedCommands::Refuse => "their commands are refused ([sandbox] unconfined_commands = \"refuse\")",
             confinement::UnconfinedCommands::Allow => "their commands run UNCONFINED ([sandbox] unconfined_commands = \"allow\")",
         };
@@ -205,8 +217,8 @@ impl PluginHost {
             engine: self.engine.clone(),
             linker: self.linker.clone(),
             cache: self.cache.clone(),
-            config: self.config.clone(),
-            policy_ctx: self.policy_ctx.clone(),
+            config: self.config(),
+            policy_ctx: self.policy_ctx(),
         }
     }
 
@@ -242,6 +254,15 @@ impl PluginHost {
         plugin.complete(&request, overrides).await
     }
 
+    /// The hooks in force now, in order, reporting failures to the attached event sink.
+    pub fn hooks(&self) -> crate::hooks::HookChain {
+        let registry = self.registry();
+        if registry.hooks.is_empty() {
+            return crate::hooks::HookChain::default();
+        }
+        crate::hooks::HookChain::new(registry.hooks(), &self.config().hooks, self.sink(), self.workspace().display().to_string())
+    }
+
     /// The engine in use.
     pub fn engine(&self) -> &PluginEngine {
         &self.engine
@@ -249,12 +270,17 @@ impl PluginHost {
 
     /// The workspace directory (canonical).
     pub fn workspace(&self) -> &Path {
-        &self.policy_ctx.workspace
+        &self.workspace
     }
 
-    /// The configuration in force.
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The configuration in force now (a reload replaces it; what a caller holds stays).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().expect("not poisoned").clone()
+    }
+
+    /// What grants resolve against now.
+    fn policy_ctx(&self) -> PolicyContext {
+        self.policy_ctx.read().expect("not poisoned").clone()
     }
 
     /// The configuration file in use, if any.
@@ -264,7 +290,7 @@ impl PluginHost {
 
     /// Whether commands can be confined on this machine.
     pub fn confinement(&self) -> &ConfinementSupport {
-        &self.policy_ctx.confinement
+        &self.confinement
     }
 
     /// Runs tool `name` with `arguments` (a JSON object) under its plugin's policy.

@@ -11,7 +11,7 @@ use wasmtime::component::Linker;
 use super::error::CallError;
 use super::state::{CallState, HostDenial, ProgressSink};
 use crate::artifact_cache::{ArtifactCache, CacheOutcome, content_hash};
-use crate::bindings::{ProviderPluginPre, ToolPluginPre, provider_types, types};
+use crate::bindings::{HookPlugin, HookPluginPre, ProviderPluginPre, ToolPluginPre, provider_types, types};
 use crate::capability::{CapabilityKind, CapabilityPolicy, PolicyContext, ProviderOverrides};
 use crate::config::{Config, GrantSource};
 use crate::engine::{PluginEngine, ticks_for};
@@ -89,12 +89,17 @@ pub enum LoadError {
     /// Asking a provider what it serves failed, or its answer is invalid.
     #[error("describing the provider failed: {0}")]
     Provider(String),
+    /// Asking a hook plugin what it handles failed, or its answer is invalid.
+    #[error("describing the hooks failed: {0}")]
+    Hooks(String),
 }
 
 /// The instantiation recipe of a plugin, by world.
+#[derive(Clone)]
 enum WorldPre {
     Tool(ToolPluginPre<CallState>),
     Provider(ProviderPluginPre<CallState>),
+    Hook(HookPluginPre<CallState>),
 }
 
 /// A plugin ready to serve calls.
@@ -113,6 +118,8 @@ pub struct LoadedPlugin {
     pub tools: Vec<ToolDefinition>,
     /// What it serves (provider plugins).
     pub provider: Option<super::provider::ProviderInfo>,
+    /// What it handles (hook plugins).
+    pub hook: Option<crate::hooks::HookInfo>,
     /// How it was loaded.
     pub stats: LoadStats,
     engine: PluginEngine,
@@ -152,6 +159,7 @@ impl LoadedPlugin {
             "load": p.stats,
             "tools": p.tools,
             "provider": p.provider,
+            "hooks": p.hook,
             "api_key": p.policy.credential.as_ref().map(|c| c.origin.clone()),
             "grant_source": p.grant_source,
             "granted": pol.granted,
@@ -198,6 +206,10 @@ impl LoadedPlugin {
                 ProviderPluginPre::new(instance_pre)
                     .map_err(|e| LoadError::Component(format!("does not export `plugboard:plugin/provider@0.1.0`: {e:#}")))?,
             ),
+            "hook-plugin" => WorldPre::Hook(
+                HookPluginPre::new(instance_pre)
+                    .map_err(|e| LoadError::Component(format!("does not export `plugboard:plugin/hooks@0.1.0`: {e:#}")))?,
+            ),
             _ => WorldPre::Tool(
                 ToolPluginPre::new(instance_pre)
                     .map_err(|e| LoadError::Component(format!("does not export `plugboard:plugin/tool@0.1.0`: {e:#}")))?,
@@ -211,12 +223,31 @@ impl LoadedPlugin {
             grant_source,
             tools: Vec::new(),
             provider: None,
+            hook: None,
             stats: LoadStats { cache: cache_outcome, micros: 0 },
             engine: engine.clone(),
             pre,
         };
         plugin.stats.micros = started.elapsed().as_micros() as u64;
         Ok(plugin)
+    }
+
+    /// This plugin with another policy (after a configuration reload): the same compiled
+    /// component, tools and version; calls that start on it get the new grants and limits.
+    pub(crate) fn with_policy(&self, policy: Arc<CapabilityPolicy>, grant_source: GrantSource) -> LoadedPlugin {
+        LoadedPlugin {
+            manifest: self.manifest.clone(),
+            source: self.source.clone(),
+            content_hash: self.content_hash.clone(),
+            policy,
+            grant_source,
+            tools: self.tools.clone(),
+            provider: self.provider.clone(),
+            hook: self.hook.clone(),
+            stats: self.stats,
+            engine: self.engine.clone(),
+            pre: self.pre.clone(),
+        }
     }
 
     fn new_store(&self, progress: Option<ProgressSink>) -> anyhow::Result<Store<CallState>> {
@@ -239,6 +270,7 @@ impl LoadedPlugin {
         match &self.pre {
             WorldPre::Tool(_) => self.list_tools().await?,
             WorldPre::Provider(_) => self.describe_provider().await?,
+            WorldPre::Hook(_) => self.describe_hooks().await?,
         }
         self.stats.micros += started.elapsed().as_micros() as u64;
         Ok(())
@@ -263,6 +295,41 @@ impl LoadedPlugin {
         }
         self.provider = Some(super::provider::ProviderInfo::from(info));
         Ok(())
+    }
+
+    async fn describe_hooks(&mut self) -> Result<(), LoadError> {
+        let info = self.run_hook(|store, hooks| Box::pin(async move { hooks.call_describe(store).await })).await;
+        let info = info.map_err(|e| LoadError::Hooks(e.to_string()))?;
+        self.hook = Some(crate::hooks::HookInfo::try_from(info).map_err(LoadError::Hooks)?);
+        Ok(())
+    }
+
+    /// Runs one export of a hook plugin on a fresh instance under the plugin's limits; the
+    /// instance is dropped afterwards. `run` gets the store and the `hooks` export.
+    pub async fn run_hook<T, F>(&self, run: F) -> Result<T, CallError>
+    where
+        F: for<'s> FnOnce(
+            &'s mut Store<CallState>,
+            &'s crate::bindings::hook_types::Guest,
+        ) -> futures::future::BoxFuture<'s, wasmtime::Result<T>>,
+    {
+        let plugin = self.manifest.id.clone();
+        let limits = self.policy.limits;
+        let WorldPre::Hook(pre) = &self.pre else {
+            return Err(CallError::Host { plugin, message: "it is not a hook plugin".into() });
+        };
+        let mut store = self.new_store(None).map_err(|e| CallError::Host { plugin: plugin.clone(), message: format!("{e:#}") })?;
+        let deadline = limits.timeout() + Duration::from_millis(100);
+        let outcome = tokio::time::timeout(deadline, async {
+            let instance: HookPlugin = pre.instantiate_async(&mut store).await?;
+            run(&mut store, instance.plugboard_plugin_hooks()).await
+        })
+        .await;
+        match outcome {
+            Err(_) => Err(CallError::Timeout { plugin, limit_ms: limits.timeout_ms }),
+            Ok(Err(trap)) => Err(self.explain_trap(trap, &mut store)),
+            Ok(Ok(value)) => Ok(value),
+        }
     }
 
     /// Runs the plugin's `tools` export once, under its limits, to learn its tools.

@@ -18,6 +18,7 @@ pub struct Registry {
     pub(super) plugins: BTreeMap<String, Arc<LoadedPlugin>>,
     pub(super) tools: BTreeMap<String, Arc<LoadedPlugin>>,
     pub(super) providers: BTreeMap<String, Arc<LoadedPlugin>>,
+    pub(super) hooks: BTreeMap<String, Arc<LoadedPlugin>>,
     pub(super) failures: Vec<LoadFailure>,
     /// The content hash of each file that failed to load, so an unchanged broken file is
     /// not tried (and reported) again at every reload.
@@ -27,7 +28,7 @@ pub struct Registry {
 impl Registry {
     /// Adds a plugin, unless a plugin with its id is there already (it was of higher
     /// precedence) or one of its tools is taken (recorded as a failure).
-    pub(super) fn register(&mut self, plugin: Arc<LoadedPlugin>) {
+    pub(crate) fn register(&mut self, plugin: Arc<LoadedPlugin>) {
         let id = plugin.manifest.id.clone();
         if let Some(existing) = self.plugins.get(&id) {
             tracing::info!(plugin = %id, shadowed = %plugin.source, by = %existing.source, "plugin shadowed by one of higher precedence");
@@ -47,6 +48,9 @@ impl Registry {
         }
         if plugin.provider.is_some() {
             self.providers.insert(id.clone(), plugin.clone());
+        }
+        if plugin.hook.is_some() {
+            self.hooks.insert(id.clone(), plugin.clone());
         }
         self.plugins.insert(id, plugin);
     }
@@ -88,6 +92,11 @@ impl Registry {
         })
     }
 
+    /// Every hook plugin, by id (enabled or not: see [`crate::hooks::HookChain`]).
+    pub fn hooks(&self) -> impl Iterator<Item = &Arc<LoadedPlugin>> {
+        self.hooks.values()
+    }
+
     /// The plugins that could not be loaded.
     pub fn failures(&self) -> &[LoadFailure] {
         &self.failures
@@ -96,7 +105,8 @@ impl Registry {
     /// The events that take `old` to `self`, each once: `plugin.loaded`, `plugin.reloaded`
     /// (a new content hash), `plugin.unloaded`; `tool.added`, `tool.removed`, `tool.changed`
     /// (description or schema); `provider.added`, `provider.removed`; `model.added`,
-    /// `model.removed`.
+    /// `model.removed`; `hook.added`, `hook.removed` (a hook whose points changed is removed,
+    /// then added).
     pub fn changes(&self, old: &Registry) -> Vec<(&'static str, Value)> {
         let mut events = Vec::new();
         for (id, plugin) in &self.plugins {
@@ -146,12 +156,30 @@ impl Registry {
         for model in then.iter().filter(|m| !now.contains(m)) {
             events.push(("model.removed", json!({ "model": model })));
         }
+        for (id, plugin) in &self.hooks {
+            let before = old.hooks.get(id).and_then(|p| p.hook.as_ref());
+            if before != plugin.hook.as_ref() {
+                if before.is_some() {
+                    events.push(("hook.removed", json!({ "id": id })));
+                }
+                events.push(("hook.added", json!({ "id": id, "version": plugin.manifest.version, "hooks": plugin.hook })));
+            }
+        }
+        for id in old.hooks.keys().filter(|id| !self.hooks.contains_key(*id)) {
+            events.push(("hook.removed", json!({ "id": id })));
+        }
         events
     }
 }
 
 /// The data of `plugin.loaded`.
 pub fn loaded(plugin: &LoadedPlugin) -> Value {
-    let kind = if plugin.provider.is_some() { "provider" } else { "tool" };
+    let kind = if plugin.provider.is_some() {
+        "provider"
+    } else if plugin.hook.is_some() {
+        "hook"
+    } else {
+        "tool"
+    };
     json!({ "id": plugin.manifest.id, "version": plugin.manifest.version, "kind": kind, "hash": plugin.content_hash, "source": plugin.source, "load_ms": plugin.stats.micros as f64 / 1000.0 })
 }

@@ -20,8 +20,9 @@ use super::registry::{Registry, loaded};
 use super::{LoadFailure, PluginHost};
 use crate::artifact_cache::content_hash;
 
-/// Receives the events of a change (type and data), in order, to record them.
-pub type EventSink = Arc<dyn Fn(Vec<(&'static str, Value)>) + Send + Sync>;
+/// Receives events (type and data), in order, to record them: of one session when the
+/// first argument names it, else of the host.
+pub type EventSink = Arc<dyn Fn(Option<&str>, Vec<(&'static str, Value)>) + Send + Sync>;
 
 /// How long the file watcher waits for quiet before it reloads.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -68,18 +69,24 @@ enum Slot {
 }
 
 impl PluginHost {
-    /// Sends plugin events (loads, reloads, tools and models added or removed) to `sink`.
+    /// Sends plugin events (loads, reloads, tools and models added or removed, hook
+    /// failures) to `sink`.
     pub fn attach_events(&self, sink: EventSink) {
         *self.sink.write().expect("not poisoned") = Some(sink);
     }
 
-    fn emit(&self, events: Vec<(&'static str, Value)>) {
+    pub(super) fn emit(&self, events: Vec<(&'static str, Value)>) {
         if events.is_empty() {
             return;
         }
-        if let Some(sink) = self.sink.read().expect("not poisoned").clone() {
-            sink(events);
+        if let Some(sink) = self.sink() {
+            sink(None, events);
         }
+    }
+
+    /// Where events go, once attached.
+    pub(crate) fn sink(&self) -> Option<EventSink> {
+        self.sink.read().expect("not poisoned").clone()
     }
 
     /// Announces what the start-up load did: `plugin.loaded` for each plugin, and
@@ -95,6 +102,11 @@ impl PluginHost {
     /// plugin with that id), and swaps the result in at once.
     pub async fn reload(&self, only: Option<&str>) -> Result<ReloadReport, ReloadError> {
         let _one_at_a_time = self.reloading.lock().await;
+        self.reload_locked(only).await
+    }
+
+    /// [`Self::reload`], for a caller that holds the reload lock.
+    pub(super) async fn reload_locked(&self, only: Option<&str>) -> Result<ReloadReport, ReloadError> {
         let started = Instant::now();
         let old = self.registry();
         let target = match only {
@@ -109,6 +121,7 @@ impl PluginHost {
         let mut slots = Vec::with_capacity(candidates.len());
         let mut hashes: HashMap<usize, String> = HashMap::new();
         let mut loads = tokio::task::JoinSet::new();
+        let mut loading = Vec::new();
         for (index, candidate) in candidates.into_iter().enumerate() {
             let previous = by_source.get(&candidate.source).map(|p| (*p).clone());
             let in_scope = target.as_ref().is_none_or(|t| *t == candidate.source);
@@ -140,12 +153,15 @@ impl PluginHost {
                     if let Some(hash) = hash {
                         hashes.insert(index, hash);
                     }
+                    let id = previous.as_ref().map(|p| p.manifest.id.clone());
+                    loading.push(("plugin.loading", json!({ "id": id, "source": kept_source })));
                     loads.spawn(async move { (index, loader.load(bytes, source, first_party).await) });
                     Slot::Load { previous, source: kept_source }
                 }
             };
             slots.push((slot, index));
         }
+        self.emit(loading);
         let mut results = HashMap::new();
         while let Some(joined) = loads.join_next().await {
             if let Ok((index, result)) = joined {
@@ -215,17 +231,24 @@ impl PluginHost {
         Ok(report)
     }
 
-    /// Watches the plugin directories and reloads when a `.wasm` file in them changes
-    /// (after [`DEBOUNCE`] of quiet). Watching stops when the guard is dropped.
+    /// Watches the plugin directories and the configuration file: reloads the plugins when
+    /// a `.wasm` file in them changes, and the configuration when its file does (each after
+    /// [`DEBOUNCE`] of quiet). Watching stops when the guard is dropped.
     pub fn watch(self: &Arc<Self>) -> notify::Result<WatchGuard> {
         use notify::Watcher;
+        let config_file = self.config_file();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let watched_config = config_file.clone();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = event
-                && event.paths.iter().any(|p| p.extension().is_some_and(|x| x == "wasm"))
-                && !matches!(event.kind, notify::EventKind::Access(_))
-            {
-                let _ = tx.send(());
+            let Ok(event) = event else { return };
+            if matches!(event.kind, notify::EventKind::Access(_)) {
+                return;
+            }
+            if event.paths.iter().any(|p| p.extension().is_some_and(|x| x == "wasm")) {
+                let _ = tx.send(Change::Plugins);
+            }
+            if event.paths.iter().any(|p| *p == watched_config) {
+                let _ = tx.send(Change::Config);
             }
         })?;
         for dir in self.dirs.watched() {
@@ -234,12 +257,25 @@ impl PluginHost {
                 tracing::info!(dir = %dir.display(), "watching for plugin changes");
             }
         }
+        // The directory, not the file: editors replace a file by renaming a new one over it.
+        if let Some(dir) = config_file.parent().filter(|d| d.is_dir()) {
+            watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
+            tracing::info!(file = %config_file.display(), "watching for configuration changes");
+        }
         let host = Arc::downgrade(self);
         let task = tokio::spawn(async move {
-            while rx.recv().await.is_some() {
-                while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+            while let Some(first) = rx.recv().await {
+                let (mut plugins, mut config) = (first == Change::Plugins, first == Change::Config);
+                while let Ok(Some(change)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+                    plugins |= change == Change::Plugins;
+                    config |= change == Change::Config;
+                }
                 let Some(host) = host.upgrade() else { return };
-                if let Err(e) = host.reload(None).await {
+                // A configuration change retries failed plugins itself, so it goes first.
+                if config {
+                    let _ = host.reload_config().await;
+                }
+                if plugins && let Err(e) = host.reload(None).await {
                     tracing::warn!(error = %e, "reload after a file change failed");
                 }
             }
@@ -248,7 +284,14 @@ impl PluginHost {
     }
 }
 
-/// Keeps a plugin-directory watch alive.
+/// What the watcher saw change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Plugins,
+    Config,
+}
+
+/// Keeps a plugin-directory and configuration watch alive.
 pub struct WatchGuard {
     _watcher: notify::RecommendedWatcher,
     task: tokio::task::JoinHandle<()>,

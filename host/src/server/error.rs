@@ -106,6 +106,8 @@ impl From<AgentError> for ApiError {
             AgentError::HeldElsewhere { session, owner } => {
                 ApiError::new(StatusCode::CONFLICT, message).with_details(json!({ "session_id": session, "owner": owner }))
             }
+            AgentError::PromptRejected(r) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+                .with_details(json!({ "field": "prompt", "hook": r.hook, "reason": r.reason })),
             AgentError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message),
             AgentError::Cancelled | AgentError::TimedOut(_) => ApiError::new(StatusCode::CONFLICT, message),
             AgentError::Provider(_) => ApiError::new(StatusCode::BAD_GATEWAY, message),

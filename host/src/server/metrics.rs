@@ -8,13 +8,13 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::Event;
@@ -233,41 +233,22 @@ impl Drop for SubscriberGuard {
 /// the live bus, it reads what it missed from the store, so no event is counted twice or
 /// missed.
 pub async fn observe_events(store: SessionStore, metrics: Metrics, stop: CancellationToken) {
-    let mut live = store.bus().subscribe();
-    let mut last = match store.last_seq().await {
+    let last = match store.last_seq().await {
         Ok(seq) => seq,
         Err(e) => {
             tracing::warn!(error = %e, "metrics from events are off: cannot read the event log");
             return;
         }
     };
+    let events = store.tail(Some(last));
+    futures::pin_mut!(events);
     loop {
-        let received = tokio::select! {
+        tokio::select! {
             _ = stop.cancelled() => return,
-            r = live.recv() => r,
-        };
-        match received {
-            Ok(event) if event.seq > last => {
-                last = event.seq;
-                metrics.observe(&event);
-            }
-            Ok(_) => {}
-            Err(RecvError::Lagged(_)) => loop {
-                match store.events_after(last, None, 1000).await {
-                    Ok(page) if page.is_empty() => break,
-                    Ok(page) => {
-                        for event in &page {
-                            metrics.observe(event);
-                        }
-                        last = page.last().map_or(last, |e| e.seq);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "metrics from events: cannot read the event log");
-                        break;
-                    }
-                }
+            event = events.next() => match event {
+                Some(event) => metrics.observe(&event),
+                None => return,
             },
-            Err(RecvError::Closed) => return,
         }
     }
 }

@@ -125,9 +125,11 @@ async fn start(state: AppState, host: HostOptions, data_dir: Option<PathBuf>) {
         Err(e) => return state.fail(e.to_string()),
     };
     runtime.host().announce_loaded();
-    match runtime.host().watch() {
-        Ok(guard) => state.keep_watch(guard),
-        Err(e) => tracing::warn!(error = %e, "cannot watch the plugin directories; reload with POST /plugins/reload"),
+    if state.settings().watch {
+        match runtime.host().watch() {
+            Ok(guard) => state.keep_watch(guard),
+            Err(e) => tracing::warn!(error = %e, "cannot watch the plugin directories; reload with POST /plugins/reload"),
+        }
     }
     match runtime.recover().await {
         Ok(recovered) if !recovered.is_empty() => {

@@ -24,6 +24,10 @@ pub struct ServerConfig {
     pub heartbeat_seconds: u64,
     /// Seconds running activities get to finish at shutdown before they are interrupted.
     pub shutdown_grace_seconds: u64,
+    /// Reload plugins and the configuration when their files change (`--no-watch` turns
+    /// it off; `POST /plugins/reload`, `POST /config/reload` and `plugboard plugin reload`
+    /// still work).
+    pub watch: bool,
 }
 
 impl Default for ServerConfig {
@@ -34,6 +38,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1 << 20,
             heartbeat_seconds: 15,
             shutdown_grace_seconds: 10,
+            watch: true,
         }
     }
 }
@@ -53,6 +58,8 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// Session limits.
     pub sessions: SessionSettings,
+    /// Whether file changes reload plugins and the configuration.
+    pub watch: bool,
 }
 
 /// Why the settings cannot be used.
@@ -111,6 +118,7 @@ impl ServerSettings {
             heartbeat: Duration::from_secs(config.heartbeat_seconds),
             shutdown_grace: Duration::from_secs(config.shutdown_grace_seconds),
             sessions,
+            watch: config.watch,
         })
     }
 }

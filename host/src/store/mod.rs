@@ -224,6 +224,61 @@ impl SessionStore {
         self.read(|conn| conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))).await
     }
 
+    /// Every event after `after` (`None`: from now on), in order and without gaps, for as
+    /// long as the store lives: live from the bus, and replayed from the log whenever this
+    /// follower falls behind the bus's buffer. It subscribes at once, so with `None` no
+    /// event committed after this call is missed. For observers of the whole log (metrics,
+    /// `event` hooks).
+    pub fn tail(&self, after: Option<i64>) -> impl futures::Stream<Item = Event> + Send + 'static {
+        use tokio::sync::broadcast::error::RecvError;
+        let store = self.clone();
+        let mut live = store.bus().subscribe();
+        async_stream::stream! {
+            let mut last = after;
+            // Events the bus dropped before this follower knew where it stood.
+            let mut missed_at_start = 0u64;
+            loop {
+                if let Some(after) = last {
+                    let mut cursor = after;
+                    loop {
+                        match store.events_after(cursor, None, 1000).await {
+                            Ok(page) if page.is_empty() => break,
+                            Ok(page) => {
+                                for event in page {
+                                    cursor = event.seq;
+                                    yield event;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, after = cursor, "cannot replay the event log; following live events only");
+                                break;
+                            }
+                        }
+                    }
+                    last = Some(cursor);
+                }
+                loop {
+                    match live.recv().await {
+                        Ok(event) if last.is_none() && missed_at_start > 0 => {
+                            // The bus numbers events without gaps: replay from the first one missed.
+                            last = Some(event.seq - missed_at_start as i64 - 1);
+                            missed_at_start = 0;
+                            break;
+                        }
+                        Ok(event) if last.is_some_and(|l| event.seq <= l) => {}
+                        Ok(event) => {
+                            last = Some(event.seq);
+                            yield event;
+                        }
+                        Err(RecvError::Lagged(n)) if last.is_none() => missed_at_start += n,
+                        Err(RecvError::Lagged(_)) => break,
+                        Err(RecvError::Closed) => return,
+                    }
+                }
+            }
+        }
+    }
+
     /// Events with a global sequence number above `after`, oldest first, at most `limit`,
     /// of one session or of all.
     pub async fn events_after(&self, after: i64, session_id: Option<String>, limit: usize) -> Result<Vec<Event>, StoreError> {

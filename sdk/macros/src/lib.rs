@@ -216,6 +216,160 @@ pub fn export_provider(input: TokenStream) -> TokenStream {
     .into()
 }
 
+/// The hook points `export_hooks!` knows: its key and the WIT case.
+const HOOK_POINTS: &[(&str, &str)] = &[
+    ("session_created", "SessionCreated"),
+    ("prompt_before", "PromptBefore"),
+    ("tool_before", "ToolBefore"),
+    ("tool_after", "ToolAfter"),
+    ("chat_params", "ChatParams"),
+    ("on_event", "Event"),
+];
+
+/// Exports hook functions, one per hook point, as this plugin's hooks and embeds the
+/// plugin's manifest (world `hook-plugin`).
+///
+/// ```text
+/// plugboard_sdk::export_hooks! {
+///     tool_after: redact,
+///     on_event: audit,
+///     event_types: ["tool.state"],
+/// }
+/// ```
+///
+/// Keys: `session_created`, `prompt_before`, `tool_before`, `tool_after`, `chat_params`,
+/// `on_event` (each takes a function path, see `plugboard_sdk::hook`), and `event_types`
+/// (the event types `on_event` wants; default all).
+#[proc_macro]
+pub fn export_hooks(input: TokenStream) -> TokenStream {
+    match expand_export_hooks(input.into()) {
+        Ok(ts) => ts.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+struct HookEntry {
+    key: Ident,
+    value: syn::Expr,
+}
+
+impl syn::parse::Parse for HookEntry {
+    fn parse(input: syn::parse::ParseStream) -> syn::Result<Self> {
+        let key: Ident = input.parse()?;
+        input.parse::<Token![:]>()?;
+        let value: syn::Expr = input.parse()?;
+        Ok(HookEntry { key, value })
+    }
+}
+
+fn expand_export_hooks(input: proc_macro2::TokenStream) -> syn::Result<proc_macro2::TokenStream> {
+    let entries = Punctuated::<HookEntry, Token![,]>::parse_terminated.parse2(input)?;
+    let mut handlers: std::collections::BTreeMap<String, syn::Expr> = Default::default();
+    let mut event_types: Vec<syn::LitStr> = Vec::new();
+    let known: Vec<&str> = HOOK_POINTS.iter().map(|(k, _)| *k).chain(["event_types"]).collect();
+    for entry in entries {
+        let key = entry.key.to_string();
+        if key == "event_types" {
+            let syn::Expr::Array(array) = &entry.value else {
+                return Err(syn::Error::new_spanned(&entry.value, "`event_types` takes a list of strings, e.g. [\"tool.state\"]"));
+            };
+            for element in &array.elems {
+                match element {
+                    syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => event_types.push(s.clone()),
+                    other => return Err(syn::Error::new_spanned(other, "an event type is a string, e.g. \"tool.state\" or \"plugin.*\"")),
+                }
+            }
+        } else if HOOK_POINTS.iter().any(|(k, _)| *k == key) {
+            if handlers.insert(key.clone(), entry.value).is_some() {
+                return Err(syn::Error::new_spanned(&entry.key, format!("`{key}` is given twice")));
+            }
+        } else {
+            return Err(syn::Error::new_spanned(&entry.key, format!("unknown hook point `{key}`; known: {}", known.join(", "))));
+        }
+    }
+    if handlers.is_empty() {
+        return Err(syn::Error::new(Span::call_site(), "give at least one hook, e.g. `export_hooks! { tool_after: redact }`"));
+    }
+    if !event_types.is_empty() && !handlers.contains_key("on_event") {
+        return Err(syn::Error::new(Span::call_site(), "`event_types` needs an `on_event` hook"));
+    }
+    let points: Vec<proc_macro2::TokenStream> = HOOK_POINTS
+        .iter()
+        .filter(|(k, _)| handlers.contains_key(*k))
+        .map(|(_, case)| {
+            let case = format_ident!("{case}");
+            quote! { ::plugboard_sdk::hook_bindings::exports::plugboard::plugin::hooks::HookPoint::#case }
+        })
+        .collect();
+    let adapt = quote! { ::plugboard_sdk::hook::adapt };
+    let call = |key: &str, args: proc_macro2::TokenStream, neutral: proc_macro2::TokenStream| match handlers.get(key) {
+        Some(f) => {
+            let adapter = format_ident!("{key}");
+            quote! { #adapt::#adapter(#f, #args) }
+        }
+        None => neutral,
+    };
+    let session_created = call("session_created", quote! { context, session }, quote! { { let _ = (context, session); Ok(()) } });
+    let prompt_before = call(
+        "prompt_before",
+        quote! { context, prompt },
+        quote! { { let _ = (context, prompt); ::plugboard_sdk::hook_bindings::exports::plugboard::plugin::hooks::PromptVerdict::Keep } },
+    );
+    let tool_before = call(
+        "tool_before",
+        quote! { context, call },
+        quote! { { let _ = (context, call); ::plugboard_sdk::hook_bindings::exports::plugboard::plugin::hooks::ToolVerdict::Allow } },
+    );
+    let tool_after = call("tool_after", quote! { context, call, outcome }, quote! { { let _ = (context, call, outcome); None } });
+    let chat_params = call("chat_params", quote! { context, params }, quote! { { let _ = context; params } });
+    let on_event = call("on_event", quote! { context, event }, quote! { { let _ = (context, event); Ok(()) } });
+    let manifest = manifest::from_cargo_env("hook-plugin").map_err(|e| syn::Error::new(Span::call_site(), e))?;
+    let manifest_len = manifest.len();
+    let manifest_lit = syn::LitByteStr::new(manifest.as_bytes(), Span::call_site());
+    let wit = quote! { ::plugboard_sdk::hook_bindings::exports::plugboard::plugin::hooks };
+    Ok(quote! {
+        #[doc(hidden)]
+        struct __PlugboardHookPlugin;
+
+        impl #wit::Guest for __PlugboardHookPlugin {
+            fn describe() -> #wit::HookInfo {
+                #adapt::info(&[#(#points),*], &[#(#event_types),*])
+            }
+
+            fn session_created(context: #wit::HookContext, session: #wit::SessionInfo) -> ::core::result::Result<(), ::std::string::String> {
+                #session_created
+            }
+
+            fn prompt_before(context: #wit::HookContext, prompt: ::std::string::String) -> #wit::PromptVerdict {
+                #prompt_before
+            }
+
+            fn tool_before(context: #wit::HookContext, call: #wit::ToolCall) -> #wit::ToolVerdict {
+                #tool_before
+            }
+
+            fn tool_after(context: #wit::HookContext, call: #wit::ToolCall, outcome: #wit::ToolResult) -> ::core::option::Option<#wit::ResultRewrite> {
+                #tool_after
+            }
+
+            fn chat_params(context: #wit::HookContext, params: #wit::TurnParams) -> #wit::TurnParams {
+                #chat_params
+            }
+
+            fn on_event(context: #wit::HookContext, event: #wit::Event) -> ::core::result::Result<(), ::std::string::String> {
+                #on_event
+            }
+        }
+
+        ::plugboard_sdk::hook_bindings::export_hook_world!(__PlugboardHookPlugin with_types_in ::plugboard_sdk::hook_bindings);
+
+        #[doc(hidden)]
+        #[used]
+        #[unsafe(link_section = "plugboard-manifest")]
+        static __PLUGBOARD_MANIFEST: [u8; #manifest_len] = *#manifest_lit;
+    })
+}
+
 /// Marks a struct (or enum) as a tool's arguments: derives `Deserialize` and `JsonSchema`
 /// through the SDK (no direct dependency on serde or schemars needed) and rejects unknown
 /// fields, so a misspelt argument from the model is named in the error. Doc comments on

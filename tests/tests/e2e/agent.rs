@@ -37,8 +37,14 @@ pub(crate) struct Fixture {
 }
 
 pub(crate) async fn fixture(script: Vec<Scripted>, extra_config: &str, mode: AskMode) -> Fixture {
+    fixture_with(script, extra_config, mode, |_| {}).await
+}
+
+/// [`fixture`], with `setup` run on the workspace before the host starts (to add plugins).
+pub(crate) async fn fixture_with(script: Vec<Scripted>, extra_config: &str, mode: AskMode, setup: impl FnOnce(&Workspace)) -> Fixture {
     let server = ScriptedServer::start(script);
     let ws = Workspace::new();
+    setup(&ws);
     ws.config(&format!(
         "default_model = \"openai/test-model\"\n{extra_config}\n[plugins.openai]\nnetwork = [\"{url}\"]\napi_key = \"sk-test\"\nsettings = {{ base_url = \"{url}/v1\", models = [{{ id = \"test-model\", input_price = 1.0, output_price = 2.0 }}] }}\n",
         url = server.url()

@@ -1,7 +1,9 @@
 //! End-to-end tests: a real host, real compiled plugins, real files and sockets.
 
 mod agent;
+mod config_reload;
 mod first_party;
+mod hooks;
 mod hostile;
 mod http;
 mod providers;

@@ -22,7 +22,7 @@ async fn host_with_versioned() -> (Workspace, Arc<PluginHost>, Events) {
     let host = Arc::new(ws.host().await);
     let events: Events = Arc::default();
     let sink = events.clone();
-    host.attach_events(Arc::new(move |batch| sink.lock().unwrap().extend(batch.into_iter().map(|(k, d)| (k.to_string(), d)))));
+    host.attach_events(Arc::new(move |_, batch| sink.lock().unwrap().extend(batch.into_iter().map(|(k, d)| (k.to_string(), d)))));
     (ws, host, events)
 }
 
@@ -129,18 +129,18 @@ async fn a_new_file_adds_its_tools_and_a_reload_of_an_unknown_plugin_is_refused(
     let host = Arc::new(ws.host().await);
     let events: Events = Arc::default();
     let sink = events.clone();
-    host.attach_events(Arc::new(move |batch| sink.lock().unwrap().extend(batch.into_iter().map(|(k, d)| (k.to_string(), d)))));
+    host.attach_events(Arc::new(move |_, batch| sink.lock().unwrap().extend(batch.into_iter().map(|(k, d)| (k.to_string(), d)))));
     assert!(matches!(which(&host, "x").await, Err(CallError::UnknownTool { .. })));
     install(&ws, components::VERSIONED_A);
     let report = host.reload(None).await.unwrap();
     assert_eq!(report.loaded, ["versioned"]);
     assert_eq!(which(&host, "x").await.unwrap(), "a:x");
     let kinds: Vec<String> = events.lock().unwrap().iter().map(|(k, _)| k.clone()).collect();
-    assert_eq!(kinds, ["plugin.loaded", "tool.added"]);
+    assert_eq!(kinds, ["plugin.loading", "plugin.loaded", "tool.added"]);
     // Nothing changed: nothing to announce.
     let report = host.reload(Some("versioned")).await.unwrap();
     assert!(report.reloaded.is_empty() && report.loaded.is_empty());
-    assert_eq!(events.lock().unwrap().len(), 2);
+    assert_eq!(events.lock().unwrap().len(), 3);
     assert!(host.reload(Some("nope")).await.is_err());
 }
 

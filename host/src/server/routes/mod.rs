@@ -2,6 +2,7 @@
 //! [`router`] registers them from those annotations, so the document and the routes agree.
 
 pub mod catalog;
+pub mod config;
 pub mod health;
 pub mod permissions;
 pub mod sessions;
@@ -35,6 +36,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(catalog::reload_all))
         .routes(routes!(catalog::reload_one))
         .routes(routes!(catalog::models))
+        .routes(routes!(config::reload))
+        .routes(routes!(config::hooks))
 }
 
 /// 404 for a path no route has.

@@ -1,0 +1,401 @@
+//! The hooks in force at one moment, in order, and the validation of what they return.
+//!
+//! Each method runs the hooks of one point one after the other; each hook sees the result
+//! of the ones before it. A hook's answer is a draft: it is checked here, and a hook that
+//! fails (trap, timeout, memory) or answers something invalid is skipped, with a
+//! `hook.failed` event that names it, the point and the reason.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::{HookPoint, HookSettings};
+use crate::bindings::hook_types as wit;
+use crate::runtime::{EventSink, LoadedPlugin, PluginSource};
+
+/// Largest prompt a hook may write, in bytes.
+const MAX_PROMPT_BYTES: usize = 1 << 20;
+/// Largest title a hook may write, in bytes.
+const MAX_TITLE_BYTES: usize = 1024;
+
+/// One hook in force.
+#[derive(Clone)]
+struct ActiveHook {
+    plugin: Arc<LoadedPlugin>,
+    settings: HookSettings,
+}
+
+impl ActiveHook {
+    fn id(&self) -> &str {
+        &self.plugin.manifest.id
+    }
+}
+
+/// Where a hook runs: the session and its agent (both empty outside a session).
+#[derive(Debug, Clone, Default)]
+pub struct HookContext {
+    /// The session.
+    pub session_id: String,
+    /// The session's agent.
+    pub agent: String,
+}
+
+/// A prompt refused by a hook.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the prompt was rejected by hook `{hook}`: {reason}")]
+pub struct PromptRejected {
+    /// The hook.
+    pub hook: String,
+    /// Its reason.
+    pub reason: String,
+}
+
+/// What the `tool.before` hooks decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolDecision {
+    /// Run the call with these arguments; `rewritten_by` names the hooks that changed them.
+    Run {
+        /// The arguments to run with.
+        arguments: Value,
+        /// The hooks that rewrote them, in order.
+        rewritten_by: Vec<String>,
+    },
+    /// Refuse the call.
+    Deny {
+        /// The hook that refused it.
+        hook: String,
+        /// Why, for the model and the user.
+        reason: String,
+    },
+}
+
+/// The parameters of a provider turn that `chat.params` hooks may adjust.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatParams {
+    /// The model (`provider/model`), which hooks cannot change.
+    pub model: String,
+    /// Sampling temperature.
+    pub temperature: Option<f32>,
+    /// Largest output of the turn, in tokens.
+    pub max_tokens: Option<u32>,
+    /// The system prompt.
+    pub system_prompt: String,
+}
+
+/// The enabled hooks of one moment, ordered by priority then id, with where their failures
+/// are reported. Cheap to build; take one per use.
+#[derive(Clone, Default)]
+pub struct HookChain {
+    hooks: Vec<ActiveHook>,
+    sink: Option<EventSink>,
+    workspace: String,
+}
+
+impl HookChain {
+    /// The chain of the hook plugins `plugins`, configured by `settings` (`[hooks.<id>]`).
+    pub fn new<'a>(
+        plugins: impl IntoIterator<Item = &'a Arc<LoadedPlugin>>,
+        settings: &std::collections::BTreeMap<String, HookSettings>,
+        sink: Option<EventSink>,
+        workspace: String,
+    ) -> Self {
+        let mut hooks: Vec<ActiveHook> = plugins
+            .into_iter()
+            .filter(|p| p.hook.is_some())
+            .map(|p| ActiveHook { plugin: p.clone(), settings: settings.get(&p.manifest.id).copied().unwrap_or_default() })
+            .filter(|h| h.settings.enabled.unwrap_or(!matches!(h.plugin.source, PluginSource::Bundled { .. })))
+            .collect();
+        hooks.sort_by(|a, b| (a.settings.priority, a.id()).cmp(&(b.settings.priority, b.id())));
+        HookChain { hooks, sink, workspace }
+    }
+
+    /// The ids of the hooks in force at `point`, in the order they run.
+    pub fn order(&self, point: HookPoint) -> Vec<String> {
+        self.at(point).map(|h| h.id().to_string()).collect()
+    }
+
+    /// Whether the hook plugin `id` is in force.
+    pub fn enabled(&self, id: &str) -> bool {
+        self.hooks.iter().any(|h| h.id() == id)
+    }
+
+    /// Whether any hook in force handles `point`.
+    pub fn handles(&self, point: HookPoint) -> bool {
+        self.at(point).next().is_some()
+    }
+
+    /// Whether any hook in force wants events of type `kind`.
+    pub fn wants_event(&self, kind: &str) -> bool {
+        self.hooks.iter().any(|h| h.plugin.hook.as_ref().is_some_and(|i| i.wants_event(kind)))
+    }
+
+    fn at(&self, point: HookPoint) -> impl Iterator<Item = &ActiveHook> {
+        self.hooks.iter().filter(move |h| h.plugin.hook.as_ref().is_some_and(|i| i.handles(point)))
+    }
+
+    fn context(&self, ctx: &HookContext) -> wit::HookContext {
+        wit::HookContext { session_id: ctx.session_id.clone(), agent: ctx.agent.clone(), working_directory: self.workspace.clone() }
+    }
+
+    /// Reports a failed hook: a `hook.failed` event (in the session's log when there is one)
+    /// and a warning.
+    fn failed(&self, hook: &ActiveHook, point: HookPoint, ctx: &HookContext, reason: &str, extra: Value) {
+        tracing::warn!(hook = %hook.id(), point = point.name(), session = %ctx.session_id, %reason, "hook failed; its change is discarded");
+        let Some(sink) = &self.sink else { return };
+        let mut data = json!({
+            "hook": hook.id(),
+            "point": point.name(),
+            "reason": reason,
+            "fail_closed": hook.settings.fail_closed,
+        });
+        if let (Value::Object(data), Value::Object(extra)) = (&mut data, extra) {
+            data.extend(extra);
+        }
+        let session = Some(ctx.session_id.as_str()).filter(|s| !s.is_empty());
+        sink(session, vec![("hook.failed", data)]);
+    }
+
+    /// `session.created`: each hook observes the new session.
+    pub async fn session_created(&self, ctx: &HookContext, model: &str, title: &str) {
+        let session = wit::SessionInfo { model: model.into(), title: title.into() };
+        for hook in self.at(HookPoint::SessionCreated) {
+            let (c, s) = (self.context(ctx), session.clone());
+            let result = hook.plugin.run_hook(move |store, h| Box::pin(async move { h.call_session_created(store, &c, &s).await })).await;
+            if let Some(reason) = failure(result) {
+                self.failed(hook, HookPoint::SessionCreated, ctx, &reason, json!({}));
+            }
+        }
+    }
+
+    /// `prompt.before`: each hook may rewrite the prompt (not to empty text) or reject it.
+    pub async fn prompt_before(&self, ctx: &HookContext, prompt: String) -> Result<String, PromptRejected> {
+        let mut prompt = prompt;
+        for hook in self.at(HookPoint::PromptBefore) {
+            let (c, p) = (self.context(ctx), prompt.clone());
+            let verdict = hook.plugin.run_hook(move |store, h| Box::pin(async move { h.call_prompt_before(store, &c, &p).await })).await;
+            let problem = match verdict {
+                Ok(wit::PromptVerdict::Keep) => None,
+                Ok(wit::PromptVerdict::Reject(reason)) => {
+                    let reason = if reason.trim().is_empty() { "no reason given".to_string() } else { reason };
+                    return Err(PromptRejected { hook: hook.id().into(), reason });
+                }
+                Ok(wit::PromptVerdict::Rewrite(text)) if text.trim().is_empty() => {
+                    Some("invalid rewrite: the prompt would be empty".into())
+                }
+                Ok(wit::PromptVerdict::Rewrite(text)) if text.len() > MAX_PROMPT_BYTES => {
+                    Some(format!("invalid rewrite: the prompt would be {} bytes, over the {MAX_PROMPT_BYTES}-byte limit", text.len()))
+                }
+                Ok(wit::PromptVerdict::Rewrite(text)) => {
+                    prompt = text;
+                    None
+                }
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(reason) = problem {
+                self.failed(hook, HookPoint::PromptBefore, ctx, &reason, json!({}));
+                if hook.settings.fail_closed {
+                    return Err(PromptRejected { hook: hook.id().into(), reason: format!("the hook failed and is fail-closed: {reason}") });
+                }
+            }
+        }
+        Ok(prompt)
+    }
+
+    /// `tool.before`: each hook may allow the call, deny it, or rewrite its arguments (a
+    /// JSON object that must match `schema`, the tool's parameters).
+    pub async fn tool_before(
+        &self,
+        ctx: &HookContext,
+        call_id: &str,
+        tool: &str,
+        arguments: Value,
+        schema: Option<&Value>,
+    ) -> ToolDecision {
+        let mut arguments = arguments;
+        let mut rewritten_by = Vec::new();
+        for hook in self.at(HookPoint::ToolBefore) {
+            let c = self.context(ctx);
+            let call = wit::ToolCall { call_id: call_id.into(), tool: tool.into(), arguments: arguments.to_string() };
+            let verdict = hook.plugin.run_hook(move |store, h| Box::pin(async move { h.call_tool_before(store, &c, &call).await })).await;
+            let problem = match verdict {
+                Ok(wit::ToolVerdict::Allow) => None,
+                Ok(wit::ToolVerdict::Deny(reason)) => {
+                    let reason = if reason.trim().is_empty() { "no reason given".to_string() } else { reason };
+                    return ToolDecision::Deny { hook: hook.id().into(), reason };
+                }
+                Ok(wit::ToolVerdict::Rewrite(text)) => match check_arguments(&text, schema) {
+                    Ok(value) => {
+                        arguments = value;
+                        rewritten_by.push(hook.id().to_string());
+                        None
+                    }
+                    Err(why) => Some(format!("invalid rewrite of the arguments of `{tool}`: {why}")),
+                },
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(reason) = problem {
+                self.failed(hook, HookPoint::ToolBefore, ctx, &reason, json!({ "call_id": call_id, "tool": tool }));
+                if hook.settings.fail_closed {
+                    return ToolDecision::Deny { hook: hook.id().into(), reason: format!("the hook failed and is fail-closed: {reason}") };
+                }
+            }
+        }
+        ToolDecision::Run { arguments, rewritten_by }
+    }
+
+    /// `tool.after`: each hook may replace the text and title of the call's result. The
+    /// text must stay within `max_bytes` (the tool's output limit).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn tool_after(
+        &self,
+        ctx: &HookContext,
+        call_id: &str,
+        tool: &str,
+        arguments: &Value,
+        text: String,
+        title: Option<String>,
+        is_error: bool,
+        max_bytes: u64,
+    ) -> (String, Option<String>) {
+        let (mut text, mut title) = (text, title);
+        for hook in self.at(HookPoint::ToolAfter) {
+            let c = self.context(ctx);
+            let call = wit::ToolCall { call_id: call_id.into(), tool: tool.into(), arguments: arguments.to_string() };
+            let result = wit::ToolResult { text: text.clone(), title: title.clone(), is_error };
+            let rewrite =
+                hook.plugin.run_hook(move |store, h| Box::pin(async move { h.call_tool_after(store, &c, &call, &result).await })).await;
+            let problem = match rewrite {
+                Ok(None) => None,
+                Ok(Some(r)) if r.text.len() as u64 > max_bytes => {
+                    Some(format!("invalid rewrite: the output would be {} bytes, over the tool's limit of {max_bytes}", r.text.len()))
+                }
+                Ok(Some(r)) if r.title.as_ref().is_some_and(|t| t.len() > MAX_TITLE_BYTES || t.contains('\n')) => {
+                    Some(format!("invalid rewrite: a title must be one line of at most {MAX_TITLE_BYTES} bytes"))
+                }
+                Ok(Some(r)) => {
+                    (text, title) = (r.text, r.title);
+                    None
+                }
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(reason) = problem {
+                self.failed(hook, HookPoint::ToolAfter, ctx, &reason, json!({ "call_id": call_id, "tool": tool }));
+            }
+        }
+        (text, title)
+    }
+
+    /// `chat.params`: each hook may adjust the temperature (0 to 2), the largest output
+    /// (at least 1 token) and the system prompt (not empty). The model stays.
+    pub async fn chat_params(&self, ctx: &HookContext, params: ChatParams) -> ChatParams {
+        let mut params = params;
+        for hook in self.at(HookPoint::ChatParams) {
+            let c = self.context(ctx);
+            let draft = wit::TurnParams {
+                model: params.model.clone(),
+                temperature: params.temperature,
+                max_tokens: params.max_tokens,
+                system_prompt: params.system_prompt.clone(),
+            };
+            let answer = hook.plugin.run_hook(move |store, h| Box::pin(async move { h.call_chat_params(store, &c, &draft).await })).await;
+            let problem = match answer {
+                Ok(d) if d.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) => {
+                    Some(format!("invalid draft: temperature {} is not between 0 and 2", d.temperature.unwrap_or_default()))
+                }
+                Ok(d) if d.max_tokens == Some(0) => Some("invalid draft: max_tokens must be at least 1".to_string()),
+                Ok(d) if d.system_prompt.trim().is_empty() => Some("invalid draft: the system prompt would be empty".to_string()),
+                Ok(d) => {
+                    params = ChatParams {
+                        model: params.model,
+                        temperature: d.temperature,
+                        max_tokens: d.max_tokens,
+                        system_prompt: d.system_prompt,
+                    };
+                    None
+                }
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(reason) = problem {
+                self.failed(hook, HookPoint::ChatParams, ctx, &reason, json!({}));
+            }
+        }
+        params
+    }
+
+    /// `event`: each hook that wants events of this type observes it. A failure is reported,
+    /// except while handling a `hook.failed` event (which would feed on itself).
+    pub async fn event(&self, event: &crate::events::Event) {
+        let ctx = HookContext { session_id: event.session_id.clone().unwrap_or_default(), agent: String::new() };
+        let record = wit::Event {
+            seq: event.seq.max(0) as u64,
+            event_type: event.kind.clone(),
+            timestamp: event.timestamp,
+            data: event.data.to_string(),
+        };
+        for hook in self.hooks.iter().filter(|h| h.plugin.hook.as_ref().is_some_and(|i| i.wants_event(&event.kind))) {
+            let (c, e) = (self.context(&ctx), record.clone());
+            let result = hook.plugin.run_hook(move |store, h| Box::pin(async move { h.call_on_event(store, &c, &e).await })).await;
+            if let Some(reason) = failure(result)
+                && event.kind != "hook.failed"
+            {
+                self.failed(hook, HookPoint::Event, &ctx, &reason, json!({ "event_seq": event.seq, "event_type": event.kind }));
+            }
+        }
+    }
+}
+
+/// Why an observing hook failed: it trapped or timed out, or it reported an error.
+fn failure(result: Result<Result<(), String>, crate::runtime::CallError>) -> Option<String> {
+    match result {
+        Ok(Ok(())) => None,
+        Ok(Err(message)) => Some(format!("the hook reported an error: {message}")),
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+/// Rewritten arguments: a JSON object that matches the tool's schema.
+fn check_arguments(text: &str, schema: Option<&Value>) -> Result<Value, String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    if !value.is_object() {
+        return Err("not a JSON object".into());
+    }
+    if let Some(schema) = schema {
+        let validator = jsonschema::validator_for(schema).map_err(|e| format!("the tool's schema cannot be used to check them: {e}"))?;
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .take(3)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                if at.is_empty() { e.to_string() } else { format!("{at}: {e}") }
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(format!("they do not match the tool's schema: {}", errors.join("; ")));
+        }
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewritten_arguments_must_be_an_object_matching_the_schema() {
+        let schema = json!({
+            "type": "object",
+            "properties": { "path": { "type": "string" }, "limit": { "type": "integer", "minimum": 1 } },
+            "required": ["path"],
+            "additionalProperties": false,
+        });
+        assert_eq!(check_arguments(r#"{"path":"a.txt"}"#, Some(&schema)).unwrap(), json!({ "path": "a.txt" }));
+        assert!(check_arguments("[1]", Some(&schema)).unwrap_err().contains("not a JSON object"));
+        assert!(check_arguments("{", Some(&schema)).unwrap_err().contains("not JSON"));
+        let err = check_arguments(r#"{"path":"a","limit":0}"#, Some(&schema)).unwrap_err();
+        assert!(err.contains("/limit"), "{err}");
+        let err = check_arguments(r#"{"limit":2}"#, Some(&schema)).unwrap_err();
+        assert!(err.contains("path"), "{err}");
+        let err = check_arguments(r#"{"path":"a","extra":1}"#, Some(&schema)).unwrap_err();
+        assert!(err.contains("extra"), "{err}");
+    }
+}

@@ -1,0 +1,29 @@
+//! The `event` hook point: every event of the log, from the moment the runtime starts, is
+//! offered to the hooks that want its type, one event after the other, on a task of its
+//! own. Nothing in the agent's flow waits for it; a slow hook only delays later deliveries,
+//! and a follower that falls behind replays what it missed from the store.
+
+use std::sync::Weak;
+
+use futures::StreamExt;
+
+use crate::runtime::PluginHost;
+use crate::store::SessionStore;
+
+/// Delivers every event from now on to the `event` hooks in force when it arrives, on a
+/// task of its own, until the host is dropped or the store closes.
+pub fn deliver_events(store: &SessionStore, host: Weak<PluginHost>) {
+    let events = store.tail(None);
+    tokio::spawn(deliver(events, host));
+}
+
+async fn deliver(events: impl futures::Stream<Item = crate::events::Event>, host: Weak<PluginHost>) {
+    futures::pin_mut!(events);
+    while let Some(event) = events.next().await {
+        let Some(host) = host.upgrade() else { return };
+        let chain = host.hooks();
+        if chain.wants_event(&event.kind) {
+            chain.event(&event).await;
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Copy a of the scripted test hook.
+
+include!("hooks.rs");

@@ -1,0 +1,172 @@
+//! Configuration reload: grants, agents, provider settings and hooks changed while
+//! Plugboard runs; invalid files rejected with the previous configuration kept.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use plugboard::agent::permission::AskMode;
+use plugboard::hooks::HookPoint;
+use plugboard::runtime::{CallError, PluginHost};
+use plugboard_tests::{ScriptedServer, Workspace, call as call_tool, components};
+use serde_json::{Value, json};
+
+use crate::agent::{call, fixture, request_body, say};
+
+type Events = Arc<Mutex<Vec<(String, Value)>>>;
+
+fn record(host: &PluginHost) -> Events {
+    let events: Events = Arc::default();
+    let sink = events.clone();
+    host.attach_events(Arc::new(move |_, batch| sink.lock().unwrap().extend(batch.into_iter().map(|(k, d)| (k.to_string(), d)))));
+    events
+}
+
+fn of(events: &Events, kind: &str) -> Vec<Value> {
+    events.lock().unwrap().iter().filter(|(k, _)| k == kind).map(|(_, d)| d.clone()).collect()
+}
+
+async fn wait_for(events: &Events, kind: &str, n: usize) {
+    for _ in 0..400 {
+        if of(events, kind).len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no {n} × `{kind}` in {:?}", events.lock().unwrap());
+}
+
+#[tokio::test]
+async fn a_grant_narrowed_while_running_applies_to_the_next_call_and_invalid_files_are_rejected() {
+    let ws = Workspace::new();
+    ws.file("top.txt", "top\n").file("sub/inner.txt", "inner\n");
+    let host = Arc::new(ws.host().await);
+    let events = record(&host);
+    let watch = host.watch().unwrap();
+    assert!(call_tool(&host, "read", json!({ "path": "top.txt" })).await.is_ok(), "the built-in grant is the workspace");
+
+    // Narrowed through the watcher: only `sub` stays readable.
+    ws.config("[plugins.read]\nfilesystem = [\"sub\"]\n");
+    wait_for(&events, "config.changed", 1).await;
+    assert_eq!(of(&events, "config.changed")[0]["sections"], json!(["plugins"]));
+    let denied = call_tool(&host, "read", json!({ "path": "top.txt" })).await.unwrap_err();
+    assert!(matches!(denied, CallError::Denied { .. }), "{denied}");
+    assert!(call_tool(&host, "read", json!({ "path": "sub/inner.txt" })).await.unwrap().text.contains("inner"));
+
+    // A misspelt key is rejected with its line; the narrowed grant stays in force.
+    ws.config("[plugins.read]\nfilesytem = [\".\"]\n");
+    wait_for(&events, "config.rejected", 1).await;
+    let reason = of(&events, "config.rejected")[0]["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("filesytem") && reason.contains("line 2"), "{reason}");
+    assert!(call_tool(&host, "read", json!({ "path": "top.txt" })).await.is_err(), "the previous configuration stays");
+
+    // The watcher's work is checked; what follows reloads on request only.
+    drop(watch);
+    // A grant that cannot resolve is rejected too, naming the plugin.
+    let rejected = {
+        ws.config("[plugins.read]\nfilesystem = [\"missing-dir\"]\n");
+        host.reload_config().await.unwrap_err()
+    };
+    assert!(rejected.reason.contains("plugin `read`") && rejected.reason.contains("missing-dir"), "{}", rejected.reason);
+    assert!(call_tool(&host, "read", json!({ "path": "sub/inner.txt" })).await.is_ok());
+    // Asked again, it is checked again (the directory may have been created since), but the
+    // same rejection is not announced twice.
+    assert!(host.reload_config().await.is_err());
+    std::fs::create_dir(ws.dir.join("missing-dir")).unwrap();
+    assert_eq!(host.reload_config().await.unwrap().sections, ["plugins"]);
+    assert!(call_tool(&host, "read", json!({ "path": "sub/inner.txt" })).await.is_err(), "only missing-dir is granted now");
+
+    // Writing the same valid file twice changes nothing the second time, and says nothing.
+    ws.config("[plugins.read]\nfilesystem = [\".\"]\n");
+    let change = host.reload_config().await.unwrap();
+    assert_eq!(change.sections, ["plugins"]);
+    assert!(host.reload_config().await.unwrap().sections.is_empty());
+    assert!(call_tool(&host, "read", json!({ "path": "top.txt" })).await.is_ok());
+    assert_eq!(of(&events, "config.changed").len(), 3, "{:?}", events.lock().unwrap());
+    assert_eq!(of(&events, "config.rejected").len(), 2, "{:?}", events.lock().unwrap());
+}
+
+#[tokio::test]
+async fn provider_settings_and_permission_rules_changed_mid_session_serve_the_next_turn() {
+    let f = fixture(vec![say("from A")], "[agents.build]\npermissions = [{ tool = \"echo\", action = \"allow\" }]", AskMode::DenyAll).await;
+    let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();
+    assert_eq!(f.runtime.prompt(&session.id, "first").await.unwrap().text, "from A");
+
+    // The provider now talks to server B, and `echo` is denied.
+    let b = ScriptedServer::start(vec![call(&[("c1", "echo", json!({ "text": "hi" }))]), say("from B")]);
+    f.ws.config(&format!(
+        "default_model = \"openai/test-model\"\n[agents.build]\npermissions = [{{ tool = \"echo\", action = \"deny\" }}]\n[plugins.openai]\nnetwork = [\"{url}\"]\napi_key = \"sk-test\"\nsettings = {{ base_url = \"{url}/v1\", models = [{{ id = \"test-model\" }}] }}\n",
+        url = b.url()
+    ));
+    let change = f.runtime.host().reload_config().await.unwrap();
+    assert_eq!(change.sections, ["agents", "plugins"]);
+    let outcome = f.runtime.prompt(&session.id, "second").await.unwrap();
+    assert_eq!(outcome.text, "from B");
+    assert_eq!((f.server.received().len(), b.received().len()), (1, 2), "the next turns went to B");
+    // B saw the whole conversation, A's answer included: the session went on.
+    let body = request_body(&b, 0).to_string();
+    assert!(body.contains("from A") && body.contains("second"), "{body}");
+    let history = f.store.history(&session.id).await.unwrap();
+    let tool = history.iter().flat_map(|m| &m.parts).find(|p| p.kind == "tool").unwrap();
+    assert_eq!(tool.data["state"], "error");
+    assert!(tool.data["error"].as_str().unwrap().contains("refused by the permission rules"), "{}", tool.data);
+}
+
+#[tokio::test]
+async fn hooks_come_and_go_with_their_files_and_their_configuration() {
+    let ws = Workspace::new();
+    let host = Arc::new(ws.host().await);
+    let events = record(&host);
+    std::fs::copy(components::HOOK_A, ws.plugins.join("hook-a.wasm")).unwrap();
+    host.reload(None).await.unwrap();
+    let added = of(&events, "hook.added");
+    assert_eq!(added.len(), 1, "{added:?}");
+    assert_eq!(added[0]["id"], "hook-a");
+    assert_eq!(
+        added[0]["hooks"]["points"],
+        json!(["session.created", "prompt.before", "tool.before", "tool.after", "chat.params", "event"])
+    );
+    assert_eq!(host.hooks().order(HookPoint::ToolBefore), ["hook-a"]);
+
+    ws.config("[hooks.hook-a]\nenabled = false\n");
+    assert_eq!(host.reload_config().await.unwrap().sections, ["hooks"]);
+    assert!(host.hooks().order(HookPoint::ToolBefore).is_empty(), "turned off by the configuration");
+
+    std::fs::remove_file(ws.plugins.join("hook-a.wasm")).unwrap();
+    host.reload(None).await.unwrap();
+    assert_eq!(of(&events, "hook.removed").len(), 1);
+    assert_eq!(of(&events, "hook.added").len(), 1, "each change is announced once");
+    assert_eq!(of(&events, "plugin.loading").len(), 1, "one load started: the new file");
+}
+
+#[tokio::test]
+async fn a_session_whose_model_disappeared_gets_a_clear_error_at_its_next_turn() {
+    let f = fixture(vec![say("one"), say("three")], "", AskMode::DenyAll).await;
+    let config = |model: &str| {
+        format!(
+            "default_model = \"openai/test-model\"\n[plugins.openai]\nnetwork = [\"{url}\"]\napi_key = \"sk-test\"\nsettings = {{ base_url = \"{url}/v1\", models = [{{ id = \"{model}\" }}] }}\n",
+            url = f.server.url()
+        )
+    };
+    let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();
+    assert_eq!(f.runtime.prompt(&session.id, "first").await.unwrap().text, "one");
+
+    f.ws.config(&config("other-model"));
+    f.runtime.host().reload_config().await.unwrap();
+    let log = f.store.events_after(0, None, 10_000).await.unwrap();
+    let models = |kind: &str| -> Vec<Value> { log.iter().filter(|e| e.kind == kind).map(|e| e.data["model"].clone()).collect() };
+    assert_eq!((models("model.removed"), models("model.added")), (vec![json!("openai/test-model")], vec![json!("openai/other-model")]));
+
+    let error = f.runtime.prompt(&session.id, "second").await.unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("no model `openai/test-model`") && message.contains("available: ") && message.contains("openai/other-model"),
+        "{message}"
+    );
+    assert_eq!(f.store.session(&session.id).await.unwrap().status, "idle", "the session is not stuck");
+    assert_eq!(f.server.received().len(), 1, "nothing was sent");
+
+    // The model back, the session goes on.
+    f.ws.config(&config("test-model"));
+    f.runtime.host().reload_config().await.unwrap();
+    assert_eq!(f.runtime.prompt(&session.id, "third").await.unwrap().text, "three");
+}
