@@ -42,12 +42,15 @@ fn env_count(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// The `read` component with a custom section that makes version `n` new bytes (a new
-/// content hash: no cache hit, a real compile).
+/// The `read` component with a custom section that makes version `n` of this run new bytes
+/// (a new content hash: no cache hit, a real compile).
 fn read_version(n: usize) -> Vec<u8> {
+    static RUN: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    let run = *RUN.get_or_init(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
     let mut bytes = plugboard_bundled_plugins::PLUGINS.iter().find(|p| p.name == "read").unwrap().component.to_vec();
     let name = b"bench-version";
-    let payload = n.to_le_bytes();
+    let mut payload = run.to_le_bytes().to_vec();
+    payload.extend_from_slice(&n.to_le_bytes());
     let size = 1 + name.len() + payload.len();
     bytes.push(0); // custom section
     bytes.push(size as u8); // LEB128, fits in one byte
@@ -113,57 +116,59 @@ async fn run() {
         manual.push(t.elapsed());
     }
     while rx.try_recv().is_ok() {}
-    println!("reload of a first-party plugin (`read`, {} KB), compile included", read_version(0).len() / 1024);
+    println!("reload of a first-party plugin (`read`, {} KB), each version compiled", read_version(0).len() / 1024);
     report("file write → plugin.reloaded", &mut watched);
     report("reload on request", &mut manual);
 
-    // Tool-call latency, alone and while `read` is reloaded every 50 ms.
+    // Tool-call latency, alone and while `read` is reloaded (each reload compiles).
     let ctx = CallContext::default();
     let args = r#"{"text":"hello"}"#;
     for _ in 0..500 {
         host.call_tool("echo", args, &ctx, None).await.unwrap();
     }
-    let measure = |host: Arc<PluginHost>| async move {
-        let mut samples = Vec::with_capacity(calls);
-        for _ in 0..calls {
-            let t = Instant::now();
-            host.call_tool("echo", args, &CallContext::default(), None).await.unwrap();
-            samples.push(t.elapsed());
-            tokio::task::yield_now().await;
-        }
-        samples.sort();
-        samples
+    let call_once = |host: Arc<PluginHost>| async move {
+        let t = Instant::now();
+        host.call_tool("echo", args, &CallContext::default(), None).await.unwrap();
+        let elapsed = t.elapsed();
+        tokio::task::yield_now().await;
+        elapsed
     };
-    let quiet = measure(host.clone()).await;
     let stop = Arc::new(AtomicBool::new(false));
+    let background = 10;
     let reloader = {
         let (host, stop, dir) = (host.clone(), stop.clone(), ws.plugins.clone());
         tokio::spawn(async move {
-            let mut n = 10_000;
-            let mut done = 0;
-            while !stop.load(Ordering::Relaxed) {
+            for n in 10_000..10_000 + background {
                 install(&dir, &read_version(n));
                 host.reload(None).await.unwrap();
-                n += 1;
-                done += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            done
+            stop.store(true, Ordering::Relaxed);
         })
     };
-    let busy = measure(host.clone()).await;
-    stop.store(true, Ordering::Relaxed);
-    let done = reloader.await.unwrap();
-    println!("\n`echo` call latency (fresh instance per call)");
+    let mut busy = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        busy.push(call_once(host.clone()).await);
+    }
+    reloader.await.unwrap();
+    let mut quiet = Vec::with_capacity(busy.len());
+    for _ in 0..busy.len() {
+        quiet.push(call_once(host.clone()).await);
+    }
+    quiet.sort();
+    busy.sort();
+    println!("\n`echo` call latency (fresh instance per call), one caller on the 2 workers");
     println!(
-        "  without reloads                    p50 {:>8.1} µs   p99 {:>8.1} µs",
+        "  without reloads                    p50 {:>8.1} µs   p99 {:>8.1} µs   (n = {})",
         us(percentile(&quiet, 0.5)),
-        us(percentile(&quiet, 0.99))
+        us(percentile(&quiet, 0.99)),
+        quiet.len()
     );
     println!(
-        "  during {done:>3} reloads (each compiles)  p50 {:>8.1} µs   p99 {:>8.1} µs",
+        "  during {background} reloads (each compiles)    p50 {:>8.1} µs   p99 {:>8.1} µs   (n = {})",
         us(percentile(&busy, 0.5)),
-        us(percentile(&busy, 0.99))
+        us(percentile(&busy, 0.99)),
+        busy.len()
     );
 
     // Hook overhead per call: the chain around a call, as the agent loop runs it.
@@ -176,33 +181,40 @@ async fn run() {
     let redacting = Workspace::new();
     redacting.config("[hooks.redact-secrets]\nenabled = true\n");
     let redact = redacting.host().await;
-    let plain = measure_hooks(&host, calls).await;
-    let with_two = measure_hooks(&two, calls).await;
-    let with_redact = measure_hooks(&redact, calls).await;
-    println!("\nhooks around one `echo` call (tool.before + call + tool.after)");
-    for (label, samples) in [("no hooks", &plain), ("two hooks (hook-a, hook-b)", &with_two), ("redact-secrets", &with_redact)] {
-        println!("  {label:<34} p50 {:>8.1} µs   p99 {:>8.1} µs", us(percentile(samples, 0.5)), us(percentile(samples, 0.99)));
+    let (clean, secret) = ("hello world", "hello sk-abcdefghijklmnopqrstuvwxyz");
+    let plain = measure_hooks(&host, calls, clean).await;
+    let with_two = measure_hooks(&two, calls, clean).await;
+    let redact_clean = measure_hooks(&redact, calls, clean).await;
+    let redact_secret = measure_hooks(&redact, calls, secret).await;
+    println!("\nhooks around one `echo` call (tool.before hooks + call + tool.after hooks)");
+    let rows = [
+        ("no hooks", &plain),
+        ("two hooks (hook-a, hook-b)", &with_two),
+        ("redact-secrets, nothing to mask", &redact_clean),
+        ("redact-secrets, one key to mask", &redact_secret),
+    ];
+    for (label, samples) in rows {
+        let overhead = us(percentile(samples, 0.5)) - us(percentile(&plain, 0.5));
+        println!(
+            "  {label:<34} p50 {:>8.1} µs   p99 {:>8.1} µs   overhead p50 {overhead:>7.1} µs",
+            us(percentile(samples, 0.5)),
+            us(percentile(samples, 0.99))
+        );
     }
-    println!(
-        "  overhead of two hooks per call     p50 {:>8.1} µs;  redact-secrets {:>8.1} µs",
-        us(percentile(&with_two, 0.5)) - us(percentile(&plain, 0.5)),
-        us(percentile(&with_redact, 0.5)) - us(percentile(&plain, 0.5))
-    );
 }
 
-/// `tool.before` hooks, the `echo` call, then `tool.after` hooks, `calls` times.
-async fn measure_hooks(host: &PluginHost, calls: usize) -> Vec<Duration> {
+/// `tool.before` hooks, the `echo` call with `text`, then `tool.after` hooks, `calls` times.
+async fn measure_hooks(host: &PluginHost, calls: usize, text: &str) -> Vec<Duration> {
     let ctx = HookContext { session_id: "ses_bench".into(), agent: "build".into() };
     let schema = host.registry().tool_plugin("echo").unwrap().tools[0].parameters.clone();
     let mut samples = Vec::with_capacity(calls);
     for i in 0..calls + 200 {
         let t = Instant::now();
         let chain = host.hooks();
-        let arguments =
-            match chain.tool_before(&ctx, "c1", "echo", json!({ "text": "hello sk-abcdefghijklmnopqrstuvwxyz" }), Some(&schema)).await {
-                plugboard::hooks::ToolDecision::Run { arguments, .. } => arguments,
-                denied => panic!("{denied:?}"),
-            };
+        let arguments = match chain.tool_before(&ctx, "c1", "echo", json!({ "text": text }), Some(&schema)).await {
+            plugboard::hooks::ToolDecision::Run { arguments, .. } => arguments,
+            denied => panic!("{denied:?}"),
+        };
         let output = host.call_tool("echo", &arguments.to_string(), &CallContext::default(), None).await.unwrap();
         let (text, _) = chain.tool_after(&ctx, "c1", "echo", &arguments, output.text, output.title, false, 1 << 20).await;
         std::hint::black_box(text);

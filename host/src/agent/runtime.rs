@@ -238,6 +238,9 @@ enum Stop {
     Shutdown,
 }
 
+/// The agents, and the configuration they were resolved from.
+type ResolvedAgents = (Arc<crate::config::Config>, Arc<BTreeMap<String, Agent>>);
+
 /// Runs sessions: the plugins, the store, the permission broker and the agents.
 pub struct AgentRuntime {
     pub(super) host: Arc<PluginHost>,
@@ -245,7 +248,7 @@ pub struct AgentRuntime {
     pub(super) broker: Arc<PermissionBroker>,
     /// The agents, resolved from the configuration they came from (re-resolved when a
     /// configuration reload replaced it).
-    agents: Mutex<(Arc<crate::config::Config>, Arc<BTreeMap<String, Agent>>)>,
+    agents: Mutex<ResolvedAgents>,
     slots: Arc<Semaphore>,
     /// `[sessions] timeout_seconds`.
     timeout: Option<u64>,

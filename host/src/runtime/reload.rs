@@ -24,8 +24,13 @@ use crate::artifact_cache::content_hash;
 /// first argument names it, else of the host.
 pub type EventSink = Arc<dyn Fn(Option<&str>, Vec<(&'static str, Value)>) + Send + Sync>;
 
-/// How long the file watcher waits for quiet before it reloads.
+/// How long the file watcher waits for quiet before it reloads, after an event that may be
+/// part of a write still going on (a file created or written to).
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// How long it waits after an event that completes a change (a file renamed into place,
+/// closed after writing, or removed): just enough to take in the rest of a burst.
+pub const SETTLE: Duration = Duration::from_millis(10);
 
 /// What a reload did.
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
@@ -232,23 +237,31 @@ impl PluginHost {
     }
 
     /// Watches the plugin directories and the configuration file: reloads the plugins when
-    /// a `.wasm` file in them changes, and the configuration when its file does (each after
-    /// [`DEBOUNCE`] of quiet). Watching stops when the guard is dropped.
+    /// a `.wasm` file in them changes, and the configuration when its file does. It waits
+    /// for quiet: [`SETTLE`] after an event that completes a change (a rename into place, a
+    /// close after writing, a removal), [`DEBOUNCE`] after one that may be part of a write
+    /// still going on (where the platform does not report closes, every write is such an
+    /// event). Watching stops when the guard is dropped.
     pub fn watch(self: &Arc<Self>) -> notify::Result<WatchGuard> {
         use notify::Watcher;
         let config_file = self.config_file();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let watched_config = config_file.clone();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            use notify::EventKind;
+            use notify::event::{AccessKind, AccessMode, ModifyKind};
             let Ok(event) = event else { return };
-            if matches!(event.kind, notify::EventKind::Access(_)) {
-                return;
-            }
+            let complete = match event.kind {
+                EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+                EventKind::Access(_) => return,
+                EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => true,
+                _ => false,
+            };
             if event.paths.iter().any(|p| p.extension().is_some_and(|x| x == "wasm")) {
-                let _ = tx.send(Change::Plugins);
+                let _ = tx.send((Change::Plugins, complete));
             }
-            if event.paths.iter().any(|p| *p == watched_config) {
-                let _ = tx.send(Change::Config);
+            if event.paths.contains(&watched_config) {
+                let _ = tx.send((Change::Config, complete));
             }
         })?;
         for dir in self.dirs.watched() {
@@ -264,11 +277,12 @@ impl PluginHost {
         }
         let host = Arc::downgrade(self);
         let task = tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
+            while let Some((first, mut complete)) = rx.recv().await {
                 let (mut plugins, mut config) = (first == Change::Plugins, first == Change::Config);
-                while let Ok(Some(change)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+                while let Ok(Some((change, done))) = tokio::time::timeout(if complete { SETTLE } else { DEBOUNCE }, rx.recv()).await {
                     plugins |= change == Change::Plugins;
                     config |= change == Change::Config;
+                    complete = done;
                 }
                 let Some(host) = host.upgrade() else { return };
                 // A configuration change retries failed plugins itself, so it goes first.

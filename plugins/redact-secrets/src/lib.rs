@@ -2,6 +2,11 @@
 //! result, strings that look like API keys, access tokens and private keys, before the model
 //! or the log sees them. A match becomes `[REDACTED:<kind>]`.
 //!
+//! Each call runs in a fresh instance, so nothing compiled survives between calls. One
+//! Aho-Corasick pass over the text finds which kinds of secret may be present (by their
+//! fixed prefixes); only the patterns of those kinds are compiled and applied, so a result
+//! without any candidate costs one scan.
+//!
 //! Operators may add patterns of their own (Rust regex syntax) in `plugboard.toml`:
 //!
 //! ```toml
@@ -12,62 +17,79 @@
 //! extra_patterns = ["corp-[0-9a-f]{32}"]
 //! ```
 
-use std::sync::OnceLock;
-
+use aho_corasick::AhoCorasick;
 use plugboard_sdk::hook::{HookContext, ToolCall, ToolResult};
 use regex::{Captures, Regex};
 
-/// The kinds of secret recognised, each a named group of one regex (compiled once per
-/// instance). Order matters: the first alternative that matches at a position wins.
-const PATTERNS: &[(&str, &str)] = &[
-    ("private-key", r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
-    ("anthropic-key", r"\bsk-ant-[A-Za-z0-9_\-]{20,}"),
-    ("openai-key", r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}"),
-    ("github-token", r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})"),
-    ("aws-access-key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
-    ("slack-token", r"\bxox[abposr]-[A-Za-z0-9\-]{10,}"),
-    ("google-api-key", r"\bAIza[0-9A-Za-z_\-]{35}"),
-    ("stripe-key", r"\b[rs]k_(?:live|test)_[0-9A-Za-z]{20,}"),
-    ("jwt", r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),
-    ("bearer-token", r"(?i:\bbearer\s+)[A-Za-z0-9._~+/\-]{20,}=*"),
-];
-
-/// `key = value` assignments of secret-sounding names: only the value is masked.
-const ASSIGNMENT: &str = r#"(?i)\b((?:api[_-]?key|secret[_-]?key|client[_-]?secret|access[_-]?token|auth[_-]?token|password|passwd)["']?\s*[:=]\s*["']?)([^\s"',;]{8,})"#;
-
-fn secrets() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
-        let alternatives: Vec<String> = PATTERNS.iter().map(|(kind, p)| format!("(?P<{}>{p})", kind.replace('-', "_"))).collect();
-        Regex::new(&alternatives.join("|")).expect("the built-in patterns are valid")
-    })
+/// One kind of secret: its name, the literals one of which every match contains (matched
+/// ASCII case-insensitively), and its pattern (ASCII classes: secrets are ASCII, and ASCII
+/// patterns compile much faster than Unicode ones).
+struct Kind {
+    name: &'static str,
+    needles: &'static [&'static str],
+    pattern: &'static str,
 }
 
-fn assignments() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(ASSIGNMENT).expect("the built-in pattern is valid"))
+/// In the order they are applied: a private key block first, assignments last.
+const KINDS: &[Kind] = &[
+    Kind {
+        name: "private-key",
+        needles: &["PRIVATE KEY-----"],
+        pattern: r"(?-u)-----BEGIN [A-Z ]*PRIVATE KEY-----[A-Za-z0-9+/=\s:,\-]*?-----END [A-Z ]*PRIVATE KEY-----",
+    },
+    Kind { name: "anthropic-key", needles: &["sk-ant-"], pattern: r"(?-u)\bsk-ant-[A-Za-z0-9_\-]{20,}" },
+    Kind { name: "openai-key", needles: &["sk-"], pattern: r"(?-u)\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}" },
+    Kind {
+        name: "github-token",
+        needles: &["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"],
+        pattern: r"(?-u)\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})",
+    },
+    Kind { name: "aws-access-key", needles: &["AKIA", "ASIA"], pattern: r"(?-u)\b(?:AKIA|ASIA)[0-9A-Z]{16}\b" },
+    Kind { name: "slack-token", needles: &["xox"], pattern: r"(?-u)\bxox[abposr]-[A-Za-z0-9\-]{10,}" },
+    Kind { name: "google-api-key", needles: &["AIza"], pattern: r"(?-u)\bAIza[0-9A-Za-z_\-]{35}" },
+    Kind { name: "stripe-key", needles: &["k_live_", "k_test_"], pattern: r"(?-u)\b[rs]k_(?:live|test)_[0-9A-Za-z]{20,}" },
+    Kind { name: "jwt", needles: &["eyJ"], pattern: r"(?-u)\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}" },
+    // The scheme stays; the credential goes.
+    Kind { name: "bearer-token", needles: &["bearer"], pattern: r"(?-u)(?i:\b(bearer\s+))[A-Za-z0-9._~+/\-]{20,}=*" },
+    // `key = value` assignments of secret-sounding names: the name stays, the value goes.
+    Kind {
+        name: "assignment",
+        needles: &["key", "secret", "token", "passw"],
+        pattern: r#"(?-u)(?i)\b((?:api[_-]?key|secret[_-]?key|client[_-]?secret|access[_-]?token|auth[_-]?token|password|passwd)["']?\s*[:=]\s*["']?)([[:graph:]--["',;\[]]{8,})"#,
+    },
+];
+
+/// The kinds whose literals occur in `text`, as indexes into [`KINDS`].
+fn candidates(text: &str) -> Vec<usize> {
+    let (needles, owners): (Vec<&str>, Vec<usize>) =
+        KINDS.iter().enumerate().flat_map(|(i, k)| k.needles.iter().map(move |n| (*n, i))).unzip();
+    let finder = AhoCorasick::builder().ascii_case_insensitive(true).build(&needles).expect("the needles are valid");
+    let mut present = vec![false; KINDS.len()];
+    for found in finder.find_overlapping_iter(text) {
+        present[owners[found.pattern().as_usize()]] = true;
+    }
+    (0..KINDS.len()).filter(|i| present[*i]).collect()
 }
 
 /// Masks every secret in `text`; `extra` are the operator's patterns.
 fn redact(text: &str, extra: &[Regex]) -> String {
-    let masked = secrets().replace_all(text, |caps: &Captures| {
-        let kind = PATTERNS.iter().map(|(k, _)| *k).find(|k| caps.name(&k.replace('-', "_")).is_some()).unwrap_or("secret");
-        if kind == "bearer-token" {
-            // Keep the scheme, mask the credential.
-            let whole = &caps[0];
-            let scheme_end = whole.find(char::is_whitespace).unwrap_or(0);
-            let rest = &whole[scheme_end..];
-            let spaces = rest.len() - rest.trim_start().len();
-            return format!("{}[REDACTED:{kind}]", &whole[..scheme_end + spaces]);
+    let mut text = text.to_string();
+    for index in candidates(&text) {
+        let kind = &KINDS[index];
+        let pattern = Regex::new(kind.pattern).expect("the built-in patterns are valid");
+        let replaced = pattern.replace_all(&text, |caps: &Captures| match kind.name {
+            "bearer-token" => format!("{}[REDACTED:bearer-token]", &caps[1]),
+            "assignment" => format!("{}[REDACTED:assignment]", &caps[1]),
+            name => format!("[REDACTED:{name}]"),
+        });
+        if let std::borrow::Cow::Owned(replaced) = replaced {
+            text = replaced;
         }
-        format!("[REDACTED:{kind}]")
-    });
-    let masked = assignments().replace_all(&masked, |caps: &Captures| {
-        if caps[2].starts_with("[REDACTED") { caps[0].to_string() } else { format!("{}[REDACTED:assignment]", &caps[1]) }
-    });
-    let mut text = masked.into_owned();
+    }
     for pattern in extra {
-        text = pattern.replace_all(&text, "[REDACTED:custom]").into_owned();
+        if let std::borrow::Cow::Owned(replaced) = pattern.replace_all(&text, "[REDACTED:custom]") {
+            text = replaced;
+        }
     }
     text
 }

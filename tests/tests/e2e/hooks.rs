@@ -254,8 +254,9 @@ async fn observing_hooks_see_sessions_and_events_and_their_failures_are_reported
 async fn redact_secrets_masks_keys_in_tool_results_before_the_model_sees_them() {
     let leaked = "config: OPENAI_API_KEY=sk-proj-abcdefghijklmnopqrstuvwxyz0123 and ghp_abcdefghijklmnopqrstuvwxyz0123456789 \
                   and AKIAABCDEFGHIJKLMNOP; Authorization: Bearer abcdefghijklmnopqrstuvwxyz.0123; password = hunter2hunter2; \
-                  -----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY----- but sk-short stays";
-    let f = hooked(vec![call(&[("c1", "echo", json!({ "text": leaked }))]), say("done")], "[hooks.redact-secrets]\nenabled = true\n").await;
+                  -----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY----- corp-deadbeef but sk-short stays";
+    let config = "[hooks.redact-secrets]\nenabled = true\n[plugins.redact-secrets.settings]\nextra_patterns = [\"corp-[0-9a-f]{8}\"]\n";
+    let f = hooked(vec![call(&[("c1", "echo", json!({ "text": leaked }))]), say("done")], config).await;
     let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();
     f.runtime.prompt(&session.id, "show me").await.unwrap();
     let parts = tool_parts(&f, &session.id).await;
@@ -270,6 +271,7 @@ async fn redact_secrets_masks_keys_in_tool_results_before_the_model_sees_them() 
         "Bearer [REDACTED:bearer-token]",
         "password = [REDACTED:assignment]",
         "[REDACTED:private-key]",
+        "[REDACTED:custom]",
     ] {
         assert!(output.contains(mask), "no {mask}: {output}");
     }
@@ -277,6 +279,7 @@ async fn redact_secrets_masks_keys_in_tool_results_before_the_model_sees_them() 
     let second = request_body(&f.server, 1);
     let result = second["messages"].as_array().unwrap().iter().find(|m| m["role"] == "tool").unwrap()["content"].to_string();
     assert!(!result.contains("sk-proj-abc") && result.contains("[REDACTED:openai-key]"), "{result}");
+    assert!(events(&f, "hook.failed").await.is_empty());
     // Bundled hooks are off until enabled.
     let off = hooked(vec![say("unused")], "").await;
     assert!(!off.runtime.host().hooks().enabled("redact-secrets"));
