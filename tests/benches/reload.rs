@@ -47,17 +47,9 @@ fn env_count(name: &str, default: usize) -> usize {
 fn read_version(n: usize) -> Vec<u8> {
     static RUN: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
     let run = *RUN.get_or_init(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
-    let mut bytes = plugboard_bundled_plugins::PLUGINS.iter().find(|p| p.name == "read").unwrap().component.to_vec();
-    let name = b"bench-version";
     let mut payload = run.to_le_bytes().to_vec();
     payload.extend_from_slice(&n.to_le_bytes());
-    let size = 1 + name.len() + payload.len();
-    bytes.push(0); // custom section
-    bytes.push(size as u8); // LEB128, fits in one byte
-    bytes.push(name.len() as u8);
-    bytes.extend_from_slice(name);
-    bytes.extend_from_slice(&payload);
-    bytes
+    plugboard_tests::with_custom_section(plugboard_tests::bundled("read"), "bench-version", &payload)
 }
 
 /// Installs `bytes` as `read.wasm` the way a deploy does: written beside, renamed over.

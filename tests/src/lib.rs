@@ -477,3 +477,33 @@ pub async fn instant_agent() -> (Workspace, Arc<plugboard::agent::AgentRuntime>,
         plugboard::agent::AgentRuntime::new(Arc::new(host), store.clone(), plugboard::agent::permission::AskMode::DenyAll).unwrap();
     (ws, runtime, store)
 }
+
+/// `component` with a custom section appended: the same plugin as new bytes (a new content
+/// hash, so a reload sees a new version and compiles it).
+pub fn with_custom_section(component: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut content = Vec::new();
+    leb128(name.len(), &mut content);
+    content.extend_from_slice(name.as_bytes());
+    content.extend_from_slice(payload);
+    let mut bytes = component.to_vec();
+    bytes.push(0); // a custom section
+    leb128(content.len(), &mut bytes);
+    bytes.extend_from_slice(&content);
+    bytes
+}
+
+/// The bytes of the first-party plugin `name`, as embedded in the binary.
+pub fn bundled(name: &str) -> &'static [u8] {
+    plugboard_bundled_plugins::PLUGINS.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("no bundled plugin `{name}`")).component
+}

@@ -65,6 +65,14 @@ impl ApiError {
         self.details = details;
         self
     }
+
+    /// Adds one detail to those there are.
+    pub fn with_detail(mut self, key: &str, value: Value) -> Self {
+        if let Value::Object(details) = &mut self.details {
+            details.insert(key.to_string(), value);
+        }
+        self
+    }
 }
 
 /// The current time in RFC 3339, with milliseconds.

@@ -170,3 +170,28 @@ async fn a_session_whose_model_disappeared_gets_a_clear_error_at_its_next_turn()
     f.runtime.host().reload_config().await.unwrap();
     assert_eq!(f.runtime.prompt(&session.id, "third").await.unwrap().text, "three");
 }
+
+#[tokio::test]
+async fn a_provider_replaced_by_a_new_file_mid_session_serves_the_next_turn() {
+    let f = fixture(vec![say("from the bundled version"), say("from the new version")], "", AskMode::DenyAll).await;
+    let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();
+    assert_eq!(f.runtime.prompt(&session.id, "first").await.unwrap().text, "from the bundled version");
+    let bundled_hash = f.runtime.host().registry().plugin("openai").unwrap().content_hash.clone();
+
+    // A new build of the provider is dropped in: it shadows the bundled one.
+    let new_version = plugboard_tests::with_custom_section(plugboard_tests::bundled("openai"), "build", b"2");
+    std::fs::write(f.ws.plugins.join("openai.wasm"), new_version).unwrap();
+    let report = f.runtime.host().reload(None).await.unwrap();
+    assert_eq!(report.reloaded, ["openai"]);
+    let provider = f.runtime.host().registry().plugin("openai").unwrap().clone();
+    assert!(matches!(provider.source, plugboard::runtime::PluginSource::File { .. }));
+    assert_ne!(provider.content_hash, bundled_hash);
+
+    assert_eq!(f.runtime.prompt(&session.id, "second").await.unwrap().text, "from the new version");
+    let body = request_body(&f.server, 1).to_string();
+    assert!(body.contains("from the bundled version"), "the new version got the whole conversation: {body}");
+    let log = f.store.events_after(0, None, 10_000).await.unwrap();
+    let reloaded: Vec<&Value> = log.iter().filter(|e| e.kind == "plugin.reloaded").map(|e| &e.data).collect();
+    assert_eq!(reloaded.len(), 1);
+    assert_eq!((reloaded[0]["id"].as_str(), reloaded[0]["new_hash"].as_str()), (Some("openai"), Some(provider.content_hash.as_str())));
+}

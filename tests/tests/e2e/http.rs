@@ -598,3 +598,56 @@ async fn plugins_reload_over_http_and_the_changes_are_events() {
     assert_eq!(status, 404, "{body}");
     wait_for_metrics(&api, "plugboard_plugin_reloads_total{outcome=\"reloaded\"} 1").await;
 }
+
+#[tokio::test]
+async fn configuration_and_hooks_over_http_and_their_events_replay() {
+    let api = api(vec![say("unused")], "", None).await;
+    let start = api.f.store.last_seq().await.unwrap();
+    let config = api.f.ws.dir.join("plugboard.toml");
+    let base = std::fs::read_to_string(&config).unwrap();
+    let (status, hooks) = api.get("/hooks").await;
+    assert_eq!(status, 200, "{hooks}");
+    let ids: Vec<&str> = hooks["hooks"].as_array().unwrap().iter().map(|h| h["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["audit-log", "redact-secrets"]);
+    assert!(hooks["hooks"].as_array().unwrap().iter().all(|h| h["enabled"] == false), "bundled hooks start off: {hooks}");
+
+    // An invalid file: 422 with the reason, and nothing changes.
+    std::fs::write(&config, format!("{base}[hooks.redact-secrets]\nenabld = true\n")).unwrap();
+    let (status, body) = api.post("/config/reload", json!({})).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["details"]["reason"].as_str().unwrap().contains("enabld"), "{body}");
+    // A hook plugin dropped in, and the configuration that turns hooks on.
+    std::fs::copy(plugboard_tests::components::HOOK_B, api.f.ws.plugins.join("hook-b.wasm")).unwrap();
+    let (status, report) = api.post("/plugins/reload", json!({})).await;
+    assert_eq!((status, report["loaded"].clone()), (200, json!(["hook-b"])));
+    std::fs::write(
+        &config,
+        format!(
+            "{base}[hooks.redact-secrets]\nenabled = true\n[plugins.hook-b.settings]\nprompt_before = \"reject:closed for maintenance\"\n"
+        ),
+    )
+    .unwrap();
+    let (status, change) = api.post("/config/reload", json!({})).await;
+    assert_eq!(status, 200, "{change}");
+    assert_eq!(change["sections"], json!(["hooks", "plugins"]));
+    let (_, hooks) = api.get("/hooks").await;
+    assert_eq!(hooks["order"]["tool.after"], json!(["hook-b", "redact-secrets"]), "{hooks}");
+    assert_eq!(hooks["order"]["prompt.before"], json!(["hook-b"]));
+
+    // A prompt the hook rejects: 422 naming the hook and the session, which has no input.
+    let (status, body) = api.post("/sessions", json!({ "prompt": "hello" })).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!((body["details"]["hook"].as_str(), body["details"]["reason"].as_str()), (Some("hook-b"), Some("closed for maintenance")));
+    let id = body["details"]["session_id"].as_str().expect("the created session is named").to_string();
+    let (status, session) = api.get(&format!("/sessions/{id}/messages")).await;
+    assert_eq!(status, 200, "{session}");
+    assert!(session["messages"].as_array().unwrap().is_empty(), "{session}");
+
+    // Every change is on the log once, and replays in order.
+    let mut events = api.stream("/events?types=config.rejected,config.changed,hook.added,plugin.loaded", Some(start)).await;
+    let frames = events.until("config.changed", WITHIN).await;
+    assert_eq!(kinds(&frames), ["config.rejected", "plugin.loaded", "hook.added", "config.changed"]);
+    assert_eq!(frames[0].data["data"]["path"], json!(config.display().to_string()));
+    assert_eq!(frames[2].data["data"]["id"], "hook-b");
+    assert_eq!(frames[3].data["data"]["sections"], json!(["hooks", "plugins"]));
+}

@@ -124,7 +124,11 @@ pub async fn create(
     let record = runtime.create_session_with(spec).await?;
     let mut status = SessionStatus::from(record);
     if let Some(prompt) = body.prompt {
-        let admission = runtime.submit(&status.session_id, &prompt, Delivery::Queue).await?;
+        // The session exists by now: an error (a prompt a hook rejected) says which it is.
+        let admission = runtime
+            .submit(&status.session_id, &prompt, Delivery::Queue)
+            .await
+            .map_err(|e| ApiError::from(e).with_detail("session_id", serde_json::json!(status.session_id)))?;
         status.input_id = Some(admission.input_id);
     }
     Ok((StatusCode::CREATED, Json(status)))
