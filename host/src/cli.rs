@@ -440,7 +440,11 @@ fn print_plugins(host: &PluginHost, json: bool) {
             format!("models: {}", models.join(", "))
         } else if let Some(info) = &p.hook {
             let points: Vec<&str> = info.points.iter().map(|p| p.name()).collect();
-            let state = if hooks.enabled(&p.manifest.id) { "on" } else { "off: enable it in [hooks.<id>]" };
+            let state = if hooks.enabled(&p.manifest.id) {
+                "on".to_string()
+            } else {
+                format!("off: turn it on with [hooks.{}] enabled = true", p.manifest.id)
+            };
             format!("hooks: {} ({state})", points.join(", "))
         } else {
             let tools: Vec<&str> = p.tools.iter().map(|t| t.name.as_str()).collect();

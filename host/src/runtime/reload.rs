@@ -247,6 +247,7 @@ impl PluginHost {
         let config_file = self.config_file();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let watched_config = config_file.clone();
+        let plugin_dirs = self.dirs.watched();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             use notify::EventKind;
             use notify::event::{AccessKind, AccessMode, ModifyKind};
@@ -257,7 +258,12 @@ impl PluginHost {
                 EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => true,
                 _ => false,
             };
-            if event.paths.iter().any(|p| p.extension().is_some_and(|x| x == "wasm")) {
+            // The configuration's directory (the workspace) is watched too: only `.wasm` files
+            // of the plugin directories count as plugins.
+            let is_plugin = |p: &std::path::PathBuf| {
+                p.extension().is_some_and(|x| x == "wasm") && p.parent().is_some_and(|d| plugin_dirs.iter().any(|w| w == d))
+            };
+            if event.paths.iter().any(is_plugin) {
                 let _ = tx.send((Change::Plugins, complete));
             }
             if event.paths.contains(&watched_config) {
