@@ -162,10 +162,14 @@ pub enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Create a new tool plugin crate, ready to build with `cargo build --release`.
+    /// Create a new tool plugin crate (or, with `--hook`, a hook plugin crate), ready to
+    /// build with `cargo build --release`.
     New {
         /// The plugin's name (lowercase letters, digits and `-`).
         name: String,
+        /// A hook plugin (`tool.before` and `tool.after` examples) instead of a tool.
+        #[arg(long)]
+        hook: bool,
         /// The directory to create it in (default: the current directory).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
@@ -237,12 +241,21 @@ fn init_logging(level: &str, format: Option<LogFormat>) -> Result<(), String> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Command::Plugin(PluginCommand::New { name, dir }) = &cli.command {
+    if let Command::Plugin(PluginCommand::New { name, dir, hook }) = &cli.command {
         let parent = dir.clone().unwrap_or_else(|| PathBuf::from("."));
+        let file = name.replace('-', "_");
+        if *hook {
+            let created = crate::scaffold::new_hook_plugin(name, &parent)?;
+            println!("Created {}. Next:", created.display());
+            println!("  cd {} && cargo build --release", created.display());
+            println!("  plugboard plugin inspect target/wasm32-wasip2/release/{file}.wasm");
+            println!("  copy the .wasm into .plugboard/plugins/ of a workspace: `plugboard serve` picks it up");
+            return Ok(ExitCode::SUCCESS);
+        }
         let created = crate::scaffold::new_tool_plugin(name, &parent)?;
         println!("Created {}. Next:", created.display());
         println!("  cd {} && cargo build --release", created.display());
-        println!("  plugboard tool call --plugins target/wasm32-wasip2/release {} '{{\"name\":\"world\"}}'", name.replace('-', "_"));
+        println!("  plugboard tool call --plugins target/wasm32-wasip2/release {file} '{{\"name\":\"world\"}}'");
         return Ok(ExitCode::SUCCESS);
     }
     if let Command::Plugin(PluginCommand::Reload { id, server, json }) = &cli.command {
@@ -514,6 +527,13 @@ async fn inspect(host: &PluginHost, plugin: &str, json: bool) -> anyhow::Result<
         let params = parameter_summary(&t.parameters);
         if !params.is_empty() {
             println!("      parameters: {params}");
+        }
+    }
+    if let Some(info) = &plugin.hook {
+        let points: Vec<&str> = info.points.iter().map(|p| p.name()).collect();
+        println!("\nhooks       {}", points.join(", "));
+        if !info.event_types.is_empty() {
+            println!("  events    {}", info.event_types.join(", "));
         }
     }
     let req = &m.capabilities;

@@ -126,6 +126,37 @@ fn a_scaffolded_plugin_builds_and_runs() {
     assert_eq!(text(&out.stdout), "Hello, world!\n");
 }
 
+#[test]
+fn a_scaffolded_hook_plugin_builds_and_declares_its_hooks() {
+    let tmp = TempDir::new("scaffold-hook");
+    let out = plugboard(&tmp.0, &["plugin", "new", "guard-rails", "--hook"]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/guests");
+    let build = Command::new(env!("CARGO"))
+        .args(["build", "--release"])
+        .current_dir(tmp.0.join("guard-rails"))
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("CARGO_BUILD_TARGET")
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "the scaffolded crate builds: {}", text(&build.stderr));
+    let wasm = target.join("wasm32-wasip2/release/guard_rails.wasm");
+    let out = plugboard(&tmp.workspace(), &["plugin", "inspect", wasm.to_str().unwrap()]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("world       hook-plugin") && stdout.contains("hooks       tool.before, tool.after"), "{stdout}");
+    // Installed in a workspace, it is on by default.
+    let plugins = tmp.workspace().join(".plugboard/plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(&wasm, plugins.join("guard_rails.wasm")).unwrap();
+    let out = plugboard(&tmp.workspace(), &["plugin", "list"]);
+    assert!(
+        text(&out.stdout).contains("guard-rails 0.1.0") && text(&out.stdout).contains("hooks: tool.before, tool.after (on)"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
 /// `plugboard.toml` pointing the `openai` provider at a local server.
 fn provider_config(url: &str) -> String {
     format!(
