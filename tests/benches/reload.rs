@@ -204,7 +204,7 @@ async fn measure_hooks(host: &PluginHost, calls: usize, text: &str) -> Vec<Durat
         let t = Instant::now();
         let chain = host.hooks();
         let arguments = match chain.tool_before(&ctx, "c1", "echo", json!({ "text": text }), Some(&schema)).await {
-            plugboard::hooks::ToolDecision::Run { arguments, .. } => arguments,
+            plugboard::hooks::ToolDecision::Run { arguments } => arguments,
             denied => panic!("{denied:?}"),
         };
         let output = host.call_tool("echo", &arguments.to_string(), &CallContext::default(), None).await.unwrap();

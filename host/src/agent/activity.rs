@@ -566,7 +566,7 @@ impl<'a> Activity<'a> {
                 && recent[recent.len() - DOOM_LOOP_CALLS..].iter().all(|c| c == recent.last().expect("not empty"));
             let (input, hook_refusal) = match verdict {
                 None => (parse_arguments(&call.arguments), None),
-                Some(ToolDecision::Run { arguments, .. }) => (arguments, None),
+                Some(ToolDecision::Run { arguments }) => (arguments, None),
                 Some(ToolDecision::Deny { hook, reason }) => {
                     (parse_arguments(&call.arguments), Some(format!("refused by hook `{hook}`: {reason}")))
                 }

@@ -53,12 +53,10 @@ pub struct PromptRejected {
 /// What the `tool.before` hooks decided.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ToolDecision {
-    /// Run the call with these arguments; `rewritten_by` names the hooks that changed them.
+    /// Run the call with these arguments (the model's, or a hook's rewrite).
     Run {
         /// The arguments to run with.
         arguments: Value,
-        /// The hooks that rewrote them, in order.
-        rewritten_by: Vec<String>,
     },
     /// Refuse the call.
     Deny {
@@ -212,7 +210,6 @@ impl HookChain {
         schema: Option<&Value>,
     ) -> ToolDecision {
         let mut arguments = arguments;
-        let mut rewritten_by = Vec::new();
         for hook in self.at(HookPoint::ToolBefore) {
             let c = self.context(ctx);
             let call = wit::ToolCall { call_id: call_id.into(), tool: tool.into(), arguments: arguments.to_string() };
@@ -226,7 +223,6 @@ impl HookChain {
                 Ok(wit::ToolVerdict::Rewrite(text)) => match check_arguments(&text, schema) {
                     Ok(value) => {
                         arguments = value;
-                        rewritten_by.push(hook.id().to_string());
                         None
                     }
                     Err(why) => Some(format!("invalid rewrite of the arguments of `{tool}`: {why}")),
@@ -240,7 +236,7 @@ impl HookChain {
                 }
             }
         }
-        ToolDecision::Run { arguments, rewritten_by }
+        ToolDecision::Run { arguments }
     }
 
     /// `tool.after`: each hook may replace the text and title of the call's result. The

@@ -109,11 +109,9 @@ impl PluginHost {
     /// Reads and checks the configuration file: `None` when it changes nothing. A rejection
     /// is announced (`config.rejected`) once per distinct file content and reason.
     fn validate_config(&self, path: &std::path::Path) -> Result<Option<Validated>, ConfigRejected> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => Some(text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => Some(format!("\u{0}unreadable: {e}")),
-        };
+        let read = std::fs::read_to_string(path);
+        // What the rejection is remembered by: the text (`None` when there is none to read).
+        let text = read.as_ref().ok().cloned();
         let mut last_rejected = self.rejected_config.lock().expect("not poisoned");
         let mut reject = |reason: String| {
             let rejected = ConfigRejected { path: path.to_path_buf(), reason };
@@ -127,10 +125,12 @@ impl PluginHost {
             }
             rejected
         };
-        let new = match &text {
-            Some(t) if t.starts_with('\u{0}') => return Err(reject(format!("cannot read it: {}", &t[1..]))),
-            Some(t) => Config::parse(t).map_err(&mut reject)?,
-            None => return Err(reject("the file was removed (restart to run with the defaults)".into())),
+        let new = match read {
+            Ok(text) => Config::parse(&text).map_err(&mut reject)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(reject("the file was removed (restart to run with the defaults)".into()));
+            }
+            Err(e) => return Err(reject(format!("cannot read it: {e}"))),
         };
         let sections = changed_sections(&self.config(), &new);
         if sections.is_empty() {

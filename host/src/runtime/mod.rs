@@ -91,7 +91,7 @@ pub struct PluginHost {
     reloading: tokio::sync::Mutex<()>,
     /// Where plugin events go (the event log), once attached.
     sink: RwLock<Option<EventSink>>,
-    /// The text of the configuration file last rejected (`None`: the file was missing),
+    /// The text of the configuration file last rejected (`None`: it could not be read),
     /// and why, so that the same rejection is not announced twice.
     rejected_config: std::sync::Mutex<Option<(Option<String>, config_reload::ConfigRejected)>>,
 }
