@@ -49,6 +49,11 @@ impl ArtifactCache {
         directories::ProjectDirs::from("", "", "plugboard").map(|d| d.cache_dir().join("components"))
     }
 
+    /// The directory in use, if caching.
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self.dir.as_deref()
+    }
+
     fn path_for(&self, hash: &str) -> Option<PathBuf> {
         self.dir.as_ref().map(|d| d.join(format!("{hash}-{}.cwasm", self.engine_key)))
     }

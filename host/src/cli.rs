@@ -70,6 +70,19 @@ pub enum Command {
     Session(SessionCommand),
     /// Serve the HTTP API: sessions driven over HTTP, followed over Server-Sent Events.
     Serve(ServeArgs),
+    /// Review the workspace's own plugboard.toml and .plugboard/plugins/, and trust them:
+    /// until then (and after any later change) they are not applied.
+    Trust {
+        /// Only show what is trusted and what changed; exit 1 when something is not trusted.
+        #[arg(long, conflicts_with = "revoke")]
+        check: bool,
+        /// Stop trusting the workspace.
+        #[arg(long)]
+        revoke: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Every model of the loaded providers, as provider/model.
     Models {
         /// Print JSON.
@@ -264,6 +277,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Serve(args) = &cli.command {
         return serve(&cli, args).await;
     }
+    if let Command::Trust { check, revoke, json } = &cli.command {
+        use crate::cli_trust::TrustAction;
+        let action = if *revoke {
+            TrustAction::Revoke
+        } else if *check {
+            TrustAction::Check
+        } else {
+            TrustAction::Trust
+        };
+        return crate::cli_trust::run(&workspace_trust(&cli)?, action, *json);
+    }
     if let Command::Session(command) = &cli.command {
         let store = crate::cli_run::open_store(cli.data_dir.as_ref())?;
         return match command {
@@ -277,10 +301,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         plugin_dirs: cli.plugin_dirs.clone(),
         cache_dir: cli.cache_dir.clone(),
         skip_user_plugins: false,
+        data_dir: cli.data_dir.clone(),
     };
     let host = PluginHost::start(options).await?;
     for failure in host.registry().failures() {
         eprintln!("warning: plugin {} not loaded: {}", failure.source, failure.reason);
+    }
+    for file in host.untrusted() {
+        eprintln!("warning: {} is not trusted, so it is not applied; review and trust it with `{}`", file.path.display(), file.review);
     }
     match cli.command {
         Command::Tool(ToolCommand::List { json }) => {
@@ -294,7 +322,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Plugin(PluginCommand::Inspect { plugin, json }) => inspect(&host, &plugin, json).await,
         Command::Plugin(PluginCommand::New { .. } | PluginCommand::Reload { .. }) => unreachable!("handled before the host starts"),
-        Command::Session(_) | Command::Serve(_) => unreachable!("handled before the host starts"),
+        Command::Session(_) | Command::Serve(_) | Command::Trust { .. } => unreachable!("handled before the host starts"),
         Command::Run { prompt, model, agent, session, yes } => {
             let store = crate::cli_run::open_store(cli.data_dir.as_ref())?;
             crate::cli_run::run(host, store, crate::cli_run::RunOptions { prompt, model, agent, session, yes }).await
@@ -310,13 +338,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// serves until SIGTERM or SIGINT.
 async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     use crate::server::{ServeOptions, ServerSettings};
-    let workspace = match &cli.workspace {
-        Some(w) => w.clone(),
-        None => std::env::current_dir()?,
-    };
-    let workspace =
-        workspace.canonicalize().map_err(|e| anyhow::anyhow!("the workspace {} is not accessible: {e}", workspace.display()))?;
-    let (config, _) = crate::config::Config::load(cli.config.as_deref(), &workspace)?;
+    let trust = workspace_trust(cli)?;
+    let workspace = trust.workspace().to_path_buf();
+    // `[server]` and `[sessions]` come only from a trusted file: a workspace cannot open the
+    // server to another address or origin by itself.
+    let config = crate::config::Config::load(cli.config.as_deref(), &trust)?.config;
     let host = args.host.unwrap_or(config.server.host);
     let port = args.port.unwrap_or(config.server.port);
     let mut sessions = config.sessions.clone();
@@ -335,9 +361,21 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<ExitCode> {
         plugin_dirs: cli.plugin_dirs.clone(),
         cache_dir: cli.cache_dir.clone(),
         skip_user_plugins: false,
+        data_dir: cli.data_dir.clone(),
     };
-    crate::server::serve(ServeOptions { host: options, data_dir: cli.data_dir.clone(), settings }).await?;
+    crate::server::serve(ServeOptions { host: options, settings }).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The trust of the workspace the command line names (default: the current directory).
+fn workspace_trust(cli: &Cli) -> anyhow::Result<crate::trust::WorkspaceTrust> {
+    let workspace = match &cli.workspace {
+        Some(w) => w.clone(),
+        None => std::env::current_dir()?,
+    };
+    let workspace =
+        workspace.canonicalize().map_err(|e| anyhow::anyhow!("the workspace {} is not accessible: {e}", workspace.display()))?;
+    Ok(crate::trust::WorkspaceTrust::new(&workspace, cli.data_dir.as_deref()))
 }
 
 fn print_tools(host: &PluginHost, json: bool) {

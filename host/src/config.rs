@@ -93,20 +93,72 @@ pub enum ConfigError {
     },
 }
 
+/// The configuration to put in force, and where it came from.
+#[derive(Debug)]
+pub struct LoadedConfig {
+    /// The configuration (the defaults when there is no file, or the workspace's file is
+    /// not trusted).
+    pub config: Config,
+    /// The file it was read from, or that a reload would read.
+    pub path: Option<PathBuf>,
+    /// The workspace's `plugboard.toml`, when it is there but not trusted, so not applied.
+    pub untrusted: Option<crate::trust::UntrustedFile>,
+}
+
+/// Where a configuration file comes from, which decides what it may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigOrigin {
+    /// Named by the operator (`--config`): trusted as it is.
+    Operator,
+    /// The workspace's `plugboard.toml`: applied only when trusted, and never holding a secret.
+    Workspace,
+}
+
 impl Config {
     /// Loads `explicit` when given (it must exist), else `<workspace>/plugboard.toml` when
-    /// present, else the defaults. Returns the file used.
-    pub fn load(explicit: Option<&Path>, workspace: &Path) -> Result<(Config, Option<PathBuf>), ConfigError> {
-        let path = match explicit {
-            Some(p) => Some(p.to_path_buf()),
-            None => Some(workspace.join(CONFIG_FILE_NAME)).filter(|p| p.exists()),
+    /// present and trusted (see [`crate::trust`]), else the defaults.
+    pub fn load(explicit: Option<&Path>, trust: &crate::trust::WorkspaceTrust) -> Result<LoadedConfig, ConfigError> {
+        let (path, origin) = match explicit {
+            Some(p) => (p.to_path_buf(), ConfigOrigin::Operator),
+            None => (trust.workspace().join(CONFIG_FILE_NAME), ConfigOrigin::Workspace),
         };
-        let Some(path) = path else {
-            return Ok((Config::default(), None));
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && origin == ConfigOrigin::Workspace => {
+                return Ok(LoadedConfig { config: Config::default(), path: None, untrusted: None });
+            }
+            Err(source) => return Err(ConfigError::Read { path, source }),
         };
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-        let config = Config::parse(&text).map_err(|message| ConfigError::Invalid { path: path.clone(), message })?;
-        Ok((config, Some(path)))
+        if origin == ConfigOrigin::Workspace
+            && let Err(untrusted) = trust.config_trusted(&text)
+        {
+            return Ok(LoadedConfig { config: Config::default(), path: Some(path), untrusted: Some(untrusted) });
+        }
+        let config = Config::parse_from(&text, origin).map_err(|message| ConfigError::Invalid { path: path.clone(), message })?;
+        Ok(LoadedConfig { config, path: Some(path), untrusted: None })
+    }
+
+    /// Parses a configuration file from `origin`: a workspace file may not hold secrets.
+    pub fn parse_from(text: &str, origin: ConfigOrigin) -> Result<Config, String> {
+        let config = Config::parse(text)?;
+        if origin == ConfigOrigin::Workspace {
+            config.refuse_secrets()?;
+        }
+        Ok(config)
+    }
+
+    /// A workspace file is read by every plugin granted the workspace and is often
+    /// committed: it may name where a secret is, never hold one.
+    fn refuse_secrets(&self) -> Result<(), String> {
+        let holders: Vec<String> =
+            self.plugins.iter().filter(|(_, g)| g.api_key.is_some()).map(|(id, _)| format!("[plugins.{id}] api_key")).collect();
+        if holders.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "{} holds a secret in the workspace's {CONFIG_FILE_NAME}, where plugins and commands can read it; name the environment variable that holds it instead (`api_key_env = \"OPENAI_API_KEY\"`), or keep the key in a configuration file outside the workspace passed with --config",
+            holders.join(", ")
+        ))
     }
 
     /// Parses the text of a configuration file.
@@ -219,6 +271,16 @@ mod tests {
         assert_eq!(grants.api_key.as_ref().unwrap().expose(), "sk-very-secret");
         assert!(!format!("{config:?}").contains("sk-very-secret"));
         assert!(!serde_json::to_string(grants).unwrap().contains("sk-very-secret"));
+    }
+
+    #[test]
+    fn a_workspace_file_may_not_hold_an_api_key_but_may_name_its_variable() {
+        let text = "[plugins.openai]\napi_key = \"sk-very-secret\"\n";
+        let err = Config::parse_from(text, ConfigOrigin::Workspace).unwrap_err();
+        assert!(err.contains("[plugins.openai] api_key") && err.contains("api_key_env") && err.contains("--config"), "{err}");
+        assert!(!err.contains("sk-very-secret"), "{err}");
+        assert!(Config::parse_from(text, ConfigOrigin::Operator).is_ok());
+        assert!(Config::parse_from("[plugins.openai]\napi_key_env = \"MY_KEY\"\n", ConfigOrigin::Workspace).is_ok());
     }
 
     #[test]

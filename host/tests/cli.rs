@@ -4,14 +4,29 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn plugboard(workspace: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_plugboard"))
-        .args(args)
+    isolated(&mut Command::new(env!("CARGO_BIN_EXE_plugboard")), workspace).args(args).output().expect("the binary runs")
+}
+
+/// The binary in `workspace`, with user directories of its own beside it (never the real
+/// user's) and the provider key the test configurations name in `api_key_env`.
+fn isolated<'a>(command: &'a mut Command, workspace: &Path) -> &'a mut Command {
+    let beside = workspace.parent().expect("the workspace has a parent");
+    command
         .current_dir(workspace)
         .env("XDG_CACHE_HOME", std::env::temp_dir().join("plugboard-cli-cache"))
-        .env("XDG_CONFIG_HOME", workspace.join(".no-user-config"))
+        .env("XDG_CONFIG_HOME", beside.join("user-config"))
+        .env("XDG_DATA_HOME", beside.join("user-data"))
+        .env("PLUGBOARD_TEST_KEY", "sk-test")
         .env_remove("WORKSPACE_DIR")
-        .output()
-        .expect("the binary runs")
+}
+
+/// Trusts the workspace's own files as they are, as the operator does (in `data_dir`, or
+/// the user's data directory).
+fn trust(workspace: &Path, data_dir: Option<&str>) {
+    let mut args = vec!["trust"];
+    args.extend(data_dir.iter().flat_map(|d| ["--data-dir", d]));
+    let out = plugboard(workspace, &args);
+    assert!(out.status.success(), "plugboard trust: {}{}", text(&out.stdout), text(&out.stderr));
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -81,6 +96,7 @@ fn plugin_inspect_shows_requested_and_granted_capabilities() {
     let tmp = TempDir::new("inspect");
     let ws = tmp.workspace();
     std::fs::write(ws.join("plugboard.toml"), "[plugins.fetch]\nnetwork = [\"https://*.example.com\"]\n").unwrap();
+    trust(&ws, None);
     let out = plugboard(&ws, &["plugin", "inspect", "fetch"]);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     let stdout = text(&out.stdout);
@@ -95,10 +111,17 @@ fn an_invalid_configuration_stops_with_its_location() {
     let tmp = TempDir::new("badconfig");
     let ws = tmp.workspace();
     std::fs::write(ws.join("plugboard.toml"), "[limits]\ntimeout = 5\n").unwrap();
-    let out = plugboard(&ws, &["tool", "list"]);
+    // `plugboard trust` checks the file before it trusts it.
+    let out = plugboard(&ws, &["trust"]);
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(stderr.contains("plugboard.toml") && stderr.contains("timeout") && stderr.contains("line 2"), "{stderr}");
+    // An operator's own file is not asked to be trusted.
+    std::fs::rename(ws.join("plugboard.toml"), ws.join("../operator.toml")).unwrap();
+    let out = plugboard(&ws, &["tool", "list", "--config", "../operator.toml"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("operator.toml") && stderr.contains("timeout") && stderr.contains("line 2"), "{stderr}");
 }
 
 #[test]
@@ -149,6 +172,7 @@ fn a_scaffolded_hook_plugin_builds_and_declares_its_hooks() {
     let plugins = tmp.workspace().join(".plugboard/plugins");
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::copy(&wasm, plugins.join("guard_rails.wasm")).unwrap();
+    trust(&tmp.workspace(), None);
     let out = plugboard(&tmp.workspace(), &["plugin", "list"]);
     assert!(
         text(&out.stdout).contains("guard-rails 0.1.0") && text(&out.stdout).contains("hooks: tool.before, tool.after (on)"),
@@ -160,7 +184,7 @@ fn a_scaffolded_hook_plugin_builds_and_declares_its_hooks() {
 /// `plugboard.toml` pointing the `openai` provider at a local server.
 fn provider_config(url: &str) -> String {
     format!(
-        "default_model = \"openai/test-model\"\n[plugins.openai]\nnetwork = [\"{url}\"]\napi_key = \"sk-test\"\n\
+        "default_model = \"openai/test-model\"\n[plugins.openai]\nnetwork = [\"{url}\"]\napi_key_env = \"PLUGBOARD_TEST_KEY\"\n\
          settings = {{ base_url = \"{url}/v1\", models = [{{ id = \"test-model\" }}] }}\n"
     )
 }
@@ -185,11 +209,8 @@ fn json_of(out: &Output) -> serde_json::Value {
 /// printed was stored first).
 fn run_until_streaming(ws: &Path, data_dir: &str, marker: &str) -> std::process::Child {
     use std::io::Read;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_plugboard"))
+    let mut child = isolated(&mut Command::new(env!("CARGO_BIN_EXE_plugboard")), ws)
         .args(["run", "--data-dir", data_dir, "count slowly"])
-        .current_dir(ws)
-        .env("XDG_CACHE_HOME", std::env::temp_dir().join("plugboard-cli-cache"))
-        .env("XDG_CONFIG_HOME", ws.join(".no-user-config"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -223,6 +244,7 @@ fn ctrl_c_cancels_the_run_and_records_the_answer_aborted() {
     let data = tmp.0.join("data");
     let data_arg = data.to_str().unwrap();
     std::fs::write(ws.join("plugboard.toml"), provider_config(&server.url())).unwrap();
+    trust(&ws, Some(data_arg));
     let child = run_until_streaming(&ws, data_arg, "w2 ");
     let interrupted = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(interrupted.success());
@@ -247,6 +269,7 @@ fn a_turn_killed_with_sigkill_is_marked_interrupted_and_the_session_goes_on_afte
     let data = tmp.0.join("data");
     let data_arg = data.to_str().unwrap();
     std::fs::write(ws.join("plugboard.toml"), provider_config(&server.url())).unwrap();
+    trust(&ws, Some(data_arg));
 
     let mut child = run_until_streaming(&ws, data_arg, "w3 ");
     child.kill().unwrap();
@@ -293,12 +316,9 @@ impl Serve {
     async fn start_with(ws: &Path, data_dir: &str, extra: &[&str]) -> Serve {
         use std::io::BufRead;
         let mut child =
-            Command::new(env!("CARGO_BIN_EXE_plugboard"))
+            isolated(&mut Command::new(env!("CARGO_BIN_EXE_plugboard")), ws)
                 .args(["serve", "--port", "0", "--data-dir", data_dir])
                 .args(extra)
-                .current_dir(ws)
-                .env("XDG_CACHE_HOME", std::env::temp_dir().join("plugboard-cli-cache"))
-                .env("XDG_CONFIG_HOME", ws.join(".no-user-config"))
                 .env_remove("PLUGBOARD_SHARED_SECRET")
                 .env_remove("PORT")
                 .env("LOG_FORMAT", "json")
@@ -378,6 +398,7 @@ async fn a_session_created_by_run_is_prompted_over_http_by_id() {
     let data = tmp.0.join("data");
     let data_arg = data.to_str().unwrap();
     std::fs::write(ws.join("plugboard.toml"), provider_config(&server.url())).unwrap();
+    trust(&ws, Some(data_arg));
     let out = plugboard(&ws, &["run", "--data-dir", data_arg, "hello"]);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     let id = json_of(&plugboard(&ws, &["session", "list", "--json", "--data-dir", data_arg]))[0]["id"].as_str().unwrap().to_string();
@@ -433,6 +454,7 @@ async fn sigterm_mid_turn_interrupts_it_and_the_next_start_runs_the_queued_input
     let data = tmp.0.join("data");
     let data_arg = data.to_str().unwrap();
     std::fs::write(ws.join("plugboard.toml"), format!("{}[server]\nshutdown_grace_seconds = 1\n", provider_config(&server.url()))).unwrap();
+    trust(&ws, Some(data_arg));
 
     let serve = Serve::start(&ws, data_arg).await;
     let (status, created) = serve.post("/sessions", serde_json::json!({ "prompt": "count slowly" })).await;
@@ -465,9 +487,13 @@ async fn plugin_reload_reloads_a_running_server_and_says_what_changed() {
     let plugins = ws.join(".plugboard/plugins");
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::copy(plugboard_tests::components::VERSIONED_A, plugins.join("versioned.wasm")).unwrap();
+    let data = tmp.0.join("data");
+    let data_arg = data.to_str().unwrap();
+    trust(&ws, Some(data_arg));
     // Without the watcher, only the command reloads.
-    let serve = Serve::start_with(&ws, tmp.0.join("data").to_str().unwrap(), &["--no-watch"]).await;
+    let serve = Serve::start_with(&ws, data_arg, &["--no-watch"]).await;
     std::fs::copy(plugboard_tests::components::VERSIONED_B, plugins.join("versioned.wasm")).unwrap();
+    trust(&ws, Some(data_arg));
 
     let out = plugboard(&ws, &["plugin", "reload", "--server", &serve.url]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -480,6 +506,7 @@ async fn plugin_reload_reloads_a_running_server_and_says_what_changed() {
 
     // One plugin by id; a broken new version fails the command and names the file.
     std::fs::write(plugins.join("versioned.wasm"), b"not a component").unwrap();
+    trust(&ws, Some(data_arg));
     let out = plugboard(&ws, &["plugin", "reload", "versioned", "--server", &serve.url]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
@@ -491,4 +518,37 @@ async fn plugin_reload_reloads_a_running_server_and_says_what_changed() {
     let out = plugboard(&ws, &["plugin", "reload", "--server", "http://127.0.0.1:9"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("no Plugboard server answers at http://127.0.0.1:9"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_workspace_config_applies_only_once_trusted_and_again_after_each_change() {
+    let tmp = TempDir::new("trust");
+    let ws = tmp.workspace();
+    std::fs::write(ws.join("plugboard.toml"), "[plugins.fetch]\nnetwork = [\"https://*.example.com\"]\n").unwrap();
+    let out = plugboard(&ws, &["plugin", "inspect", "fetch"]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("https://*.example.com"), "not applied before it is trusted: {}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("is not trusted") && stderr.contains("plugboard trust --workspace"), "{stderr}");
+
+    let check = plugboard(&ws, &["trust", "--check"]);
+    assert_eq!(check.status.code(), Some(1));
+    let review = text(&check.stdout);
+    assert!(review.contains("plugboard.toml is new") && review.contains("[plugins.fetch] network https://*.example.com"), "{review}");
+    trust(&ws, None);
+    assert_eq!(plugboard(&ws, &["trust", "--check"]).status.code(), Some(0));
+    assert!(text(&plugboard(&ws, &["plugin", "inspect", "fetch"]).stdout).contains("granted:   https://*.example.com"));
+
+    // Any later change, by anyone, is not applied until it is trusted again.
+    std::fs::write(ws.join("plugboard.toml"), "[plugins.fetch]\nnetwork = [\"https://*\"]\n").unwrap();
+    let out = plugboard(&ws, &["plugin", "inspect", "fetch"]);
+    assert!(!text(&out.stdout).contains("granted:   https://*"), "{}", text(&out.stdout));
+    assert!(text(&plugboard(&ws, &["trust", "--check"]).stdout).contains("plugboard.toml changed"));
+    // A secret in the file is refused before it can be trusted.
+    std::fs::write(ws.join("plugboard.toml"), "[plugins.openai]\napi_key = \"sk-in-the-repo\"\n").unwrap();
+    let out = plugboard(&ws, &["trust"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("api_key_env") && !text(&out.stderr).contains("sk-in-the-repo"), "{}", text(&out.stderr));
+    let revoked = plugboard(&ws, &["trust", "--revoke"]);
+    assert!(text(&revoked.stdout).contains("no longer trusted"), "{}", text(&revoked.stdout));
 }

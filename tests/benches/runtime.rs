@@ -34,10 +34,7 @@ async fn run() {
     let read = plugboard_bundled_plugins_bytes("read");
     let uncached_ws = Workspace::new();
     uncached_ws.config("[cache]\nenabled = false\n");
-    let uncached =
-        PluginHost::start(HostOptions { workspace: Some(uncached_ws.dir.clone()), skip_user_plugins: true, ..Default::default() })
-            .await
-            .unwrap();
+    let uncached = PluginHost::start(HostOptions { plugin_dirs: vec![], cache_dir: None, ..uncached_ws.trust().options() }).await.unwrap();
     let mut cold = Vec::new();
     let mut cached = Vec::new();
     for _ in 0..5 {

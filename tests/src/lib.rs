@@ -25,6 +25,8 @@ pub struct Workspace {
     pub outside: PathBuf,
     /// The plugins directory the host loads from (`--plugins`).
     pub plugins: PathBuf,
+    /// The data directory (sessions, workspace trust), outside the workspace.
+    pub data: PathBuf,
     cache: PathBuf,
 }
 
@@ -39,7 +41,8 @@ impl Workspace {
         let dir = root.join("workspace");
         let outside = root.join("outside");
         let plugins = root.join("plugins");
-        for d in [&dir, &outside, &plugins] {
+        let data = root.join("data");
+        for d in [&dir, &outside, &plugins, &data] {
             std::fs::create_dir_all(d).unwrap();
         }
         std::fs::write(outside.join("secret.txt"), "TOP-SECRET").unwrap();
@@ -50,13 +53,50 @@ impl Workspace {
         let cache = std::env::temp_dir().join("plugboard-e2e-cache");
         let dir = dir.canonicalize().unwrap();
         let outside = outside.canonicalize().unwrap();
-        Workspace { root, dir, outside, plugins, cache }
+        Workspace { root, dir, outside, plugins, data, cache }
+    }
+
+    /// Trusts the workspace's own files as they are now, as the operator does with
+    /// `plugboard trust`.
+    pub fn trust(&self) -> &Self {
+        self.workspace_trust().trust_current().expect("the workspace can be trusted");
+        self
+    }
+
+    /// The workspace's trust, as the host sees it.
+    pub fn workspace_trust(&self) -> plugboard::trust::WorkspaceTrust {
+        plugboard::trust::WorkspaceTrust::new(&self.dir, Some(&self.data))
+    }
+
+    /// The options of a host on this workspace, with the test plugins.
+    pub fn options(&self) -> HostOptions {
+        HostOptions {
+            workspace: Some(self.dir.clone()),
+            config_file: Some(self.operator_config_path()).filter(|p| p.exists()),
+            plugin_dirs: vec![self.plugins.clone()],
+            cache_dir: Some(self.cache.clone()),
+            skip_user_plugins: true,
+            data_dir: Some(self.data.clone()),
+        }
     }
 
     /// Writes `plugboard.toml` in the workspace.
     pub fn config(&self, toml: &str) -> &Self {
         std::fs::write(self.dir.join("plugboard.toml"), toml).unwrap();
         self
+    }
+
+    /// Writes the operator's configuration file, outside the workspace (`--config`): from
+    /// then on the host reads it instead of the workspace's `plugboard.toml`. Secrets such as
+    /// `api_key` are allowed only there.
+    pub fn operator_config(&self, toml: &str) -> &Self {
+        std::fs::write(self.operator_config_path(), toml).unwrap();
+        self
+    }
+
+    /// Where [`Self::operator_config`] writes.
+    pub fn operator_config_path(&self) -> PathBuf {
+        self.root.join("operator.toml")
     }
 
     /// Writes a file in the workspace.
@@ -67,17 +107,11 @@ impl Workspace {
         self
     }
 
-    /// Starts a host on this workspace, with the test plugins.
+    /// Starts a host on this workspace, with the test plugins, after trusting the
+    /// workspace's files as they are (the operator's `plugboard trust`).
     pub async fn host(&self) -> PluginHost {
-        let host = PluginHost::start(HostOptions {
-            workspace: Some(self.dir.clone()),
-            config_file: None,
-            plugin_dirs: vec![self.plugins.clone()],
-            cache_dir: Some(self.cache.clone()),
-            skip_user_plugins: true,
-        })
-        .await
-        .expect("the host starts");
+        self.trust();
+        let host = PluginHost::start(self.options()).await.expect("the host starts");
         assert!(host.registry().failures().is_empty(), "plugins failed to load: {:?}", host.registry().failures());
         host
     }

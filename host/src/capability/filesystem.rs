@@ -80,6 +80,29 @@ pub fn resolve(spec: &DirGrantSpec, workspace: &Path) -> Result<DirGrant, String
     Ok(DirGrant { path, access: spec.access() })
 }
 
+/// Refuses a granted directory that contains one of Plugboard's own directories, or lies
+/// inside one: sessions, trust, user plugins and compiled code are never a plugin's to
+/// read or change.
+pub fn refuse_protected(granted: &Path, protected: &[PathBuf]) -> Result<(), String> {
+    for dir in protected {
+        if dir.starts_with(granted) {
+            return Err(format!(
+                "`{}` cannot be granted: it contains Plugboard's own directory `{}` (sessions, trust, user plugins or compiled plugins), which no plugin may reach; grant the directories beneath it that the plugin needs",
+                granted.display(),
+                dir.display()
+            ));
+        }
+        if granted.starts_with(dir) {
+            return Err(format!(
+                "`{}` cannot be granted: it is inside Plugboard's own directory `{}`, which no plugin may reach",
+                granted.display(),
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn expand_home(path: &str) -> PathBuf {
     match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => Path::new(&home).join(rest),
@@ -104,5 +127,16 @@ mod tests {
         let err = resolve(&DirGrantSpec::WithAccess { path: "file".into(), access: Access::ReadWrite }, &dir).unwrap_err();
         assert!(err.contains("not a directory"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn grants_that_contain_or_enter_a_protected_directory_are_refused() {
+        let protected = [PathBuf::from("/home/u/.local/share/plugboard")];
+        assert!(refuse_protected(Path::new("/"), &protected).unwrap_err().contains("contains Plugboard's own directory"));
+        assert!(refuse_protected(Path::new("/home/u"), &protected).is_err());
+        assert!(refuse_protected(Path::new("/home/u/.local/share/plugboard/x"), &protected).unwrap_err().contains("inside"));
+        assert!(refuse_protected(Path::new("/home/u/project"), &protected).is_ok());
+        // A sibling whose name starts the same is not inside it.
+        assert!(refuse_protected(Path::new("/home/u/.local/share/plugboard-other"), &protected).is_ok());
     }
 }

@@ -261,6 +261,8 @@ pub struct PolicyContext {
     pub confinement: Arc<ConfinementSupport>,
     /// The largest memory a plugin may be given (the pool's slot size), when pooling.
     pub max_memory_mib: Option<u64>,
+    /// Directories no grant may reach (see [`crate::trust::protected_dirs`]).
+    pub protected: Vec<PathBuf>,
 }
 
 impl CapabilityPolicy {
@@ -274,6 +276,7 @@ impl CapabilityPolicy {
         let mut filesystem = Vec::new();
         for spec in &grants.filesystem {
             let grant = filesystem::resolve(spec, &ctx.workspace).map_err(|m| error("filesystem", m))?;
+            filesystem::refuse_protected(&grant.path, &ctx.protected).map_err(|m| error("filesystem", m))?;
             if let Some(wanted) = requested.filesystem {
                 filesystem.push(DirGrant { access: grant.access.min(wanted), ..grant });
             }

@@ -18,7 +18,8 @@ use serde_json::json;
 use super::registry::Registry;
 use super::{PluginHost, PluginSource};
 use crate::capability::CapabilityPolicy;
-use crate::config::{CONFIG_FILE_NAME, Config};
+use crate::config::{CONFIG_FILE_NAME, Config, ConfigOrigin};
+use crate::trust::UntrustedFile;
 
 /// Sections that only take effect when Plugboard restarts.
 const RESTART_SECTIONS: &[&str] = &["engine", "cache", "server", "sessions"];
@@ -125,13 +126,17 @@ impl PluginHost {
             }
             rejected
         };
-        let new = match read {
-            Ok(text) => Config::parse(&text).map_err(&mut reject)?,
+        let text = match read {
+            Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(reject("the file was removed (restart to run with the defaults)".into()));
             }
             Err(e) => return Err(reject(format!("cannot read it: {e}"))),
         };
+        if self.config_origin == ConfigOrigin::Workspace {
+            self.check_trusted(&text)?;
+        }
+        let new = Config::parse_from(&text, self.config_origin).map_err(&mut reject)?;
         let sections = changed_sections(&self.config(), &new);
         if sections.is_empty() {
             *last_rejected = None;
@@ -154,6 +159,36 @@ impl PluginHost {
         *last_rejected = None;
         Ok(Some(Validated { config: new, change, policy_ctx, policies }))
     }
+}
+
+impl PluginHost {
+    /// Refuses a workspace configuration whose content the operator has not trusted. The
+    /// first sight of each such content is announced (`workspace.untrusted`) with the
+    /// command that reviews and trusts it; the configuration in force stays.
+    fn check_trusted(&self, text: &str) -> Result<(), ConfigRejected> {
+        let mut pending = self.untrusted_config.lock().expect("not poisoned");
+        match self.trust().config_trusted(text) {
+            Ok(()) => {
+                *pending = None;
+                Ok(())
+            }
+            Err(untrusted) => {
+                let news = pending.as_ref().is_none_or(|p| p.sha256 != untrusted.sha256);
+                if news {
+                    tracing::warn!(path = %untrusted.path.display(), review = %untrusted.review, "the workspace's configuration changed and is not trusted; the configuration in force stays");
+                    self.emit(vec![untrusted_event(&untrusted)]);
+                }
+                let reason = format!("its content is not trusted; review it and run `{}` to apply it", untrusted.review);
+                *pending = Some(untrusted.clone());
+                Err(ConfigRejected { path: untrusted.path, reason })
+            }
+        }
+    }
+}
+
+/// The `workspace.untrusted` event of a file that is not applied.
+pub(super) fn untrusted_event(file: &UntrustedFile) -> (&'static str, serde_json::Value) {
+    ("workspace.untrusted", json!({ "path": file.path, "kind": file.kind, "sha256": file.sha256, "review": file.review }))
 }
 
 /// The top-level sections of `new` that differ from `old`.

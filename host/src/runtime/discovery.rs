@@ -2,10 +2,14 @@
 //! plugins directory, the workspace's `.plugboard/plugins/`, and `--plugins DIR`s. A
 //! plugin id found in several places is taken from the most specific one (`--plugins`,
 //! then the workspace, then the user's directory, then the embedded ones).
+//!
+//! The workspace's plugins load only when trusted (see [`crate::trust`]): a file whose
+//! content the operator has not trusted is set aside as [`UntrustedFile`], not loaded.
 
 use std::path::{Path, PathBuf};
 
 use super::plugin::PluginSource;
+use crate::trust::{UntrustedFile, WorkspaceTrust};
 
 /// The workspace's plugins directory, relative to the workspace.
 pub const WORKSPACE_PLUGINS_DIR: &str = ".plugboard/plugins";
@@ -25,7 +29,18 @@ pub struct Candidate {
 /// The user's plugins directory: `$XDG_CONFIG_HOME/plugboard/plugins` or the platform's
 /// equivalent.
 pub fn user_plugins_dir() -> Option<PathBuf> {
-    directories::ProjectDirs::from("", "", "plugboard").map(|d| d.config_dir().join("plugins"))
+    crate::trust::default_config_dir().map(|d| d.join("plugins"))
+}
+
+/// What a scan of the plugin directories found.
+#[derive(Default)]
+pub struct Discovered {
+    /// Plugins to load, highest precedence first.
+    pub candidates: Vec<Candidate>,
+    /// Files or directories that could not be read, and why.
+    pub errors: Vec<(PluginSource, String)>,
+    /// Workspace plugins whose content is not trusted.
+    pub untrusted: Vec<UntrustedFile>,
 }
 
 /// The directories plugin files are found in (the embedded plugins aside).
@@ -37,12 +52,14 @@ pub struct PluginDirs {
     pub user: Option<PathBuf>,
     /// `--plugins DIR`s.
     pub extra: Vec<PathBuf>,
+    /// What the operator trusts of the workspace.
+    pub trust: WorkspaceTrust,
 }
 
 impl PluginDirs {
     /// Every candidate in these directories and the embedded plugins (see [`discover`]).
-    pub fn discover(&self) -> (Vec<Candidate>, Vec<(PluginSource, String)>) {
-        discover(&self.workspace, self.user.as_deref(), &self.extra)
+    pub fn discover(&self) -> Discovered {
+        discover(&self.workspace, self.user.as_deref(), &self.extra, &self.trust)
     }
 
     /// The directories to watch for changes.
@@ -55,10 +72,14 @@ impl PluginDirs {
 }
 
 /// Lists every candidate, highest precedence first. Unreadable files are returned as
-/// errors beside the candidates, never silently skipped.
-pub fn discover(workspace: &Path, user_dir: Option<&Path>, extra_dirs: &[PathBuf]) -> (Vec<Candidate>, Vec<(PluginSource, String)>) {
+/// errors beside the candidates, never silently skipped; untrusted workspace plugins are
+/// set aside.
+pub fn discover(workspace: &Path, user_dir: Option<&Path>, extra_dirs: &[PathBuf], trust: &WorkspaceTrust) -> Discovered {
     let mut candidates = Vec::new();
     let mut errors = Vec::new();
+    let mut untrusted = Vec::new();
+    let workspace_dir = workspace.join(WORKSPACE_PLUGINS_DIR);
+    let record = workspace_dir.is_dir().then(|| trust.record());
     let mut scan = |dir: &Path, precedence: u8, must_exist: bool| {
         let entries = match std::fs::read_dir(dir) {
             Ok(entries) => entries,
@@ -77,6 +98,15 @@ pub fn discover(workspace: &Path, user_dir: Option<&Path>, extra_dirs: &[PathBuf
         files.sort();
         for path in files {
             match std::fs::read(&path) {
+                Ok(bytes) if dir == workspace_dir => match trust.plugin_trusted(record.as_ref().expect("read above"), &path, &bytes) {
+                    Ok(()) => candidates.push(Candidate {
+                        source: PluginSource::File { path },
+                        bytes: bytes.into(),
+                        first_party: false,
+                        precedence,
+                    }),
+                    Err(file) => untrusted.push(file),
+                },
                 Ok(bytes) => {
                     candidates.push(Candidate { source: PluginSource::File { path }, bytes: bytes.into(), first_party: false, precedence })
                 }
@@ -87,7 +117,7 @@ pub fn discover(workspace: &Path, user_dir: Option<&Path>, extra_dirs: &[PathBuf
     for dir in extra_dirs {
         scan(dir, 3, true);
     }
-    scan(&workspace.join(WORKSPACE_PLUGINS_DIR), 2, false);
+    scan(&workspace_dir, 2, false);
     if let Some(dir) = user_dir {
         scan(dir, 1, false);
     }
@@ -99,5 +129,5 @@ pub fn discover(workspace: &Path, user_dir: Option<&Path>, extra_dirs: &[PathBuf
             precedence: 0,
         });
     }
-    (candidates, errors)
+    Discovered { candidates, errors, untrusted }
 }

@@ -41,6 +41,8 @@ pub struct HostOptions {
     pub cache_dir: Option<PathBuf>,
     /// Skip the user's plugins directory (tests use this for isolation).
     pub skip_user_plugins: bool,
+    /// The data directory: sessions and workspace trust (default: the user's).
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Why the host could not start.
@@ -79,6 +81,8 @@ pub struct PluginHost {
     /// The configuration in force; replaced whole by a configuration reload.
     config: RwLock<Arc<Config>>,
     config_path: Option<PathBuf>,
+    /// Whether the operator named the configuration file, or it is the workspace's.
+    config_origin: crate::config::ConfigOrigin,
     /// What grants resolve against; `[limits]` and `[sandbox]` follow the configuration.
     policy_ctx: RwLock<PolicyContext>,
     workspace: PathBuf,
@@ -91,6 +95,11 @@ pub struct PluginHost {
     reloading: tokio::sync::Mutex<()>,
     /// Where plugin events go (the event log), once attached.
     sink: RwLock<Option<EventSink>>,
+    /// What the operator trusts of the workspace.
+    trust: crate::trust::WorkspaceTrust,
+    /// The workspace's configuration file, when its content now is not trusted (so the
+    /// configuration in force is an older one, or the defaults).
+    untrusted_config: std::sync::Mutex<Option<crate::trust::UntrustedFile>>,
     /// The text of the configuration file last rejected (`None`: it could not be read),
     /// and why, so that the same rejection is not announced twice.
     rejected_config: std::sync::Mutex<Option<(Option<String>, config_reload::ConfigRejected)>>,
@@ -105,7 +114,12 @@ impl PluginHost {
             None => std::env::current_dir().map_err(|e| StartError::Workspace { path: ".".into(), message: e.to_string() })?,
         };
         let workspace = workspace.canonicalize().map_err(|e| StartError::Workspace { path: workspace.clone(), message: e.to_string() })?;
-        let (config, config_path) = Config::load(options.config_file.as_deref(), &workspace)?;
+        let trust = crate::trust::WorkspaceTrust::new(&workspace, options.data_dir.as_deref());
+        let loaded = Config::load(options.config_file.as_deref(), &trust)?;
+        let (config, config_path) = (loaded.config, loaded.path);
+        if let Some(untrusted) = &loaded.untrusted {
+            tracing::warn!(path = %untrusted.path.display(), review = %untrusted.review, "the workspace's configuration is not trusted, so it is not applied; the defaults are in force");
+        }
         let engine = PluginEngine::new(&config.engine).map_err(|e| StartError::Engine(format!("{e:#}")))?;
         let cache_dir = match (&options.cache_dir, config.cache.enabled) {
             (Some(dir), _) => Some(dir.clone()),
@@ -115,7 +129,9 @@ impl PluginHost {
         let cache = ArtifactCache::new(&engine.engine, cache_dir);
         let linker = Arc::new(new_linker(&engine).map_err(StartError::Engine)?);
         let confinement = Arc::new(confinement::probe());
+        let protected = crate::trust::protected_dirs(options.data_dir.as_deref(), cache.dir());
         let policy_ctx = PolicyContext {
+            protected,
             workspace: workspace.clone(),
             default_limits: config.limits,
             sandbox: config.sandbox.clone(),
@@ -123,13 +139,23 @@ impl PluginHost {
             max_memory_mib: (engine.allocator == crate::engine::AllocatorKind::Pooling).then_some(config.engine.max_memory_mib),
         };
         let user_dir = if options.skip_user_plugins { None } else { discovery::user_plugins_dir() };
-        let dirs = discovery::PluginDirs { workspace: workspace.clone(), user: user_dir, extra: options.plugin_dirs.clone() };
+        let dirs = discovery::PluginDirs {
+            workspace: workspace.clone(),
+            user: user_dir,
+            extra: options.plugin_dirs.clone(),
+            trust: trust.clone(),
+        };
         let host = PluginHost {
             engine,
             linker,
             cache,
             config: RwLock::new(Arc::new(config)),
             config_path,
+            config_origin: if options.config_file.is_some() {
+                crate::config::ConfigOrigin::Operator
+            } else {
+                crate::config::ConfigOrigin::Workspace
+            },
             policy_ctx: RwLock::new(policy_ctx),
             workspace: workspace.clone(),
             confinement,
@@ -137,14 +163,20 @@ impl PluginHost {
             registry: RwLock::new(Arc::new(Registry::default())),
             reloading: tokio::sync::Mutex::new(()),
             sink: RwLock::new(None),
+            trust,
+            untrusted_config: std::sync::Mutex::new(loaded.untrusted),
             rejected_config: std::sync::Mutex::new(None),
         };
         let dirs = host.dirs.clone();
-        let (candidates, errors) = tokio::task::spawn_blocking(move || dirs.discover())
+        let discovery::Discovered { candidates, errors, untrusted } = tokio::task::spawn_blocking(move || dirs.discover())
             .await
             .map_err(|e| StartError::Engine(format!("plugin discovery failed: {e}")))?;
         let mut registry = Registry::default();
         registry.failures.extend(errors.into_iter().map(|(source, reason)| LoadFailure { source, reason }));
+        for file in &untrusted {
+            tracing::warn!(path = %file.path.display(), review = %file.review, "a workspace plugin is not trusted, so it is not loaded");
+        }
+        registry.untrusted = untrusted;
         let hashes: std::collections::HashMap<PluginSource, String> = candidates
             .iter()
             .filter(|c| matches!(c.source, PluginSource::File { .. }))
@@ -286,6 +318,18 @@ impl PluginHost {
     /// The configuration file in use, if any.
     pub fn config_path(&self) -> Option<&Path> {
         self.config_path.as_deref()
+    }
+
+    /// What the operator trusts of the workspace.
+    pub fn trust(&self) -> &crate::trust::WorkspaceTrust {
+        &self.trust
+    }
+
+    /// The workspace files that are there but not applied, because their content is not
+    /// the one the operator trusted: the configuration file, then plugins.
+    pub fn untrusted(&self) -> Vec<crate::trust::UntrustedFile> {
+        let config = self.untrusted_config.lock().expect("not poisoned").clone();
+        config.into_iter().chain(self.registry().untrusted.iter().cloned()).collect()
     }
 
     /// Whether commands can be confined on this machine.

@@ -23,6 +23,8 @@ pub struct Registry {
     /// The content hash of each file that failed to load, so an unchanged broken file is
     /// not tried (and reported) again at every reload.
     pub(super) failed_hashes: std::collections::HashMap<super::PluginSource, String>,
+    /// Workspace plugin files that are not loaded because their content is not trusted.
+    pub(super) untrusted: Vec<crate::trust::UntrustedFile>,
 }
 
 impl Registry {

@@ -5,7 +5,7 @@
 //! that does not load leaves the old one serving, and says why (`plugin.failed`).
 //!
 //! [`PluginHost::watch`] reloads on its own when a plugin file is added, changed or
-//! removed (debounced).
+//! removed (debounced), and when the operator trusts the workspace.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::discovery::Candidate;
+use super::discovery::{Candidate, Discovered};
 use super::plugin::{LoadedPlugin, PluginSource};
 use super::registry::{Registry, loaded};
 use super::{LoadFailure, PluginHost};
@@ -119,11 +119,19 @@ impl PluginHost {
             None => None,
         };
         let dirs = self.dirs.clone();
-        let (mut candidates, errors) =
+        let Discovered { mut candidates, errors, untrusted } =
             tokio::task::spawn_blocking(move || dirs.discover()).await.map_err(|e| ReloadError::Discovery(e.to_string()))?;
         candidates.sort_by_key(|c| std::cmp::Reverse(c.precedence));
         let by_source: HashMap<&PluginSource, &Arc<LoadedPlugin>> = old.plugins().map(|p| (&p.source, p)).collect();
         let mut slots = Vec::with_capacity(candidates.len());
+        // A trusted plugin whose file changed to untrusted content keeps serving as it was.
+        for file in &untrusted {
+            if let Some(previous) = by_source.get(&PluginSource::File { path: file.path.clone() }) {
+                slots.push((Slot::Keep((*previous).clone()), usize::MAX));
+            }
+        }
+        let mut untrusted_events: Vec<(&'static str, Value)> =
+            untrusted.iter().filter(|f| !old.untrusted.contains(f)).map(super::config_reload::untrusted_event).collect();
         let mut hashes: HashMap<usize, String> = HashMap::new();
         let mut loads = tokio::task::JoinSet::new();
         let mut loading = Vec::new();
@@ -178,6 +186,7 @@ impl PluginHost {
         let mut report = ReloadReport::default();
         let mut failed_events = Vec::new();
         next.failures.extend(errors.into_iter().map(|(source, reason)| LoadFailure { source, reason }));
+        next.untrusted = untrusted;
         for (slot, index) in slots {
             match slot {
                 Slot::Skip => {}
@@ -218,6 +227,7 @@ impl PluginHost {
             }
         }
         let mut events = failed_events;
+        events.append(&mut untrusted_events);
         let changes = next.changes(&old);
         for (kind, data) in &changes {
             let id = data["id"].as_str().unwrap_or_default().to_string();
@@ -247,6 +257,8 @@ impl PluginHost {
         let config_file = self.config_file();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let watched_config = config_file.clone();
+        let trust_file = self.trust().file().map(std::path::Path::to_path_buf);
+        let watched_trust = trust_file.clone();
         let plugin_dirs = self.dirs.watched();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             use notify::EventKind;
@@ -269,6 +281,11 @@ impl PluginHost {
             if event.paths.contains(&watched_config) {
                 let _ = tx.send((Change::Config, complete));
             }
+            // `plugboard trust` renames the trust file into place: what it trusts may apply now.
+            if watched_trust.as_ref().is_some_and(|t| event.paths.contains(t)) {
+                let _ = tx.send((Change::Config, complete));
+                let _ = tx.send((Change::Plugins, complete));
+            }
         })?;
         for dir in self.dirs.watched() {
             if dir.is_dir() {
@@ -280,6 +297,10 @@ impl PluginHost {
         if let Some(dir) = config_file.parent().filter(|d| d.is_dir()) {
             watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
             tracing::info!(file = %config_file.display(), "watching for configuration changes");
+        }
+        if let Some(dir) = trust_file.as_deref().and_then(std::path::Path::parent).filter(|d| d.is_dir()) {
+            watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
+            tracing::info!(dir = %dir.display(), "watching for workspace trust");
         }
         let host = Arc::downgrade(self);
         let task = tokio::spawn(async move {

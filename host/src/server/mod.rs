@@ -4,7 +4,9 @@
 //! - [`settings`]: where it listens and its limits, from flags, environment and `[server]`;
 //! - [`state`]: what handlers share, and readiness (plugins load after the port is open);
 //! - [`error`]: the one error shape; [`extract`]: JSON bodies checked field by field;
-//! - [`auth`]: the shared secret; [`observe`]: request ids, logs and request metrics;
+//! - [`guard`]: the browser boundary (Host, Origin, content type, CORS);
+//! - [`auth`]: the shared secret and browser sessions; [`observe`]: request ids, logs and
+//!   request metrics;
 //! - [`metrics`]: the Prometheus registry and the event observer that feeds it;
 //! - [`sse`]: event streams (replay, then live, heartbeats, the reconnect signal);
 //! - [`routes`]: the handlers, one module per resource; [`openapi`]: the document.
@@ -12,6 +14,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod guard;
 pub mod metrics;
 pub mod observe;
 pub mod openapi;
@@ -20,7 +23,6 @@ pub mod settings;
 pub mod sse;
 pub mod state;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -37,8 +39,6 @@ use state::AppState;
 pub struct ServeOptions {
     /// How the plugins are found and configured.
     pub host: HostOptions,
-    /// The data directory (default: the user's).
-    pub data_dir: Option<PathBuf>,
     /// The server's settings.
     pub settings: ServerSettings,
 }
@@ -48,11 +48,19 @@ pub fn app(state: AppState) -> Router {
     let (router, api) = routes::router().split_for_parts();
     let api = Arc::new(api);
     let max_body = state.settings().max_body_bytes;
-    router
+    let router = router
         .route("/openapi.json", axum::routing::get(move || openapi::document(api.clone())))
         .fallback(routes::unknown_route)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_secret))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_secret));
+    // CORS answers preflights before the secret is asked for; the guard refuses forged
+    // requests before either.
+    let router = match guard::cors_layer(state.settings()) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::refuse_cross_site))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(observe::panic_response))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe::observe_request))
@@ -72,7 +80,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     tracing::info!(%addr, auth = settings.shared_secret.is_some(), "listening");
     // A line for scripts that start the server on port 0 and need the port.
     println!("plugboard listening on http://{addr}");
-    tokio::spawn(start(state.clone(), options.host, options.data_dir));
+    tokio::spawn(start(state.clone(), options.host));
     let stop = async {
         wait_for_signal().await;
         tracing::info!("shutting down: no new connections; event streams end");
@@ -106,9 +114,9 @@ pub async fn serve_with(
 }
 
 /// Loads plugins and opens the store; makes the server ready, or records why it is not.
-async fn start(state: AppState, host: HostOptions, data_dir: Option<PathBuf>) {
+async fn start(state: AppState, host: HostOptions) {
     let started = std::time::Instant::now();
-    let store = match crate::cli_run::open_store(data_dir.as_ref()) {
+    let store = match crate::cli_run::open_store(host.data_dir.as_ref()) {
         Ok(store) => store,
         Err(e) => return state.fail(format!("the session database cannot be opened: {e:#}")),
     };

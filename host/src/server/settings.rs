@@ -28,6 +28,13 @@ pub struct ServerConfig {
     /// it off; `POST /plugins/reload`, `POST /config/reload` and `plugboard plugin reload`
     /// still work).
     pub watch: bool,
+    /// Host names, besides the loopback names and IP addresses, that requests may be
+    /// addressed to (the `Host` header): the name a reverse proxy or a LAN uses. Any other
+    /// name is refused, which defeats DNS rebinding.
+    pub allowed_hosts: Vec<String>,
+    /// Web origins (`scheme://host[:port]`) whose pages may call the API, with CORS. A
+    /// request from any other origin is refused.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -39,6 +46,8 @@ impl Default for ServerConfig {
             heartbeat_seconds: 15,
             shutdown_grace_seconds: 10,
             watch: true,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -60,6 +69,10 @@ pub struct ServerSettings {
     pub sessions: SessionSettings,
     /// Whether file changes reload plugins and the configuration.
     pub watch: bool,
+    /// Host names requests may be addressed to, lowercase, besides loopback names and IPs.
+    pub allowed_hosts: Vec<String>,
+    /// Origins allowed to call the API from a browser, normalized (`https://ui.example`).
+    pub allowed_origins: Vec<String>,
 }
 
 /// Why the settings cannot be used.
@@ -111,7 +124,27 @@ impl ServerSettings {
         if sessions.timeout_seconds == Some(0) {
             return Err(invalid("SESSION_TIMEOUT", "must be at least 1 second"));
         }
+        let allowed_hosts = config
+            .allowed_hosts
+            .iter()
+            .map(|h| {
+                let host = h.trim().trim_end_matches('.').to_ascii_lowercase();
+                let valid = !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+                if valid {
+                    Ok(host)
+                } else {
+                    Err(invalid_owned("[server] allowed_hosts", format!("`{h}` is not a host name (no scheme, port or wildcard)")))
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        let allowed_origins = config
+            .allowed_origins
+            .iter()
+            .map(|o| normalize_origin(o).map_err(|r| invalid_owned("[server] allowed_origins", r)))
+            .collect::<Result<_, _>>()?;
         Ok(ServerSettings {
+            allowed_hosts,
+            allowed_origins,
             addr,
             shared_secret,
             max_body_bytes: config.max_body_bytes,
@@ -121,6 +154,29 @@ impl ServerSettings {
             watch: config.watch,
         })
     }
+}
+
+fn invalid_owned(name: &'static str, reason: String) -> SettingsError {
+    SettingsError::Invalid { name, reason }
+}
+
+/// An origin as browsers send it: `scheme://host[:port]`, lowercase, without a default
+/// port, path or trailing slash.
+pub fn normalize_origin(origin: &str) -> Result<String, String> {
+    let uri: http::Uri = origin.trim().parse().map_err(|e| format!("`{origin}` is not an origin: {e}"))?;
+    let scheme = uri.scheme_str().filter(|s| *s == "http" || *s == "https");
+    let (Some(scheme), Some(host)) = (scheme, uri.host()) else {
+        return Err(format!("`{origin}` is not an origin: write it as http(s)://host[:port]"));
+    };
+    if uri.path_and_query().is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty()) || host.contains('*') {
+        return Err(format!("`{origin}` is not an origin: no path, query or wildcard"));
+    }
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let host = host.to_ascii_lowercase();
+    Ok(match uri.port_u16() {
+        Some(port) if port != default_port => format!("{scheme}://{host}:{port}"),
+        _ => format!("{scheme}://{host}"),
+    })
 }
 
 #[cfg(test)]
@@ -140,6 +196,19 @@ mod tests {
         assert!(resolve("0.0.0.0:3003", None, true).is_ok());
         assert!(resolve("127.0.0.1:3003", None, false).is_ok());
         assert!(resolve("[::1]:3003", None, false).is_ok());
+    }
+
+    #[test]
+    fn origins_are_normalized_and_wildcards_refused() {
+        assert_eq!(normalize_origin("https://UI.example:443/").unwrap(), "https://ui.example");
+        assert_eq!(normalize_origin("http://localhost:5173").unwrap(), "http://localhost:5173");
+        assert!(normalize_origin("*").is_err());
+        assert!(normalize_origin("https://*.example").is_err());
+        assert!(normalize_origin("https://ui.example/app").is_err());
+        assert!(normalize_origin("ui.example").is_err());
+        let config = ServerConfig { allowed_origins: vec!["ftp://x".into()], ..ServerConfig::default() };
+        let err = ServerSettings::resolve(&config, "127.0.0.1:1".parse().unwrap(), None, false, SessionSettings::default()).unwrap_err();
+        assert!(err.to_string().contains("[server] allowed_origins"), "{err}");
     }
 
     #[test]

@@ -26,6 +26,8 @@ struct Shared {
     shutdown: CancellationToken,
     /// The plugin-directory watch, while the server runs.
     watch: Mutex<Option<crate::runtime::reload::WatchGuard>>,
+    /// Browser sessions (`POST /auth/login`).
+    logins: super::auth::Logins,
 }
 
 impl AppState {
@@ -38,6 +40,7 @@ impl AppState {
             metrics: Metrics::new(),
             shutdown: CancellationToken::new(),
             watch: Mutex::new(None),
+            logins: super::auth::Logins::default(),
         }))
     }
 
@@ -51,6 +54,11 @@ impl AppState {
     /// The settings.
     pub fn settings(&self) -> &ServerSettings {
         &self.0.settings
+    }
+
+    /// The browser sessions.
+    pub fn logins(&self) -> &super::auth::Logins {
+        &self.0.logins
     }
 
     /// The metrics.

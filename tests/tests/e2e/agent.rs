@@ -45,11 +45,11 @@ pub(crate) async fn fixture_with(script: Vec<Scripted>, extra_config: &str, mode
     let server = ScriptedServer::start(script);
     let ws = Workspace::new();
     setup(&ws);
-    ws.config(&format!(
+    ws.operator_config(&format!(
         "default_model = \"openai/test-model\"\n{extra_config}\n[plugins.openai]\nnetwork = [\"{url}\"]\napi_key = \"sk-test\"\nsettings = {{ base_url = \"{url}/v1\", models = [{{ id = \"test-model\", input_price = 1.0, output_price = 2.0 }}] }}\n",
         url = server.url()
     ));
-    let db = ws.dir.join(".data/plugboard.db");
+    let db = ws.data.join("plugboard.db");
     let host = ws.host().await;
     let store = SessionStore::open(&db).unwrap();
     let runtime = AgentRuntime::new(Arc::new(host), store.clone(), mode).unwrap();

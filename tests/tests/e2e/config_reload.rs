@@ -14,14 +14,14 @@ use crate::agent::{call, fixture, request_body, say};
 
 type Events = Arc<Mutex<Vec<(String, Value)>>>;
 
-fn record(host: &PluginHost) -> Events {
+pub(crate) fn record(host: &PluginHost) -> Events {
     let events: Events = Arc::default();
     let sink = events.clone();
     host.attach_events(Arc::new(move |_, batch| sink.lock().unwrap().extend(batch.into_iter().map(|(k, d)| (k.to_string(), d)))));
     events
 }
 
-fn of(events: &Events, kind: &str) -> Vec<Value> {
+pub(crate) fn of(events: &Events, kind: &str) -> Vec<Value> {
     events.lock().unwrap().iter().filter(|(k, _)| k == kind).map(|(_, d)| d.clone()).collect()
 }
 
@@ -45,7 +45,7 @@ async fn a_grant_narrowed_while_running_applies_to_the_next_call_and_invalid_fil
     assert!(call_tool(&host, "read", json!({ "path": "top.txt" })).await.is_ok(), "the built-in grant is the workspace");
 
     // Narrowed through the watcher: only `sub` stays readable.
-    ws.config("[plugins.read]\nfilesystem = [\"sub\"]\n");
+    ws.config("[plugins.read]\nfilesystem = [\"sub\"]\n").trust();
     wait_for(&events, "config.changed", 1).await;
     assert_eq!(of(&events, "config.changed")[0]["sections"], json!(["plugins"]));
     let denied = call_tool(&host, "read", json!({ "path": "top.txt" })).await.unwrap_err();
@@ -53,7 +53,7 @@ async fn a_grant_narrowed_while_running_applies_to_the_next_call_and_invalid_fil
     assert!(call_tool(&host, "read", json!({ "path": "sub/inner.txt" })).await.unwrap().text.contains("inner"));
 
     // A misspelt key is rejected with its line; the narrowed grant stays in force.
-    ws.config("[plugins.read]\nfilesytem = [\".\"]\n");
+    ws.config("[plugins.read]\nfilesytem = [\".\"]\n").trust();
     wait_for(&events, "config.rejected", 1).await;
     let reason = of(&events, "config.rejected")[0]["reason"].as_str().unwrap().to_string();
     assert!(reason.contains("filesytem") && reason.contains("line 2"), "{reason}");
@@ -63,7 +63,7 @@ async fn a_grant_narrowed_while_running_applies_to_the_next_call_and_invalid_fil
     drop(watch);
     // A grant that cannot resolve is rejected too, naming the plugin.
     let rejected = {
-        ws.config("[plugins.read]\nfilesystem = [\"missing-dir\"]\n");
+        ws.config("[plugins.read]\nfilesystem = [\"missing-dir\"]\n").trust();
         host.reload_config().await.unwrap_err()
     };
     assert!(rejected.reason.contains("plugin `read`") && rejected.reason.contains("missing-dir"), "{}", rejected.reason);
@@ -76,7 +76,7 @@ async fn a_grant_narrowed_while_running_applies_to_the_next_call_and_invalid_fil
     assert!(call_tool(&host, "read", json!({ "path": "sub/inner.txt" })).await.is_err(), "only missing-dir is granted now");
 
     // Writing the same valid file twice changes nothing the second time, and says nothing.
-    ws.config("[plugins.read]\nfilesystem = [\".\"]\n");
+    ws.config("[plugins.read]\nfilesystem = [\".\"]\n").trust();
     let change = host.reload_config().await.unwrap();
     assert_eq!(change.sections, ["plugins"]);
     assert!(host.reload_config().await.unwrap().sections.is_empty());
@@ -93,7 +93,7 @@ async fn provider_settings_and_permission_rules_changed_mid_session_serve_the_ne
 
     // The provider now talks to server B, and `echo` is denied.
     let b = ScriptedServer::start(vec![call(&[("c1", "echo", json!({ "text": "hi" }))]), say("from B")]);
-    f.ws.config(&format!(
+    f.ws.operator_config(&format!(
         "default_model = \"openai/test-model\"\n[agents.build]\npermissions = [{{ tool = \"echo\", action = \"deny\" }}]\n[plugins.openai]\nnetwork = [\"{url}\"]\napi_key = \"sk-test\"\nsettings = {{ base_url = \"{url}/v1\", models = [{{ id = \"test-model\" }}] }}\n",
         url = b.url()
     ));
@@ -127,7 +127,7 @@ async fn hooks_come_and_go_with_their_files_and_their_configuration() {
     );
     assert_eq!(host.hooks().order(HookPoint::ToolBefore), ["hook-a"]);
 
-    ws.config("[hooks.hook-a]\nenabled = false\n");
+    ws.config("[hooks.hook-a]\nenabled = false\n").trust();
     assert_eq!(host.reload_config().await.unwrap().sections, ["hooks"]);
     assert!(host.hooks().order(HookPoint::ToolBefore).is_empty(), "turned off by the configuration");
 
@@ -150,7 +150,7 @@ async fn a_session_whose_model_disappeared_gets_a_clear_error_at_its_next_turn()
     let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();
     assert_eq!(f.runtime.prompt(&session.id, "first").await.unwrap().text, "one");
 
-    f.ws.config(&config("other-model"));
+    f.ws.operator_config(&config("other-model"));
     f.runtime.host().reload_config().await.unwrap();
     let log = f.store.events_after(0, None, 10_000).await.unwrap();
     let models = |kind: &str| -> Vec<Value> { log.iter().filter(|e| e.kind == kind).map(|e| e.data["model"].clone()).collect() };
@@ -166,7 +166,7 @@ async fn a_session_whose_model_disappeared_gets_a_clear_error_at_its_next_turn()
     assert_eq!(f.server.received().len(), 1, "nothing was sent");
 
     // The model back, the session goes on.
-    f.ws.config(&config("test-model"));
+    f.ws.operator_config(&config("test-model"));
     f.runtime.host().reload_config().await.unwrap();
     assert_eq!(f.runtime.prompt(&session.id, "third").await.unwrap().text, "three");
 }

@@ -39,8 +39,13 @@ impl Drop for Api {
 }
 
 pub(crate) async fn api(script: Vec<Scripted>, extra_config: &str, secret: Option<&str>) -> Api {
+    api_with(script, extra_config, secret, ServerConfig::default()).await
+}
+
+/// [`api`] with `[server]` settings of its own (heartbeats are always 1 s).
+pub(crate) async fn api_with(script: Vec<Scripted>, extra_config: &str, secret: Option<&str>, config: ServerConfig) -> Api {
     let f = fixture(script, extra_config, AskMode::Prompt).await;
-    let config = ServerConfig { heartbeat_seconds: 1, ..ServerConfig::default() };
+    let config = ServerConfig { heartbeat_seconds: 1, ..config };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let settings = ServerSettings::resolve(&config, addr, secret.map(str::to_string), false, SessionSettings::default()).unwrap();
@@ -603,7 +608,7 @@ async fn plugins_reload_over_http_and_the_changes_are_events() {
 async fn configuration_and_hooks_over_http_and_their_events_replay() {
     let api = api(vec![say("unused")], "", None).await;
     let start = api.f.store.last_seq().await.unwrap();
-    let config = api.f.ws.dir.join("plugboard.toml");
+    let config = api.f.ws.operator_config_path();
     let base = std::fs::read_to_string(&config).unwrap();
     let (status, hooks) = api.get("/hooks").await;
     assert_eq!(status, 200, "{hooks}");

@@ -10,3 +10,4 @@ mod providers;
 mod reload;
 mod runtime;
 mod sessions;
+mod trust_boundary;

@@ -62,7 +62,7 @@ fn request(prompt: &str) -> CompletionRequest {
 /// A workspace whose `openai` provider points at `server`, with key `sk-test`.
 fn openai_workspace(server: &ScriptedServer, extra_settings: &str) -> Workspace {
     let ws = Workspace::new();
-    ws.config(&format!(
+    ws.operator_config(&format!(
         "[plugins.openai]\nnetwork = [\"{url}\"]\napi_key = \"sk-test\"\nsettings = {{ base_url = \"{url}/v1\", models = [{{ id = \"test-model\" }}] {extra_settings} }}\n",
         url = server.url()
     ));
@@ -233,7 +233,7 @@ async fn a_slow_stream_delivers_events_as_they_arrive() {
 async fn an_ungranted_api_host_is_refused_and_nothing_is_sent() {
     let server = ScriptedServer::start(vec![Scripted::error(500, &[], "must not be reached")]);
     let ws = Workspace::new();
-    ws.config(&format!(
+    ws.operator_config(&format!(
         "[plugins.openai]\nnetwork = [\"https://api.openai.com\"]\napi_key = \"sk-test\"\nsettings = {{ base_url = \"{}/v1\", models = [{{ id = \"m\" }}] }}\n",
         server.url()
     ));
@@ -263,7 +263,7 @@ async fn models_are_listed_as_provider_slash_model_and_unknown_ones_fail_at_once
 /// A workspace whose `anthropic` provider points at `server`, with key `sk-ant-test`.
 fn anthropic_workspace(server: &ScriptedServer) -> Workspace {
     let ws = Workspace::new();
-    ws.config(&format!(
+    ws.operator_config(&format!(
         "[plugins.anthropic]\nnetwork = [\"{url}\"]\napi_key = \"sk-ant-test\"\nsettings = {{ base_url = \"{url}\", models = [{{ id = \"claude-test\" }}] }}\n",
         url = server.url()
     ));
@@ -400,7 +400,7 @@ fn aimock_fixtures() -> serde_json::Value {
 
 fn conformance_workspace(provider: &str, base_url: &str, url: &str) -> Workspace {
     let ws = Workspace::new();
-    ws.config(&format!(
+    ws.operator_config(&format!(
         "[plugins.{provider}]\nnetwork = [\"{url}\"]\napi_key = \"test-key\"\nsettings = {{ base_url = \"{base_url}\", models = [{{ id = \"gpt-4o\" }}, {{ id = \"claude-sonnet-4-5\" }}] }}\n"
     ));
     ws

@@ -9,14 +9,8 @@ use serde_json::json;
 #[tokio::test]
 async fn a_second_start_loads_plugins_from_the_cache() {
     let ws = Workspace::new();
-    let cache = ws.dir.join(".cache");
-    let options = HostOptions {
-        workspace: Some(ws.dir.clone()),
-        plugin_dirs: vec![],
-        cache_dir: Some(cache.clone()),
-        skip_user_plugins: true,
-        ..Default::default()
-    };
+    let cache = ws.data.join("cache");
+    let options = HostOptions { plugin_dirs: vec![], cache_dir: Some(cache.clone()), ..ws.options() };
     let first = PluginHost::start(options.clone()).await.unwrap();
     assert!(first.registry().plugins().all(|p| p.stats.cache == CacheOutcome::Compiled), "a fresh cache compiles");
     let second = PluginHost::start(options).await.unwrap();
@@ -49,8 +43,7 @@ async fn broken_plugins_are_reported_and_the_rest_load() {
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::write(plugins.join("garbage.wasm"), b"not wasm at all").unwrap();
     std::fs::write(plugins.join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
-    let host =
-        PluginHost::start(HostOptions { workspace: Some(ws.dir.clone()), skip_user_plugins: true, ..Default::default() }).await.unwrap();
+    let host = PluginHost::start(HostOptions { plugin_dirs: vec![], ..ws.trust().options() }).await.unwrap();
     let reasons: Vec<String> = host.registry().failures().iter().map(|f| format!("{}: {}", f.source, f.reason)).collect();
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("garbage.wasm") && r.contains("magic")), "{reasons:?}");
@@ -65,8 +58,7 @@ async fn plugins_shadow_by_precedence() {
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::copy(components::ECHO, plugins.join("echo.wasm")).unwrap();
     // Without --plugins, the workspace's copy serves.
-    let host =
-        PluginHost::start(HostOptions { workspace: Some(ws.dir.clone()), skip_user_plugins: true, ..Default::default() }).await.unwrap();
+    let host = PluginHost::start(HostOptions { plugin_dirs: vec![], ..ws.trust().options() }).await.unwrap();
     assert!(host.registry().plugin("echo").unwrap().source.to_string().ends_with(".plugboard/plugins/echo.wasm"));
     // A --plugins directory wins over the workspace, silently shadowing its copy.
     let host = ws.host().await;
@@ -78,8 +70,7 @@ async fn plugins_shadow_by_precedence() {
 async fn an_invalid_grant_names_the_plugin_and_field() {
     let ws = Workspace::new();
     ws.config("[plugins.fetch]\nnetwork = [\"example.com\"]\n");
-    let host =
-        PluginHost::start(HostOptions { workspace: Some(ws.dir.clone()), skip_user_plugins: true, ..Default::default() }).await.unwrap();
+    let host = PluginHost::start(HostOptions { plugin_dirs: vec![], ..ws.trust().options() }).await.unwrap();
     let registry = host.registry();
     let failure = registry.failures().iter().find(|f| f.source.to_string() == "bundled:fetch").expect("fetch fails to load");
     assert!(failure.reason.contains("[plugins.fetch] network") && failure.reason.contains("needs a scheme"), "{}", failure.reason);
@@ -89,10 +80,7 @@ async fn an_invalid_grant_names_the_plugin_and_field() {
 async fn an_invalid_configuration_file_is_rejected_with_its_line() {
     let ws = Workspace::new();
     ws.config("[limits]\nmemory_mb = 5\n");
-    let err = PluginHost::start(HostOptions { workspace: Some(ws.dir.clone()), skip_user_plugins: true, ..Default::default() })
-        .await
-        .err()
-        .unwrap();
+    let err = PluginHost::start(HostOptions { plugin_dirs: vec![], ..ws.trust().options() }).await.err().unwrap();
     let text = err.to_string();
     assert!(text.contains("plugboard.toml") && text.contains("memory_mb") && text.contains("line 2"), "{text}");
 }

@@ -17,26 +17,41 @@ pub struct Health {
     /// Why it is not ready.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Workspace files that are there but not applied, because the operator has not trusted
+    /// their content; each names the command that reviews and trusts it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub untrusted: Vec<crate::trust::UntrustedFile>,
+}
+
+impl Health {
+    fn status(status: &'static str) -> Self {
+        Health { status, error: None, untrusted: Vec::new() }
+    }
 }
 
 /// The process answers (at once, even while plugins load).
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok", error: None })
+    Json(Health::status("ok"))
 }
 
 /// Same as `/healthz`.
 #[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, body = Health)))]
 pub async fn health() -> Json<Health> {
-    Json(Health { status: "ok", error: None })
+    Json(Health::status("ok"))
 }
 
 /// Ready to run sessions: plugins loaded, the database writable, the workspace accessible.
 #[utoipa::path(get, path = "/ready", tag = "health", responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn ready(State(state): State<AppState>) -> Response {
     match state.readiness().await {
-        Ok(()) => Json(Health { status: "ready", error: None }).into_response(),
-        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "not ready", error: Some(reason) })).into_response(),
+        Ok(()) => {
+            let untrusted = state.runtime().map(|r| r.host().untrusted()).unwrap_or_default();
+            Json(Health { untrusted, ..Health::status("ready") }).into_response()
+        }
+        Err(reason) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(Health { error: Some(reason), ..Health::status("not ready") })).into_response()
+        }
     }
 }
 

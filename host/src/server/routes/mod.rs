@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod config;
 pub mod health;
+pub mod login;
 pub mod permissions;
 pub mod sessions;
 pub mod streams;
@@ -38,6 +39,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(catalog::models))
         .routes(routes!(config::reload))
         .routes(routes!(config::hooks))
+        .routes(routes!(login::login))
+        .routes(routes!(login::logout))
 }
 
 /// 404 for a path no route has.
