@@ -169,7 +169,7 @@ async fn an_allowed_command_cannot_write_outside_the_workspace() {
     let target = ws.outside.join("escaped.txt");
     let result = call(&host, "run", json!({"command": format!("touch {}", target.display())})).await;
     match host.confinement() {
-        ConfinementSupport::Landlock => {
+        ConfinementSupport::Confined(_) => {
             let out = result.expect("the command runs, confined");
             assert!(out.text.contains("Permission denied"), "{}", out.text);
             // Inside the writable grant the same command works.
@@ -184,4 +184,76 @@ async fn an_allowed_command_cannot_write_outside_the_workspace() {
     }
     assert!(!target.exists(), "nothing was written outside the workspace");
     assert_serving(&host).await;
+}
+
+/// Commands run confined beyond the filesystem: their own PID, network and mount namespaces,
+/// Landlock's TCP and signal rules. Where the kernel cannot confine them, each test checks
+/// that commands are refused instead.
+mod commands {
+    use super::*;
+
+    /// A workspace whose `hostile` plugin may run any command line, with the probe command
+    /// copied in.
+    async fn confined() -> Option<(Workspace, PluginHost)> {
+        let ws = Workspace::new();
+        ws.config(&hostile_config("process = [\"*\"]"));
+        std::fs::copy(env!("CARGO_BIN_EXE_confinement-probe"), ws.dir.join("probe")).unwrap();
+        let host = ws.host().await;
+        if let ConfinementSupport::Unavailable(reason) = host.confinement() {
+            let err = call(&host, "run", json!({"command": "true"})).await.unwrap_err();
+            assert!(err.to_string().contains("cannot be confined"), "{err}");
+            eprintln!("commands are refused here ({reason}); the confinement layers are not exercised");
+            return None;
+        }
+        Some((ws, host))
+    }
+
+    async fn run(host: &PluginHost, command: &str) -> String {
+        call(host, "run", json!({ "command": command })).await.unwrap().text
+    }
+
+    #[tokio::test]
+    async fn a_command_cannot_read_the_servers_environment_other_processes_or_shadow() {
+        let Some((_ws, host)) = confined().await else { return };
+        let canary = env!("CARGO_MANIFEST_DIR");
+        assert!(std::fs::read_to_string(format!("/proc/{}/environ", std::process::id())).unwrap().contains(canary), "the canary is set");
+        let out = run(&host, &format!("cat /proc/{}/environ; cat /proc/1/environ; ls /proc", std::process::id())).await;
+        assert!(!out.contains(canary), "the server's environment leaked: {out}");
+        let pids: Vec<&str> = out.split_whitespace().filter(|w| w.chars().all(|c| c.is_ascii_digit())).collect();
+        assert!(pids.len() <= 3, "only the command's own processes are visible: {pids:?}");
+        let out = run(&host, "cat /etc/shadow; cat /etc/passwd").await;
+        assert!(out.contains("root:x:0:0") && !out.contains("root:$") && out.contains("/etc/shadow"), "{out}");
+        assert_serving(&host).await;
+    }
+
+    #[tokio::test]
+    async fn a_command_has_no_network_not_even_loopback() {
+        let Some((ws, host)) = confined().await else { return };
+        let server = LocalServer::start("plugboard API");
+        let tcp = run(&host, &format!("./probe connect-tcp {}", server.addr)).await;
+        assert!(tcp.contains("refused") && tcp.contains("exit=Some(1)"), "{tcp}");
+        assert_eq!(server.hits(), 0, "nothing reached the listener");
+        let udp = run(&host, &format!("./probe send-udp {}", server.addr)).await;
+        assert!(udp.contains("refused"), "{udp}");
+        // A unix socket outside the grants cannot be reached either.
+        let socket = ws.outside.join("api.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let unix = run(&host, &format!("./probe connect-unix {}", socket.display())).await;
+        assert!(unix.contains("refused"), "{unix}");
+        assert_serving(&host).await;
+    }
+
+    #[tokio::test]
+    async fn a_command_cannot_signal_the_server_and_leaves_no_process_behind() {
+        let Some((ws, host)) = confined().await else { return };
+        let out = run(&host, &format!("kill -9 {pid}; kill -9 $PPID; echo after", pid = std::process::id())).await;
+        assert!(out.contains("after"), "{out}");
+        // A double-forked, detached child is ended with the call.
+        let marker = ws.dir.join("outlived");
+        let out = run(&host, &format!("setsid sh -c 'sleep 1; touch {}' > /dev/null 2>&1 & echo started", marker.display())).await;
+        assert!(out.contains("started"), "{out}");
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        assert!(!marker.exists(), "a process outlived its call");
+        assert_serving(&host).await;
+    }
 }
