@@ -597,7 +597,7 @@ async fn inspect(host: &PluginHost, plugin: &str, json: bool) -> anyhow::Result<
     println!("  network     requested: {}", list(&req.network));
     println!("              granted:   {}", list(&pol.granted.network));
     println!("  process     requested: {}", list(&req.process));
-    println!("              granted:   {}", list(&pol.granted.process));
+    println!("              granted:   {}", list(&pol.granted.process.iter().map(ToString::to_string).collect::<Vec<_>>()));
     if !req.process.is_empty() {
         println!("              confinement: {}", host.confinement());
     }

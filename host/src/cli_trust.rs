@@ -116,7 +116,8 @@ fn print_review(workspace: &str, config: Option<&Config>, current: &TrustRecord,
                 let dirs: Vec<String> = grants.filesystem.iter().map(|d| format!("{} ({})", d.path(), d.access())).collect();
                 parts.push(format!("filesystem {}", dirs.join(", ")));
             }
-            for (label, list) in [("network", &grants.network), ("process", &grants.process), ("env", &grants.env)] {
+            let process: Vec<String> = grants.process.iter().map(ToString::to_string).collect();
+            for (label, list) in [("network", &grants.network), ("process", &process), ("env", &grants.env)] {
                 if !list.is_empty() {
                     parts.push(format!("{label} {}", list.join(", ")));
                 }

@@ -5,6 +5,7 @@
 //! and environment variables here. [`CapabilityPolicy::resolve`] validates a plugin's grants
 //! once, at load; the runtime prepares each call's sandbox from the result.
 
+pub mod command_line;
 pub mod confinement;
 pub mod filesystem;
 pub mod network;
@@ -80,9 +81,9 @@ pub struct PluginGrants {
     /// Host patterns for outgoing HTTP(S).
     #[serde(default)]
     pub network: Vec<String>,
-    /// Command patterns for the process capability.
+    /// Command patterns for the process capability: globs, or rules with examples.
     #[serde(default)]
-    pub process: Vec<String>,
+    pub process: Vec<process::CommandGrantSpec>,
     /// Names of environment variables the plugin may read.
     #[serde(default)]
     pub env: Vec<String>,
@@ -295,7 +296,11 @@ impl CapabilityPolicy {
         };
         let process_policy = ProcessPolicy {
             requested: parse_commands(&requested.process, "process (requested)")?,
-            granted: parse_commands(&grants.process, "process")?,
+            granted: grants
+                .process
+                .iter()
+                .map(|spec| CommandPattern::from_spec(spec).map_err(|m| error("process", m)))
+                .collect::<Result<_, _>>()?,
         };
 
         let mut env = Vec::new();

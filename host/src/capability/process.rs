@@ -10,25 +10,124 @@ use std::time::Duration;
 use globset::GlobMatcher;
 use tokio::io::AsyncReadExt;
 
+use serde::{Deserialize, Serialize};
+
+use super::command_line;
 use super::confinement::{Confinement, ConfinementSupport, UnconfinedCommands};
 use super::filesystem::DirGrant;
 
-/// A command pattern: a glob over the command line, e.g. `git *`, `cargo test*`, `*`.
+/// A grant of commands as written in `plugboard.toml`: a glob over a simple command's text
+/// (`"cargo test*"`), or a table that may match word by word and carries its own examples,
+/// checked when the grant loads:
+///
+/// ```toml
+/// process = [
+///   "ls*",
+///   { argv = ["git", "status|diff|log", "**"], match = ["git status -s"], not_match = ["git -c core.pager=id log"] },
+/// ]
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CommandGrantSpec {
+    /// A glob over the simple command's text.
+    Glob(String),
+    /// A pattern with examples.
+    Rule(CommandRule),
+}
+
+/// A command pattern as a table: `pattern` (a glob over the text) or `argv` (one glob per
+/// word, with alternatives separated by `|`; a last `**` takes any further words), and
+/// examples it must and must not allow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandRule {
+    /// A glob over the whole simple command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// One pattern per word, quotes removed and redirections left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argv: Option<Vec<String>>,
+    /// Command lines this pattern must allow.
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub must_match: Vec<String>,
+    /// Command lines it must not allow.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_match: Vec<String>,
+}
+
+impl std::fmt::Display for CommandGrantSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommandGrantSpec::Glob(text) => f.write_str(text),
+            CommandGrantSpec::Rule(CommandRule { argv: Some(words), .. }) => write!(f, "argv {words:?}"),
+            CommandGrantSpec::Rule(CommandRule { pattern, .. }) => f.write_str(pattern.as_deref().unwrap_or("")),
+        }
+    }
+}
+
+/// A command pattern, parsed.
 #[derive(Debug, Clone)]
 pub struct CommandPattern {
     text: String,
-    matcher: GlobMatcher,
+    matcher: Matcher,
+}
+
+#[derive(Debug, Clone)]
+enum Matcher {
+    Glob(GlobMatcher),
+    /// One set of alternatives per word; `true`: any further words are allowed.
+    Argv(Vec<Vec<GlobMatcher>>, bool),
+}
+
+fn glob(text: &str) -> Result<GlobMatcher, String> {
+    globset::GlobBuilder::new(text)
+        .literal_separator(false)
+        .backslash_escape(true)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| format!("command pattern `{text}`: {e}"))
 }
 
 impl CommandPattern {
-    /// Parses a pattern.
+    /// Parses a glob pattern.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let glob = globset::GlobBuilder::new(text.trim())
-            .literal_separator(false)
-            .backslash_escape(true)
-            .build()
-            .map_err(|e| format!("command pattern `{text}`: {e}"))?;
-        Ok(CommandPattern { text: text.trim().to_string(), matcher: glob.compile_matcher() })
+        Ok(CommandPattern { text: text.trim().to_string(), matcher: Matcher::Glob(glob(text.trim())?) })
+    }
+
+    /// Parses a grant, and checks its examples.
+    pub fn from_spec(spec: &CommandGrantSpec) -> Result<Self, String> {
+        let rule = match spec {
+            CommandGrantSpec::Glob(text) => return Self::parse(text),
+            CommandGrantSpec::Rule(rule) => rule,
+        };
+        let pattern = match (&rule.pattern, &rule.argv) {
+            (Some(text), None) => Self::parse(text)?,
+            (None, Some(words)) => Self::argv(words)?,
+            _ => return Err("a command rule has either `pattern` or `argv`".into()),
+        };
+        for example in &rule.must_match {
+            if let Err(why) = pattern.allows_line(example) {
+                return Err(format!("command pattern {spec}: its example `{example}` (match) is not allowed: {why}"));
+            }
+        }
+        for example in &rule.not_match {
+            if pattern.allows_line(example).is_ok() {
+                return Err(format!("command pattern {spec}: its example `{example}` (not_match) is allowed by it"));
+            }
+        }
+        Ok(pattern)
+    }
+
+    fn argv(words: &[String]) -> Result<Self, String> {
+        let (rest, words) = match words.split_last() {
+            Some((last, init)) if last == "**" => (true, init),
+            _ => (false, words),
+        };
+        if words.is_empty() {
+            return Err("`argv` needs at least the program".into());
+        }
+        let alternatives = words.iter().map(|w| w.split('|').map(glob).collect::<Result<Vec<_>, _>>()).collect::<Result<_, _>>()?;
+        Ok(CommandPattern { text: format!("argv {words:?}{}", if rest { " **" } else { "" }), matcher: Matcher::Argv(alternatives, rest) })
     }
 
     /// The pattern as written.
@@ -36,56 +135,25 @@ impl CommandPattern {
         &self.text
     }
 
-    fn matches(&self, command: &str) -> bool {
-        self.matcher.is_match(command)
-    }
-}
-
-/// Splits a command line into the simple commands it runs: at `;`, `&`, `|`, newlines,
-/// and inside `$(...)` and backquotes, honouring quotes. Each must be allowed on its own,
-/// so `ls; rm -rf ~` is not allowed by `ls*`.
-pub fn simple_commands(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    let mut chars = line.chars().peekable();
-    let (mut single, mut double) = (false, false);
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' if !double => {
-                single = !single;
-                current.push(c);
-            }
-            '"' if !single => {
-                double = !double;
-                current.push(c);
-            }
-            '\\' if !single => {
-                current.push(c);
-                if let Some(n) = chars.next() {
-                    current.push(n);
-                }
-            }
-            ';' | '&' | '|' | '\n' | '`' | '(' | ')' if !single && !double => {
-                push_command(&mut out, &mut current);
-            }
-            '`' if double => push_command(&mut out, &mut current),
-            '$' if !single && chars.peek() == Some(&'(') => {
-                chars.next();
-                push_command(&mut out, &mut current);
-            }
-            _ => current.push(c),
+    /// Whether every simple command of `line` matches this pattern.
+    fn allows_line(&self, line: &str) -> Result<(), String> {
+        let commands = command_line::simple_commands(line).map_err(|e| e.to_string())?;
+        match commands.iter().find(|c| !self.matches(c)) {
+            Some(command) => Err(format!("`{command}` does not match")),
+            None => Ok(()),
         }
     }
-    push_command(&mut out, &mut current);
-    out
-}
 
-fn push_command(out: &mut Vec<String>, current: &mut String) {
-    let trimmed = current.trim();
-    if !trimmed.is_empty() {
-        out.push(trimmed.to_string());
+    fn matches(&self, command: &str) -> bool {
+        match &self.matcher {
+            Matcher::Glob(matcher) => matcher.is_match(command),
+            Matcher::Argv(alternatives, rest) => {
+                let words = command_line::words(command);
+                let length_fits = if *rest { words.len() >= alternatives.len() } else { words.len() == alternatives.len() };
+                length_fits && alternatives.iter().zip(&words).all(|(any, word)| any.iter().any(|m| m.is_match(word)))
+            }
+        }
     }
-    current.clear();
 }
 
 /// Which commands a plugin may run: those matching both a requested and a granted pattern.
@@ -101,7 +169,7 @@ impl ProcessPolicy {
     /// Checks a command line; the error names the simple command that is not allowed.
     pub fn check(&self, line: &str) -> Result<(), ProcessDenial> {
         let deny = |command: &str, reason: String| ProcessDenial { command: command.to_string(), reason };
-        let commands = simple_commands(line);
+        let commands = command_line::simple_commands(line).map_err(|e| deny(line, e.to_string()))?;
         let Some(first) = commands.first() else {
             return Err(deny(line, "the command line is empty".into()));
         };
@@ -195,7 +263,7 @@ impl CommandRunner {
         let denied = |reason: String| CommandError::Denied(ProcessDenial { command: line.to_string(), reason });
         let cwd = self.working_directory(cwd)?;
         let confinement = match &*self.confinement {
-            ConfinementSupport::Landlock => Some(Confinement::new(&self.grants, &self.system_paths).map_err(CommandError::Failed)?),
+            ConfinementSupport::Confined(_) => Some(Confinement::new(&self.grants, &self.system_paths).map_err(CommandError::Failed)?),
             ConfinementSupport::Unavailable(reason) => match self.unconfined {
                 UnconfinedCommands::Refuse => {
                     return Err(denied(format!(
@@ -221,10 +289,10 @@ impl CommandRunner {
             .process_group(0);
         if let Some(confinement) = confinement {
             let confinement = Arc::new(confinement);
-            // SAFETY: the closure runs in the forked child before exec; it only takes a lock
-            // that no other thread of the child can hold, and makes the Landlock syscalls.
+            // SAFETY: the closure runs in the forked child before exec and makes only the
+            // async-signal-safe calls `Confinement::enter` documents.
             unsafe {
-                command.pre_exec(move || confinement.apply());
+                command.pre_exec(move || confinement.enter());
             }
         }
         let mut child = command.spawn().map_err(|e| CommandError::Failed(format!("cannot start `/bin/sh`: {e}")))?;
@@ -351,18 +419,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn command_lines_split_into_simple_commands() {
-        assert_eq!(simple_commands("ls -la"), vec!["ls -la"]);
-        assert_eq!(simple_commands("ls; rm -rf ~"), vec!["ls", "rm -rf ~"]);
-        assert_eq!(simple_commands("a && b || c | d & e"), vec!["a", "b", "c", "d", "e"]);
-        assert_eq!(simple_commands("echo $(whoami)"), vec!["echo", "whoami"]);
-        assert_eq!(simple_commands("echo `id`"), vec!["echo", "id"]);
-        assert_eq!(simple_commands("echo 'a; b' \"c | d\""), vec!["echo 'a; b' \"c | d\""]);
-        // A substitution inside double quotes is still checked as a command of its own.
-        assert_eq!(simple_commands("echo \"$(rm -rf /)\""), vec!["echo \"", "rm -rf /)\""]);
-    }
-
-    #[test]
     fn each_simple_command_must_be_requested_and_granted() {
         let pats = |v: &[&str]| v.iter().map(|p| CommandPattern::parse(p).unwrap()).collect::<Vec<_>>();
         let policy = ProcessPolicy { requested: pats(&["*"]), granted: pats(&["ls*", "echo *"]) };
@@ -372,5 +428,37 @@ mod tests {
         assert_eq!(err.command, "rm -rf /");
         let none = ProcessPolicy { requested: pats(&["*"]), granted: vec![] };
         assert!(none.check("ls").unwrap_err().reason.contains("no commands are granted"));
+        // A comment does not hide a second command, and a redirection is not one.
+        let echo = ProcessPolicy { requested: pats(&["*"]), granted: pats(&["echo *", "cargo test*"]) };
+        assert_eq!(echo.check("echo a #'\nid #'").unwrap_err().command, "id");
+        assert!(echo.check("cargo test 2>&1").is_ok());
+        assert!(echo.check("echo $(id)").unwrap_err().reason.contains("command substitution"));
+    }
+
+    fn rule(text: &str) -> Result<CommandPattern, String> {
+        let table: toml::Table = toml::from_str(&format!("p = {text}")).unwrap();
+        let spec: CommandGrantSpec = table["p"].clone().try_into().unwrap();
+        CommandPattern::from_spec(&spec)
+    }
+
+    #[test]
+    fn argv_patterns_constrain_each_word() {
+        let git = rule(r#"{ argv = ["git", "status|diff|log", "**"] }"#).unwrap();
+        assert!(git.allows_line("git status -s").is_ok());
+        assert!(git.allows_line("git 'log' --oneline 2>&1").is_ok());
+        assert!(git.allows_line("git -c core.pager=id log").is_err(), "an option before the subcommand is not a subcommand");
+        assert!(git.allows_line("git push").is_err());
+        let exact = rule(r#"{ argv = ["ls", "-la"] }"#).unwrap();
+        assert!(exact.allows_line("ls -la").is_ok() && exact.allows_line("ls -la /").is_err());
+    }
+
+    #[test]
+    fn a_rule_carries_examples_checked_when_it_loads() {
+        assert!(rule(r#"{ pattern = "git status*", match = ["git status -s"], not_match = ["git push"] }"#).is_ok());
+        let err = rule(r#"{ pattern = "git status*", not_match = ["git statusx"] }"#).err().unwrap();
+        assert!(err.contains("git statusx") && err.contains("not_match"), "{err}");
+        let err = rule(r#"{ argv = ["git", "status"], match = ["git status -s"] }"#).err().unwrap();
+        assert!(err.contains("(match) is not allowed"), "{err}");
+        assert!(rule(r#"{ pattern = "a", argv = ["a"] }"#).is_err());
     }
 }
