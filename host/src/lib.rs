@@ -14,6 +14,7 @@
 //! - [`agent`]: agents, permission rules and the agent loop;
 //! - [`store`] and [`events`]: durable sessions and the sequenced event log (SQLite);
 //! - [`scaffold`]: `plugboard plugin new`;
+//! - [`secrets`]: configured secrets masked by value where text comes back in;
 //! - [`server`]: `plugboard serve`, the HTTP API with Server-Sent Events;
 //! - [`cli`]: the `plugboard` command.
 
@@ -34,6 +35,7 @@ pub mod hooks;
 pub mod manifest;
 pub mod runtime;
 pub mod scaffold;
+pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod trust;

@@ -187,6 +187,10 @@ pub struct CapabilityPolicy {
     pub granted: PluginGrants,
     /// A provider's API key, added by the host to requests to granted hosts.
     pub credential: Option<Credential>,
+    /// Masks the known secrets in what reaches the plugin (HTTP responses, command output).
+    pub redactor: crate::secrets::Redactor,
+    /// The secret values the redactor masks.
+    pub secrets: Arc<Vec<String>>,
 }
 
 /// What one session changes in its provider's policy: its own API key (in the header the
@@ -229,6 +233,7 @@ impl CapabilityPolicy {
         if let Some(key) = &overrides.api_key {
             let grants = PluginGrants { api_key: Some(key.clone()), ..Default::default() };
             policy.credential = resolve_credential(manifest, &grants).map_err(|m| ("api_key", m))?;
+            policy.redactor = crate::secrets::Redactor::new(self.secrets.iter().map(String::as_str).chain([key.expose()]));
         }
         if let Some(endpoint) = &overrides.api_endpoint {
             let uri: http::Uri = endpoint.parse().map_err(|e| ("api_endpoint", format!("`{endpoint}` is not a URL: {e}")))?;
@@ -264,6 +269,8 @@ pub struct PolicyContext {
     pub max_memory_mib: Option<u64>,
     /// Directories no grant may reach (see [`crate::trust::protected_dirs`]).
     pub protected: Vec<PathBuf>,
+    /// The secret values to mask (see [`crate::secrets`]).
+    pub secrets: Arc<Vec<String>>,
 }
 
 impl CapabilityPolicy {
@@ -351,7 +358,21 @@ impl CapabilityPolicy {
             max_output_bytes: limits.max_output_bytes as usize,
             max_timeout: limits.timeout(),
         };
-        Ok(CapabilityPolicy { plugin_id: id, filesystem, network, process, env, limits, settings, requested, granted: grants, credential })
+        let redactor = crate::secrets::Redactor::new(ctx.secrets.iter().map(String::as_str));
+        Ok(CapabilityPolicy {
+            plugin_id: id,
+            filesystem,
+            network,
+            process,
+            env,
+            limits,
+            settings,
+            requested,
+            granted: grants,
+            credential,
+            redactor,
+            secrets: ctx.secrets.clone(),
+        })
     }
 
     /// The `plugboard.toml` lines that would grant `target` of `kind`, or why no grant can

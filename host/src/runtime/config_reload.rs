@@ -148,6 +148,7 @@ impl PluginHost {
         let mut policy_ctx = self.policy_ctx();
         policy_ctx.default_limits = new.limits;
         policy_ctx.sandbox = new.sandbox.clone();
+        policy_ctx.secrets = Arc::new(crate::secrets::configured(&new));
         let mut policies = BTreeMap::new();
         for plugin in self.registry().plugins() {
             let first_party = matches!(plugin.source, PluginSource::Bundled { .. });

@@ -132,6 +132,7 @@ impl PluginHost {
         let protected = crate::trust::protected_dirs(options.data_dir.as_deref(), cache.dir());
         let policy_ctx = PolicyContext {
             protected,
+            secrets: Arc::new(crate::secrets::configured(&config)),
             workspace: workspace.clone(),
             default_limits: config.limits,
             sandbox: config.sandbox.clone(),

@@ -453,3 +453,31 @@ async fn a_large_request_body_is_streamed_out_whole() {
     let body: serde_json::Value = serde_json::from_str(&server.received()[0].body).unwrap();
     assert_eq!(body["messages"][1]["content"].as_str().unwrap().len(), 300 * 1024);
 }
+
+#[tokio::test]
+async fn a_key_echoed_by_the_endpoint_or_quoted_in_an_error_body_is_masked() {
+    let key = "sk-live-canary-0123456789";
+    let echo = openai_sse(&[
+        &format!(r#"{{"choices":[{{"index":0,"delta":{{"content":"you sent Bearer {key} to me"}}}}]}}"#),
+        r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+    ]);
+    let quoted = format!(r#"{{"error":{{"message":"Incorrect API key provided: {key}"}}}}"#);
+    // Pieces of 5 bytes split the key between chunks of the body.
+    let server =
+        ScriptedServer::start(vec![Scripted::sse(&echo, 5), Scripted::error(401, &[("x-echo", &format!("Bearer {key}"))], &quoted)]);
+    let ws = Workspace::new();
+    ws.operator_config(&format!(
+        "[plugins.openai]\nnetwork = [\"{url}\"]\napi_key = \"{key}\"\nsettings = {{ base_url = \"{url}/v1\", models = [{{ id = \"test-model\" }}] }}\n",
+        url = server.url()
+    ));
+    let host = ws.host().await;
+    let out = collect(&host, "openai/test-model", request("echo my key")).await.unwrap();
+    assert_eq!(out.text, "you sent Bearer [redacted] to me");
+    assert_eq!(
+        server.received()[0].header("authorization").map(String::from),
+        Some(format!("Bearer {key}")),
+        "the key itself is still sent"
+    );
+    let err = collect(&host, "openai/test-model", request("again")).await.unwrap_err().to_string();
+    assert!(err.contains("Incorrect API key provided: [redacted]") && !err.contains(key), "{err}");
+}

@@ -218,3 +218,18 @@ mod http {
         assert_eq!(plain.get(api.url("/sessions")).header("cookie", &token).send().await.unwrap().status(), 401);
     }
 }
+
+#[tokio::test]
+async fn a_configured_secret_in_command_output_is_masked() {
+    let ws = Workspace::new();
+    let key = "sk-live-canary-9876543210";
+    ws.operator_config(&format!(
+        "[plugins.openai]\napi_key = \"{key}\"\n[plugins.hostile]\nfilesystem = [{{ path = \".\", access = \"read-write\" }}]\nprocess = [\"cat *\"]\n"
+    ));
+    ws.file("leaked.txt", format!("key={key}\n"));
+    let host = ws.host().await;
+    match call_tool(&host, "run", json!({ "command": "cat leaked.txt" })).await {
+        Ok(out) => assert!(out.text.contains("key=[redacted]") && !out.text.contains(key), "{}", out.text),
+        Err(e) => assert!(e.to_string().contains("cannot be confined"), "{e}"),
+    }
+}
