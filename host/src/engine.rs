@@ -58,7 +58,33 @@ pub struct PluginEngine {
     pub allocator: AllocatorKind,
     /// Why pooling is not in use, when it is not.
     pub pooling_fallback_reason: Option<String>,
+    /// The pool's instance slots, when pooling: instantiation waits for one.
+    slots: Option<Arc<InstanceSlots>>,
     _ticker: Arc<EpochTicker>,
+}
+
+/// The pool's instance slots: a call takes one before it instantiates and holds it until
+/// its store is dropped, so an exhausted pool makes callers wait (at most
+/// [`MAX_WAITING_PER_SLOT`] per slot, each up to its time limit) instead of failing.
+struct InstanceSlots {
+    semaphore: Arc<tokio::sync::Semaphore>,
+    capacity: usize,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+/// How many callers may wait for slots, per slot, before the next one is refused at once.
+pub const MAX_WAITING_PER_SLOT: usize = 8;
+
+/// An instance slot, released when dropped.
+pub struct InstanceSlot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+/// No instance slot came free in time, or too many callers wait already.
+#[derive(Debug, Clone, Copy)]
+pub struct Busy {
+    /// How many instances may live at once.
+    pub capacity: usize,
+    /// How long the caller waited.
+    pub waited: Duration,
 }
 
 impl PluginEngine {
@@ -81,7 +107,37 @@ impl PluginEngine {
             tracing::info!(%reason, "pooling allocator not in use; instances are allocated on demand");
         }
         let ticker = Arc::new(EpochTicker::start(engine.clone()));
-        Ok(PluginEngine { engine, allocator, pooling_fallback_reason: reason, _ticker: ticker })
+        let slots = (allocator == AllocatorKind::Pooling).then(|| {
+            let capacity = settings.max_instances.max(1) as usize;
+            Arc::new(InstanceSlots {
+                semaphore: Arc::new(tokio::sync::Semaphore::new(capacity)),
+                capacity,
+                waiting: std::sync::atomic::AtomicUsize::new(0),
+            })
+        });
+        Ok(PluginEngine { engine, allocator, pooling_fallback_reason: reason, slots, _ticker: ticker })
+    }
+
+    /// Takes an instance slot, waiting up to `wait` for one (`None`: on-demand allocation
+    /// has no slots to take).
+    pub async fn acquire_slot(&self, wait: Duration) -> Result<Option<InstanceSlot>, Busy> {
+        use std::sync::atomic::Ordering;
+        let Some(slots) = &self.slots else { return Ok(None) };
+        if let Ok(permit) = slots.semaphore.clone().try_acquire_owned() {
+            return Ok(Some(InstanceSlot(permit)));
+        }
+        let busy = |waited| Busy { capacity: slots.capacity, waited };
+        if slots.waiting.fetch_add(1, Ordering::AcqRel) >= slots.capacity * MAX_WAITING_PER_SLOT {
+            slots.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(busy(Duration::ZERO));
+        }
+        let started = std::time::Instant::now();
+        let permit = tokio::time::timeout(wait, slots.semaphore.clone().acquire_owned()).await;
+        slots.waiting.fetch_sub(1, Ordering::AcqRel);
+        match permit {
+            Ok(Ok(permit)) => Ok(Some(InstanceSlot(permit))),
+            _ => Err(busy(started.elapsed())),
+        }
     }
 }
 
@@ -151,9 +207,4 @@ impl Drop for EpochTicker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
-}
-
-/// The number of epoch ticks in `timeout`, at least 1.
-pub fn ticks_for(timeout: Duration) -> u64 {
-    (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
 }

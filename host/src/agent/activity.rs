@@ -704,10 +704,14 @@ impl<'a> Activity<'a> {
                 data["metadata"] = output.metadata.unwrap_or(Value::Null);
                 CallEnd { content: output.text, is_error: false }
             }
-            Err(error) => {
+            Err(failure) => {
                 data["state"] = json!("error");
-                data["error"] = json!(error.to_string());
-                CallEnd { content: error.to_string(), is_error: true }
+                data["error"] = json!(failure.for_model);
+                if failure.detail != failure.for_model {
+                    // For the operator (the event log, the API): what would grant it.
+                    data["detail"] = json!(failure.detail);
+                }
+                CallEnd { content: failure.for_model, is_error: true }
             }
         };
         data["time"] = json!({ "start": started, "end": now_ms() });
@@ -715,27 +719,28 @@ impl<'a> Activity<'a> {
         Ok(end)
     }
 
-    /// Runs the `tool.after` hooks on a call's result: they may replace its text and title
+    /// Runs the `tool.after` hooks on a call's result (an error as the model is told it): they may replace its text and title
     /// (or the text of an error).
     async fn tool_after_hooks(
         &self,
         p: &PreparedCall,
         result: Result<crate::runtime::ToolOutput, crate::runtime::CallError>,
-    ) -> Result<crate::runtime::ToolOutput, String> {
+    ) -> Result<crate::runtime::ToolOutput, CallFailure> {
         let hooks = self.runtime.host.hooks();
+        let failure = |e: &crate::runtime::CallError| CallFailure { detail: e.to_string(), for_model: e.for_model() };
         if !hooks.handles(HookPoint::ToolAfter) {
-            return result.map_err(|e| e.to_string());
+            return result.map_err(|e| failure(&e));
         }
         let limit = self.runtime.host.registry().tool_plugin(&p.call.name).map_or(1 << 20, |plugin| plugin.policy.limits.max_output_bytes);
         let ctx = self.hook_context();
         let (text, title, is_error) = match &result {
             Ok(output) => (output.text.clone(), output.title.clone(), false),
-            Err(error) => (error.to_string(), None, true),
+            Err(error) => (error.for_model(), None, true),
         };
         let (text, title) = hooks.tool_after(&ctx, &p.call.id, &p.call.name, &p.input, text, title, is_error, limit).await;
         match result {
             Ok(output) => Ok(crate::runtime::ToolOutput { text, title, metadata: output.metadata }),
-            Err(_) => Err(text),
+            Err(error) => Err(CallFailure { detail: error.to_string(), for_model: text }),
         }
     }
 
@@ -834,4 +839,11 @@ pub fn provider_messages(history: &[MessageRecord]) -> Vec<Message> {
         }
     }
     out
+}
+
+/// A failed call, told two ways: in full for the operator (with the configuration that
+/// would grant what was denied), and as the model is told it (what was denied and why).
+struct CallFailure {
+    detail: String,
+    for_model: String,
 }

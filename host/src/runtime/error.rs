@@ -81,6 +81,18 @@ pub enum CallError {
         /// The trap, and the plugin's last stderr lines (a panic message) when any.
         message: String,
     },
+    /// Every instance slot of the engine is in use, and none came free in time.
+    #[error(
+        "plugin `{plugin}` is busy: all {capacity} instance slots are in use and none came free within {waited_ms} ms; try again later, or raise `[engine] max_instances`"
+    )]
+    Busy {
+        /// The plugin.
+        plugin: String,
+        /// How many instances may live at once.
+        capacity: usize,
+        /// How long the call waited.
+        waited_ms: u64,
+    },
     /// The host could not set up the call.
     #[error("cannot run plugin `{plugin}`: {message}")]
     Host {
@@ -89,4 +101,38 @@ pub enum CallError {
         /// What went wrong.
         message: String,
     },
+}
+
+impl CallError {
+    /// The error as the model is told it. A denial says what was denied and why, not which
+    /// configuration lines would widen the grant: those are for the operator (the CLI, the
+    /// logs, the event's `detail`, the API's error).
+    pub fn for_model(&self) -> String {
+        match self {
+            CallError::Denied { plugin, kind, target, reason, .. } => {
+                format!("plugin `{plugin}` was denied {kind} access to `{target}`: {reason}. This is outside what the operator granted.")
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_model_is_told_what_was_denied_but_not_how_to_widen_the_grant() {
+        let denied = CallError::Denied {
+            plugin: "shell".into(),
+            kind: crate::capability::CapabilityKind::Process,
+            target: "id".into(),
+            reason: "no commands are granted to this plugin".into(),
+            hint: "to grant it, add to plugboard.toml:\n  [plugins.shell]\n  process = [\"id\"]".into(),
+        };
+        assert!(denied.to_string().contains("process = [\"id\"]"), "the operator sees the lines");
+        let told = denied.for_model();
+        assert!(told.contains("denied process access to `id`") && told.contains("no commands are granted"), "{told}");
+        assert!(!told.contains("plugboard.toml") && !told.contains("process = "), "{told}");
+    }
 }

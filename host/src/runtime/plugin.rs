@@ -14,7 +14,7 @@ use crate::artifact_cache::{ArtifactCache, CacheOutcome, content_hash};
 use crate::bindings::{HookPlugin, HookPluginPre, ProviderPluginPre, ToolPluginPre, provider_types, types};
 use crate::capability::{CapabilityKind, CapabilityPolicy, PolicyContext, ProviderOverrides};
 use crate::config::{Config, GrantSource};
-use crate::engine::{PluginEngine, ticks_for};
+use crate::engine::PluginEngine;
 use crate::manifest::{ManifestError, PluginManifest};
 
 /// Where a plugin came from.
@@ -250,16 +250,27 @@ impl LoadedPlugin {
         }
     }
 
-    fn new_store(&self, progress: Option<ProgressSink>) -> anyhow::Result<Store<CallState>> {
-        self.new_store_with(self.policy.clone(), progress)
+    async fn new_store(&self, progress: Option<ProgressSink>) -> Result<Store<CallState>, CallError> {
+        self.new_store_with(self.policy.clone(), progress).await
     }
 
-    fn new_store_with(&self, policy: Arc<CapabilityPolicy>, progress: Option<ProgressSink>) -> anyhow::Result<Store<CallState>> {
-        let state = CallState::new(policy, progress)?;
+    /// A store for one instance: it first takes an instance slot of the engine (waiting up
+    /// to the plugin's time limit), held until the store is dropped. The guest yields to
+    /// the async runtime at every epoch tick, so a spinning guest never holds a worker; the
+    /// caller's wall-clock timeout ends it.
+    async fn new_store_with(&self, policy: Arc<CapabilityPolicy>, progress: Option<ProgressSink>) -> Result<Store<CallState>, CallError> {
+        let plugin = || self.manifest.id.clone();
+        let slot = self.engine.acquire_slot(policy.limits.timeout()).await.map_err(|busy| CallError::Busy {
+            plugin: plugin(),
+            capacity: busy.capacity,
+            waited_ms: busy.waited.as_millis() as u64,
+        })?;
+        let mut state = CallState::new(policy, progress).map_err(|e| CallError::Host { plugin: plugin(), message: format!("{e:#}") })?;
+        state.slot = slot;
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(ticks_for(self.policy.limits.timeout()));
-        store.epoch_deadline_trap();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
         Ok(store)
     }
 
@@ -279,7 +290,7 @@ impl LoadedPlugin {
     async fn describe_provider(&mut self) -> Result<(), LoadError> {
         let WorldPre::Provider(pre) = &self.pre else { unreachable!("called for providers") };
         let info = async {
-            let mut store = self.new_store(None).map_err(|e| e.to_string())?;
+            let mut store = self.new_store(None).await.map_err(|e| e.to_string())?;
             let instance = pre.instantiate_async(&mut store).await.map_err(|e| format!("{e:#}"))?;
             instance.plugboard_plugin_provider().call_info(&mut store).await.map_err(|e| format!("{e:#}"))
         };
@@ -318,7 +329,7 @@ impl LoadedPlugin {
         let WorldPre::Hook(pre) = &self.pre else {
             return Err(CallError::Host { plugin, message: "it is not a hook plugin".into() });
         };
-        let mut store = self.new_store(None).map_err(|e| CallError::Host { plugin: plugin.clone(), message: format!("{e:#}") })?;
+        let mut store = self.new_store(None).await?;
         let deadline = limits.timeout() + Duration::from_millis(100);
         let outcome = tokio::time::timeout(deadline, async {
             let instance: HookPlugin = pre.instantiate_async(&mut store).await?;
@@ -332,11 +343,13 @@ impl LoadedPlugin {
         }
     }
 
-    /// Runs the plugin's `tools` export once, under its limits, to learn its tools.
+    /// Runs the plugin's `tools` export once, under its limits, to learn its tools. What it
+    /// lists is bounded: [`MAX_TOOLS`] tools, names in the WIT's format, and descriptions and
+    /// schemas of bounded size, so a hostile list costs the host little to refuse.
     async fn list_tools(&mut self) -> Result<(), LoadError> {
         let WorldPre::Tool(pre) = &self.pre else { unreachable!("called for tool plugins") };
         let definitions = async {
-            let mut store = self.new_store(None).map_err(|e| e.to_string())?;
+            let mut store = self.new_store(None).await.map_err(|e| e.to_string())?;
             let instance = pre.instantiate_async(&mut store).await.map_err(|e| format!("{e:#}"))?;
             instance.plugboard_plugin_tool().call_tools(&mut store).await.map_err(|e| format!("{e:#}"))
         };
@@ -344,13 +357,28 @@ impl LoadedPlugin {
             .await
             .map_err(|_| LoadError::Tools(format!("no answer within {} ms", self.policy.limits.timeout_ms)))?
             .map_err(LoadError::Tools)?;
+        if definitions.len() > MAX_TOOLS {
+            return Err(LoadError::Tools(format!("it lists {} tools; a plugin may provide at most {MAX_TOOLS}", definitions.len())));
+        }
         let mut tools = Vec::with_capacity(definitions.len());
         for d in definitions {
+            check_tool_name(&d.name).map_err(LoadError::Tools)?;
+            if d.description.len() > MAX_DESCRIPTION_BYTES {
+                return Err(LoadError::Tools(format!(
+                    "tool `{}` has a description of {} bytes; at most {MAX_DESCRIPTION_BYTES}",
+                    d.name,
+                    d.description.len()
+                )));
+            }
+            if d.parameters_schema.len() > MAX_SCHEMA_BYTES {
+                return Err(LoadError::Tools(format!(
+                    "tool `{}` has a parameters schema of {} bytes; at most {MAX_SCHEMA_BYTES}",
+                    d.name,
+                    d.parameters_schema.len()
+                )));
+            }
             let parameters = serde_json::from_str(&d.parameters_schema)
                 .map_err(|e| LoadError::Tools(format!("tool `{}` has a parameters schema that is not JSON: {e}", d.name)))?;
-            if d.name.is_empty() {
-                return Err(LoadError::Tools("a tool has an empty name".into()));
-            }
             if tools.iter().any(|t: &ToolDefinition| t.name == d.name) {
                 return Err(LoadError::Tools(format!("the tool `{}` is listed twice", d.name)));
             }
@@ -374,7 +402,7 @@ impl LoadedPlugin {
         let WorldPre::Tool(pre) = &self.pre else {
             return Err(CallError::Host { plugin, message: "it is not a tool plugin".into() });
         };
-        let mut store = self.new_store(progress).map_err(|e| CallError::Host { plugin: plugin.clone(), message: format!("{e:#}") })?;
+        let mut store = self.new_store(progress).await?;
         let wit_context = types::CallContext {
             session_id: context.session_id.clone(),
             call_id: context.call_id.clone(),
@@ -457,9 +485,7 @@ impl LoadedPlugin {
                 CompletionError::Plugin(CallError::Host { plugin: plugin.clone(), message: format!("model_config.{field}: {message}") })
             })?),
         };
-        let mut store = self
-            .new_store_with(policy, None)
-            .map_err(|e| CompletionError::Plugin(CallError::Host { plugin: plugin.clone(), message: format!("{e:#}") }))?;
+        let mut store = self.new_store_with(policy, None).await.map_err(CompletionError::Plugin)?;
         let started = tokio::time::timeout(limits.timeout(), async {
             let instance = pre.instantiate_async(&mut store).await?;
             let completion = instance.plugboard_plugin_provider().call_complete(&mut store, request).await?;
@@ -472,11 +498,6 @@ impl LoadedPlugin {
             Ok(Ok((_, Err(api)))) => Err(CompletionError::api(&plugin, api)),
             Ok(Ok((instance, Ok(completion)))) => Ok(super::provider::ProviderStream::new(self.clone(), store, instance, completion)),
         }
-    }
-
-    /// Sets the epoch deadline of a store again (before each step of a long-lived instance).
-    pub(crate) fn rearm(&self, store: &mut Store<CallState>) {
-        store.set_epoch_deadline(ticks_for(self.policy.limits.timeout()));
     }
 
     pub(crate) fn explain_trap(&self, error: wasmtime::Error, store: &mut Store<CallState>) -> CallError {
@@ -498,5 +519,42 @@ impl LoadedPlugin {
             format!("{trap}; its last output: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))
         };
         CallError::Crashed { plugin, message }
+    }
+}
+
+/// The most tools one plugin may provide.
+pub const MAX_TOOLS: usize = 128;
+/// The longest tool description, in bytes.
+pub const MAX_DESCRIPTION_BYTES: usize = 8 * 1024;
+/// The largest parameters schema, in bytes.
+pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
+/// The longest tool name (the limit of the model APIs' function names).
+pub const MAX_TOOL_NAME: usize = 64;
+
+/// A tool name as the WIT states it: lowercase letters, digits, `_` and `-`, 1 to
+/// [`MAX_TOOL_NAME`] characters.
+fn check_tool_name(name: &str) -> Result<(), String> {
+    let shown: String = name.chars().take(MAX_TOOL_NAME).flat_map(char::escape_default).collect();
+    if name.is_empty() || name.len() > MAX_TOOL_NAME {
+        return Err(format!("a tool name must have 1 to {MAX_TOOL_NAME} characters (`{shown}` has {})", name.chars().count()));
+    }
+    if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-') {
+        return Err(format!("the tool name `{shown}` may hold only lowercase letters, digits, `_` and `-`"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tool_names_follow_the_wit() {
+        use super::check_tool_name;
+        assert!(check_tool_name("read_raw").is_ok() && check_tool_name("web-fetch2").is_ok());
+        for bad in ["", "Read", "two words", "tab\there", "ctrl\u{7}", "ünïcode"] {
+            assert!(check_tool_name(bad).is_err(), "{bad:?}");
+        }
+        let long = "x".repeat(10_000);
+        let err = check_tool_name(&long).unwrap_err();
+        assert!(err.contains("10000") && err.len() < 200, "{err}");
     }
 }

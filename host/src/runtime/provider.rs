@@ -157,7 +157,6 @@ impl ProviderStream {
         if self.ended {
             return Ok(None);
         }
-        self.plugin.rearm(&mut self.store);
         let limits = self.plugin.policy.limits;
         let step = tokio::time::timeout(
             limits.timeout(),

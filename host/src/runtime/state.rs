@@ -43,6 +43,8 @@ pub struct CallState {
     progress: Option<ProgressSink>,
     pub(crate) stderr: MemoryOutputPipe,
     pub(crate) denials: Vec<HostDenial>,
+    /// The engine's instance slot this store holds, until it is dropped.
+    pub(crate) slot: Option<crate::engine::InstanceSlot>,
 }
 
 impl CallState {
@@ -65,16 +67,23 @@ impl CallState {
                 .map_err(|e| anyhow::anyhow!("cannot open granted directory `{}`: {e}", grant.path.display()))?;
         }
         let memory = (policy.limits.memory_mib as usize) << 20;
+        let progress = progress.map(|sink| capped(sink, policy.limits.max_output_bytes as usize, policy.redactor.clone()));
         Ok(CallState {
             wasi: builder.build(),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            hooks: NetworkHooks { policy: policy.network.clone(), credential: policy.credential.clone(), denials: Vec::new() },
+            hooks: NetworkHooks {
+                policy: policy.network.clone(),
+                credential: policy.credential.clone(),
+                redactor: policy.redactor.clone(),
+                denials: Vec::new(),
+            },
             limiter: MemoryLimiter { max_bytes: memory, exceeded: false },
             policy,
             progress,
             stderr,
             denials: Vec::new(),
+            slot: None,
         })
     }
 
@@ -120,10 +129,12 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 
 /// The network policy, where `wasi:http` sends requests: a refused request is never sent.
 /// A provider's API key is added here, to allowed requests only; the plugin can neither
-/// read nor set that header.
+/// read nor set that header. The response's headers and body reach the plugin with every
+/// known secret masked, so an endpoint that echoes the key does not hand it over.
 struct NetworkHooks {
     policy: NetworkPolicy,
     credential: Option<crate::capability::Credential>,
+    redactor: crate::secrets::Redactor,
     denials: Vec<HostDenial>,
 }
 
@@ -168,12 +179,52 @@ impl WasiHttpHooks for NetworkHooks {
         if let Some(credential) = &self.credential {
             request.headers_mut().insert(credential.header.clone(), credential.value.clone());
         }
+        let redactor = self.redactor.clone();
         Box::new(async move {
             use http_body_util::BodyExt;
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
+            let response = if redactor.is_empty() { response.map(BodyExt::boxed_unsync) } else { redact_response(response, redactor) };
+            Ok((response, Box::new(io) as Box<dyn Future<Output = _> + Send>))
         })
     }
+}
+
+/// A response with every secret masked in its header values and body (a secret split
+/// between two chunks of the body included).
+fn redact_response<B>(response: http::Response<B>, redactor: crate::secrets::Redactor) -> http::Response<wasmtime_wasi_http::WasiBody>
+where
+    B: http_body::Body<Data = bytes::Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    let (mut parts, body) = response.into_parts();
+    for value in parts.headers.values_mut() {
+        if let std::borrow::Cow::Owned(masked) = redactor.redact_bytes(value.as_bytes())
+            && let Ok(masked) = http::HeaderValue::from_bytes(&masked)
+        {
+            *value = masked;
+        }
+    }
+    let stream = async_stream::stream! {
+        let mut body = std::pin::pin!(body);
+        let mut held = Vec::new();
+        while let Some(frame) = body.frame().await {
+            match frame.map(|f| f.into_data()) {
+                Ok(Ok(data)) => {
+                    held.extend_from_slice(&data);
+                    let ready = redactor.redact_partial(&mut held);
+                    if !ready.is_empty() {
+                        yield Ok(http_body::Frame::data(bytes::Bytes::from(ready)));
+                    }
+                }
+                Ok(Err(trailers)) => yield Ok(trailers),
+                Err(e) => yield Err(e),
+            }
+        }
+        if !held.is_empty() {
+            yield Ok(http_body::Frame::data(bytes::Bytes::from(redactor.redact_bytes(&held).into_owned())));
+        }
+    };
+    http::Response::from_parts(parts, http_body_util::StreamBody::new(stream).boxed_unsync())
 }
 
 impl types::Host for CallState {}
@@ -181,7 +232,7 @@ impl types::Host for CallState {}
 impl host::Host for CallState {
     async fn log(&mut self, level: types::LogLevel, message: String) {
         let plugin = self.policy.plugin_id.as_str();
-        let message = truncate(&message, 4096);
+        let message = self.policy.redactor.redact(truncate(&message, 4096)).into_owned();
         match level {
             types::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
             types::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
@@ -193,7 +244,7 @@ impl host::Host for CallState {
 
     async fn progress(&mut self, text: String) {
         if let Some(sink) = &self.progress {
-            sink(truncate(&text, self.policy.limits.max_output_bytes as usize));
+            sink(&text);
         }
     }
 
@@ -205,12 +256,13 @@ impl host::Host for CallState {
 impl process::Host for CallState {
     async fn run(&mut self, command: process::Command) -> Result<process::CommandOutput, process::CommandError> {
         let timeout = command.timeout_ms.map(|ms| std::time::Duration::from_millis(ms.into()));
+        let redactor = &self.policy.redactor;
         let live = self.progress.as_deref();
         match self.policy.process.run(&command.command_line, &command.working_directory, timeout, live).await {
             Ok(r) => Ok(process::CommandOutput {
                 exit_code: r.exit_code,
-                stdout: r.stdout,
-                stderr: r.stderr,
+                stdout: redactor.redact(&r.stdout).into_owned(),
+                stderr: redactor.redact(&r.stderr).into_owned(),
                 truncated: r.truncated,
                 timed_out: r.timed_out,
             }),
@@ -226,6 +278,25 @@ impl process::Host for CallState {
             Err(CommandError::Failed(message)) => Err(process::CommandError::Failed(message)),
         }
     }
+}
+
+/// `sink`, passing on at most `cap` bytes in all, with every secret masked: a call's live
+/// output (its `progress` and its commands' output as it comes) is stored as events, so it
+/// is bounded like the call's result. What is over the cap is dropped, with one notice.
+fn capped(sink: ProgressSink, cap: usize, redactor: crate::secrets::Redactor) -> ProgressSink {
+    let sent = std::sync::atomic::AtomicUsize::new(0);
+    Arc::new(move |text: &str| {
+        use std::sync::atomic::Ordering;
+        let before = sent.fetch_add(text.len(), Ordering::Relaxed);
+        if before >= cap {
+            return;
+        }
+        let room = cap - before;
+        sink(&redactor.redact(truncate(text, room)));
+        if text.len() > room {
+            sink(&format!("\n[progress output over this call's limit of {cap} bytes is dropped]\n"));
+        }
+    })
 }
 
 fn truncate(text: &str, max: usize) -> &str {

@@ -257,3 +257,97 @@ mod commands {
         assert_serving(&host).await;
     }
 }
+
+/// One plugin cannot starve the host: guests yield, the instance pool queues, live output
+/// is bounded.
+mod starvation {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spinning_guests_yield_so_a_call_started_after_them_finishes_before_them() {
+        let ws = Workspace::new();
+        ws.config(&hostile_config("limits = { timeout_ms = 1500 }"));
+        let host = std::sync::Arc::new(ws.host().await);
+        // More spinning guests than worker threads.
+        let spins: Vec<_> = (0..6)
+            .map(|_| {
+                let host = host.clone();
+                tokio::spawn(async move {
+                    let err = call(&host, "spin", json!({})).await.unwrap_err();
+                    assert!(matches!(err, CallError::Timeout { .. }), "{err}");
+                    Instant::now()
+                })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // On a worker thread, as every call of the server is (the test's own thread is not one).
+        let echo = host.clone();
+        let (echo, answered) = tokio::spawn(async move {
+            let out = call(&echo, "echo", json!({"text": "answered"})).await.unwrap();
+            (out, Instant::now())
+        })
+        .await
+        .unwrap();
+        assert_eq!(echo.text, "answered");
+        for spin in spins {
+            assert!(spin.await.unwrap() > answered, "the echo call waited for a spinning guest to end");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_exhausted_instance_pool_makes_calls_wait_then_fail_as_busy_not_crashed() {
+        let ws = Workspace::new();
+        ws.config(&format!(
+            "[engine]\nmax_instances = 2\n{}[plugins.echo]\nlimits = {{ timeout_ms = 200 }}\n",
+            hostile_config("limits = { timeout_ms = 1500 }")
+        ));
+        let host = std::sync::Arc::new(ws.host().await);
+        if host.engine().allocator != plugboard::engine::AllocatorKind::Pooling {
+            eprintln!("the pooling allocator is not in use here; there is no pool to exhaust");
+            return;
+        }
+        // Many calls at once wait for the two slots and all succeed.
+        let calls: Vec<_> = (0..40)
+            .map(|i| {
+                let host = host.clone();
+                tokio::spawn(async move { call(&host, "echo", json!({"text": format!("{i}")})).await })
+            })
+            .collect();
+        for (i, c) in calls.into_iter().enumerate() {
+            assert_eq!(c.await.unwrap().unwrap().text, format!("{i}"));
+        }
+        // Both slots held by spinning guests: a call waits its time limit, then is busy.
+        let spins: Vec<_> = (0..2)
+            .map(|_| {
+                let host = host.clone();
+                tokio::spawn(async move { call(&host, "spin", json!({})).await })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let err = call(&host, "echo", json!({"text": "x"})).await.unwrap_err();
+        assert!(matches!(err, CallError::Busy { capacity: 2, .. }), "{err}");
+        assert!(err.to_string().contains("max_instances"), "{err}");
+        for spin in spins {
+            assert!(matches!(spin.await.unwrap(), Err(CallError::Timeout { .. })));
+        }
+        assert_serving(&host).await;
+    }
+
+    #[tokio::test]
+    async fn a_calls_progress_output_is_capped() {
+        let ws = Workspace::new();
+        ws.config("[plugins.hostile]\nlimits = { max_output_bytes = 100000 }\n");
+        let host = ws.host().await;
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = seen.clone();
+        let sink: plugboard::runtime::state::ProgressSink = std::sync::Arc::new(move |text: &str| {
+            counter.fetch_add(text.len(), std::sync::atomic::Ordering::Relaxed);
+        });
+        let out =
+            host.call_tool("flood_progress", &json!({"bytes": 10_000_000}).to_string(), &Default::default(), Some(sink)).await.unwrap();
+        assert!(out.text.starts_with("sent "), "{}", out.text);
+        let seen = seen.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(seen <= 100_000 + 200, "{seen} bytes of progress passed the cap");
+        assert!(seen >= 100_000, "progress up to the cap is passed on ({seen})");
+    }
+}

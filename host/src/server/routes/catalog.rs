@@ -81,7 +81,7 @@ pub struct ToolCallResult {
 /// authors and scripts. A call the tool refuses or fails is a 422 naming why; one the
 /// grants deny is a 403.
 #[utoipa::path(post, path = "/tools/{name}/call", tag = "tools", params(("name" = String, Path, description = "The tool")), request_body = ToolCallRequest,
-    responses((status = 200, body = ToolCallResult), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = ToolCallResult), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn call_tool(
     Running(runtime): Running,
     Path(name): Path<String>,
@@ -105,6 +105,9 @@ fn call_error(tool: &str, e: CallError) -> ApiError {
         }
         CallError::InvalidArguments { .. } => ApiError::invalid_field("arguments", message),
         CallError::Denied { .. } => ApiError::new(StatusCode::FORBIDDEN, message).with_details(json!({ "tool": tool })),
+        CallError::Busy { capacity, .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).with_details(json!({ "tool": tool, "capacity": capacity }))
+        }
         _ => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).with_details(json!({ "tool": tool })),
     }
 }

@@ -102,6 +102,18 @@ fn big_output(args: SizeArg) -> Result<Output, ToolError> {
     Ok(Output::text("x".repeat(args.bytes)))
 }
 
+/// Sends `bytes` of progress output, in pieces of 64 KiB.
+#[tool]
+fn flood_progress(args: SizeArg, ctx: &Context) -> Result<Output, ToolError> {
+    let piece = "p".repeat(64 * 1024);
+    let mut sent = 0;
+    while sent < args.bytes {
+        ctx.progress(&piece);
+        sent += piece.len();
+    }
+    Ok(Output::text(format!("sent {sent}")))
+}
+
 /// Runs a command through the process capability.
 #[tool]
 fn run(args: CommandArg) -> Result<Output, ToolError> {
@@ -109,4 +121,4 @@ fn run(args: CommandArg) -> Result<Output, ToolError> {
     Ok(Output::text(format!("exit={:?}\n{}{}", out.exit_code, out.stdout, out.stderr)))
 }
 
-export_tools!(spin, grow_memory, read_raw, write_raw, http_get, env_var, panic, big_output, run);
+export_tools!(spin, grow_memory, read_raw, write_raw, http_get, env_var, panic, big_output, flood_progress, run);
