@@ -170,6 +170,7 @@ impl Confinement {
             ruleset = ruleset.add_rule(PathBeneath::new(open(device)?, AccessFs::from_file(abi))).map_err(err)?;
         }
         for grant in grants {
+            grant.still_in_place()?;
             let access = match grant.access {
                 Access::ReadOnly => AccessFs::from_read(abi),
                 Access::ReadWrite => AccessFs::from_all(abi),

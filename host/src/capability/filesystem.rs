@@ -77,6 +77,16 @@ pub fn resolve(spec: &DirGrantSpec, workspace: &Path) -> Result<DirGrant, String
     if !path.is_dir() {
         return Err(format!("`{}` is not a directory; grants name directories", path.display()));
     }
+    // Whatever runs in the workspace can replace a directory there with a symlink: a
+    // directory inside the workspace is granted only as itself.
+    let lexical = normalize(&joined);
+    if lexical.starts_with(workspace) && lexical != path {
+        return Err(format!(
+            "`{}` inside the workspace resolves to `{}` through a symlink; a workspace directory is granted only as itself, since plugins and commands can replace it",
+            lexical.display(),
+            path.display()
+        ));
+    }
     Ok(DirGrant { path, access: spec.access() })
 }
 
@@ -103,6 +113,65 @@ pub fn refuse_protected(granted: &Path, protected: &[PathBuf]) -> Result<(), Str
     Ok(())
 }
 
+/// Refuses a grant nested in another grant of the same plugin with different access: the
+/// sandbox and the kernel both give a path the widest access of the grants it lies in, so a
+/// read-only directory inside a read-write one would be writable.
+pub fn refuse_nested(grants: &[DirGrant]) -> Result<(), String> {
+    for inner in grants {
+        if let Some(outer) = grants.iter().find(|o| o.path != inner.path && inner.path.starts_with(&o.path) && o.access != inner.access) {
+            return Err(format!(
+                "`{}` ({}) lies inside `{}` ({}); a nested grant would get the wider access of the two, so grant directories that do not contain each other",
+                inner.path.display(),
+                inner.access,
+                outer.path.display(),
+                outer.access
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl DirGrant {
+    /// Checks, where the grant is used, that its path still is the directory that was
+    /// granted: a directory replaced by a symlink (or by anything else) since the grant
+    /// loaded is refused, so a grant cannot be moved by writing into another one.
+    pub fn still_in_place(&self) -> Result<(), String> {
+        let moved = |now: &str| {
+            format!(
+                "the granted directory `{}` {now} since it was granted; reload the configuration to grant it again",
+                self.path.display()
+            )
+        };
+        let meta = std::fs::symlink_metadata(&self.path).map_err(|e| moved(&format!("cannot be read ({e})")))?;
+        if meta.file_type().is_symlink() {
+            return Err(moved("was replaced by a symlink"));
+        }
+        if !meta.is_dir() {
+            return Err(moved("is no longer a directory"));
+        }
+        match self.path.canonicalize() {
+            Ok(now) if now == self.path => Ok(()),
+            Ok(now) => Err(moved(&format!("now resolves to `{}`", now.display()))),
+            Err(e) => Err(moved(&format!("cannot be resolved ({e})"))),
+        }
+    }
+}
+
+/// `path` with `.` and `..` resolved lexically (symlinks are not followed).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 fn expand_home(path: &str) -> PathBuf {
     match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => Path::new(&home).join(rest),
@@ -126,6 +195,24 @@ mod tests {
         std::fs::write(dir.join("file"), "x").unwrap();
         let err = resolve(&DirGrantSpec::WithAccess { path: "file".into(), access: Access::ReadWrite }, &dir).unwrap_err();
         assert!(err.contains("not a directory"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_nested_grant_with_other_access_is_refused_and_a_moved_grant_is_noticed() {
+        let dir = std::env::temp_dir().join(format!("plugboard-nested-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("ro")).unwrap();
+        let dir = dir.canonicalize().unwrap();
+        let rw = DirGrant { path: dir.clone(), access: Access::ReadWrite };
+        let ro = DirGrant { path: dir.join("ro"), access: Access::ReadOnly };
+        let err = refuse_nested(&[rw.clone(), ro.clone()]).unwrap_err();
+        assert!(err.contains("lies inside") && err.contains("read-only"), "{err}");
+        assert!(refuse_nested(&[rw.clone(), DirGrant { access: Access::ReadWrite, ..ro.clone() }]).is_ok());
+        assert!(ro.still_in_place().is_ok());
+        std::fs::remove_dir(dir.join("ro")).unwrap();
+        std::os::unix::fs::symlink("/", dir.join("ro")).unwrap();
+        assert!(ro.still_in_place().unwrap_err().contains("replaced by a symlink"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

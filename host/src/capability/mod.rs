@@ -289,6 +289,7 @@ impl CapabilityPolicy {
                 filesystem.push(DirGrant { access: grant.access.min(wanted), ..grant });
             }
         }
+        filesystem::refuse_nested(&filesystem).map_err(|m| error("filesystem", m))?;
 
         let parse_hosts = |list: &[String], field| -> Result<Vec<HostPattern>, GrantError> {
             list.iter().map(|p| HostPattern::parse(p).map_err(|m| error(field, m))).collect()

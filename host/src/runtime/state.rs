@@ -57,6 +57,7 @@ impl CallState {
             builder.env(name, value);
         }
         for grant in &policy.filesystem {
+            grant.still_in_place().map_err(anyhow::Error::msg)?;
             let perms = match grant.access {
                 Access::ReadOnly => FsPerms::ReadOnly,
                 Access::ReadWrite => FsPerms::ReadWrite,

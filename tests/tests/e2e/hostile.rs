@@ -351,3 +351,42 @@ mod starvation {
         assert!(seen >= 100_000, "progress up to the cap is passed on ({seen})");
     }
 }
+
+/// Filesystem grants cannot move: a plugin with write access cannot turn another plugin's
+/// grant into a symlink to somewhere else, and nested grants are refused.
+mod grants {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_grant_swapped_for_a_symlink_is_refused_where_it_is_used_and_at_the_next_load() {
+        let ws = Workspace::new();
+        ws.file("sub/note.txt", "granted\n");
+        ws.config("[plugins.hostile]\nfilesystem = [{ path = \".\", access = \"read-write\" }]\n[plugins.read]\nfilesystem = [\"sub\"]\n");
+        let host = ws.host().await;
+        assert!(call(&host, "read", json!({"path": "sub/note.txt"})).await.unwrap().text.contains("granted"));
+        // What a plugin or command with write access to the workspace can do.
+        std::fs::remove_dir_all(ws.dir.join("sub")).unwrap();
+        std::os::unix::fs::symlink(&ws.outside, ws.dir.join("sub")).unwrap();
+        let err = call(&host, "read", json!({"path": "sub/secret.txt"})).await.unwrap_err();
+        assert!(err.to_string().contains("was replaced by a symlink"), "{err}");
+        assert!(!err.to_string().contains("TOP-SECRET"));
+        // The next load does not follow the symlink either.
+        let rejected = host.reload_config().await;
+        assert!(rejected.is_ok(), "nothing changed in the file");
+        let next = plugboard::runtime::PluginHost::start(ws.options()).await.unwrap();
+        let registry = next.registry();
+        let failure = registry.failures().iter().find(|f| f.source.to_string() == "bundled:read").expect("read is not loaded");
+        assert!(failure.reason.contains("through a symlink"), "{}", failure.reason);
+    }
+
+    #[tokio::test]
+    async fn a_read_only_grant_nested_in_a_read_write_one_is_refused_at_load() {
+        let ws = Workspace::new();
+        ws.file("ro/keep.txt", "x");
+        ws.config("[plugins.hostile]\nfilesystem = [{ path = \".\", access = \"read-write\" }, \"ro\"]\n").trust();
+        let host = plugboard::runtime::PluginHost::start(ws.options()).await.unwrap();
+        let registry = host.registry();
+        let failure = registry.failures().iter().find(|f| f.source.to_string().contains("hostile")).expect("refused");
+        assert!(failure.reason.contains("lies inside") && failure.reason.contains("read-only"), "{}", failure.reason);
+    }
+}
