@@ -37,6 +37,10 @@ pub fn run(trust: &WorkspaceTrust, action: TrustAction, json: bool) -> anyhow::R
     let changes = differences(&trusted, &current);
     // A file that would be refused anyway is not worth trusting: say why now.
     let config_text = std::fs::read_to_string(trust.workspace().join(CONFIG_FILE_NAME)).ok();
+    // What is shown is what gets trusted: the text reviewed must be the one hashed.
+    if config_text.as_deref().map(|t| crate::trust::sha256(t.as_bytes())) != current.config {
+        anyhow::bail!("{workspace}/{CONFIG_FILE_NAME} changed while it was being read; run `plugboard trust` again");
+    }
     let config = match &config_text {
         Some(text) => {
             Some(Config::parse_from(text, ConfigOrigin::Workspace).map_err(|e| anyhow::anyhow!("{workspace}/{CONFIG_FILE_NAME}: {e}"))?)
@@ -67,7 +71,7 @@ pub fn run(trust: &WorkspaceTrust, action: TrustAction, json: bool) -> anyhow::R
             Ok(ExitCode::FAILURE)
         }
         TrustAction::Trust => {
-            trust.trust_current()?;
+            trust.trust(&current)?;
             if !json {
                 println!("Trusted. A running `plugboard serve` applies them now; a later change needs `plugboard trust` again.");
             }

@@ -191,10 +191,15 @@ impl WorkspaceTrust {
     /// Trusts the workspace's files as they are now, and returns what was trusted.
     pub fn trust_current(&self) -> Result<TrustRecord, TrustError> {
         let record = self.current()?;
+        self.trust(&record)?;
+        Ok(record)
+    }
+
+    /// Trusts exactly `record` (what the operator reviewed), whatever the files hold now.
+    pub fn trust(&self, record: &TrustRecord) -> Result<(), TrustError> {
         self.write(|file| {
             file.workspaces.insert(self.workspace.clone(), record.clone());
-        })?;
-        Ok(record)
+        })
     }
 
     /// Forgets the workspace: its files are no longer applied.
