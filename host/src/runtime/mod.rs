@@ -4,6 +4,7 @@
 pub mod config_reload;
 pub mod discovery;
 pub mod error;
+mod open_at;
 pub mod plugin;
 pub mod provider;
 pub mod registry;
@@ -415,10 +416,12 @@ impl PluginLoader {
 }
 
 /// The linker every plugin is instantiated with: WASI (filesystem through preopens only,
-/// no sockets), `wasi:http` (through the network policy) and the Plugboard host interfaces.
+/// special files refused without blocking, no sockets), `wasi:http` (through the network
+/// policy) and the Plugboard host interfaces.
 fn new_linker(engine: &PluginEngine) -> Result<Linker<CallState>, String> {
     let mut linker = Linker::<CallState>::new(&engine.engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| format!("linking WASI: {e:#}"))?;
+    open_at::replace_in(&mut linker).map_err(|e| format!("linking WASI's open-at: {e:#}"))?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|e| format!("linking wasi:http: {e:#}"))?;
     ToolPlugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
         .map_err(|e| format!("linking the host interfaces: {e:#}"))?;

@@ -88,6 +88,11 @@ impl CallState {
         })
     }
 
+    /// The call's resources, for host functions linked beside WASI's.
+    pub(crate) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
     /// Everything the host refused during the call.
     pub fn take_denials(&mut self) -> Vec<HostDenial> {
         let mut all = std::mem::take(&mut self.denials);

@@ -261,6 +261,8 @@ mod commands {
 /// One plugin cannot starve the host: guests yield, the instance pool queues, live output
 /// is bounded.
 mod starvation {
+    use std::os::unix::fs::OpenOptionsExt;
+
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,6 +332,46 @@ mod starvation {
         for spin in spins {
             assert!(matches!(spin.await.unwrap(), Err(CallError::Timeout { .. })));
         }
+        assert_serving(&host).await;
+    }
+
+    /// Threads of this process (the host runs in it) asleep in `openat` or `openat2` (which
+    /// cap-std uses): an open of a FIFO that waits for a writer.
+    fn threads_blocked_in_open() -> usize {
+        let opens = [libc::SYS_openat, libc::SYS_openat2];
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("syscall")).ok())
+            .filter(|syscall| syscall.split(' ').next().and_then(|n| n.parse().ok()).is_some_and(|n: libc::c_long| opens.contains(&n)))
+            .count()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn opening_a_fifo_in_a_grant_fails_at_once_and_leaves_no_host_thread_blocked() {
+        let ws = Workspace::new();
+        ws.config(&hostile_config("limits = { timeout_ms = 1000 }"));
+        let fifo = ws.dir.join("pipe");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        ws.file("regular.txt", "plain");
+        let host = ws.host().await;
+        let calls = (0..16).map(|_| call(&host, "read_raw", json!({"path": "pipe"})));
+        let results = futures::future::join_all(calls).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let blocked = threads_blocked_in_open();
+        // Release whatever is still waiting, so a failure cannot also hang the runtime.
+        for _ in 0..blocked {
+            let _ = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&fifo);
+        }
+        assert_eq!(blocked, 0, "host threads still wait on the FIFO after the calls ended");
+        for result in results {
+            let err = result.expect_err("a FIFO is not opened");
+            assert!(!matches!(err, CallError::Timeout { .. }), "refused at once, not at the time limit: {err}");
+            assert!(err.to_string().to_lowercase().contains("not supported"), "{err}");
+        }
+        // Regular files still read and write in blocking mode.
+        assert_eq!(call(&host, "read_raw", json!({"path": "regular.txt"})).await.unwrap().text, "plain");
+        call(&host, "write_raw", json!({"path": "written.txt"})).await.unwrap();
+        assert!(ws.dir.join("written.txt").exists());
         assert_serving(&host).await;
     }
 
