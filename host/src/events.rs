@@ -23,6 +23,48 @@ pub struct Event {
     pub data: serde_json::Value,
 }
 
+/// Every type of event the log holds: a session's (the first group) and the server's.
+/// Stream filters (`?types=`) are checked against this list.
+pub const TYPES: &[&str] = &[
+    "session.created",
+    "session.updated",
+    "session.status",
+    "session.error",
+    "input.admitted",
+    "input.cancelled",
+    "input.failed",
+    "message.created",
+    "message.completed",
+    "part.created",
+    "part.updated",
+    "part.delta",
+    "tool.state",
+    "tool.output",
+    "usage",
+    "permission.asked",
+    "permission.replied",
+    "activity.completed",
+    "hook.failed",
+    // The server's
+    "plugin.loading",
+    "plugin.loaded",
+    "plugin.reloaded",
+    "plugin.failed",
+    "plugin.unloaded",
+    "tool.added",
+    "tool.changed",
+    "tool.removed",
+    "provider.added",
+    "provider.removed",
+    "model.added",
+    "model.removed",
+    "config.changed",
+    "config.rejected",
+    "hook.added",
+    "hook.removed",
+    "workspace.untrusted",
+];
+
 /// The in-process bus live subscribers listen on. A subscriber that falls behind by more
 /// than the buffer misses events and is told so (`RecvError::Lagged`); it then replays the
 /// gap from the store by sequence number.

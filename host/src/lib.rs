@@ -16,6 +16,7 @@
 //! - [`scaffold`]: `plugboard plugin new`;
 //! - [`secrets`]: configured secrets masked by value where text comes back in;
 //! - [`server`]: `plugboard serve`, the HTTP API with Server-Sent Events;
+//! - [`suggest`]: the nearest known name, for errors about a misspelt one;
 //! - [`cli`]: the `plugboard` command.
 
 #![warn(missing_docs)]
@@ -38,4 +39,5 @@ pub mod scaffold;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod suggest;
 pub mod trust;

@@ -6,7 +6,9 @@
 //!   `/events` stream, and to its `complete` event;
 //! - events per second delivered to 100 concurrent SSE subscribers;
 //! - requests per second of `GET /sessions/{id}/status`, with `wrk` when it is installed
-//!   (`apt install wrk`), else with an in-process client (said so in the output).
+//!   (`apt install wrk`), else with an in-process client (said so in the output);
+//! - `GET /healthz` latency while 40 calls of a spinning plugin (`hostile`'s `spin`) run on
+//!   the server's 2 workers, against the same figure at rest.
 
 use std::time::{Duration, Instant};
 
@@ -29,18 +31,71 @@ fn percentile(samples: &mut [Duration], p: usize) -> Duration {
 
 async fn run() {
     let (_ws, runtime, store) = plugboard_tests::instant_agent().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let settings =
-        ServerSettings::resolve(&ServerConfig::default(), addr, None, false, plugboard::agent::SessionSettings::default()).unwrap();
-    tokio::spawn(serve_with(listener, AppState::ready(settings, runtime), std::future::pending()));
-    let base = format!("http://{addr}");
+    let base = start_server(runtime).await;
     let http = reqwest::Client::new();
     println!("plugboard HTTP benchmark (server and clients share this machine's cores)\n");
 
     first_event(&http, &base).await;
     fan_out(&http, &base, &store).await;
     status_requests(&http, &base).await;
+    healthz_under_cpu_flood(&http).await;
+}
+
+/// Serves `runtime` on a loopback port of this process; its base URL.
+async fn start_server(runtime: std::sync::Arc<plugboard::agent::AgentRuntime>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let settings =
+        ServerSettings::resolve(&ServerConfig::default(), addr, None, false, plugboard::agent::SessionSettings::default()).unwrap();
+    tokio::spawn(serve_with(listener, AppState::ready(settings, runtime), std::future::pending()));
+    format!("http://{addr}")
+}
+
+/// `GET /healthz` latencies: `samples` requests, one every 10 ms.
+async fn healthz_latencies(http: &reqwest::Client, base: &str, samples: usize) -> Vec<Duration> {
+    let mut latencies = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let started = Instant::now();
+        let response = http.get(format!("{base}/healthz")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+        latencies.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    latencies
+}
+
+/// `/healthz` while more spinning guests than worker threads run, and at rest.
+async fn healthz_under_cpu_flood(http: &reqwest::Client) {
+    const SPINNERS: usize = 40;
+    let ws = plugboard_tests::Workspace::new();
+    ws.config("[plugins.hostile]\nlimits = { timeout_ms = 4000 }\n");
+    let host = std::sync::Arc::new(ws.host().await);
+    let store = SessionStore::open(&ws.dir.join(".data/plugboard.db")).unwrap();
+    let runtime = plugboard::agent::AgentRuntime::new(host, store, plugboard::agent::permission::AskMode::DenyAll).unwrap();
+    let base = start_server(runtime).await;
+    let mut rest = healthz_latencies(http, &base, 100).await;
+    let spinners: Vec<_> = (0..SPINNERS)
+        .map(|_| {
+            let (http, url) = (http.clone(), format!("{base}/tools/spin/call"));
+            tokio::spawn(async move { http.post(url).json(&json!({ "arguments": {} })).send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut flood = healthz_latencies(http, &base, 200).await;
+    let mut statuses = Vec::new();
+    for spinner in spinners {
+        statuses.push(spinner.await.unwrap());
+    }
+    assert!(statuses.iter().all(|s| *s >= 400), "every spinning call ends at its time limit: {statuses:?}");
+    println!("GET /healthz, one request every 10 ms (server on 2 workers)");
+    println!("  at rest                          p50 {:>8.2?}  p99 {:>8.2?}", percentile(&mut rest, 50), percentile(&mut rest, 99));
+    println!(
+        "  during {SPINNERS} spinning calls         p50 {:>8.2?}  p99 {:>8.2?}  max {:>8.2?}",
+        percentile(&mut flood, 50),
+        percentile(&mut flood, 99),
+        percentile(&mut flood, 100)
+    );
 }
 
 /// `POST /sessions` with a prompt → the session's first event, and its `complete`.
@@ -86,7 +141,7 @@ async fn fan_out(http: &reqwest::Client, base: &str, store: &SessionStore) {
     let end = start + EVENTS;
     let mut readers = Vec::new();
     for _ in 0..SUBSCRIBERS {
-        let response = http.get(format!("{base}/events?types=bench.tick")).header("last-event-id", start.to_string()).send().await.unwrap();
+        let response = http.get(format!("{base}/events?types=part.delta")).header("last-event-id", start.to_string()).send().await.unwrap();
         let mut reader = SseReader::new(response);
         readers.push(tokio::spawn(async move {
             let mut received = 0;
@@ -107,7 +162,7 @@ async fn fan_out(http: &reqwest::Client, base: &str, store: &SessionStore) {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     for batch in 0..EVENTS / BATCH {
-        store.write(move |tx| (0..BATCH).try_for_each(|i| tx.emit(None, "bench.tick", json!({ "n": batch * BATCH + i })))).await.unwrap();
+        store.write(move |tx| (0..BATCH).try_for_each(|i| tx.emit(None, "part.delta", json!({ "n": batch * BATCH + i })))).await.unwrap();
     }
     let mut delivered = 0;
     for reader in readers {

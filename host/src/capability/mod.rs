@@ -386,8 +386,10 @@ impl CapabilityPolicy {
                 let Some(access) = self.requested.filesystem else {
                     return not_requested("filesystem access");
                 };
-                let dir = Path::new(target);
-                let dir = if dir.extension().is_some() { dir.parent().unwrap_or(dir) } else { dir };
+                // A grant is a directory that exists: a file (or a path not yet made) gets the
+                // directory it is in.
+                let path = Path::new(target);
+                let dir = if path.is_dir() { path } else { path.parent().unwrap_or(path) };
                 format!(
                     "to grant it, add to plugboard.toml:\n  [plugins.{id}]\n  filesystem = [{{ path = {:?}, access = \"{access}\" }}]",
                     dir.display().to_string()
@@ -396,6 +398,16 @@ impl CapabilityPolicy {
             CapabilityKind::Network => {
                 if self.requested.network.is_empty() {
                     return not_requested("network access");
+                }
+                let uri = target.parse::<http::Uri>().ok();
+                let destination = uri.as_ref().and_then(|u| Some((u.scheme_str()?, u.host()?, u.port_u16())));
+                if let Some((scheme, host, port)) = destination
+                    && self.network.requested.iter().all(|p| !p.matches(scheme, host, port.unwrap_or_else(|| network::default_port(scheme))))
+                {
+                    return format!(
+                        "plugin `{id}` requests network access only to {} in its manifest; `{target}` is not among them, so no grant can allow it",
+                        self.requested.network.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ")
+                    );
                 }
                 format!("to grant it, add to plugboard.toml:\n  [plugins.{id}]\n  network = [{target:?}]")
             }
@@ -462,5 +474,53 @@ impl std::fmt::Display for CapabilityKind {
             CapabilityKind::Process => "process",
             CapabilityKind::Env => "env",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(capabilities: &str, grants: &str, workspace: &Path) -> CapabilityPolicy {
+        let manifest: PluginManifest =
+            toml::from_str(&format!("id = \"probe\"\nversion = \"1.0.0\"\n[capabilities]\n{capabilities}")).unwrap();
+        let grants: PluginGrants = toml::from_str(grants).unwrap();
+        let ctx = PolicyContext {
+            workspace: workspace.to_path_buf(),
+            default_limits: Limits::default(),
+            sandbox: SandboxSettings::default(),
+            confinement: Arc::new(confinement::ConfinementSupport::Unavailable("not needed here".into())),
+            max_memory_mib: None,
+            protected: Vec::new(),
+            secrets: Arc::default(),
+        };
+        CapabilityPolicy::resolve(&manifest, Some(&grants), &ctx).unwrap()
+    }
+
+    #[test]
+    fn a_denied_file_or_missing_path_is_hinted_as_the_directory_it_is_in() {
+        let dir = std::env::temp_dir().join(format!("plugboard-hint-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("notes.d")).unwrap();
+        std::fs::write(dir.join("Makefile"), "").unwrap();
+        let p = policy("filesystem = \"read-only\"", "", &dir);
+        let hint = |target: &Path| p.grant_hint(CapabilityKind::Filesystem, &target.display().to_string());
+        let quoted = |path: &Path| format!("path = {:?}", path.display().to_string());
+        // A file without an extension, a directory with a dot, a path that does not exist yet.
+        assert!(hint(&dir.join("Makefile")).contains(&quoted(&dir)), "{}", hint(&dir.join("Makefile")));
+        assert!(hint(&dir.join("notes.d")).contains(&quoted(&dir.join("notes.d"))));
+        assert!(hint(&dir.join("new.txt")).contains(&quoted(&dir)));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_host_the_manifest_does_not_request_is_said_to_be_out_of_reach() {
+        let p = policy("network = [\"https://api.example.com\"]", "network = [\"https://api.example.com\"]", &std::env::temp_dir());
+        let hint = p.grant_hint(CapabilityKind::Network, "https://evil.example");
+        assert!(hint.contains("requests network access only to `https://api.example.com`") && hint.contains("no grant can allow it"), "{hint}");
+        let hint = p.grant_hint(CapabilityKind::Network, "https://api.example.com:8443");
+        assert!(hint.contains("no grant can allow it"), "another port is another destination: {hint}");
+        // A requested host that is not granted gets the line to add.
+        let p = policy("network = [\"*\"]", "", &std::env::temp_dir());
+        assert!(p.grant_hint(CapabilityKind::Network, "https://evil.example").contains("network = [\"https://evil.example\"]"));
     }
 }

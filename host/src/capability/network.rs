@@ -97,7 +97,8 @@ impl HostPattern {
     }
 }
 
-fn default_port(scheme: &str) -> u16 {
+/// The port a URL without one uses.
+pub(crate) fn default_port(scheme: &str) -> u16 {
     if scheme == "http" { 80 } else { 443 }
 }
 

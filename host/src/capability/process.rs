@@ -168,7 +168,7 @@ pub struct ProcessPolicy {
 impl ProcessPolicy {
     /// Checks a command line; the error names the simple command that is not allowed.
     pub fn check(&self, line: &str) -> Result<(), ProcessDenial> {
-        let deny = |command: &str, reason: String| ProcessDenial { command: command.to_string(), reason };
+        let deny = |command: &str, reason: String| ProcessDenial { kind: super::CapabilityKind::Process, command: command.to_string(), reason };
         let commands = command_line::simple_commands(line).map_err(|e| deny(line, e.to_string()))?;
         let Some(first) = commands.first() else {
             return Err(deny(line, "the command line is empty".into()));
@@ -195,7 +195,10 @@ impl ProcessPolicy {
 /// A command line refused by a [`ProcessPolicy`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessDenial {
-    /// The simple command that is not allowed.
+    /// What the grant that would allow it is about: `Process` for a command line,
+    /// `Filesystem` for a working directory.
+    pub kind: super::CapabilityKind,
+    /// The simple command (or the working directory) that is not allowed.
     pub command: String,
     /// Why.
     pub reason: String,
@@ -206,7 +209,7 @@ pub struct ProcessDenial {
 pub struct CommandRunner {
     /// The allowed command lines.
     pub policy: ProcessPolicy,
-    /// The workspace: working directories must lie inside it.
+    /// The workspace: working directories lie inside it or inside a filesystem grant.
     pub workspace: PathBuf,
     /// The plugin's filesystem grants, which bound the command through confinement.
     pub grants: Vec<DirGrant>,
@@ -260,7 +263,8 @@ impl CommandRunner {
         live: Option<&(dyn Fn(&str) + Send + Sync)>,
     ) -> Result<CommandResult, CommandError> {
         self.policy.check(line).map_err(CommandError::Denied)?;
-        let denied = |reason: String| CommandError::Denied(ProcessDenial { command: line.to_string(), reason });
+        let denied =
+            |reason: String| CommandError::Denied(ProcessDenial { kind: super::CapabilityKind::Process, command: line.to_string(), reason });
         let cwd = self.working_directory(cwd)?;
         let confinement = match &*self.confinement {
             ConfinementSupport::Confined(_) => Some(Confinement::new(&self.grants, &self.system_paths).map_err(CommandError::Failed)?),
@@ -359,10 +363,15 @@ impl CommandRunner {
         let requested = if cwd.is_empty() { self.workspace.clone() } else { self.workspace.join(cwd) };
         let canonical =
             requested.canonicalize().map_err(|e| CommandError::Failed(format!("working directory `{}`: {e}", requested.display())))?;
-        if !canonical.starts_with(&self.workspace) {
+        if !canonical.starts_with(&self.workspace) && !self.grants.iter().any(|g| canonical.starts_with(&g.path)) {
             return Err(CommandError::Denied(ProcessDenial {
-                command: cwd.to_string(),
-                reason: format!("working directory `{}` is outside the workspace `{}`", canonical.display(), self.workspace.display()),
+                kind: super::CapabilityKind::Filesystem,
+                command: canonical.display().to_string(),
+                reason: format!(
+                    "working directory `{}` is outside the workspace `{}` and the plugin's filesystem grants",
+                    canonical.display(),
+                    self.workspace.display()
+                ),
             }));
         }
         Ok(canonical)

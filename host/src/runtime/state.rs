@@ -275,7 +275,7 @@ impl process::Host for CallState {
             Err(CommandError::Denied(denial)) => {
                 tracing::info!(plugin = %self.policy.plugin_id, command = %command.command_line, reason = %denial.reason, "command refused");
                 self.denials.push(HostDenial {
-                    kind: crate::capability::CapabilityKind::Process,
+                    kind: denial.kind,
                     target: denial.command,
                     reason: denial.reason.clone(),
                 });

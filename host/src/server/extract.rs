@@ -1,9 +1,11 @@
-//! JSON request bodies, checked before anything else happens: a malformed body, a wrong
-//! type, an unknown or missing field is a 400 that names the field and the reason; a body
-//! over the limit is a 413.
+//! Request parts, checked before anything else happens, each rejection in the API's JSON
+//! error shape: a malformed body, a wrong type, an unknown or missing field is a 400 that
+//! names the field and the reason; a body over the limit is a 413; a path segment that is
+//! not valid (percent-encoded bytes that are not UTF-8) is a 400 that names the segment.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -25,6 +27,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             }
         })?;
         parse(&bytes).map(ApiJson)
+    }
+}
+
+/// A path parameter of type `T` (axum's `Path`, with a JSON rejection).
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(e) => Err(ApiError::new(e.status(), format!("invalid path: {}", e.body_text()))
+                .with_details(json!({ "field": "path", "reason": e.body_text() }))),
+        }
     }
 }
 

@@ -74,9 +74,25 @@ pub fn start_after(headers: &HeaderMap, query: &StreamQuery) -> Result<i64, ApiE
     }
 }
 
-/// The type filter of `?types=`.
-pub fn type_filter(query: &StreamQuery) -> Option<HashSet<String>> {
-    query.types.as_ref().map(|t| t.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+/// The contract's names of [`sse_type`], beside the log's own types.
+pub const CONTRACT_TYPES: &[&str] = &["status", "error", "tool_call", "tool_result", "output", "complete"];
+
+/// The type filter of `?types=`; a type that no event has is a 400 that names it.
+pub fn type_filter(query: &StreamQuery) -> Result<Option<HashSet<String>>, ApiError> {
+    let Some(types) = &query.types else { return Ok(None) };
+    let known = || CONTRACT_TYPES.iter().chain(crate::events::TYPES).copied();
+    let mut filter = HashSet::new();
+    for name in types.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if !known().any(|k| k == name) {
+            let hint = crate::suggest::did_you_mean(name, known());
+            return Err(ApiError::invalid_field(
+                "types",
+                format!("no event has the type `{name}`{hint}; the types are {}", known().collect::<Vec<_>>().join(", ")),
+            ));
+        }
+        filter.insert(name.to_string());
+    }
+    Ok(Some(filter))
 }
 
 /// What a stream follows.

@@ -142,6 +142,33 @@ async fn fetch_reaches_granted_hosts_only() {
 }
 
 #[tokio::test]
+async fn a_working_directory_outside_the_grants_is_hinted_as_a_filesystem_grant_and_works_once_granted() {
+    let ws = Workspace::new();
+    let grants = |extra: &str| {
+        format!(
+            "[plugins.shell]\nfilesystem = [{{ path = \".\", access = \"read-write\" }}{extra}]\nprocess = [\"pwd\"]\n[sandbox]\nunconfined_commands = \"allow\"\n"
+        )
+    };
+    ws.config(&grants(""));
+    let outside = ws.outside.canonicalize().unwrap();
+    let host = ws.host().await;
+    let err = call(&host, "shell", json!({"command": "pwd", "workdir": outside})).await.unwrap_err();
+    match &err {
+        CallError::Denied { kind, target, hint, .. } => {
+            assert_eq!(kind.to_string(), "filesystem", "{err}");
+            assert_eq!(target, &outside.display().to_string());
+            assert!(hint.contains(&format!("filesystem = [{{ path = {:?}", outside.display().to_string())), "{hint}");
+            assert!(!hint.contains("process ="), "a command pattern cannot allow a working directory: {hint}");
+        }
+        e => panic!("expected a denial, got {e}"),
+    }
+    ws.config(&grants(&format!(", {{ path = {:?}, access = \"read-only\" }}", outside.display().to_string())));
+    let host = ws.host().await;
+    let out = call(&host, "shell", json!({"command": "pwd", "workdir": outside})).await.unwrap();
+    assert!(out.text.starts_with(&outside.display().to_string()), "{}", out.text);
+}
+
+#[tokio::test]
 async fn shell_runs_granted_commands_only() {
     let ws = Workspace::new();
     ws.config("[plugins.shell]\nfilesystem = [{ path = \".\", access = \"read-write\" }]\nprocess = [\"echo *\", \"cat *\"]\n[sandbox]\nunconfined_commands = \"allow\"\n");

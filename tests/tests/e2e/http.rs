@@ -284,6 +284,9 @@ async fn a_reconnect_with_last_event_id_sees_exactly_the_log() {
     assert_eq!(got.len(), log.len(), "no gap and no duplicate");
     assert_eq!(got, log);
     assert!(received.iter().filter(|f| f.event == "part.delta").count() > 3, "the turn streamed while the client was away");
+    for event in &log {
+        assert!(plugboard::events::TYPES.contains(&event["type"].as_str().unwrap()), "`?types=` knows {}", event["type"]);
+    }
 
     // `?after` works the same, and `?types` filters.
     let mut filtered = SseReader::new(api.http.get(api.url(&format!("{path}?after=0&types=status,complete"))).send().await.unwrap());
@@ -551,10 +554,10 @@ async fn every_documented_route_exists() {
 async fn a_subscriber_that_falls_behind_is_told_to_reconnect_and_the_replay_fills_the_gap() {
     let api = api(vec![say("unused")], "", None).await;
     let start = api.f.store.last_seq().await.unwrap();
-    let mut stream = api.stream("/events?types=test.bulk", Some(start)).await;
+    let mut stream = api.stream("/events?types=part.delta", Some(start)).await;
     // Far more events at once than the live buffer holds (4,096).
     const BURST: i64 = 10_000;
-    api.f.store.write(|tx| (0..BURST).try_for_each(|i| tx.emit(None, "test.bulk", json!({ "i": i })))).await.unwrap();
+    api.f.store.write(|tx| (0..BURST).try_for_each(|i| tx.emit(None, "part.delta", json!({ "i": i })))).await.unwrap();
     let frames = stream.until("reconnect", WITHIN).await;
     let reconnect = frames.last().unwrap();
     assert_eq!(reconnect.id, None);
@@ -564,7 +567,7 @@ async fn a_subscriber_that_falls_behind_is_told_to_reconnect_and_the_replay_fill
     assert_eq!(received, ((start + 1)..=received.last().copied().unwrap_or(start)).collect::<Vec<_>>(), "what it got has no gap");
     assert!(stream.next().await.is_none(), "the stream ends after `reconnect`");
 
-    let mut again = api.stream("/events?types=test.bulk", Some(last)).await;
+    let mut again = api.stream("/events?types=part.delta", Some(last)).await;
     let mut next = last + 1;
     while next <= start + BURST {
         let frame = tokio::time::timeout(WITHIN, again.next()).await.unwrap().unwrap();

@@ -158,6 +158,29 @@ mod http {
     }
 
     #[tokio::test]
+    async fn a_bad_path_query_or_event_type_is_a_400_in_the_json_error_shape() {
+        let api = api_with(vec![say("unused")], "", None, ServerConfig::default()).await;
+        let (status, body) = api.get("/events?types=status,tool_cal").await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["details"]["field"], "types");
+        assert!(body["error"].as_str().unwrap().contains("did you mean `tool_call`"), "{body}");
+        let (status, body) = api.get("/events?types=kubernetes.pod").await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("the types are status, error"), "{body}");
+        // Percent-encoded bytes that are not UTF-8, in a path parameter.
+        let (status, body) = api.get("/sessions/%FF%FE").await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["details"]["field"], "path");
+        for path in ["/events?after=soon", "/sessions?limit=many"] {
+            let (status, body) = api.get(path).await;
+            assert_eq!(status, 400, "{path}: {body}");
+            assert!(body["error"].is_string() && body["timestamp"].is_string(), "{path}: {body}");
+        }
+        let stream = api.http.get(api.url("/events?types=")).send().await.unwrap();
+        assert_eq!(stream.status(), 200, "an empty filter is no filter");
+    }
+
+    #[tokio::test]
     async fn a_dns_rebinding_host_is_refused_and_loopback_names_are_served() {
         let api = api_with(vec![say("unused")], "", None, ServerConfig::default()).await;
         let port = api.base.rsplit(':').next().unwrap().to_string();

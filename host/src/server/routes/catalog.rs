@@ -1,7 +1,6 @@
 //! What is loaded: tools (and one direct call), plugins, models.
 
 use axum::Json;
-use axum::extract::Path;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -10,7 +9,7 @@ use crate::runtime::error::CallError;
 use crate::runtime::reload::{ReloadError, ReloadReport};
 use crate::runtime::{CallContext, ToolOutput};
 use crate::server::error::{ApiError, ErrorBody};
-use crate::server::extract::ApiJson;
+use crate::server::extract::{ApiJson, ApiPath};
 use crate::server::state::Running;
 
 /// A tool as offered to the model.
@@ -84,7 +83,7 @@ pub struct ToolCallResult {
     responses((status = 200, body = ToolCallResult), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn call_tool(
     Running(runtime): Running,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<ToolCallRequest>,
 ) -> Result<Json<ToolCallResult>, ApiError> {
     if !body.arguments.is_object() {
@@ -144,7 +143,7 @@ pub async fn reload_all(Running(runtime): Running) -> Result<Json<ReloadReport>,
 /// Reloads one plugin from its file.
 #[utoipa::path(post, path = "/plugins/{id}/reload", tag = "plugins", params(("id" = String, Path, description = "The plugin")),
     responses((status = 200, body = ReloadReport), (status = 404, body = ErrorBody)))]
-pub async fn reload_one(Running(runtime): Running, Path(id): Path<String>) -> Result<Json<ReloadReport>, ApiError> {
+pub async fn reload_one(Running(runtime): Running, ApiPath(id): ApiPath<String>) -> Result<Json<ReloadReport>, ApiError> {
     match runtime.host().reload(Some(&id)).await {
         Ok(report) => Ok(Json(report)),
         Err(ReloadError::UnknownPlugin(_)) => Err(ApiError::not_found("plugin", &id)),

@@ -1,12 +1,11 @@
 //! Permission questions the agent asks, and their answers.
 
 use axum::Json;
-use axum::extract::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::permission::{PendingAsk, Reply};
 use crate::server::error::{ApiError, ErrorBody};
-use crate::server::extract::ApiJson;
+use crate::server::extract::{ApiJson, ApiPath};
 use crate::server::state::Running;
 
 /// Questions waiting for an answer.
@@ -58,7 +57,7 @@ pub struct Replied {
     request_body = PermissionReply, responses((status = 200, body = Replied), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn reply(
     Running(runtime): Running,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<PermissionReply>,
 ) -> Result<Json<Replied>, ApiError> {
     if body.message.is_some() && !matches!(body.reply, ReplyKind::Reject) {

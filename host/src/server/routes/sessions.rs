@@ -1,14 +1,14 @@
 //! Sessions: create (optionally with a first prompt), list, read, send input, cancel.
 
 use axum::Json;
-use axum::extract::{Path, Query};
+use axum::extract::Query;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{Admission, Delivery, ProviderOverrides, SessionOptions, SessionSpec};
 use crate::capability::Secret;
 use crate::server::error::{ApiError, ErrorBody, rfc3339};
-use crate::server::extract::ApiJson;
+use crate::server::extract::{ApiJson, ApiPath};
 use crate::server::state::Running;
 use crate::store::sessions::{MessageRecord, SessionRecord, Tokens};
 
@@ -180,14 +180,14 @@ pub async fn list(
 /// One session.
 #[utoipa::path(get, path = "/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "The session")),
     responses((status = 200, body = SessionRecord), (status = 404, body = ErrorBody)))]
-pub async fn get(Running(runtime): Running, Path(id): Path<String>) -> Result<Json<SessionRecord>, ApiError> {
+pub async fn get(Running(runtime): Running, ApiPath(id): ApiPath<String>) -> Result<Json<SessionRecord>, ApiError> {
     Ok(Json(runtime.store().session(&id).await?))
 }
 
 /// A session's status, without streaming.
 #[utoipa::path(get, path = "/sessions/{id}/status", tag = "sessions", params(("id" = String, Path, description = "The session")),
     responses((status = 200, body = SessionStatus), (status = 404, body = ErrorBody)))]
-pub async fn status(Running(runtime): Running, Path(id): Path<String>) -> Result<Json<SessionStatus>, ApiError> {
+pub async fn status(Running(runtime): Running, ApiPath(id): ApiPath<String>) -> Result<Json<SessionStatus>, ApiError> {
     Ok(Json(runtime.store().session(&id).await?.into()))
 }
 
@@ -201,7 +201,7 @@ pub struct MessageList {
 /// A session's history: its messages with their parts.
 #[utoipa::path(get, path = "/sessions/{id}/messages", tag = "sessions", params(("id" = String, Path, description = "The session")),
     responses((status = 200, body = MessageList), (status = 404, body = ErrorBody)))]
-pub async fn messages(Running(runtime): Running, Path(id): Path<String>) -> Result<Json<MessageList>, ApiError> {
+pub async fn messages(Running(runtime): Running, ApiPath(id): ApiPath<String>) -> Result<Json<MessageList>, ApiError> {
     runtime.store().session(&id).await?;
     Ok(Json(MessageList { messages: runtime.store().history(&id).await? }))
 }
@@ -222,7 +222,7 @@ pub struct SendInput {
     responses((status = 202, body = Admission), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn send(
     Running(runtime): Running,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<SendInput>,
 ) -> Result<(StatusCode, Json<Admission>), ApiError> {
     if body.prompt.trim().is_empty() {
@@ -246,7 +246,7 @@ pub struct Cancelled {
 /// Cancels what a session is doing (its activity and pending inputs); the history stays.
 #[utoipa::path(delete, path = "/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "The session")),
     responses((status = 200, body = Cancelled), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn cancel(Running(runtime): Running, Path(id): Path<String>) -> Result<Json<Cancelled>, ApiError> {
+pub async fn cancel(Running(runtime): Running, ApiPath(id): ApiPath<String>) -> Result<Json<Cancelled>, ApiError> {
     let c = runtime.cancel(&id).await?;
     Ok(Json(Cancelled { session_id: c.session_id, cancelled_at: rfc3339(c.cancelled_at), was_running: c.was_running }))
 }

@@ -1,11 +1,14 @@
 //! Event streams: one session's, or the whole server's.
 
-use axum::extract::{Path, Query, State};
+use std::collections::HashSet;
+
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::agent::AgentRuntime;
 use crate::server::error::{ApiError, ErrorBody};
+use crate::server::extract::ApiPath;
 use crate::server::sse::{self, StreamQuery, StreamSpec};
 use crate::server::state::{AppState, Running};
 
@@ -26,14 +29,15 @@ fn query(q: QueryResult) -> Result<StreamQuery, ApiError> {
 pub async fn session_stream(
     State(state): State<AppState>,
     Running(runtime): Running,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     q: QueryResult,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
     let after = sse::start_after(&headers, &q)?;
+    let types = sse::type_filter(&q)?;
     runtime.store().session(&id).await?;
-    Ok(stream(&state, &runtime, Some(id), after, &q))
+    Ok(stream(&state, &runtime, Some(id), after, types))
 }
 
 /// Every event of the server (sessions, and later plugins, tools and models) as
@@ -49,16 +53,17 @@ pub async fn all_events(
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
     let after = sse::start_after(&headers, &q)?;
-    Ok(stream(&state, &runtime, None, after, &q))
+    let types = sse::type_filter(&q)?;
+    Ok(stream(&state, &runtime, None, after, types))
 }
 
 /// The SSE response following one session (or all), counted as a subscriber.
-fn stream(state: &AppState, runtime: &AgentRuntime, session: Option<String>, after: i64, q: &StreamQuery) -> Response {
+fn stream(state: &AppState, runtime: &AgentRuntime, session: Option<String>, after: i64, types: Option<HashSet<String>>) -> Response {
     let kind = if session.is_some() { "session" } else { "events" };
     let spec = StreamSpec {
         session,
         after,
-        types: sse::type_filter(q),
+        types,
         heartbeat: state.settings().heartbeat,
         stop: state.shutdown_token(),
         guard: state.metrics().subscriber(kind),
