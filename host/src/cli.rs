@@ -310,6 +310,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     for file in host.untrusted() {
         eprintln!("warning: {} is not trusted, so it is not applied; review and trust it with `{}`", file.path.display(), file.review);
     }
+    for warning in host.config_warnings() {
+        eprintln!("warning: {warning}");
+    }
     match cli.command {
         Command::Tool(ToolCommand::List { json }) => {
             print_tools(&host, json);
@@ -480,8 +483,13 @@ fn print_plugins(host: &PluginHost, json: bool) {
     if json {
         let plugins: Vec<_> = host.registry().plugins().map(|p| p.summary()).collect();
         let registry = host.registry();
-        let failures = registry.failures();
-        println!("{}", serde_json::to_string_pretty(&json!({ "plugins": plugins, "failures": failures })).expect("JSON values serialize"));
+        let document = json!({
+            "plugins": plugins,
+            "failures": registry.failures(),
+            "shadowed": registry.shadowed(),
+            "warnings": host.config_warnings(),
+        });
+        println!("{}", serde_json::to_string_pretty(&document).expect("JSON values serialize"));
         return;
     }
     let hooks = host.hooks();
@@ -505,6 +513,9 @@ fn print_plugins(host: &PluginHost, json: bool) {
     }
     for f in host.registry().failures() {
         println!("FAILED {}: {}", f.source, f.reason);
+    }
+    for s in host.registry().shadowed() {
+        println!("SHADOWED {} [{}]: not loaded, [{}] serves this id", s.id, s.source, s.by);
     }
 }
 

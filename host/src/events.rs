@@ -51,6 +51,7 @@ pub const TYPES: &[&str] = &[
     "plugin.reloaded",
     "plugin.failed",
     "plugin.unloaded",
+    "plugin.shadowed",
     "tool.added",
     "tool.changed",
     "tool.removed",

@@ -67,7 +67,12 @@ impl PluginHost {
         // Swap: the configuration, then every plugin with its new policy.
         *self.config.write().expect("not poisoned") = Arc::new(new);
         *self.policy_ctx.write().expect("not poisoned") = policy_ctx;
-        let mut next = Registry { failures: registry.failures.clone(), ..Registry::default() };
+        let mut next = Registry {
+            failures: registry.failures.clone(),
+            untrusted: registry.untrusted.clone(),
+            shadowed: registry.shadowed.clone(),
+            ..Registry::default()
+        };
         for plugin in registry.plugins() {
             let (policy, grant_source) = policies.remove(&plugin.manifest.id).expect("resolved above");
             let settings_changed = policy.granted != plugin.policy.granted;
@@ -88,6 +93,9 @@ impl PluginHost {
         events.extend(next.changes(&registry));
         *self.registry.write().expect("not poisoned") = Arc::new(next);
         tracing::info!(path = %path.display(), sections = ?change.sections, restart_required = ?change.restart_required, "configuration reloaded");
+        for warning in self.config_warnings() {
+            tracing::warn!("{warning}");
+        }
         self.emit(events);
         if !registry.failures().is_empty()
             && let Err(e) = self.reload_locked(None).await

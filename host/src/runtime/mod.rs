@@ -65,6 +65,18 @@ pub enum StartError {
     Engine(String),
 }
 
+/// A plugin file that is not loaded because another with its id took precedence (a
+/// `--plugins` directory over the user's, over the workspace's, over the bundled plugins).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Shadowed {
+    /// The id both have.
+    pub id: String,
+    /// The file that is not loaded.
+    pub source: PluginSource,
+    /// The one that serves the id.
+    pub by: PluginSource,
+}
+
 /// A plugin that could not be loaded, and why. The others are loaded regardless.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadFailure {
@@ -198,6 +210,9 @@ impl PluginHost {
         }
         *host.registry.write().expect("not poisoned") = Arc::new(registry);
         host.warn_if_unconfined();
+        for warning in host.config_warnings() {
+            tracing::warn!("{warning}");
+        }
         Ok(host)
     }
 
@@ -332,6 +347,25 @@ impl PluginHost {
     pub fn untrusted(&self) -> Vec<crate::trust::UntrustedFile> {
         let config = self.untrusted_config.lock().expect("not poisoned").clone();
         config.into_iter().chain(self.registry().untrusted.iter().cloned()).collect()
+    }
+
+    /// Tables of the configuration that name no loaded plugin or hook (`[plugins.X]`,
+    /// `[hooks.X]`), each with the nearest loaded id: a misspelt id grants nothing.
+    pub fn config_warnings(&self) -> Vec<String> {
+        let config = self.config();
+        let registry = self.registry();
+        let failed = |id: &str| registry.failures().iter().any(|f| f.source.to_string().contains(id));
+        let mut warnings = Vec::new();
+        for id in config.plugins.keys().filter(|id| registry.plugin(id).is_none() && !failed(id)) {
+            let hint = crate::suggest::did_you_mean(id, registry.plugins().map(|p| p.manifest.id.as_str()));
+            warnings.push(format!("[plugins.{id}] names no loaded plugin, so it grants nothing{hint}"));
+        }
+        let hooks: Vec<&str> = registry.plugins().filter(|p| p.hook.is_some()).map(|p| p.manifest.id.as_str()).collect();
+        for id in config.hooks.keys().filter(|id| !hooks.contains(&id.as_str()) && !failed(id)) {
+            let hint = crate::suggest::did_you_mean(id, hooks.iter().copied());
+            warnings.push(format!("[hooks.{id}] names no loaded hook plugin, so it has no effect{hint}"));
+        }
+        warnings
     }
 
     /// Whether commands can be confined on this machine.

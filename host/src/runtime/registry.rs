@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::plugin::LoadedPlugin;
 use super::provider::ModelInfo;
-use super::{LoadFailure, ToolDefinition};
+use super::{LoadFailure, Shadowed, ToolDefinition};
 
 /// The loaded plugins and what they provide.
 #[derive(Default, Clone)]
@@ -25,6 +25,8 @@ pub struct Registry {
     pub(super) failed_hashes: std::collections::HashMap<super::PluginSource, String>,
     /// Workspace plugin files that are not loaded because their content is not trusted.
     pub(super) untrusted: Vec<crate::trust::UntrustedFile>,
+    /// Files not loaded because a plugin with their id took precedence.
+    pub(super) shadowed: Vec<Shadowed>,
 }
 
 impl Registry {
@@ -33,7 +35,8 @@ impl Registry {
     pub(crate) fn register(&mut self, plugin: Arc<LoadedPlugin>) {
         let id = plugin.manifest.id.clone();
         if let Some(existing) = self.plugins.get(&id) {
-            tracing::info!(plugin = %id, shadowed = %plugin.source, by = %existing.source, "plugin shadowed by one of higher precedence");
+            tracing::warn!(plugin = %id, shadowed = %plugin.source, by = %existing.source, "plugin shadowed by one of higher precedence");
+            self.shadowed.push(Shadowed { id, source: plugin.source.clone(), by: existing.source.clone() });
             return;
         }
         if let Some(clash) =
@@ -99,6 +102,11 @@ impl Registry {
         self.hooks.values()
     }
 
+    /// The plugin files not loaded because another with their id took precedence.
+    pub fn shadowed(&self) -> &[Shadowed] {
+        &self.shadowed
+    }
+
     /// The plugins that could not be loaded.
     pub fn failures(&self) -> &[LoadFailure] {
         &self.failures
@@ -108,7 +116,7 @@ impl Registry {
     /// (a new content hash), `plugin.unloaded`; `tool.added`, `tool.removed`, `tool.changed`
     /// (description or schema); `provider.added`, `provider.removed`; `model.added`,
     /// `model.removed`; `hook.added`, `hook.removed` (a hook whose points changed is removed,
-    /// then added).
+    /// then added); `plugin.shadowed` (a file newly shadowed by another with its id).
     pub fn changes(&self, old: &Registry) -> Vec<(&'static str, Value)> {
         let mut events = Vec::new();
         for (id, plugin) in &self.plugins {
@@ -169,6 +177,9 @@ impl Registry {
         }
         for id in old.hooks.keys().filter(|id| !self.hooks.contains_key(*id)) {
             events.push(("hook.removed", json!({ "id": id })));
+        }
+        for s in self.shadowed.iter().filter(|s| !old.shadowed.contains(s)) {
+            events.push(("plugin.shadowed", json!({ "id": s.id, "source": s.source, "by": s.by })));
         }
         events
     }

@@ -60,10 +60,30 @@ async fn plugins_shadow_by_precedence() {
     // Without --plugins, the workspace's copy serves.
     let host = PluginHost::start(HostOptions { plugin_dirs: vec![], ..ws.trust().options() }).await.unwrap();
     assert!(host.registry().plugin("echo").unwrap().source.to_string().ends_with(".plugboard/plugins/echo.wasm"));
-    // A --plugins directory wins over the workspace, silently shadowing its copy.
+    // A --plugins directory wins over the workspace; the copy it shadows is announced.
     let host = ws.host().await;
-    assert!(host.registry().plugin("echo").unwrap().source.to_string().ends_with("plugins/plugboard_test_echo.wasm"));
-    assert!(host.registry().failures().is_empty());
+    let registry = host.registry();
+    assert!(registry.plugin("echo").unwrap().source.to_string().ends_with("plugins/plugboard_test_echo.wasm"));
+    assert!(registry.failures().is_empty());
+    let [shadowed] = registry.shadowed() else { panic!("one shadowed file: {:?}", registry.shadowed()) };
+    assert_eq!(shadowed.id, "echo");
+    assert!(shadowed.source.to_string().ends_with(".plugboard/plugins/echo.wasm"), "{}", shadowed.source);
+    assert_eq!(shadowed.by, registry.plugin("echo").unwrap().source);
+    let events = registry.changes(&plugboard::runtime::Registry::default());
+    let announced = events.iter().find(|(kind, _)| *kind == "plugin.shadowed").expect("a plugin.shadowed event");
+    assert_eq!(announced.1["id"], "echo");
+}
+
+#[tokio::test]
+async fn a_config_table_naming_no_loaded_plugin_or_hook_is_warned_about_with_the_nearest_id() {
+    let ws = Workspace::new();
+    ws.config("[plugins.shel]\nprocess = [\"ls\"]\n[plugins.kubernetes]\n[hooks.audit-logs]\nenabled = true\n[plugins.read]\n");
+    let host = ws.host().await;
+    let warnings = host.config_warnings();
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert!(warnings.iter().any(|w| w.contains("[plugins.shel]") && w.contains("did you mean `shell`?")), "{warnings:?}");
+    assert!(warnings.iter().any(|w| w.contains("[plugins.kubernetes]") && !w.contains("did you mean")), "{warnings:?}");
+    assert!(warnings.iter().any(|w| w.contains("[hooks.audit-logs]") && w.contains("did you mean `audit-log`?")), "{warnings:?}");
 }
 
 #[tokio::test]

@@ -120,6 +120,12 @@ pub struct PluginList {
     /// Plugins that failed to load, with the reason.
     #[schema(value_type = Vec<Object>)]
     pub failures: Vec<Value>,
+    /// Plugin files not loaded because another with their id took precedence:
+    /// `{id, source, by}`.
+    #[schema(value_type = Vec<Object>)]
+    pub shadowed: Vec<Value>,
+    /// Configuration tables that name no loaded plugin or hook, with the nearest id.
+    pub warnings: Vec<String>,
 }
 
 /// Every loaded plugin (what it requested, what it was granted), and those that failed.
@@ -129,6 +135,8 @@ pub async fn plugins(Running(runtime): Running) -> Json<PluginList> {
     Json(PluginList {
         plugins: host.registry().plugins().map(|p| p.summary()).collect(),
         failures: host.registry().failures().iter().map(|f| serde_json::to_value(f).unwrap_or(Value::Null)).collect(),
+        shadowed: host.registry().shadowed().iter().map(|s| serde_json::to_value(s).unwrap_or(Value::Null)).collect(),
+        warnings: host.config_warnings(),
     })
 }
 
