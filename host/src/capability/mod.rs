@@ -402,7 +402,11 @@ impl CapabilityPolicy {
                 let uri = target.parse::<http::Uri>().ok();
                 let destination = uri.as_ref().and_then(|u| Some((u.scheme_str()?, u.host()?, u.port_u16())));
                 if let Some((scheme, host, port)) = destination
-                    && self.network.requested.iter().all(|p| !p.matches(scheme, host, port.unwrap_or_else(|| network::default_port(scheme))))
+                    && self
+                        .network
+                        .requested
+                        .iter()
+                        .all(|p| !p.matches(scheme, host, port.unwrap_or_else(|| network::default_port(scheme))))
                 {
                     return format!(
                         "plugin `{id}` requests network access only to {} in its manifest; `{target}` is not among them, so no grant can allow it",
@@ -516,7 +520,10 @@ mod tests {
     fn a_host_the_manifest_does_not_request_is_said_to_be_out_of_reach() {
         let p = policy("network = [\"https://api.example.com\"]", "network = [\"https://api.example.com\"]", &std::env::temp_dir());
         let hint = p.grant_hint(CapabilityKind::Network, "https://evil.example");
-        assert!(hint.contains("requests network access only to `https://api.example.com`") && hint.contains("no grant can allow it"), "{hint}");
+        assert!(
+            hint.contains("requests network access only to `https://api.example.com`") && hint.contains("no grant can allow it"),
+            "{hint}"
+        );
         let hint = p.grant_hint(CapabilityKind::Network, "https://api.example.com:8443");
         assert!(hint.contains("no grant can allow it"), "another port is another destination: {hint}");
         // A requested host that is not granted gets the line to add.

@@ -168,7 +168,8 @@ pub struct ProcessPolicy {
 impl ProcessPolicy {
     /// Checks a command line; the error names the simple command that is not allowed.
     pub fn check(&self, line: &str) -> Result<(), ProcessDenial> {
-        let deny = |command: &str, reason: String| ProcessDenial { kind: super::CapabilityKind::Process, command: command.to_string(), reason };
+        let deny =
+            |command: &str, reason: String| ProcessDenial { kind: super::CapabilityKind::Process, command: command.to_string(), reason };
         let commands = command_line::simple_commands(line).map_err(|e| deny(line, e.to_string()))?;
         let Some(first) = commands.first() else {
             return Err(deny(line, "the command line is empty".into()));
@@ -263,8 +264,9 @@ impl CommandRunner {
         live: Option<&(dyn Fn(&str) + Send + Sync)>,
     ) -> Result<CommandResult, CommandError> {
         self.policy.check(line).map_err(CommandError::Denied)?;
-        let denied =
-            |reason: String| CommandError::Denied(ProcessDenial { kind: super::CapabilityKind::Process, command: line.to_string(), reason });
+        let denied = |reason: String| {
+            CommandError::Denied(ProcessDenial { kind: super::CapabilityKind::Process, command: line.to_string(), reason })
+        };
         let cwd = self.working_directory(cwd)?;
         let confinement = match &*self.confinement {
             ConfinementSupport::Confined(_) => Some(Confinement::new(&self.grants, &self.system_paths).map_err(CommandError::Failed)?),

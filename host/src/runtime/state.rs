@@ -274,11 +274,7 @@ impl process::Host for CallState {
             }),
             Err(CommandError::Denied(denial)) => {
                 tracing::info!(plugin = %self.policy.plugin_id, command = %command.command_line, reason = %denial.reason, "command refused");
-                self.denials.push(HostDenial {
-                    kind: denial.kind,
-                    target: denial.command,
-                    reason: denial.reason.clone(),
-                });
+                self.denials.push(HostDenial { kind: denial.kind, target: denial.command, reason: denial.reason.clone() });
                 Err(process::CommandError::Denied(denial.reason))
             }
             Err(CommandError::Failed(message)) => Err(process::CommandError::Failed(message)),
