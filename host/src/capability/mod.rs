@@ -402,11 +402,7 @@ impl CapabilityPolicy {
                 let uri = target.parse::<http::Uri>().ok();
                 let destination = uri.as_ref().and_then(|u| Some((u.scheme_str()?, u.host()?, u.port_u16())));
                 if let Some((scheme, host, port)) = destination
-                    && self
-                        .network
-                        .requested
-                        .iter()
-                        .all(|p| !p.matches(scheme, host, port.unwrap_or_else(|| network::default_port(scheme))))
+                    && self.network.check(scheme, host, port) == Err(network::NetworkDenial::NotRequested)
                 {
                     return format!(
                         "plugin `{id}` requests network access only to {} in its manifest; `{target}` is not among them, so no grant can allow it",

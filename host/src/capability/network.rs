@@ -97,8 +97,7 @@ impl HostPattern {
     }
 }
 
-/// The port a URL without one uses.
-pub(crate) fn default_port(scheme: &str) -> u16 {
+fn default_port(scheme: &str) -> u16 {
     if scheme == "http" { 80 } else { 443 }
 }
 

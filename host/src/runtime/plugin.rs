@@ -442,7 +442,7 @@ impl LoadedPlugin {
         }
     }
 
-    fn explain_tool_error(&self, tool: &str, error: types::ToolError, mut denials: Vec<HostDenial>) -> CallError {
+    fn explain_tool_error(&self, tool: &str, error: types::ToolError, denials: Vec<HostDenial>) -> CallError {
         match error {
             types::ToolError::InvalidArguments(message) => CallError::InvalidArguments { tool: tool.into(), message },
             types::ToolError::UnknownTool(name) => {
@@ -459,12 +459,8 @@ impl LoadedPlugin {
                 // What the host itself refused is the most precise account, and names the
                 // capability that would allow it (a command's working directory is a
                 // filesystem matter, whatever the plugin reports).
-                let host = denials.iter().position(|h| h.kind == kind).or((!denials.is_empty()).then_some(0));
-                let (kind, target, reason) = match host {
-                    Some(i) => {
-                        let h = denials.swap_remove(i);
-                        (h.kind, h.target, h.reason)
-                    }
+                let (kind, target, reason) = match denials.iter().find(|h| h.kind == kind).or(denials.first()) {
+                    Some(h) => (h.kind, h.target.clone(), h.reason.clone()),
                     None => (kind, d.target, d.reason),
                 };
                 let hint = self.policy.grant_hint(kind, &target);
