@@ -11,6 +11,7 @@ const TEST_PLUGINS: &[&str] = &[
     "tests/plugins/versioned-b",
     "tests/plugins/hook-a",
     "tests/plugins/hook-b",
+    "tests/plugins/lister",
 ];
 
 fn main() {

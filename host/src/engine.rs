@@ -1,5 +1,8 @@
-//! The process-wide `wasmtime::Engine`, configured in one place, and the epoch ticker that
-//! drives call deadlines.
+//! The process-wide `wasmtime::Engine`, configured in one place; the epoch ticker that
+//! makes guests yield; and the guest threads, a runtime of their own to which every guest
+//! moves once it waits or computes past a tick, so that guests that compute share those
+//! threads and the server's workers stay free to answer (`/healthz`, the event streams,
+//! other sessions' store writes).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -179,6 +182,44 @@ fn probe_pool(engine: &Engine) -> Result<(), String> {
     let mut store = wasmtime::Store::new(engine, ());
     store.set_epoch_deadline(1);
     wasmtime::Instance::new(&mut store, &module, &[]).map(|_| ()).map_err(|e| format!("{e:#}"))
+}
+
+/// Runs `work` off the server's workers: it starts on the caller's thread, and moves to the
+/// guest threads the first time it waits (for I/O, a timer, or the yield at an epoch tick
+/// of a guest that computes). A short call that never waits, most tool calls, thus costs no
+/// thread hand-off; one that computes holds the caller's thread for one tick at most.
+/// Dropping the returned future stops `work` at its next yield; a panic in `work` is
+/// raised again here.
+pub async fn on_guest_threads<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> T {
+    struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+    impl<T> Drop for AbortOnDrop<T> {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let mut work = Box::pin(work);
+    if let std::task::Poll::Ready(value) = futures::poll!(&mut work) {
+        return value;
+    }
+    let mut task = AbortOnDrop(guest_runtime().spawn(work));
+    match (&mut task.0).await {
+        Ok(value) => value,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => unreachable!("guest tasks are aborted only by their waiter: {e}"),
+    }
+}
+
+/// The guest threads: one worker per core, made once per process and never shut down.
+fn guest_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .thread_name("plugboard-guest")
+            .enable_all()
+            .build()
+            .expect("starting the guest threads")
+    })
 }
 
 /// A thread that advances the engine's epoch every [`EPOCH_TICK`] until dropped.

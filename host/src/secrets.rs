@@ -3,8 +3,9 @@
 //! command's output. [`Redactor`] replaces every occurrence of each known secret (the API
 //! keys of the configuration and of its `api_key_env` variables, the server's shared
 //! secret, a session's own key) with [`MASK`] where such text enters Plugboard: responses
-//! to plugins' HTTP requests, before the plugin reads them, and command output, before the
-//! plugin or the event log sees it.
+//! to plugins' HTTP requests, before the plugin reads them; command output, before the
+//! plugin or the event log sees it; and what a plugin hands back (a tool's result and error
+//! text, a provider's error, a crash's stderr), before the model, the store or a log does.
 //!
 //! Values shorter than [`MIN_SECRET_LEN`] are not masked: they would match ordinary text.
 

@@ -250,10 +250,6 @@ impl LoadedPlugin {
         }
     }
 
-    async fn new_store(&self, progress: Option<ProgressSink>) -> Result<Store<CallState>, CallError> {
-        self.new_store_with(self.policy.clone(), progress).await
-    }
-
     /// A store for one instance: it first takes an instance slot of the engine (waiting up
     /// to the plugin's time limit), held until the store is dropped. The guest yields to
     /// the async runtime at every epoch tick, so a spinning guest never holds a worker; the
@@ -289,15 +285,13 @@ impl LoadedPlugin {
 
     async fn describe_provider(&mut self) -> Result<(), LoadError> {
         let WorldPre::Provider(pre) = &self.pre else { unreachable!("called for providers") };
-        let info = async {
-            let mut store = self.new_store(None).await.map_err(|e| e.to_string())?;
-            let instance = pre.instantiate_async(&mut store).await.map_err(|e| format!("{e:#}"))?;
-            instance.plugboard_plugin_provider().call_info(&mut store).await.map_err(|e| format!("{e:#}"))
-        };
-        let info = tokio::time::timeout(self.policy.limits.timeout(), info)
+        let pre = pre.clone();
+        let (info, _) = self
+            .sandboxed(self.policy.clone(), None, move |store| {
+                Box::pin(async move { pre.instantiate_async(&mut *store).await?.plugboard_plugin_provider().call_info(store).await })
+            })
             .await
-            .map_err(|_| LoadError::Provider(format!("no answer within {} ms", self.policy.limits.timeout_ms)))?
-            .map_err(LoadError::Provider)?;
+            .map_err(|e| LoadError::Provider(e.to_string()))?;
         if info.id != self.manifest.id {
             return Err(LoadError::Provider(format!("it calls itself `{}`, but its manifest id is `{}`", info.id, self.manifest.id)));
         }
@@ -319,28 +313,27 @@ impl LoadedPlugin {
     /// instance is dropped afterwards. `run` gets the store and the `hooks` export.
     pub async fn run_hook<T, F>(&self, run: F) -> Result<T, CallError>
     where
+        T: Send + 'static,
         F: for<'s> FnOnce(
-            &'s mut Store<CallState>,
-            &'s crate::bindings::hook_types::Guest,
-        ) -> futures::future::BoxFuture<'s, wasmtime::Result<T>>,
+                &'s mut Store<CallState>,
+                &'s crate::bindings::hook_types::Guest,
+            ) -> futures::future::BoxFuture<'s, wasmtime::Result<T>>
+            + Send
+            + 'static,
     {
-        let plugin = self.manifest.id.clone();
-        let limits = self.policy.limits;
         let WorldPre::Hook(pre) = &self.pre else {
-            return Err(CallError::Host { plugin, message: "it is not a hook plugin".into() });
+            return Err(CallError::Host { plugin: self.manifest.id.clone(), message: "it is not a hook plugin".into() });
         };
-        let mut store = self.new_store(None).await?;
-        let deadline = limits.timeout() + Duration::from_millis(100);
-        let outcome = tokio::time::timeout(deadline, async {
-            let instance: HookPlugin = pre.instantiate_async(&mut store).await?;
-            run(&mut store, instance.plugboard_plugin_hooks()).await
-        })
-        .await;
-        match outcome {
-            Err(_) => Err(CallError::Timeout { plugin, limit_ms: limits.timeout_ms }),
-            Ok(Err(trap)) => Err(self.explain_trap(trap, &mut store)),
-            Ok(Ok(value)) => Ok(value),
-        }
+        let pre = pre.clone();
+        let (value, _) = self
+            .sandboxed(self.policy.clone(), None, move |store| {
+                Box::pin(async move {
+                    let instance: HookPlugin = pre.instantiate_async(&mut *store).await?;
+                    run(store, instance.plugboard_plugin_hooks()).await
+                })
+            })
+            .await?;
+        Ok(value)
     }
 
     /// Runs the plugin's `tools` export once, under its limits, to learn its tools. What it
@@ -348,15 +341,13 @@ impl LoadedPlugin {
     /// schemas of bounded size, so a hostile list costs the host little to refuse.
     async fn list_tools(&mut self) -> Result<(), LoadError> {
         let WorldPre::Tool(pre) = &self.pre else { unreachable!("called for tool plugins") };
-        let definitions = async {
-            let mut store = self.new_store(None).await.map_err(|e| e.to_string())?;
-            let instance = pre.instantiate_async(&mut store).await.map_err(|e| format!("{e:#}"))?;
-            instance.plugboard_plugin_tool().call_tools(&mut store).await.map_err(|e| format!("{e:#}"))
-        };
-        let definitions = tokio::time::timeout(self.policy.limits.timeout(), definitions)
+        let pre = pre.clone();
+        let (definitions, _) = self
+            .sandboxed(self.policy.clone(), None, move |store| {
+                Box::pin(async move { pre.instantiate_async(&mut *store).await?.plugboard_plugin_tool().call_tools(store).await })
+            })
             .await
-            .map_err(|_| LoadError::Tools(format!("no answer within {} ms", self.policy.limits.timeout_ms)))?
-            .map_err(LoadError::Tools)?;
+            .map_err(|e| LoadError::Tools(e.to_string()))?;
         if definitions.len() > MAX_TOOLS {
             return Err(LoadError::Tools(format!("it lists {} tools; a plugin may provide at most {MAX_TOOLS}", definitions.len())));
         }
@@ -402,26 +393,20 @@ impl LoadedPlugin {
         let WorldPre::Tool(pre) = &self.pre else {
             return Err(CallError::Host { plugin, message: "it is not a tool plugin".into() });
         };
-        let mut store = self.new_store(progress).await?;
         let wit_context = types::CallContext {
             session_id: context.session_id.clone(),
             call_id: context.call_id.clone(),
             working_directory: self.policy.process.workspace.to_string_lossy().into_owned(),
         };
-        // Epochs stop a guest that computes; this stops one that waits inside a host call.
-        let deadline = limits.timeout() + Duration::from_millis(100);
-        let outcome = tokio::time::timeout(deadline, async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.plugboard_plugin_tool().call_call(&mut store, name, arguments, &wit_context).await
-        })
-        .await;
-        let result = match outcome {
-            Err(_) => {
-                return Err(CallError::Timeout { plugin, limit_ms: limits.timeout_ms });
-            }
-            Ok(Err(trap)) => return Err(self.explain_trap(trap, &mut store)),
-            Ok(Ok(result)) => result,
-        };
+        let (pre, tool, arguments) = (pre.clone(), name.to_string(), arguments.to_string());
+        let (result, mut store) = self
+            .sandboxed(self.policy.clone(), progress, move |store| {
+                Box::pin(async move {
+                    let instance = pre.instantiate_async(&mut *store).await?;
+                    instance.plugboard_plugin_tool().call_call(store, &tool, &arguments, &wit_context).await
+                })
+            })
+            .await?;
         let denials = store.data_mut().take_denials();
         match result {
             Ok(output) => {
@@ -429,16 +414,30 @@ impl LoadedPlugin {
                 if size > limits.max_output_bytes {
                     return Err(CallError::OutputTooLarge { plugin, size, limit: limits.max_output_bytes });
                 }
-                let metadata = match output.metadata {
+                let mask = |text: String| self.policy.redactor.redact(&text).into_owned();
+                let metadata = match output.metadata.map(mask) {
                     None => None,
                     Some(m) => Some(serde_json::from_str(&m).map_err(|e| CallError::Failed {
                         tool: name.to_string(),
                         message: format!("the plugin returned metadata that is not JSON: {e}"),
                     })?),
                 };
-                Ok(ToolOutput { text: output.text, title: output.title, metadata })
+                Ok(ToolOutput { text: mask(output.text), title: output.title.map(mask), metadata })
             }
-            Err(error) => Err(self.explain_tool_error(name, error, denials)),
+            Err(error) => Err(self.explain_tool_error(name, self.masked(error), denials)),
+        }
+    }
+
+    /// `error` with the configured secrets masked in the plugin's own words.
+    fn masked(&self, error: types::ToolError) -> types::ToolError {
+        let mask = |text: String| self.policy.redactor.redact(&text).into_owned();
+        match error {
+            types::ToolError::InvalidArguments(m) => types::ToolError::InvalidArguments(mask(m)),
+            types::ToolError::UnknownTool(m) => types::ToolError::UnknownTool(mask(m)),
+            types::ToolError::Failed(m) => types::ToolError::Failed(mask(m)),
+            types::ToolError::Denied(d) => {
+                types::ToolError::Denied(types::CapabilityDenied { target: mask(d.target), reason: mask(d.reason), ..d })
+            }
         }
     }
 
@@ -480,25 +479,66 @@ impl LoadedPlugin {
         let WorldPre::Provider(pre) = &self.pre else {
             return Err(CompletionError::Plugin(CallError::Host { plugin, message: "it is not a provider plugin".into() }));
         };
-        let limits = self.policy.limits;
         let policy = match overrides {
             None => self.policy.clone(),
             Some(o) => Arc::new(self.policy.with_overrides(&self.manifest, o).map_err(|(field, message)| {
                 CompletionError::Plugin(CallError::Host { plugin: plugin.clone(), message: format!("model_config.{field}: {message}") })
             })?),
         };
-        let mut store = self.new_store_with(policy, None).await.map_err(CompletionError::Plugin)?;
-        let started = tokio::time::timeout(limits.timeout(), async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            let completion = instance.plugboard_plugin_provider().call_complete(&mut store, request).await?;
-            Ok::<_, wasmtime::Error>((instance, completion))
+        let (pre, request) = (pre.clone(), request.clone());
+        let ((instance, started), store) = self
+            .sandboxed(policy, None, move |store| {
+                Box::pin(async move {
+                    let instance = pre.instantiate_async(&mut *store).await?;
+                    let started = instance.plugboard_plugin_provider().call_complete(&mut *store, &request).await?;
+                    Ok((instance, started))
+                })
+            })
+            .await
+            .map_err(CompletionError::Plugin)?;
+        match started {
+            Err(api) => Err(CompletionError::api(&plugin, api, store.data().redactor())),
+            Ok(completion) => Ok(super::provider::ProviderStream::new(self.clone(), store, instance, completion)),
+        }
+    }
+
+    /// Runs `run` on a fresh store of this plugin under `policy`: the one way any export of
+    /// any world is run. The store takes an instance slot first; `run` (instantiating and
+    /// calling) goes to the guest threads, under the plugin's time limit plus [`GRACE`];
+    /// a trap is explained once, here. The store comes back for what the caller reads
+    /// from it afterwards (denials, a provider's stream).
+    async fn sandboxed<T, F>(
+        &self,
+        policy: Arc<CapabilityPolicy>,
+        progress: Option<ProgressSink>,
+        run: F,
+    ) -> Result<(T, Store<CallState>), CallError>
+    where
+        T: Send + 'static,
+        F: for<'s> FnOnce(&'s mut Store<CallState>) -> futures::future::BoxFuture<'s, wasmtime::Result<T>> + Send + 'static,
+    {
+        let store = self.new_store_with(policy, progress).await?;
+        self.in_guest(store, run).await
+    }
+
+    /// Runs `run` on `store` on the guest threads, under the plugin's time limit plus
+    /// [`GRACE`]. Epochs only make a computing guest yield; this limit ends it, and ends one
+    /// that waits inside a host call.
+    pub(crate) async fn in_guest<T, F>(&self, mut store: Store<CallState>, run: F) -> Result<(T, Store<CallState>), CallError>
+    where
+        T: Send + 'static,
+        F: for<'s> FnOnce(&'s mut Store<CallState>) -> futures::future::BoxFuture<'s, wasmtime::Result<T>> + Send + 'static,
+    {
+        let limits = self.policy.limits;
+        let (outcome, mut store) = crate::engine::on_guest_threads(async move {
+            let outcome = tokio::time::timeout(limits.timeout() + GRACE, run(&mut store)).await;
+            (outcome, store)
         })
         .await;
-        match started {
-            Err(_) => Err(CompletionError::Plugin(CallError::Timeout { plugin, limit_ms: limits.timeout_ms })),
-            Ok(Err(trap)) => Err(CompletionError::Plugin(self.explain_trap(trap, &mut store))),
-            Ok(Ok((_, Err(api)))) => Err(CompletionError::api(&plugin, api)),
-            Ok(Ok((instance, Ok(completion)))) => Ok(super::provider::ProviderStream::new(self.clone(), store, instance, completion)),
+        match outcome {
+            Err(_) => Err(CallError::Timeout { plugin: self.manifest.id.clone(), limit_ms: limits.timeout_ms }),
+            Ok(Err(trap)) => Err(self.explain_trap(trap, &mut store)),
+            Ok(Ok(value)) => Ok((value, store)),
         }
     }
 
@@ -513,6 +553,7 @@ impl LoadedPlugin {
         }
         let stderr = store.data().stderr.contents();
         let stderr = String::from_utf8_lossy(&stderr);
+        let stderr = store.data().redactor().redact(&stderr);
         let tail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).rev().take(5).collect();
         let trap = error.downcast_ref::<wasmtime::Trap>().map(|t| t.to_string()).unwrap_or_else(|| format!("{error:#}"));
         let message = if tail.is_empty() {
@@ -523,6 +564,10 @@ impl LoadedPlugin {
         CallError::Crashed { plugin, message }
     }
 }
+
+/// What a call may run past its time limit: host calls bounded by the same limit (a
+/// command, an HTTP request) end first and report their own, more precise error.
+pub const GRACE: Duration = Duration::from_millis(100);
 
 /// The most tools one plugin may provide.
 pub const MAX_TOOLS: usize = 128;

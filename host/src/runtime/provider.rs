@@ -120,10 +120,11 @@ pub enum CompletionError {
 }
 
 impl CompletionError {
-    pub(crate) fn api(provider: &str, e: wit::ProviderError) -> Self {
+    /// The provider's error, its message masked by `redactor`.
+    pub(crate) fn api(provider: &str, e: wit::ProviderError, redactor: &crate::secrets::Redactor) -> Self {
         CompletionError::Api {
             provider: provider.to_string(),
-            message: e.message,
+            message: redactor.redact(&e.message).into_owned(),
             status: e.status,
             retryable: e.retryable,
             retry_after_ms: e.retry_after_ms,
@@ -137,43 +138,51 @@ impl CompletionError {
 }
 
 /// A completion being streamed by a provider plugin: one instance lives for the whole
-/// stream and is dropped with it (which abandons the request).
+/// stream and is dropped with it (which abandons the request). Each step runs on the guest
+/// threads, the store and instance going there and back.
 pub struct ProviderStream {
     plugin: Arc<LoadedPlugin>,
-    store: Store<CallState>,
-    instance: ProviderPlugin,
+    /// The store and instance between steps; `None` once the stream ended, or when a step
+    /// was abandoned midway (its future dropped).
+    live: Option<(Store<CallState>, ProviderPlugin)>,
     completion: ResourceAny,
     ended: bool,
 }
 
 impl ProviderStream {
     pub(crate) fn new(plugin: Arc<LoadedPlugin>, store: Store<CallState>, instance: ProviderPlugin, completion: ResourceAny) -> Self {
-        ProviderStream { plugin, store, instance, completion, ended: false }
+        ProviderStream { plugin, live: Some((store, instance)), completion, ended: false }
     }
 
     /// The next event, `Ok(None)` at the end. Each step runs under the plugin's time limit
     /// (waiting for the API included).
     pub async fn next(&mut self) -> Result<Option<StreamEvent>, CompletionError> {
-        if self.ended {
-            return Ok(None);
-        }
-        let limits = self.plugin.policy.limits;
-        let step = tokio::time::timeout(
-            limits.timeout(),
-            self.instance.plugboard_plugin_provider().completion().call_next(&mut self.store, self.completion),
-        )
-        .await;
-        let result = match step {
-            Err(_) => {
-                Err(CompletionError::Plugin(CallError::Timeout { plugin: self.plugin.manifest.id.clone(), limit_ms: limits.timeout_ms }))
+        let Some((store, instance)) = self.live.take() else {
+            if self.ended {
+                return Ok(None);
             }
-            Ok(Err(trap)) => Err(CompletionError::Plugin(self.plugin.explain_trap(trap, &mut self.store))),
-            Ok(Ok(Err(api))) => Err(CompletionError::api(&self.plugin.manifest.id, api)),
-            Ok(Ok(Ok(event))) => Ok(event),
+            let message = "the stream was abandoned midway through a step".to_string();
+            return Err(CompletionError::Plugin(CallError::Host { plugin: self.plugin.manifest.id.clone(), message }));
         };
-        if !matches!(result, Ok(Some(_))) {
-            self.ended = true;
+        let completion = self.completion;
+        let step = self
+            .plugin
+            .in_guest(store, move |store| {
+                Box::pin(async move {
+                    let event = instance.plugboard_plugin_provider().completion().call_next(store, completion).await?;
+                    Ok((instance, event))
+                })
+            })
+            .await;
+        self.ended = !matches!(step, Ok(((_, Ok(Some(_))), _)));
+        match step {
+            Err(e) => Err(CompletionError::Plugin(e)),
+            Ok(((_, Err(api)), store)) => Err(CompletionError::api(&self.plugin.manifest.id, api, store.data().redactor())),
+            Ok(((_, Ok(None)), _)) => Ok(None),
+            Ok(((instance, Ok(Some(event))), store)) => {
+                self.live = Some((store, instance));
+                Ok(Some(event))
+            }
         }
-        result
     }
 }

@@ -89,6 +89,11 @@ impl CallState {
     }
 
     /// The call's resources, for host functions linked beside WASI's.
+    /// Masks the secrets this call's policy knows (a session's own key included).
+    pub(crate) fn redactor(&self) -> &crate::secrets::Redactor {
+        &self.policy.redactor
+    }
+
     pub(crate) fn table(&mut self) -> &mut ResourceTable {
         &mut self.table
     }

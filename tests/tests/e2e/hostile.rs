@@ -139,6 +139,34 @@ async fn a_panic_is_reported_with_its_message() {
 }
 
 #[tokio::test]
+async fn a_hostile_tool_list_is_refused_at_load_with_the_reason_and_within_the_time_limit() {
+    let cases = [
+        ("many", "it lists 200000 tools; a plugin may provide at most 128"),
+        ("spaces", "the tool name `two words` may hold only lowercase letters"),
+        ("control", "the tool name `bell\\u{7}` may hold only"),
+        ("long", "a tool name must have 1 to 64 characters (`xxxx"),
+        ("spin", "exceeded its time limit of 500 ms"),
+    ];
+    for (list, reason) in cases {
+        let ws = Workspace::new();
+        std::fs::copy(plugboard_tests::components::LISTER, ws.plugins.join("lister.wasm")).unwrap();
+        ws.config(&format!("[plugins.lister]\nlimits = {{ timeout_ms = 500 }}\nsettings = {{ list = \"{list}\" }}\n")).trust();
+        let host = PluginHost::start(ws.options()).await.unwrap();
+        let registry = host.registry();
+        let failure = registry.failures().iter().find(|f| f.source.to_string().contains("lister.wasm")).cloned();
+        let failure = failure.unwrap_or_else(|| panic!("the `{list}` list was accepted"));
+        assert!(failure.reason.contains(reason), "{list}: {}", failure.reason);
+        assert!(failure.reason.len() < 400, "{list}: the reason stays short: {}", failure.reason);
+        assert_serving(&host).await;
+    }
+    // The same plugin with a well-formed list loads and serves.
+    let ws = Workspace::new();
+    std::fs::copy(plugboard_tests::components::LISTER, ws.plugins.join("lister.wasm")).unwrap();
+    let host = ws.host().await;
+    assert_eq!(call(&host, "fine", json!({})).await.unwrap().text, "fine ran");
+}
+
+#[tokio::test]
 async fn output_over_the_cap_is_refused() {
     let ws = Workspace::new();
     ws.config("[plugins.hostile]\nlimits = { max_output_bytes = 1000 }\n");
@@ -308,8 +336,9 @@ mod starvation {
             eprintln!("the pooling allocator is not in use here; there is no pool to exhaust");
             return;
         }
-        // Many calls at once wait for the two slots and all succeed.
-        let calls: Vec<_> = (0..40)
+        // As many calls at once as the queue holds wait for the two slots and all succeed.
+        let queue = 2 * plugboard::engine::MAX_WAITING_PER_SLOT;
+        let calls: Vec<_> = (0..queue + 2)
             .map(|i| {
                 let host = host.clone();
                 tokio::spawn(async move { call(&host, "echo", json!({"text": format!("{i}")})).await })
@@ -326,9 +355,21 @@ mod starvation {
             })
             .collect();
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let err = call(&host, "echo", json!({"text": "x"})).await.unwrap_err();
-        assert!(matches!(err, CallError::Busy { capacity: 2, .. }), "{err}");
-        assert!(err.to_string().contains("max_instances"), "{err}");
+        // A full queue refuses the next caller at once; the others wait their limit.
+        let waiting: Vec<_> = (0..queue + 1)
+            .map(|_| {
+                let host = host.clone();
+                tokio::spawn(async move { call(&host, "echo", json!({"text": "x"})).await })
+            })
+            .collect();
+        let mut at_once = 0;
+        for w in waiting {
+            let err = w.await.unwrap().unwrap_err();
+            let CallError::Busy { capacity: 2, waited_ms, .. } = err else { panic!("not busy: {err}") };
+            assert!(err.to_string().contains("max_instances"), "{err}");
+            at_once += usize::from(waited_ms < 100);
+        }
+        assert_eq!(at_once, 1, "only the caller past the queue is refused without waiting");
         for spin in spins {
             assert!(matches!(spin.await.unwrap(), Err(CallError::Timeout { .. })));
         }

@@ -243,6 +243,23 @@ mod http {
 }
 
 #[tokio::test]
+async fn a_configured_secret_a_tool_returns_or_quotes_in_its_error_is_masked() {
+    let ws = Workspace::new();
+    let key = "sk-live-canary-5555544444";
+    ws.operator_config(&format!(
+        "[plugins.openai]\napi_key = \"{key}\"\n[plugins.hostile]\nfilesystem = [{{ path = \".\", access = \"read-write\" }}]\n"
+    ));
+    ws.file(".env", format!("OPENAI_API_KEY={key}\n"));
+    let host = ws.host().await;
+    let out = call_tool(&host, "read_raw", json!({ "path": ".env" })).await.unwrap();
+    assert_eq!(out.text, "OPENAI_API_KEY=[redacted]\n");
+    let read = call_tool(&host, "read", json!({ "path": ".env" })).await.unwrap();
+    assert!(read.text.contains("OPENAI_API_KEY=[redacted]") && !read.text.contains(key), "{}", read.text);
+    let err = call_tool(&host, "read_raw", json!({ "path": format!("{key}.txt") })).await.unwrap_err().to_string();
+    assert!(err.contains("[redacted].txt") && !err.contains(key), "{err}");
+}
+
+#[tokio::test]
 async fn a_configured_secret_in_command_output_is_masked() {
     let ws = Workspace::new();
     let key = "sk-live-canary-9876543210";
