@@ -5,12 +5,15 @@
 //! 1. **Namespaces** (`unshare`): its own PID namespace with a fresh `/proc`, so no other
 //!    process (the server included) is visible, no signal reaches one, and the whole tree
 //!    ends when the command's shell does, `setsid` children included; its own network
-//!    namespace (no interface but a loopback that is down: no network at all); its own
-//!    mount, IPC and UTS namespaces. Without root, a user namespace maps the caller's ids.
+//!    namespace (no interface but a loopback that is down: no network at all), or, when its
+//!    plugin may reach some hosts, one whose loopback holds only the host's proxy for those
+//!    hosts (`egress`); its own mount, IPC and UTS namespaces. Without root, a user
+//!    namespace maps the caller's ids.
 //! 2. **Landlock**: files only beneath the plugin's filesystem grants (read-only where the
 //!    grant is) and read access to the system directories a program needs, with secrets
-//!    such as `/etc/shadow` carved out ([`HIDDEN_SYSTEM_PATHS`]); no TCP bind or connect
-//!    (ABI 4); no signals and no abstract unix sockets outside the command (ABI 6).
+//!    such as `/etc/shadow` carved out ([`HIDDEN_SYSTEM_PATHS`]); no TCP bind, and no TCP
+//!    connect but to the proxy's port (ABI 4); no signals and no abstract unix sockets
+//!    outside the command (ABI 6).
 //! 3. **seccomp**: no unix domain sockets (`socket(AF_UNIX)`), which neither the network
 //!    namespace nor Landlock stops from reaching a socket file such as a container
 //!    runtime's or a database's, and no `io_uring`, whose operations bypass the filter.
@@ -103,7 +106,7 @@ pub fn probe() -> ConfinementSupport {
     if abi < 1 {
         return ConfinementSupport::Unavailable(format!("Landlock is not usable on this kernel ({})", std::io::Error::last_os_error()));
     }
-    let confinement = match Confinement::new(&[], &default_system_paths()) {
+    let confinement = match Confinement::new(&[], &default_system_paths(), None) {
         Ok(c) => c,
         Err(e) => return ConfinementSupport::Unavailable(e),
     };
@@ -130,22 +133,34 @@ pub fn probe() -> ConfinementSupport {
     ConfinementSupport::Unavailable("command confinement exists only on Linux".into())
 }
 
+/// A network namespace a command joins instead of an empty one of its own: the host's
+/// proxy listens on its loopback, at `proxy_port`.
+#[derive(Debug, Clone, Copy)]
+pub struct JoinedNetwork {
+    /// The namespace's descriptor, open until the command has started.
+    pub namespace: std::os::fd::RawFd,
+    /// The one port a command may connect to.
+    pub proxy_port: u16,
+}
+
 /// A ready-to-apply confinement for one command.
 #[cfg(target_os = "linux")]
 pub struct Confinement {
     ruleset: std::sync::Mutex<Option<landlock::RulesetCreated>>,
     seccomp: seccompiler::BpfProgram,
+    network: Option<JoinedNetwork>,
 }
 
 #[cfg(target_os = "linux")]
 impl Confinement {
     /// Builds the Landlock rules: read and execute beneath `system_paths` (those that
     /// exist, without [`HIDDEN_SYSTEM_PATHS`]), read and write of a few devices, and each
-    /// grant with its access. No TCP, no signals or abstract sockets outside.
-    pub fn new(grants: &[DirGrant], system_paths: &[PathBuf]) -> Result<Self, String> {
+    /// grant with its access. No TCP but a connect to the proxy of `network`, no signals or
+    /// abstract sockets outside.
+    pub fn new(grants: &[DirGrant], system_paths: &[PathBuf], network: Option<JoinedNetwork>) -> Result<Self, String> {
         use landlock::{
-            ABI, Access as _, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
-            Scope,
+            ABI, Access as _, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, PathFd, Ruleset, RulesetAttr,
+            RulesetCreatedAttr, Scope,
         };
         let abi = ABI::V6;
         let err = |e: landlock::RulesetError| format!("cannot build the Landlock rules: {e}");
@@ -177,7 +192,10 @@ impl Confinement {
             };
             ruleset = ruleset.add_rule(PathBeneath::new(open(&grant.path)?, access)).map_err(err)?;
         }
-        Ok(Confinement { ruleset: std::sync::Mutex::new(Some(ruleset)), seccomp: seccomp_filter()? })
+        if let Some(network) = network {
+            ruleset = ruleset.add_rule(NetPort::new(network.proxy_port, AccessNet::ConnectTcp)).map_err(err)?;
+        }
+        Ok(Confinement { ruleset: std::sync::Mutex::new(Some(ruleset)), seccomp: seccomp_filter()?, network })
     }
 
     /// Enters the confinement. Meant for the child between fork and exec (`pre_exec`): it
@@ -193,7 +211,7 @@ impl Confinement {
         let Some(ruleset) = ruleset else {
             return Err(std::io::Error::other("confinement already applied"));
         };
-        unshare_namespaces()?;
+        unshare_namespaces(self.network)?;
         become_pid_one()?;
         mount_own_proc()?;
         let status = landlock::RulesetCreatedAttr::no_new_privs(ruleset, true)
@@ -250,11 +268,16 @@ fn check(result: libc::c_int) -> std::io::Result<()> {
 }
 
 #[cfg(target_os = "linux")]
-fn unshare_namespaces() -> std::io::Result<()> {
+fn unshare_namespaces(network: Option<JoinedNetwork>) -> std::io::Result<()> {
     // SAFETY: plain syscalls on the calling (single-threaded, forked) process.
     unsafe {
         let (uid, gid) = (libc::geteuid(), libc::getegid());
-        let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+        let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+        match network {
+            Some(network) => check(libc::setns(network.namespace, libc::CLONE_NEWNET))
+                .map_err(|e| std::io::Error::new(e.kind(), format!("setns (the proxy's network namespace): {e}")))?,
+            None => flags |= libc::CLONE_NEWNET,
+        }
         if uid != 0 {
             flags |= libc::CLONE_NEWUSER;
         }
@@ -343,7 +366,7 @@ pub struct Confinement;
 #[cfg(not(target_os = "linux"))]
 impl Confinement {
     /// Always fails: there is no kernel confinement on this platform.
-    pub fn new(_grants: &[DirGrant], _system_paths: &[PathBuf]) -> Result<Self, String> {
+    pub fn new(_grants: &[DirGrant], _system_paths: &[PathBuf], _network: Option<JoinedNetwork>) -> Result<Self, String> {
         Err("command confinement exists only on Linux".into())
     }
 

@@ -7,6 +7,7 @@
 
 pub mod command_line;
 pub mod confinement;
+pub mod egress;
 pub mod filesystem;
 pub mod network;
 pub mod process;
@@ -356,6 +357,7 @@ impl CapabilityPolicy {
             confinement: ctx.confinement.clone(),
             unconfined: ctx.sandbox.unconfined_commands,
             env: command_env,
+            network: network.clone(),
             max_output_bytes: limits.max_output_bytes as usize,
             max_timeout: limits.timeout(),
         };

@@ -222,6 +222,9 @@ pub struct CommandRunner {
     pub unconfined: UnconfinedCommands,
     /// Environment variables the command sees (the plugin's env grant, plus `PATH`).
     pub env: Vec<(String, String)>,
+    /// The hosts the plugin may reach: a confined command reaches them through the host's
+    /// proxy (`egress`), and nothing else.
+    pub network: super::network::NetworkPolicy,
     /// Cap on stdout and stderr together.
     pub max_output_bytes: usize,
     /// Upper bound on a command's time.
@@ -268,8 +271,12 @@ impl CommandRunner {
             CommandError::Denied(ProcessDenial { kind: super::CapabilityKind::Process, command: line.to_string(), reason })
         };
         let cwd = self.working_directory(cwd)?;
+        let egress = self.egress().await;
+        let joined = egress.as_ref().map(|e| e.joined());
         let confinement = match &*self.confinement {
-            ConfinementSupport::Confined(_) => Some(Confinement::new(&self.grants, &self.system_paths).map_err(CommandError::Failed)?),
+            ConfinementSupport::Confined(_) => {
+                Some(Confinement::new(&self.grants, &self.system_paths, joined).map_err(CommandError::Failed)?)
+            }
             ConfinementSupport::Unavailable(reason) => match self.unconfined {
                 UnconfinedCommands::Refuse => {
                     return Err(denied(format!(
@@ -288,6 +295,7 @@ impl CommandRunner {
             .current_dir(&cwd)
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(egress.iter().flat_map(|e| e.env()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -357,6 +365,21 @@ impl CommandRunner {
                     truncated: false,
                     timed_out: true,
                 })
+            }
+        }
+    }
+
+    /// The proxy of a confined command whose plugin may reach some hosts; `None` leaves the
+    /// command without network, also where the namespace cannot be made (said in the log).
+    async fn egress(&self) -> Option<super::egress::Egress> {
+        if self.network.is_closed() || !matches!(&*self.confinement, ConfinementSupport::Confined(_)) {
+            return None;
+        }
+        match super::egress::Egress::start(self.network.clone()).await {
+            Ok(egress) => Some(egress),
+            Err(e) => {
+                tracing::warn!(error = %e, "a command of a plugin with a network grant runs without network: its proxy cannot be set up");
+                None
             }
         }
     }

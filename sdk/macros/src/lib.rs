@@ -129,8 +129,7 @@ fn expand_export_tools(input: proc_macro2::TokenStream) -> syn::Result<proc_macr
     }
     let descriptors: Vec<Ident> = names.iter().map(descriptor_ident).collect();
     let manifest = manifest::from_cargo_env("tool-plugin").map_err(|e| syn::Error::new(Span::call_site(), e))?;
-    let manifest_len = manifest.len();
-    let manifest_lit = syn::LitByteStr::new(manifest.as_bytes(), Span::call_site());
+    let embedded = embed_manifest(&manifest);
     Ok(quote! {
         #[doc(hidden)]
         struct __PlugboardToolPlugin;
@@ -158,11 +157,26 @@ fn expand_export_tools(input: proc_macro2::TokenStream) -> syn::Result<proc_macr
 
         ::plugboard_sdk::bindings::export!(__PlugboardToolPlugin with_types_in ::plugboard_sdk::bindings);
 
+        #embedded
+    })
+}
+
+/// The manifest as a `plugboard-manifest` section, and a read of the crate's `Cargo.toml`
+/// that makes the compiler track it: a change to `[package.metadata.plugboard]` (the
+/// capabilities) then rebuilds the plugin, which cargo alone would not do.
+fn embed_manifest(manifest: &str) -> proc_macro2::TokenStream {
+    let len = manifest.len();
+    let bytes = syn::LitByteStr::new(manifest.as_bytes(), Span::call_site());
+    let cargo_toml = std::env::var("CARGO_MANIFEST_DIR").map(|dir| format!("{dir}/Cargo.toml")).unwrap_or_default();
+    quote! {
         #[doc(hidden)]
         #[used]
         #[unsafe(link_section = "plugboard-manifest")]
-        static __PLUGBOARD_MANIFEST: [u8; #manifest_len] = *#manifest_lit;
-    })
+        static __PLUGBOARD_MANIFEST: [u8; #len] = *#bytes;
+
+        #[doc(hidden)]
+        const _: &[u8] = include_bytes!(#cargo_toml);
+    }
 }
 
 /// Exports a type implementing `plugboard_sdk::provider::Provider` as this plugin's
@@ -179,8 +193,7 @@ pub fn export_provider(input: TokenStream) -> TokenStream {
         Ok(m) => m,
         Err(e) => return syn::Error::new(Span::call_site(), e).to_compile_error().into(),
     };
-    let manifest_len = manifest.len();
-    let manifest_lit = syn::LitByteStr::new(manifest.as_bytes(), Span::call_site());
+    let embedded = embed_manifest(&manifest);
     quote! {
         #[doc(hidden)]
         struct __PlugboardProviderPlugin;
@@ -208,10 +221,7 @@ pub fn export_provider(input: TokenStream) -> TokenStream {
 
         ::plugboard_sdk::provider_bindings::export_provider_world!(__PlugboardProviderPlugin with_types_in ::plugboard_sdk::provider_bindings);
 
-        #[doc(hidden)]
-        #[used]
-        #[unsafe(link_section = "plugboard-manifest")]
-        static __PLUGBOARD_MANIFEST: [u8; #manifest_len] = *#manifest_lit;
+        #embedded
     }
     .into()
 }
@@ -324,8 +334,7 @@ fn expand_export_hooks(input: proc_macro2::TokenStream) -> syn::Result<proc_macr
     let chat_params = call("chat_params", quote! { context, params }, quote! { { let _ = context; params } });
     let on_event = call("on_event", quote! { context, event }, quote! { { let _ = (context, event); Ok(()) } });
     let manifest = manifest::from_cargo_env("hook-plugin").map_err(|e| syn::Error::new(Span::call_site(), e))?;
-    let manifest_len = manifest.len();
-    let manifest_lit = syn::LitByteStr::new(manifest.as_bytes(), Span::call_site());
+    let embedded = embed_manifest(&manifest);
     let wit = quote! { ::plugboard_sdk::hook_bindings::exports::plugboard::plugin::hooks };
     Ok(quote! {
         #[doc(hidden)]
@@ -363,10 +372,7 @@ fn expand_export_hooks(input: proc_macro2::TokenStream) -> syn::Result<proc_macr
 
         ::plugboard_sdk::hook_bindings::export_hook_world!(__PlugboardHookPlugin with_types_in ::plugboard_sdk::hook_bindings);
 
-        #[doc(hidden)]
-        #[used]
-        #[unsafe(link_section = "plugboard-manifest")]
-        static __PLUGBOARD_MANIFEST: [u8; #manifest_len] = *#manifest_lit;
+        #embedded
     })
 }
 

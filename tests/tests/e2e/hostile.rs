@@ -223,8 +223,13 @@ mod commands {
     /// A workspace whose `hostile` plugin may run any command line, with the probe command
     /// copied in.
     async fn confined() -> Option<(Workspace, PluginHost)> {
+        confined_with("").await
+    }
+
+    /// The same, with `extra` lines in the plugin's table.
+    async fn confined_with(extra: &str) -> Option<(Workspace, PluginHost)> {
         let ws = Workspace::new();
-        ws.config(&hostile_config("process = [\"*\"]"));
+        ws.config(&hostile_config(&format!("process = [\"*\"]\n{extra}")));
         std::fs::copy(env!("CARGO_BIN_EXE_confinement-probe"), ws.dir.join("probe")).unwrap();
         let host = ws.host().await;
         if let ConfinementSupport::Unavailable(reason) = host.confinement() {
@@ -268,6 +273,39 @@ mod commands {
         let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
         let unix = run(&host, &format!("./probe connect-unix {}", socket.display())).await;
         assert!(unix.contains("refused"), "{unix}");
+        assert_serving(&host).await;
+    }
+
+    #[tokio::test]
+    async fn a_command_reaches_the_hosts_of_its_network_grant_through_the_proxy_and_nothing_else() {
+        let (granted, other) = (LocalServer::start("granted host"), LocalServer::start("other host"));
+        let grant = format!("network = [\"http://{0}\", \"https://{0}\"]", granted.addr);
+        let Some((_ws, host)) = confined_with(&grant).await else { return };
+        let out = run(&host, &format!("./probe proxy-get {}/x", granted.url())).await;
+        assert!(out.contains("reached HTTP/1.1 200 OK") && out.contains("granted host"), "{out}");
+        let out = run(&host, &format!("./probe proxy-connect {}", granted.addr)).await;
+        assert!(out.contains("200 Connection Established") && out.contains("granted host"), "{out}");
+        assert_eq!(granted.hits(), 2, "both requests went through");
+        // Another host (another port here) is refused by the proxy, with the reason.
+        let out = run(&host, &format!("./probe proxy-get {}/x", other.url())).await;
+        assert!(out.contains("403 Forbidden") && out.contains("not in the plugin's network grant"), "{out}");
+        let out = run(&host, &format!("./probe proxy-connect {}", other.addr)).await;
+        assert!(out.contains("403 Forbidden"), "{out}");
+        // Past the proxy, not even the granted host can be reached.
+        let out = run(&host, &format!("./probe connect-tcp {}", granted.addr)).await;
+        assert!(out.contains("refused"), "{out}");
+        // A datagram may leave the probe, into the namespace's own loopback: it never arrives.
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        run(&host, &format!("./probe send-udp {}", udp.local_addr().unwrap())).await;
+        udp.set_read_timeout(Some(std::time::Duration::from_millis(200))).unwrap();
+        assert!(udp.recv(&mut [0u8; 16]).is_err(), "a datagram left the command's namespace");
+        assert_eq!((granted.hits(), other.hits()), (2, 0), "nothing else reached either host");
+        // Connections held open past the cap: the next one is refused, and the host serves on.
+        let cap = plugboard::capability::egress::MAX_CONNECTIONS;
+        let out = run(&host, &format!("./probe proxy-flood {cap} {}/x", granted.url())).await;
+        assert!(out.contains("503 Service Unavailable") && out.contains("at most 64 connections"), "{out}");
+        let out = run(&host, &format!("./probe proxy-flood {} {}/x", cap - 1, granted.url())).await;
+        assert!(out.contains("200 OK"), "{out}");
         assert_serving(&host).await;
     }
 
