@@ -29,6 +29,11 @@ impl ActiveHook {
     fn id(&self) -> &str {
         &self.plugin.manifest.id
     }
+
+    /// `text` the hook wrote, with the configured secrets masked before it goes on.
+    fn mask(&self, text: String) -> String {
+        self.plugin.policy.redactor.redact(&text).into_owned()
+    }
 }
 
 /// Where a hook runs: the session and its agent (both empty outside a session).
@@ -174,6 +179,7 @@ impl HookChain {
             let problem = match verdict {
                 Ok(wit::PromptVerdict::Keep) => None,
                 Ok(wit::PromptVerdict::Reject(reason)) => {
+                    let reason = hook.mask(reason);
                     let reason = if reason.trim().is_empty() { "no reason given".to_string() } else { reason };
                     return Err(PromptRejected { hook: hook.id().into(), reason });
                 }
@@ -184,7 +190,7 @@ impl HookChain {
                     Some(format!("invalid rewrite: the prompt would be {} bytes, over the {MAX_PROMPT_BYTES}-byte limit", text.len()))
                 }
                 Ok(wit::PromptVerdict::Rewrite(text)) => {
-                    prompt = text;
+                    prompt = hook.mask(text);
                     None
                 }
                 Err(e) => Some(e.to_string()),
@@ -217,10 +223,11 @@ impl HookChain {
             let problem = match verdict {
                 Ok(wit::ToolVerdict::Allow) => None,
                 Ok(wit::ToolVerdict::Deny(reason)) => {
+                    let reason = hook.mask(reason);
                     let reason = if reason.trim().is_empty() { "no reason given".to_string() } else { reason };
                     return ToolDecision::Deny { hook: hook.id().into(), reason };
                 }
-                Ok(wit::ToolVerdict::Rewrite(text)) => match check_arguments(&text, schema) {
+                Ok(wit::ToolVerdict::Rewrite(text)) => match check_arguments(&hook.mask(text), schema) {
                     Ok(value) => {
                         arguments = value;
                         None
@@ -269,7 +276,7 @@ impl HookChain {
                     Some(format!("invalid rewrite: a title must be one line of at most {MAX_TITLE_BYTES} bytes"))
                 }
                 Ok(Some(r)) => {
-                    (text, title) = (r.text, r.title);
+                    (text, title) = (hook.mask(r.text), r.title.map(|t| hook.mask(t)));
                     None
                 }
                 Err(e) => Some(e.to_string()),
@@ -305,7 +312,7 @@ impl HookChain {
                         model: params.model,
                         temperature: d.temperature,
                         max_tokens: d.max_tokens,
-                        system_prompt: d.system_prompt,
+                        system_prompt: hook.mask(d.system_prompt),
                     };
                     None
                 }

@@ -290,20 +290,55 @@ impl process::Host for CallState {
 /// `sink`, passing on at most `cap` bytes in all, with every secret masked: a call's live
 /// output (its `progress` and its commands' output as it comes) is stored as events, so it
 /// is bounded like the call's result. What is over the cap is dropped, with one notice.
+/// The live output is one stream: a secret split between two pieces is still masked, since
+/// a tail that may begin one is held back until the next piece, or until the call's store
+/// is dropped.
 fn capped(sink: ProgressSink, cap: usize, redactor: crate::secrets::Redactor) -> ProgressSink {
-    let sent = std::sync::atomic::AtomicUsize::new(0);
-    Arc::new(move |text: &str| {
-        use std::sync::atomic::Ordering;
-        let before = sent.fetch_add(text.len(), Ordering::Relaxed);
-        if before >= cap {
+    let live = LiveOutput { sink, cap, redactor, state: std::sync::Mutex::new((0, Vec::new())) };
+    Arc::new(move |text: &str| live.send(text))
+}
+
+/// The state behind [`capped`]: bytes passed on so far, and the held-back tail.
+struct LiveOutput {
+    sink: ProgressSink,
+    cap: usize,
+    redactor: crate::secrets::Redactor,
+    state: std::sync::Mutex<(usize, Vec<u8>)>,
+}
+
+impl LiveOutput {
+    fn send(&self, text: &str) {
+        let Ok(mut state) = self.state.lock() else { return };
+        let (sent, held) = &mut *state;
+        held.extend_from_slice(text.as_bytes());
+        let mut out = self.redactor.redact_partial(held);
+        // The safe part may end inside a character that the held tail completes.
+        let valid = std::str::from_utf8(&out).map_or_else(|e| e.valid_up_to(), |_| out.len());
+        let tail = out.split_off(valid);
+        held.splice(0..0, tail);
+        self.emit(sent, &String::from_utf8_lossy(&out));
+    }
+
+    fn emit(&self, sent: &mut usize, text: &str) {
+        if text.is_empty() || *sent >= self.cap {
             return;
         }
-        let room = cap - before;
-        sink(&redactor.redact(truncate(text, room)));
+        let room = self.cap - *sent;
+        (self.sink)(truncate(text, room));
+        *sent += text.len();
         if text.len() > room {
-            sink(&format!("\n[progress output over this call's limit of {cap} bytes is dropped]\n"));
+            (self.sink)(&format!("\n[progress output over this call's limit of {} bytes is dropped]\n", self.cap));
         }
-    })
+    }
+}
+
+impl Drop for LiveOutput {
+    fn drop(&mut self) {
+        let Ok(mut state) = self.state.lock() else { return };
+        let (sent, held) = &mut *state;
+        let rest = String::from_utf8_lossy(&self.redactor.redact_bytes(held)).into_owned();
+        self.emit(sent, &rest);
+    }
 }
 
 fn truncate(text: &str, max: usize) -> &str {
@@ -315,4 +350,39 @@ fn truncate(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn live_output_masks_a_secret_split_between_pieces_and_flushes_its_tail_when_dropped() {
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let record = seen.clone();
+        let sink: super::ProgressSink = Arc::new(move |t: &str| record.lock().unwrap().push(t.to_string()));
+        let live = super::capped(sink, 1 << 20, crate::secrets::Redactor::new(["sk-secret-123"]));
+        for piece in ["key=sk-se", "cret-123 é", "\u{e9}nd sk-secret", "-12"] {
+            live(piece);
+        }
+        drop(live);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0], "key=[redacted]", "the first piece's start of the secret was held back");
+        assert_eq!(seen.concat(), "key=[redacted] é\u{e9}nd sk-secret-12", "everything arrives, in order, the tail at the end");
+    }
+
+    #[test]
+    fn live_output_stops_at_its_cap_with_one_notice() {
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let record = seen.clone();
+        let sink: super::ProgressSink = Arc::new(move |t: &str| record.lock().unwrap().push(t.to_string()));
+        let live = super::capped(sink, 10, crate::secrets::Redactor::default());
+        live("0123456789abc");
+        live("more");
+        drop(live);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0], "0123456789");
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(seen[1].contains("limit of 10 bytes"), "{seen:?}");
+    }
 }

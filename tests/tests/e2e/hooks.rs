@@ -81,6 +81,33 @@ async fn hooks_run_by_priority_then_id_and_their_rewrites_apply() {
 }
 
 #[tokio::test]
+async fn a_configured_secret_a_hook_writes_is_masked_before_the_model_or_the_store_sees_it() {
+    let key = "sk-ant-canary-7777766666";
+    let f = hooked(
+        vec![call(&[("c1", "echo", json!({ "text": "hello" }))]), say("done")],
+        &format!(
+            r#"
+            [plugins.anthropic]
+            api_key = "{key}"
+            [plugins.hook-a.settings]
+            tag = "{key}"
+            tool_after = "tag"
+            prompt_before = "rewrite:{key}"
+            "#
+        ),
+    )
+    .await;
+    let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();
+    f.runtime.prompt(&session.id, "Say hello").await.unwrap();
+    assert_eq!(tool_parts(&f, &session.id).await[0]["output"], "hello[[redacted]]");
+    let bodies: Vec<String> = f.server.received().iter().map(|r| r.body.clone()).collect();
+    assert!(bodies[0].contains("Say hello [redacted]"), "{}", bodies[0]);
+    assert!(bodies.iter().all(|b| !b.contains(key)), "the key reached the model");
+    let stored = serde_json::to_string(&f.store.history(&session.id).await.unwrap()).unwrap();
+    assert!(!stored.contains(key) && stored.contains("[redacted]"), "the key reached the store");
+}
+
+#[tokio::test]
 async fn tool_before_rewrites_are_validated_against_the_schema_and_denials_refuse() {
     let f = hooked(
         vec![
