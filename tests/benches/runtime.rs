@@ -2,8 +2,9 @@
 //!
 //! Prints: cold compile vs cached load of a first-party plugin; a fresh-instance call of a
 //! trivial tool through the host (dispatch, argument JSON, policy, instantiate, call, drop),
-//! median and p99, beside the same work as a native Rust call; and calls per second with
-//! concurrent callers. Set `PLUGBOARD_BENCH_CALLS` to change the number of calls.
+//! median and p99, beside the same work as a native Rust call; calls per second with
+//! concurrent callers; and a confined command (`true`), without network and with the proxy
+//! of a network grant. Set `PLUGBOARD_BENCH_CALLS` to change the number of calls.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -109,6 +110,37 @@ async fn run() {
         println!(
             "\nthroughput, {callers} concurrent callers, 2 worker threads: {:>8.0} calls/s",
             (per_caller * callers) as f64 / elapsed.as_secs_f64()
+        );
+    }
+    commands().await;
+}
+
+/// A confined `true` through the hostile plugin's `run`: the whole call, without network and
+/// with a network grant (its namespace and proxy made and ended with the command).
+async fn commands() {
+    let plain = Workspace::new();
+    plain.config("[plugins.hostile]\nprocess = [\"true\"]\n");
+    let proxied = Workspace::new();
+    proxied.config("[plugins.hostile]\nprocess = [\"true\"]\nnetwork = [\"https://example.com\"]\n");
+    println!("\nconfined command `true`, the whole tool call, median of 100");
+    for (label, ws) in [("no network", &plain), ("network grant (proxy)", &proxied)] {
+        let host = ws.host().await;
+        if let plugboard::capability::confinement::ConfinementSupport::Unavailable(reason) = host.confinement() {
+            println!("  skipped: commands cannot be confined here ({reason})");
+            return;
+        }
+        let ctx = CallContext::default();
+        let mut samples = Vec::new();
+        for _ in 0..100 {
+            let t = Instant::now();
+            host.call_tool("run", r#"{"command":"true"}"#, &ctx, None).await.unwrap();
+            samples.push(t.elapsed());
+        }
+        samples.sort();
+        println!(
+            "  {label:<24} median {:>9.2} ms  p99 {:>9.2} ms",
+            micros(percentile(&samples, 0.5)) / 1000.0,
+            micros(percentile(&samples, 0.99)) / 1000.0
         );
     }
 }

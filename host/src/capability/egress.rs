@@ -9,7 +9,8 @@
 //! - a request for an absolute `http://` URL is checked as that URL and sent on to the host
 //!   in origin form.
 //!
-//! Anything else gets a `403` or `400` whose body says why. The namespace is made on a
+//! Plugboard's own API is refused whatever the grant (see `network`). Anything else gets a
+//! `403` or `400` whose body says why. The namespace is made on a
 //! thread of its own that ends right after (namespaces are per thread), and the proxy's own
 //! connections leave from the host's network; both end with the command. Making a network
 //! namespace needs `CAP_SYS_ADMIN`: without it, [`Egress::start`] fails and commands keep no
@@ -22,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::confinement::JoinedNetwork;
-use super::network::{NetworkDenial, NetworkPolicy};
+use super::network::{self, NetworkDenial, NetworkPolicy};
 
 /// The largest request head the proxy reads.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -176,14 +177,19 @@ async fn proxy(mut client: TcpStream, policy: &NetworkPolicy) -> std::io::Result
         Target::Tunnel { host, port } => ("https", host.clone(), *port),
         Target::Forward { host, port, .. } => ("http", host.clone(), *port),
     };
-    if let Err(denial) = policy.check(scheme, &host, Some(port)) {
-        let why = match denial {
-            NetworkDenial::NotRequested => "the plugin's manifest does not request this host",
-            NetworkDenial::NotGranted => "the host is not in the plugin's network grant",
-        };
+    let why = match policy.check(scheme, &host, Some(port)) {
+        Err(NetworkDenial::NotRequested) => Some("the plugin's manifest does not request this host"),
+        Err(NetworkDenial::NotGranted) => Some("the host is not in the plugin's network grant"),
+        Ok(()) if network::names_plugboard(&host, port) => Some(network::OWN_API),
+        Ok(()) => None,
+    };
+    if let Some(why) = why {
         return refuse(&mut client, "403 Forbidden", &format!("{scheme}://{host}:{port} is refused: {why}")).await;
     }
-    let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port))).await {
+    let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, connect(&host, port)).await {
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return refuse(&mut client, "403 Forbidden", &format!("{scheme}://{host}:{port} is refused: {e}")).await;
+        }
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return refuse(&mut client, "502 Bad Gateway", &format!("cannot connect to {host}:{port}: {e}")).await,
         Err(_) => return refuse(&mut client, "504 Gateway Timeout", &format!("{host}:{port} did not answer")).await,
@@ -196,6 +202,19 @@ async fn proxy(mut client: TcpStream, policy: &NetworkPolicy) -> std::io::Result
     upstream.write_all(&buffer[head_len..]).await?;
     tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
     Ok(())
+}
+
+/// Connects to `host:port` from the host's network. On a port where Plugboard serves its
+/// API, the name is resolved here and only addresses that are not that API are tried.
+async fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
+    if !network::serves(port) {
+        return TcpStream::connect((host, port)).await;
+    }
+    let addrs: Vec<_> = tokio::net::lookup_host((host, port)).await?.collect();
+    if addrs.iter().any(|a| network::is_plugboard(a.ip(), port)) {
+        return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, network::OWN_API));
+    }
+    TcpStream::connect(addrs.as_slice()).await
 }
 
 async fn refuse(client: &mut TcpStream, status: &str, why: &str) -> std::io::Result<()> {

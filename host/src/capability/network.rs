@@ -2,6 +2,63 @@
 //! `allowed_outbound_hosts`: `scheme://host:port`, where the scheme may be `*`, the host
 //! `*` or `*.example.com`, and the port `*`. Without a port, the scheme's default port.
 //! `*` alone allows every host.
+//!
+//! No grant reaches Plugboard's own HTTP API: [`serving`] records the ports this process
+//! serves it on, and a destination on one of them at a loopback or unspecified address is
+//! refused wherever plugins' requests leave (`wasi:http` and the commands' proxy), however
+//! wide the grant (`http://127.0.0.1:*`, `*`). Through the API a plugin could otherwise run
+//! other plugins' tools under their grants.
+
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+/// The ports this process serves Plugboard's API on (one entry per server).
+static SERVED_PORTS: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+
+/// Records that Plugboard's API is served on `port` until the returned guard is dropped.
+pub fn serving(port: u16) -> Serving {
+    if let Ok(mut ports) = SERVED_PORTS.lock() {
+        ports.push(port);
+    }
+    Serving(port)
+}
+
+/// Plugboard's API is served on this port while this lives.
+#[derive(Debug)]
+pub struct Serving(u16);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Ok(mut ports) = SERVED_PORTS.lock()
+            && let Some(i) = ports.iter().position(|p| *p == self.0)
+        {
+            ports.swap_remove(i);
+        }
+    }
+}
+
+/// Whether Plugboard's API is served on `port` in this process.
+pub fn serves(port: u16) -> bool {
+    SERVED_PORTS.lock().is_ok_and(|ports| ports.contains(&port))
+}
+
+/// Whether a connection to `ip:port` would reach Plugboard's own API.
+pub fn is_plugboard(ip: IpAddr, port: u16) -> bool {
+    serves(port) && (ip.is_loopback() || ip.is_unspecified() || ip.to_canonical().is_loopback())
+}
+
+/// Whether `host:port` names Plugboard's own API without a lookup: an address, or
+/// `localhost` (and its subdomains, which resolve to loopback).
+pub fn names_plugboard(host: &str, port: u16) -> bool {
+    let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
+    match host.parse::<IpAddr>() {
+        Ok(ip) => is_plugboard(ip, port),
+        Err(_) => serves(port) && (host == "localhost" || host.ends_with(".localhost")),
+    }
+}
+
+/// The reason given when a destination is Plugboard's own API.
+pub const OWN_API: &str = "it is Plugboard's own API, which no grant reaches";
 
 /// One host pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +224,20 @@ mod tests {
         assert!(HostPattern::parse("https://x/path").unwrap_err().contains("path"));
         assert!(HostPattern::parse("https://x:port").unwrap_err().contains("port"));
         assert!(HostPattern::parse("https://a*b.com").unwrap_err().contains("host"));
+    }
+
+    #[test]
+    fn plugboards_own_port_is_recognized_at_local_addresses_only_while_served() {
+        let port = 1; // a port no test serves on
+        assert!(!names_plugboard("127.0.0.1", port));
+        let served = serving(port);
+        for local in ["127.0.0.1", "127.0.0.2", "[::1]", "0.0.0.0", "LOCALHOST", "api.localhost", "::ffff:127.0.0.1"] {
+            assert!(names_plugboard(local, port), "{local}");
+        }
+        assert!(!names_plugboard("192.0.2.1", port) && !names_plugboard("example.com", port));
+        assert!(!names_plugboard("127.0.0.1", port + 1));
+        drop(served);
+        assert!(!names_plugboard("127.0.0.1", port));
     }
 
     #[test]

@@ -138,6 +138,16 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 }
 
+/// What `WasiHttpHooks::send_request` returns: the response and the task that drives it.
+type SentRequest = Box<
+    dyn Future<
+            Output = Result<
+                (http::Response<wasmtime_wasi_http::WasiBody>, Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>),
+                wasmtime_wasi_http::Error,
+            >,
+        > + Send,
+>;
+
 /// The network policy, where `wasi:http` sends requests: a refused request is never sent.
 /// A provider's API key is added here, to allowed requests only; the plugin can neither
 /// read nor set that header. The response's headers and body reach the plugin with every
@@ -162,14 +172,7 @@ impl WasiHttpHooks for NetworkHooks {
         mut request: http::Request<wasmtime_wasi_http::WasiBody>,
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (http::Response<wasmtime_wasi_http::WasiBody>, Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
+    ) -> SentRequest {
         let uri = request.uri();
         let scheme = uri.scheme_str().unwrap_or("https").to_string();
         let host = uri.host().unwrap_or("").to_string();
@@ -187,16 +190,39 @@ impl WasiHttpHooks for NetworkHooks {
             self.denials.push(HostDenial { kind: crate::capability::CapabilityKind::Network, target, reason: reason.into() });
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        let port = port.unwrap_or(if scheme == "http" { 80 } else { 443 });
+        if crate::capability::network::names_plugboard(&host, port) {
+            return self.refuse_own_api(&scheme, &host, port);
+        }
         if let Some(credential) = &self.credential {
             request.headers_mut().insert(credential.header.clone(), credential.value.clone());
         }
         let redactor = self.redactor.clone();
         Box::new(async move {
             use http_body_util::BodyExt;
+            // A name that resolves to Plugboard's own API (checked only on a port it serves).
+            if crate::capability::network::serves(port)
+                && let Ok(addrs) = tokio::net::lookup_host((host.as_str(), port)).await
+                && addrs.into_iter().any(|a| crate::capability::network::is_plugboard(a.ip(), port))
+            {
+                tracing::info!(target = %format!("{scheme}://{host}:{port}"), "outgoing request to Plugboard's own API refused");
+                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+            }
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             let response = if redactor.is_empty() { response.map(BodyExt::boxed_unsync) } else { redact_response(response, redactor) };
             Ok((response, Box::new(io) as Box<dyn Future<Output = _> + Send>))
         })
+    }
+}
+
+impl NetworkHooks {
+    /// Refuses a request to Plugboard's own API, and records why.
+    fn refuse_own_api(&mut self, scheme: &str, host: &str, port: u16) -> SentRequest {
+        let target = format!("{scheme}://{host}:{port}");
+        let reason = crate::capability::network::OWN_API;
+        tracing::info!(%target, reason, "outgoing request refused");
+        self.denials.push(HostDenial { kind: crate::capability::CapabilityKind::Network, target, reason: reason.into() });
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
 

@@ -105,6 +105,7 @@ pub async fn serve_with(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let shutdown = state.shutdown_token();
+    let _own_api = crate::capability::network::serving(listener.local_addr()?.port());
     axum::serve(listener, app(state))
         .with_graceful_shutdown(async move {
             stop.await;

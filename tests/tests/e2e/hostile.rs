@@ -310,6 +310,29 @@ mod commands {
     }
 
     #[tokio::test]
+    async fn a_command_granted_all_of_loopback_cannot_reach_plugboards_own_api_through_the_proxy() {
+        let (own_api, dev_server) = (LocalServer::start("plugboard API"), LocalServer::start("a dev server"));
+        let _served = plugboard::capability::network::serving(own_api.addr.port());
+        let Some((_ws, host)) = confined_with("network = [\"http://127.0.0.1:*\", \"https://127.0.0.1:*\", \"http://localhost:*\"]").await
+        else {
+            return;
+        };
+        let out = run(&host, &format!("./probe proxy-get {}/", dev_server.url())).await;
+        assert!(out.contains("a dev server"), "{out}");
+        let port = own_api.addr.port();
+        for probe in [
+            format!("proxy-get http://127.0.0.1:{port}/"),
+            format!("proxy-get http://localhost:{port}/"),
+            format!("proxy-connect 127.0.0.1:{port}"),
+        ] {
+            let out = run(&host, &format!("./probe {probe}")).await;
+            assert!(out.contains("403 Forbidden") && out.contains("Plugboard's own API"), "{probe}: {out}");
+        }
+        assert_eq!(own_api.hits(), 0, "nothing reached Plugboard's API");
+        assert_serving(&host).await;
+    }
+
+    #[tokio::test]
     async fn a_command_cannot_signal_the_server_and_leaves_no_process_behind() {
         let Some((ws, host)) = confined().await else { return };
         let out = run(&host, &format!("kill -9 {pid}; kill -9 $PPID; echo after", pid = std::process::id())).await;

@@ -181,6 +181,21 @@ mod http {
     }
 
     #[tokio::test]
+    async fn a_plugin_granted_all_of_loopback_still_cannot_reach_plugboards_own_api() {
+        let dev_server = plugboard_tests::LocalServer::start("a dev server");
+        let grant = "[plugins.hostile]\nnetwork = [\"http://127.0.0.1:*\", \"http://localhost:*\", \"http://[::1]:*\"]\n";
+        let api = api_with(vec![say("unused")], grant, None, ServerConfig::default()).await;
+        let host = api.f.runtime.host();
+        let out = call_tool(host, "http_get", json!({ "url": format!("{}/", dev_server.url()) })).await.unwrap();
+        assert!(out.text.contains("a dev server"), "another loopback server is reachable: {}", out.text);
+        let port = api.base.rsplit(':').next().unwrap().to_string();
+        for url in [format!("http://127.0.0.1:{port}/healthz"), format!("http://localhost:{port}/healthz")] {
+            let err = call_tool(host, "http_get", json!({ "url": url })).await.unwrap_err();
+            assert!(err.to_string().contains("Plugboard's own API"), "{url}: {err}");
+        }
+    }
+
+    #[tokio::test]
     async fn a_dns_rebinding_host_is_refused_and_loopback_names_are_served() {
         let api = api_with(vec![say("unused")], "", None, ServerConfig::default()).await;
         let port = api.base.rsplit(':').next().unwrap().to_string();
