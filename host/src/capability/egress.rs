@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::confinement::JoinedNetwork;
-use super::network::{self, NetworkDenial, NetworkPolicy};
+use super::network::{self, NetworkPolicy};
 
 /// The largest request head the proxy reads.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -178,8 +178,7 @@ async fn proxy(mut client: TcpStream, policy: &NetworkPolicy) -> std::io::Result
         Target::Forward { host, port, .. } => ("http", host.clone(), *port),
     };
     let why = match policy.check(scheme, &host, Some(port)) {
-        Err(NetworkDenial::NotRequested) => Some("the plugin's manifest does not request this host"),
-        Err(NetworkDenial::NotGranted) => Some("the host is not in the plugin's network grant"),
+        Err(denial) => Some(denial.reason()),
         Ok(()) if network::names_plugboard(&host, port) => Some(network::OWN_API),
         Ok(()) => None,
     };

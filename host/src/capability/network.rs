@@ -154,7 +154,8 @@ impl HostPattern {
     }
 }
 
-fn default_port(scheme: &str) -> u16 {
+/// The port of `scheme` when a URL names none.
+pub fn default_port(scheme: &str) -> u16 {
     if scheme == "http" { 80 } else { 443 }
 }
 
@@ -175,6 +176,16 @@ pub enum NetworkDenial {
     NotRequested,
     /// The operator has not granted this host.
     NotGranted,
+}
+
+impl NetworkDenial {
+    /// Why, in words.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            NetworkDenial::NotRequested => "the plugin's manifest does not request this host",
+            NetworkDenial::NotGranted => "the host is not in the plugin's network grant",
+        }
+    }
 }
 
 impl NetworkPolicy {

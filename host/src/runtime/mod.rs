@@ -300,7 +300,7 @@ impl PluginHost {
             return Err(unknown());
         }
         request.model = model_id.to_string();
-        plugin.complete(&request, overrides).await
+        plugin.complete(request, overrides).await
     }
 
     /// The hooks in force now, in order, reporting failures to the attached event sink.

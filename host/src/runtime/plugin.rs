@@ -471,7 +471,7 @@ impl LoadedPlugin {
     /// Starts a streamed completion on a fresh instance of this provider plugin.
     pub async fn complete(
         self: &Arc<Self>,
-        request: &provider_types::CompletionRequest,
+        request: provider_types::CompletionRequest,
         overrides: Option<&ProviderOverrides>,
     ) -> Result<super::provider::ProviderStream, super::provider::CompletionError> {
         use super::provider::CompletionError;
@@ -485,7 +485,7 @@ impl LoadedPlugin {
                 CompletionError::Plugin(CallError::Host { plugin: plugin.clone(), message: format!("model_config.{field}: {message}") })
             })?),
         };
-        let (pre, request) = (pre.clone(), request.clone());
+        let pre = pre.clone();
         let ((instance, started), store) = self
             .sandboxed(policy, None, move |store| {
                 Box::pin(async move {

@@ -12,7 +12,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 use crate::bindings::{host, process, types};
 use crate::capability::CapabilityPolicy;
 use crate::capability::filesystem::Access;
-use crate::capability::network::{NetworkDenial, NetworkPolicy};
+use crate::capability::network::NetworkPolicy;
 use crate::capability::process::CommandError;
 
 /// Receives the partial output (`host.progress`) of a running call.
@@ -88,12 +88,12 @@ impl CallState {
         })
     }
 
-    /// The call's resources, for host functions linked beside WASI's.
     /// Masks the secrets this call's policy knows (a session's own key included).
     pub(crate) fn redactor(&self) -> &crate::secrets::Redactor {
         &self.policy.redactor
     }
 
+    /// The call's resources, for host functions linked beside WASI's.
     pub(crate) fn table(&mut self) -> &mut ResourceTable {
         &mut self.table
     }
@@ -182,17 +182,11 @@ impl WasiHttpHooks for NetworkHooks {
                 Some(p) => format!("{scheme}://{host}:{p}"),
                 None => format!("{scheme}://{host}"),
             };
-            let reason = match denial {
-                NetworkDenial::NotRequested => "the plugin's manifest does not request this host",
-                NetworkDenial::NotGranted => "the host is not in this plugin's network grant",
-            };
-            tracing::info!(%target, reason, "outgoing request refused");
-            self.denials.push(HostDenial { kind: crate::capability::CapabilityKind::Network, target, reason: reason.into() });
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+            return self.refuse(target, denial.reason());
         }
-        let port = port.unwrap_or(if scheme == "http" { 80 } else { 443 });
+        let port = port.unwrap_or_else(|| crate::capability::network::default_port(&scheme));
         if crate::capability::network::names_plugboard(&host, port) {
-            return self.refuse_own_api(&scheme, &host, port);
+            return self.refuse(format!("{scheme}://{host}:{port}"), crate::capability::network::OWN_API);
         }
         if let Some(credential) = &self.credential {
             request.headers_mut().insert(credential.header.clone(), credential.value.clone());
@@ -216,10 +210,8 @@ impl WasiHttpHooks for NetworkHooks {
 }
 
 impl NetworkHooks {
-    /// Refuses a request to Plugboard's own API, and records why.
-    fn refuse_own_api(&mut self, scheme: &str, host: &str, port: u16) -> SentRequest {
-        let target = format!("{scheme}://{host}:{port}");
-        let reason = crate::capability::network::OWN_API;
+    /// Refuses a request to `target` before anything is sent, and records why.
+    fn refuse(&mut self, target: String, reason: &'static str) -> SentRequest {
         tracing::info!(%target, reason, "outgoing request refused");
         self.denials.push(HostDenial { kind: crate::capability::CapabilityKind::Network, target, reason: reason.into() });
         Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
@@ -336,6 +328,9 @@ impl LiveOutput {
     fn send(&self, text: &str) {
         let Ok(mut state) = self.state.lock() else { return };
         let (sent, held) = &mut *state;
+        if *sent >= self.cap {
+            return;
+        }
         held.extend_from_slice(text.as_bytes());
         let mut out = self.redactor.redact_partial(held);
         // The safe part may end inside a character that the held tail completes.
