@@ -494,10 +494,10 @@ fn print_plugins(host: &PluginHost, json: bool) {
     }
     let hooks = host.hooks();
     for p in host.registry().plugins() {
-        let provides = if let Some(info) = &p.provider {
+        let provides = if let Some(info) = p.provider() {
             let models: Vec<&str> = info.models.iter().map(|m| m.id.as_str()).collect();
             format!("models: {}", models.join(", "))
-        } else if let Some(info) = &p.hook {
+        } else if let Some(info) = p.hook() {
             let points: Vec<&str> = info.points.iter().map(|p| p.name()).collect();
             let state = if hooks.enabled(&p.manifest.id) {
                 "on".to_string()
@@ -506,7 +506,7 @@ fn print_plugins(host: &PluginHost, json: bool) {
             };
             format!("hooks: {} ({state})", points.join(", "))
         } else {
-            let tools: Vec<&str> = p.tools.iter().map(|t| t.name.as_str()).collect();
+            let tools: Vec<&str> = p.tools().iter().map(|t| t.name.as_str()).collect();
             format!("tools: {}", tools.join(", "))
         };
         println!("{} {}  [{}]  {provides}", p.manifest.id, p.manifest.version, p.source);
@@ -554,7 +554,7 @@ async fn inspect(host: &PluginHost, plugin: &str, json: bool) -> anyhow::Result<
     println!("sha256      {}", plugin.content_hash);
     println!("world       {} ({})", m.world, m.wit.as_deref().unwrap_or("plugboard:plugin@0.1.0"));
     println!("load        {} in {:.1} ms", value["load"]["cache"].as_str().unwrap_or(""), plugin.stats.micros as f64 / 1000.0);
-    if let Some(info) = &plugin.provider {
+    if let Some(info) = plugin.provider() {
         println!(
             "\nprovider    {} ({} models: {})",
             info.name,
@@ -568,17 +568,17 @@ async fn inspect(host: &PluginHost, plugin: &str, json: bool) -> anyhow::Result<
         };
         println!("api key     {key}");
     }
-    if !plugin.tools.is_empty() {
+    if !plugin.tools().is_empty() {
         println!("\ntools");
     }
-    for t in &plugin.tools {
+    for t in plugin.tools() {
         println!("  {}: {}", t.name, t.description.lines().next().unwrap_or(""));
         let params = parameter_summary(&t.parameters);
         if !params.is_empty() {
             println!("      parameters: {params}");
         }
     }
-    if let Some(info) = &plugin.hook {
+    if let Some(info) = plugin.hook() {
         let points: Vec<&str> = info.points.iter().map(|p| p.name()).collect();
         println!("\nhooks       {}", points.join(", "));
         if !info.event_types.is_empty() {

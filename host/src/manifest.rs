@@ -21,9 +21,9 @@ pub struct PluginManifest {
     /// One line about the plugin.
     #[serde(default)]
     pub description: String,
-    /// The WIT world the plugin targets, e.g. `tool-plugin`.
-    #[serde(default = "default_world")]
-    pub world: String,
+    /// The WIT world the plugin targets (`tool-plugin` when not said).
+    #[serde(default)]
+    pub world: World,
     /// The WIT package version it was built against, e.g. `plugboard:plugin@0.1.0`.
     #[serde(default)]
     pub wit: Option<String>,
@@ -50,11 +50,44 @@ pub struct CredentialsSpec {
     pub prefix: String,
 }
 
-/// The worlds this host runs.
-pub const KNOWN_WORLDS: &[&str] = &["tool-plugin", "provider-plugin", "hook-plugin"];
+/// The worlds of `plugboard:plugin` this host runs; a manifest naming another is refused
+/// with the list of these.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum World {
+    /// Tools the model calls (`plugboard:plugin/tool`).
+    #[default]
+    ToolPlugin,
+    /// A model provider (`plugboard:plugin/provider`).
+    ProviderPlugin,
+    /// Lifecycle hooks (`plugboard:plugin/hooks`).
+    HookPlugin,
+}
 
-fn default_world() -> String {
-    "tool-plugin".into()
+impl World {
+    /// Its name in the WIT package, e.g. `tool-plugin`.
+    pub fn name(self) -> &'static str {
+        match self {
+            World::ToolPlugin => "tool-plugin",
+            World::ProviderPlugin => "provider-plugin",
+            World::HookPlugin => "hook-plugin",
+        }
+    }
+
+    /// The interface the world exports.
+    pub fn export(self) -> &'static str {
+        match self {
+            World::ToolPlugin => "plugboard:plugin/tool@0.1.0",
+            World::ProviderPlugin => "plugboard:plugin/provider@0.1.0",
+            World::HookPlugin => "plugboard:plugin/hooks@0.1.0",
+        }
+    }
+}
+
+impl std::fmt::Display for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// The capabilities a plugin requests in its manifest.
@@ -122,9 +155,6 @@ impl PluginManifest {
         if self.id.is_empty() || !self.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
             return Err(invalid(format!("id `{}` must use only lowercase letters, digits, `-` and `_`", self.id)));
         }
-        if !KNOWN_WORLDS.contains(&self.world.as_str()) {
-            return Err(invalid(format!("world `{}` is not one this host runs (known: {})", self.world, KNOWN_WORLDS.join(", "))));
-        }
         if let Some(c) = &self.credentials
             && http::HeaderName::from_bytes(c.header.as_bytes()).is_err()
         {
@@ -153,4 +183,28 @@ fn embedded_section(bytes: &[u8]) -> Result<Option<Vec<u8>>, ManifestError> {
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_toml(text: &str) -> Result<PluginManifest, ManifestError> {
+        let dir = std::env::temp_dir().join(format!("plugboard-manifest-{}-{}", std::process::id(), text.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("plugin.toml"), text).unwrap();
+        let read = PluginManifest::read(b"", Some(&dir.join("x.wasm")));
+        std::fs::remove_dir_all(&dir).unwrap();
+        read
+    }
+
+    #[test]
+    fn a_manifest_names_one_of_the_worlds_this_host_runs_or_is_told_which_exist() {
+        assert_eq!(from_toml("id = \"a\"\nversion = \"1\"\n").unwrap().world, World::ToolPlugin);
+        assert_eq!(from_toml("id = \"a\"\nversion = \"1\"\nworld = \"hook-plugin\"\n").unwrap().world, World::HookPlugin);
+        let err = from_toml("id = \"a\"\nversion = \"1\"\nworld = \"tools-plugin\"\n").unwrap_err().to_string();
+        assert!(err.contains("tools-plugin") && err.contains("`tool-plugin`, `provider-plugin`, `hook-plugin`"), "{err}");
+        assert_eq!(serde_json::to_value(World::ProviderPlugin).unwrap(), "provider-plugin");
+        assert_eq!(World::ProviderPlugin.to_string(), "provider-plugin");
+    }
 }

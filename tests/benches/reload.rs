@@ -198,7 +198,7 @@ async fn run() {
 /// `tool.before` hooks, the `echo` call with `text`, then `tool.after` hooks, `calls` times.
 async fn measure_hooks(host: &PluginHost, calls: usize, text: &str) -> Vec<Duration> {
     let ctx = HookContext { session_id: "ses_bench".into(), agent: "build".into() };
-    let schema = host.registry().tool_plugin("echo").unwrap().tools[0].parameters.clone();
+    let schema = host.registry().tool_plugin("echo").unwrap().tools()[0].parameters.clone();
     let mut samples = Vec::with_capacity(calls);
     for i in 0..calls + 200 {
         let t = Instant::now();

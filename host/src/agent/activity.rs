@@ -628,7 +628,8 @@ impl<'a> Activity<'a> {
         }
         let (ctx, registry) = (self.hook_context(), self.runtime.host.registry());
         let decisions = turn.calls.iter().map(|call| {
-            let schema = registry.tool_plugin(&call.name).and_then(|p| p.tools.iter().find(|t| t.name == call.name)).map(|t| &t.parameters);
+            let schema =
+                registry.tool_plugin(&call.name).and_then(|p| p.tools().iter().find(|t| t.name == call.name)).map(|t| &t.parameters);
             let (hooks, ctx) = (&hooks, &ctx);
             async move { Some(hooks.tool_before(ctx, &call.id, &call.name, parse_arguments(&call.arguments), schema).await) }
         });

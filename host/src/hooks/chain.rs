@@ -104,7 +104,7 @@ impl HookChain {
     ) -> Self {
         let mut hooks: Vec<ActiveHook> = plugins
             .into_iter()
-            .filter(|p| p.hook.is_some())
+            .filter(|p| p.hook().is_some())
             .map(|p| ActiveHook { plugin: p.clone(), settings: settings.get(&p.manifest.id).copied().unwrap_or_default() })
             .filter(|h| h.settings.enabled.unwrap_or(!matches!(h.plugin.source, PluginSource::Bundled { .. })))
             .collect();
@@ -129,11 +129,11 @@ impl HookChain {
 
     /// Whether any hook in force wants events of type `kind`.
     pub fn wants_event(&self, kind: &str) -> bool {
-        self.hooks.iter().any(|h| h.plugin.hook.as_ref().is_some_and(|i| i.wants_event(kind)))
+        self.hooks.iter().any(|h| h.plugin.hook().is_some_and(|i| i.wants_event(kind)))
     }
 
     fn at(&self, point: HookPoint) -> impl Iterator<Item = &ActiveHook> {
-        self.hooks.iter().filter(move |h| h.plugin.hook.as_ref().is_some_and(|i| i.handles(point)))
+        self.hooks.iter().filter(move |h| h.plugin.hook().is_some_and(|i| i.handles(point)))
     }
 
     fn context(&self, ctx: &HookContext) -> wit::HookContext {
@@ -335,7 +335,7 @@ impl HookChain {
             timestamp: event.timestamp,
             data: event.data.to_string(),
         };
-        for hook in self.hooks.iter().filter(|h| h.plugin.hook.as_ref().is_some_and(|i| i.wants_event(&event.kind))) {
+        for hook in self.hooks.iter().filter(|h| h.plugin.hook().is_some_and(|i| i.wants_event(&event.kind))) {
             let (c, e) = (self.context(&ctx), record.clone());
             let result = hook.plugin.run_hook(move |store, h| Box::pin(async move { h.call_on_event(store, &c, &e).await })).await;
             if let Some(reason) = failure(result)

@@ -76,15 +76,18 @@ impl PluginHost {
         for plugin in registry.plugins() {
             let (policy, grant_source) = policies.remove(&plugin.manifest.id).expect("resolved above");
             let settings_changed = policy.granted != plugin.policy.granted;
-            let mut updated = plugin.with_policy(policy, grant_source);
             // A provider's models may come from its settings: ask it again what it serves.
-            if updated.provider.is_some()
-                && settings_changed
-                && let Err(e) = updated.describe().await
-            {
-                tracing::warn!(plugin = %plugin.manifest.id, error = %e, "the provider could not say what it serves under its new settings; its model list stays");
-                updated.provider = plugin.provider.clone();
-            }
+            let updated = if plugin.provider().is_some() && settings_changed {
+                match plugin.redescribed(policy.clone(), grant_source.clone()).await {
+                    Ok(updated) => updated,
+                    Err(e) => {
+                        tracing::warn!(plugin = %plugin.manifest.id, error = %e, "the provider could not say what it serves under its new settings; its model list stays");
+                        plugin.with_policy(policy, grant_source)
+                    }
+                }
+            } else {
+                plugin.with_policy(policy, grant_source)
+            };
             next.register(Arc::new(updated));
         }
         // `failed_hashes` stays empty: what failed is tried again under the new grants.

@@ -1,6 +1,30 @@
-//! Why a tool call failed, typed at the runtime's border.
+//! Why a plugin could not be loaded, and why a call failed, typed at the runtime's border.
 
 use crate::capability::CapabilityKind;
+use crate::manifest::ManifestError;
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Its manifest is missing or invalid.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// Its grants in the configuration are invalid.
+    #[error(transparent)]
+    Grant(#[from] crate::capability::GrantError),
+    /// It does not compile, or does not fit its world.
+    #[error("{0}")]
+    Component(String),
+    /// Listing its tools failed.
+    #[error("listing its tools failed: {0}")]
+    Tools(String),
+    /// Asking a provider what it serves failed, or its answer is invalid.
+    #[error("describing the provider failed: {0}")]
+    Provider(String),
+    /// Asking a hook plugin what it handles failed, or its answer is invalid.
+    #[error("describing the hooks failed: {0}")]
+    Hooks(String),
+}
 
 /// Why a tool call failed. Every variant names the plugin or tool and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -4,12 +4,15 @@
 pub mod config_reload;
 pub mod discovery;
 pub mod error;
+pub mod hook;
 mod open_at;
 pub mod plugin;
 pub mod provider;
 pub mod registry;
 pub mod reload;
+pub mod sandbox;
 pub mod state;
+pub mod tool;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -23,11 +26,12 @@ use crate::capability::PolicyContext;
 use crate::capability::confinement::{self, ConfinementSupport};
 use crate::config::{Config, ConfigError};
 use crate::engine::PluginEngine;
-pub use error::CallError;
-pub use plugin::{CallContext, LoadError, LoadedPlugin, PluginSource, ToolDefinition, ToolOutput};
+pub use error::{CallError, LoadError};
+pub use plugin::{CompiledPlugin, LoadedPlugin, PluginSource};
 pub use registry::Registry;
 pub use reload::{EventSink, ReloadReport};
 use state::{CallState, ProgressSink};
+pub use tool::{CallContext, ToolDefinition, ToolOutput};
 
 /// How to start a [`PluginHost`].
 #[derive(Debug, Clone, Default)]
@@ -295,7 +299,7 @@ impl PluginHost {
         };
         let (provider_id, model_id) = model.split_once('/').ok_or_else(unknown)?;
         let plugin = registry.provider(provider_id).ok_or_else(unknown)?.clone();
-        let served = plugin.provider.as_ref().is_some_and(|info| info.models.iter().any(|m| m.id == model_id));
+        let served = plugin.provider().is_some_and(|info| info.models.iter().any(|m| m.id == model_id));
         if !served {
             return Err(unknown());
         }
@@ -360,7 +364,7 @@ impl PluginHost {
             let hint = crate::suggest::did_you_mean(id, registry.plugins().map(|p| p.manifest.id.as_str()));
             warnings.push(format!("[plugins.{id}] names no loaded plugin, so it grants nothing{hint}"));
         }
-        let hooks: Vec<&str> = registry.plugins().filter(|p| p.hook.is_some()).map(|p| p.manifest.id.as_str()).collect();
+        let hooks: Vec<&str> = registry.plugins().filter(|p| p.hook().is_some()).map(|p| p.manifest.id.as_str()).collect();
         for id in config.hooks.keys().filter(|id| !hooks.contains(&id.as_str()) && !failed(id)) {
             let hint = crate::suggest::did_you_mean(id, hooks.iter().copied());
             warnings.push(format!("[hooks.{id}] names no loaded hook plugin, so it has no effect{hint}"));
@@ -388,29 +392,8 @@ impl PluginHost {
                 None => return Err(CallError::UnknownTool { name: name.to_string(), available: registry.tool_names() }),
             }
         };
-        check_arguments(name, arguments)?;
+        tool::check_arguments_object(name, arguments)?;
         plugin.call(name, arguments, context, progress).await
-    }
-}
-
-/// The arguments must be one JSON object; the plugin checks them against its schema.
-fn check_arguments(tool: &str, arguments: &str) -> Result<(), CallError> {
-    let invalid = |message: String| CallError::InvalidArguments { tool: tool.to_string(), message };
-    let value: serde_json::Value = serde_json::from_str(arguments).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(invalid(format!("expected a JSON object, got {}", json_kind(&value))));
-    }
-    Ok(())
-}
-
-fn json_kind(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
     }
 }
 
@@ -433,13 +416,12 @@ impl PluginLoader {
         first_party: bool,
     ) -> Result<LoadedPlugin, LoadError> {
         let this = self.clone();
-        let mut plugin = tokio::task::spawn_blocking(move || {
-            LoadedPlugin::compile(&bytes, source, first_party, &this.engine, &this.linker, &this.cache, &this.config, &this.policy_ctx)
+        let compiled = tokio::task::spawn_blocking(move || {
+            CompiledPlugin::new(&bytes, source, first_party, &this.engine, &this.linker, &this.cache, &this.config, &this.policy_ctx)
         })
         .await
         .map_err(|e| LoadError::Component(format!("the compile task failed: {e}")))??;
-        plugin.describe().await?;
-        Ok(plugin)
+        compiled.describe().await
     }
 
     /// Loads the plugin file at `path` without registering it (for `plugin inspect`).

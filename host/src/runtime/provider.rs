@@ -1,15 +1,14 @@
-//! Providers on the host side: what they serve, streamed completions, and their errors.
-
-use std::sync::Arc;
+//! The `provider-plugin` world on top of the sandbox: what a provider serves (asked once,
+//! at load, and again when its settings change), streamed completions, and their errors.
 
 use serde::Serialize;
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
 
-use super::error::CallError;
-use super::plugin::LoadedPlugin;
+use super::error::{CallError, LoadError};
+use super::sandbox::Sandbox;
 use super::state::CallState;
-use crate::bindings::{ProviderPlugin, provider_types as wit};
+use crate::bindings::{ProviderPlugin, ProviderPluginPre, provider_types as wit};
 
 pub use wit::{
     CompletionRequest, ContentPart, FinishReason, Message, Role, StreamEvent, ToolCall, ToolCallDelta, ToolCallStart, ToolResult, ToolSpec,
@@ -137,11 +136,63 @@ impl CompletionError {
     }
 }
 
+/// A provider plugin, described.
+#[derive(Clone)]
+pub(crate) struct ProviderWorld {
+    pre: ProviderPluginPre<CallState>,
+    pub(crate) info: ProviderInfo,
+}
+
+impl ProviderWorld {
+    pub(crate) fn pre(&self) -> &ProviderPluginPre<CallState> {
+        &self.pre
+    }
+
+    /// Asks the provider what it serves, under its limits. It must call itself by its
+    /// manifest id and serve at least one model.
+    pub(crate) async fn describe(pre: ProviderPluginPre<CallState>, sandbox: &Sandbox) -> Result<Self, LoadError> {
+        let recipe = pre.clone();
+        let (info, _) = sandbox
+            .run(None, move |store| {
+                Box::pin(async move { recipe.instantiate_async(&mut *store).await?.plugboard_plugin_provider().call_info(store).await })
+            })
+            .await
+            .map_err(|e| LoadError::Provider(e.to_string()))?;
+        if info.id != sandbox.plugin() {
+            return Err(LoadError::Provider(format!("it calls itself `{}`, but its manifest id is `{}`", info.id, sandbox.plugin())));
+        }
+        if info.models.is_empty() {
+            return Err(LoadError::Provider("it serves no models".into()));
+        }
+        Ok(ProviderWorld { pre, info: ProviderInfo::from(info) })
+    }
+
+    /// Starts a streamed completion on a fresh instance in `sandbox`; the stream keeps the
+    /// instance, under the same sandbox, until it ends or is dropped.
+    pub(crate) async fn complete(&self, sandbox: Sandbox, request: CompletionRequest) -> Result<ProviderStream, CompletionError> {
+        let pre = self.pre.clone();
+        let ((instance, started), store) = sandbox
+            .run(None, move |store| {
+                Box::pin(async move {
+                    let instance = pre.instantiate_async(&mut *store).await?;
+                    let started = instance.plugboard_plugin_provider().call_complete(&mut *store, &request).await?;
+                    Ok((instance, started))
+                })
+            })
+            .await
+            .map_err(CompletionError::Plugin)?;
+        match started {
+            Err(api) => Err(CompletionError::api(sandbox.plugin(), api, store.data().redactor())),
+            Ok(completion) => Ok(ProviderStream { sandbox, live: Some((store, instance)), completion, ended: false }),
+        }
+    }
+}
+
 /// A completion being streamed by a provider plugin: one instance lives for the whole
 /// stream and is dropped with it (which abandons the request). Each step runs on the guest
 /// threads, the store and instance going there and back.
 pub struct ProviderStream {
-    plugin: Arc<LoadedPlugin>,
+    sandbox: Sandbox,
     /// The store and instance between steps; `None` once the stream ended, or when a step
     /// was abandoned midway (its future dropped).
     live: Option<(Store<CallState>, ProviderPlugin)>,
@@ -150,10 +201,6 @@ pub struct ProviderStream {
 }
 
 impl ProviderStream {
-    pub(crate) fn new(plugin: Arc<LoadedPlugin>, store: Store<CallState>, instance: ProviderPlugin, completion: ResourceAny) -> Self {
-        ProviderStream { plugin, live: Some((store, instance)), completion, ended: false }
-    }
-
     /// The next event, `Ok(None)` at the end. Each step runs under the plugin's time limit
     /// (waiting for the API included).
     pub async fn next(&mut self) -> Result<Option<StreamEvent>, CompletionError> {
@@ -162,12 +209,12 @@ impl ProviderStream {
                 return Ok(None);
             }
             let message = "the stream was abandoned midway through a step".to_string();
-            return Err(CompletionError::Plugin(CallError::Host { plugin: self.plugin.manifest.id.clone(), message }));
+            return Err(CompletionError::Plugin(CallError::Host { plugin: self.sandbox.plugin().to_string(), message }));
         };
         let completion = self.completion;
         let step = self
-            .plugin
-            .in_guest(store, move |store| {
+            .sandbox
+            .resume(store, move |store| {
                 Box::pin(async move {
                     let event = instance.plugboard_plugin_provider().completion().call_next(store, completion).await?;
                     Ok((instance, event))
@@ -177,7 +224,7 @@ impl ProviderStream {
         self.ended = !matches!(step, Ok(((_, Ok(Some(_))), _)));
         match step {
             Err(e) => Err(CompletionError::Plugin(e)),
-            Ok(((_, Err(api)), store)) => Err(CompletionError::api(&self.plugin.manifest.id, api, store.data().redactor())),
+            Ok(((_, Err(api)), store)) => Err(CompletionError::api(self.sandbox.plugin(), api, store.data().redactor())),
             Ok(((_, Ok(None)), _)) => Ok(None),
             Ok(((instance, Ok(Some(event))), store)) => {
                 self.live = Some((store, instance));

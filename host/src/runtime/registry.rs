@@ -40,7 +40,7 @@ impl Registry {
             return;
         }
         if let Some(clash) =
-            plugin.tools.iter().find_map(|t| self.tools.get(&t.name).map(|other| (t.name.clone(), other.manifest.id.clone())))
+            plugin.tools().iter().find_map(|t| self.tools.get(&t.name).map(|other| (t.name.clone(), other.manifest.id.clone())))
         {
             self.failures.push(LoadFailure {
                 source: plugin.source.clone(),
@@ -48,13 +48,13 @@ impl Registry {
             });
             return;
         }
-        for tool in &plugin.tools {
+        for tool in plugin.tools() {
             self.tools.insert(tool.name.clone(), plugin.clone());
         }
-        if plugin.provider.is_some() {
+        if plugin.provider().is_some() {
             self.providers.insert(id.clone(), plugin.clone());
         }
-        if plugin.hook.is_some() {
+        if plugin.hook().is_some() {
             self.hooks.insert(id.clone(), plugin.clone());
         }
         self.plugins.insert(id, plugin);
@@ -62,7 +62,7 @@ impl Registry {
 
     /// Every tool with its plugin, by name.
     pub fn tools(&self) -> impl Iterator<Item = (&ToolDefinition, &Arc<LoadedPlugin>)> {
-        self.tools.iter().filter_map(|(name, plugin)| plugin.tools.iter().find(|t| &t.name == name).map(|t| (t, plugin)))
+        self.tools.iter().filter_map(|(name, plugin)| plugin.tools().iter().find(|t| &t.name == name).map(|t| (t, plugin)))
     }
 
     /// The plugin providing tool `name`.
@@ -93,7 +93,7 @@ impl Registry {
     /// Every model of every loaded provider, as `(provider/model, model, provider plugin)`.
     pub fn models(&self) -> impl Iterator<Item = (String, &ModelInfo, &Arc<LoadedPlugin>)> {
         self.providers.iter().flat_map(|(id, plugin)| {
-            plugin.provider.iter().flat_map(move |info| info.models.iter().map(move |m| (format!("{id}/{}", m.id), m, plugin)))
+            plugin.provider().into_iter().flat_map(move |info| info.models.iter().map(move |m| (format!("{id}/{}", m.id), m, plugin)))
         })
     }
 
@@ -167,12 +167,12 @@ impl Registry {
             events.push(("model.removed", json!({ "model": model })));
         }
         for (id, plugin) in &self.hooks {
-            let before = old.hooks.get(id).and_then(|p| p.hook.as_ref());
-            if before != plugin.hook.as_ref() {
+            let before = old.hooks.get(id).and_then(|p| p.hook());
+            if before != plugin.hook() {
                 if before.is_some() {
                     events.push(("hook.removed", json!({ "id": id })));
                 }
-                events.push(("hook.added", json!({ "id": id, "version": plugin.manifest.version, "hooks": plugin.hook })));
+                events.push(("hook.added", json!({ "id": id, "version": plugin.manifest.version, "hooks": plugin.hook() })));
             }
         }
         for id in old.hooks.keys().filter(|id| !self.hooks.contains_key(*id)) {
@@ -187,9 +187,9 @@ impl Registry {
 
 /// The data of `plugin.loaded`.
 pub fn loaded(plugin: &LoadedPlugin) -> Value {
-    let kind = if plugin.provider.is_some() {
+    let kind = if plugin.provider().is_some() {
         "provider"
-    } else if plugin.hook.is_some() {
+    } else if plugin.hook().is_some() {
         "hook"
     } else {
         "tool"

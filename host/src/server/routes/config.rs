@@ -41,7 +41,7 @@ pub async fn hooks(Running(runtime): Running) -> Json<HookList> {
         .hooks()
         .map(|p| {
             let settings = config.hooks.get(&p.manifest.id).copied().unwrap_or_default();
-            let info = p.hook.as_ref();
+            let info = p.hook();
             json!({
                 "id": p.manifest.id,
                 "version": p.manifest.version,

@@ -1,0 +1,124 @@
+//! The sandbox: the one way any export of any world runs. A [`Sandbox`] is a plugin's
+//! engine and policy; [`Sandbox::run`] takes an instance slot, makes a fresh store under the
+//! policy's memory limit, and runs the caller's instantiate-and-call on the guest threads
+//! under the time limit plus [`GRACE`]; [`Sandbox::resume`] runs a further step on a store
+//! that lives on (a provider's stream). A trap is explained once, here: memory limit, time
+//! limit, or a crash with the last lines the guest wrote to stderr (masked).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use wasmtime::Store;
+
+use super::error::CallError;
+use super::state::{CallState, ProgressSink};
+use crate::capability::CapabilityPolicy;
+use crate::engine::PluginEngine;
+
+/// What a call may run past its time limit: host calls bounded by the same limit (a
+/// command, an HTTP request) end first and report their own, more precise error.
+pub const GRACE: Duration = Duration::from_millis(100);
+
+/// A plugin's engine and policy: where and under which limits its instances run.
+#[derive(Clone)]
+pub struct Sandbox {
+    plugin: Arc<str>,
+    engine: PluginEngine,
+    policy: Arc<CapabilityPolicy>,
+}
+
+impl Sandbox {
+    /// The sandbox of plugin `plugin` under `policy`.
+    pub(crate) fn new(plugin: &str, engine: &PluginEngine, policy: Arc<CapabilityPolicy>) -> Self {
+        Sandbox { plugin: plugin.into(), engine: engine.clone(), policy }
+    }
+
+    /// The plugin's id.
+    pub fn plugin(&self) -> &str {
+        &self.plugin
+    }
+
+    /// The policy its instances run under.
+    pub fn policy(&self) -> &Arc<CapabilityPolicy> {
+        &self.policy
+    }
+
+    /// Runs `run` on a fresh store; the store comes back for what the caller reads from it
+    /// afterwards (denials, a provider's stream).
+    pub(crate) async fn run<T, F>(&self, progress: Option<ProgressSink>, run: F) -> Result<(T, Store<CallState>), CallError>
+    where
+        T: Send + 'static,
+        F: for<'s> FnOnce(&'s mut Store<CallState>) -> BoxFuture<'s, wasmtime::Result<T>> + Send + 'static,
+    {
+        let store = self.new_store(progress).await?;
+        self.resume(store, run).await
+    }
+
+    /// Runs `run` on `store` on the guest threads, under the plugin's time limit plus
+    /// [`GRACE`]. Epochs only make a computing guest yield; this limit ends it, and ends one
+    /// that waits inside a host call.
+    pub(crate) async fn resume<T, F>(&self, mut store: Store<CallState>, run: F) -> Result<(T, Store<CallState>), CallError>
+    where
+        T: Send + 'static,
+        F: for<'s> FnOnce(&'s mut Store<CallState>) -> BoxFuture<'s, wasmtime::Result<T>> + Send + 'static,
+    {
+        let limits = self.policy.limits;
+        let (outcome, mut store) = crate::engine::on_guest_threads(async move {
+            let outcome = tokio::time::timeout(limits.timeout() + GRACE, run(&mut store)).await;
+            (outcome, store)
+        })
+        .await;
+        match outcome {
+            Err(_) => Err(CallError::Timeout { plugin: self.plugin.to_string(), limit_ms: limits.timeout_ms }),
+            Ok(Err(trap)) => Err(self.explain_trap(trap, &mut store)),
+            Ok(Ok(value)) => Ok((value, store)),
+        }
+    }
+
+    /// A store for one instance: it first takes an instance slot of the engine (waiting up
+    /// to the plugin's time limit), held until the store is dropped. The guest yields to
+    /// the async runtime at every epoch tick, so a spinning guest never holds a worker.
+    async fn new_store(&self, progress: Option<ProgressSink>) -> Result<Store<CallState>, CallError> {
+        let slot = self.engine.acquire_slot(self.policy.limits.timeout()).await.map_err(|busy| CallError::Busy {
+            plugin: self.plugin.to_string(),
+            capacity: busy.capacity,
+            waited_ms: busy.waited.as_millis() as u64,
+        })?;
+        let mut state = CallState::new(self.policy.clone(), progress)
+            .map_err(|e| CallError::Host { plugin: self.plugin.to_string(), message: format!("{e:#}") })?;
+        state.slot = slot;
+        let mut store = Store::new(&self.engine.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        Ok(store)
+    }
+
+    fn explain_trap(&self, error: wasmtime::Error, store: &mut Store<CallState>) -> CallError {
+        let plugin = self.plugin.to_string();
+        let limits = self.policy.limits;
+        if store.data().limiter.exceeded {
+            return CallError::MemoryExceeded { plugin, limit_mib: limits.memory_mib };
+        }
+        if let Some(wasmtime::Trap::Interrupt) = error.downcast_ref::<wasmtime::Trap>() {
+            return CallError::Timeout { plugin, limit_ms: limits.timeout_ms };
+        }
+        let stderr = store.data().stderr.contents();
+        let stderr = String::from_utf8_lossy(&stderr);
+        let stderr = store.data().redactor().redact(&stderr);
+        let tail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).rev().take(5).collect();
+        let trap = error.downcast_ref::<wasmtime::Trap>().map(|t| t.to_string()).unwrap_or_else(|| format!("{error:#}"));
+        let message = if tail.is_empty() {
+            trap
+        } else {
+            format!("{trap}; its last output: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))
+        };
+        CallError::Crashed { plugin, message }
+    }
+
+    /// `text` with the configured secrets masked.
+    pub(crate) fn mask(&self, text: &str) -> String {
+        self.policy.redactor.redact(text).into_owned()
+    }
+}
