@@ -1,5 +1,6 @@
 //! `plugboard run` and `plugboard session ...`: sessions from the terminal.
 
+use crate::store::model::{Finish, MessageStatus, PartKind, SessionStatus, ToolPart, ToolState};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -89,7 +90,7 @@ pub async fn run(host: PluginHost, store: SessionStore, options: RunOptions) -> 
                 outcome.tokens.input + outcome.tokens.cache_read,
                 outcome.tokens.output,
                 outcome.cost,
-                if outcome.finish == "stop" { String::new() } else { format!(" · ended: {}", outcome.finish) }
+                if outcome.finish == Finish::Stop { String::new() } else { format!(" · ended: {}", outcome.finish) }
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -154,7 +155,7 @@ async fn print_events(store: SessionStore, session: String, broker: Arc<Permissi
         }
         let d = &event.data;
         match event.kind.as_str() {
-            "part.created" if d["kind"] == "text" => {
+            "part.created" if d["kind"] == PartKind::Text.as_str() => {
                 text_parts.insert(d["part_id"].as_str().unwrap_or("").to_string());
             }
             "part.delta" if text_parts.contains(d["part_id"].as_str().unwrap_or("")) => {
@@ -168,18 +169,18 @@ async fn print_events(store: SessionStore, session: String, broker: Arc<Permissi
                 }
             }
             "tool.state" => {
-                let t = &d["data"];
-                let tool = t["tool"].as_str().unwrap_or("?");
-                let line = match t["state"].as_str() {
-                    Some("running") => format!("\n→ {tool} {}", compact(&t["input"])),
-                    Some("completed") => format!("✓ {tool}: {}", t["title"].as_str().unwrap_or("done")),
-                    Some("error") => format!("✗ {tool}: {}", t["error"].as_str().unwrap_or("failed")),
-                    _ => continue,
+                let Some(t) = ToolPart::from_value(&d["data"]) else { continue };
+                let tool = &t.tool;
+                let line = match t.state {
+                    ToolState::Running => format!("\n→ {tool} {}", compact(&t.input)),
+                    ToolState::Completed => format!("✓ {tool}: {}", t.title.as_deref().unwrap_or("done")),
+                    ToolState::Error => format!("✗ {tool}: {}", t.error.as_deref().unwrap_or("failed")),
+                    ToolState::Pending => continue,
                 };
                 terminal.output(|| eprintln!("{line}"));
                 terminal.mid_line.store(false, std::sync::atomic::Ordering::SeqCst);
             }
-            "session.status" if d["status"] == "retry" => {
+            "session.status" if d["status"] == SessionStatus::Retry.as_str() => {
                 let detail = &d["detail"];
                 let line = format!(
                     "… retrying in {} ms (attempt {}): {}",
@@ -262,23 +263,23 @@ pub async fn show(store: &SessionStore, id: &str, json: bool) -> anyhow::Result<
         session.cost
     );
     for message in history {
-        let status = if message.status == "completed" { String::new() } else { format!(" [{}]", message.status) };
+        let status = if message.status == MessageStatus::Completed { String::new() } else { format!(" [{}]", message.status) };
         println!("\n── {}{status}", message.role);
         for part in &message.parts {
             let d = &part.data;
-            match part.kind.as_str() {
-                "text" => println!("{}", d["text"].as_str().unwrap_or("")),
-                "reasoning" => println!("(thinking) {}", d["text"].as_str().unwrap_or("")),
-                "tool" => {
-                    let outcome = match d["state"].as_str() {
-                        Some("completed") => format!("✓ {}", d["title"].as_str().unwrap_or("")),
-                        Some("error") => format!("✗ {}", d["error"].as_str().unwrap_or("")),
-                        Some(other) => other.to_string(),
-                        None => String::new(),
+            match part.kind {
+                PartKind::Text => println!("{}", d["text"].as_str().unwrap_or("")),
+                PartKind::Reasoning => println!("(thinking) {}", d["text"].as_str().unwrap_or("")),
+                PartKind::Tool => {
+                    let Some(t) = ToolPart::from_value(d) else { continue };
+                    let outcome = match t.state {
+                        ToolState::Completed => format!("✓ {}", t.title.as_deref().unwrap_or("")),
+                        ToolState::Error => format!("✗ {}", t.error.as_deref().unwrap_or("")),
+                        other => other.to_string(),
                     };
-                    println!("[{}] {} {}", d["tool"].as_str().unwrap_or("?"), compact(&d["input"]), outcome);
+                    println!("[{}] {} {}", t.tool, compact(&t.input), outcome);
                 }
-                _ => {}
+                PartKind::StepStart | PartKind::StepFinish => {}
             }
         }
         if let Some(error) = &message.error {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::capability::filesystem::{Access, DirGrantSpec};
+use crate::capability::filesystem::DirGrantSpec;
 use crate::capability::{LimitOverrides, Limits, PluginGrants, SandboxSettings};
 use crate::engine::EngineSettings;
 
@@ -200,30 +200,25 @@ pub enum GrantSource {
 /// hosts; the `openai` and `anthropic` providers reach their API host with the key from
 /// `OPENAI_API_KEY` / `ANTHROPIC_API_KEY`. Everything beyond that must be granted.
 pub fn builtin_grants(id: &str) -> Option<PluginGrants> {
-    let workspace = |access| PluginGrants { filesystem: vec![DirGrantSpec::WithAccess { path: ".".into(), access }], ..Default::default() };
-    match id {
-        "read" | "list" | "glob" | "grep" => Some(workspace(Access::ReadOnly)),
-        "write" | "edit" | "shell" => Some(workspace(Access::ReadWrite)),
-        "fetch" => Some(PluginGrants::default()),
-        "openai" => Some(PluginGrants {
-            network: vec!["https://api.openai.com".into()],
-            api_key_env: Some("OPENAI_API_KEY".into()),
+    use crate::first_party::DefaultGrant;
+    Some(match crate::first_party::plugin(id)?.default_grant? {
+        DefaultGrant::Workspace(access) => {
+            PluginGrants { filesystem: vec![DirGrantSpec::WithAccess { path: ".".into(), access }], ..Default::default() }
+        }
+        DefaultGrant::Nothing => PluginGrants::default(),
+        DefaultGrant::Provider { host, api_key_env } => PluginGrants {
+            network: vec![host.into()],
+            api_key_env: Some(api_key_env.into()),
             limits: PROVIDER_LIMITS,
             ..Default::default()
-        }),
-        "anthropic" => Some(PluginGrants {
-            network: vec!["https://api.anthropic.com".into()],
-            api_key_env: Some("ANTHROPIC_API_KEY".into()),
-            limits: PROVIDER_LIMITS,
-            ..Default::default()
-        }),
-        _ => None,
-    }
+        },
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capability::filesystem::Access;
 
     #[test]
     fn a_full_file_parses() {

@@ -7,6 +7,7 @@
 //! - [`artifact_cache`]: compiled components cached on disk;
 //! - [`manifest`]: what a plugin says about itself;
 //! - [`config`]: the operator's `plugboard.toml`;
+//! - [`first_party`]: what the host knows of its bundled plugins (default grants, effects);
 //! - [`trust`]: which workspace files the operator trusts, and the directories no grant reaches;
 //! - [`capability`]: deny-by-default grants (filesystem, network, process, env, limits);
 //! - [`runtime`]: loading plugins, running tool calls and provider completions;
@@ -32,6 +33,7 @@ mod cli_trust;
 pub mod config;
 pub mod engine;
 pub mod events;
+pub mod first_party;
 pub mod hooks;
 pub mod manifest;
 pub mod runtime;

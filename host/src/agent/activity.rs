@@ -8,28 +8,32 @@
 //! streamed text, in batches; the step's end with its tool calls; each tool call's state.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::Agent;
-use super::permission::{self, Action, AskMode, Reply, Rule};
-use super::runtime::{AgentError, AgentRuntime, Driver, Outcome};
+use super::conversation::{self, parse_arguments, provider_messages};
+use super::error::AgentError;
+use super::permission::{self, Action, AskMode, PermissionBroker, Reply, Rule};
+use super::{Agent, agent_named};
+use crate::capability::ProviderOverrides;
 use crate::events::now_ms;
 use crate::hooks::{HookContext, HookPoint, ToolDecision};
-use crate::runtime::CallContext;
 use crate::runtime::provider::{
     CompletionError, CompletionRequest, ContentPart, FinishReason, Message, Role, StreamEvent, ToolCall, ToolResult, ToolSpec,
 };
 use crate::runtime::state::ProgressSink;
+use crate::runtime::{CallContext, PluginHost};
 use crate::store::inbox::InputRecord;
 use crate::store::lease::{Claim, OwnerId};
+use crate::store::model::{Finish, MessageRole, MessageStatus, PartKind, SessionStatus, ToolPart};
 use crate::store::sessions::{MessageRecord, SessionRecord, Tokens, load_history, new_id};
-use crate::store::{PendingWrite, Tx};
-use futures::FutureExt;
+use crate::store::{PendingWrite, SessionStore, Tx};
 
 /// Retries of a retryable provider error within one step.
 const MAX_RETRIES: u32 = 4;
@@ -37,15 +41,49 @@ const MAX_RETRIES: u32 = 4;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Identical consecutive tool calls that trigger the doom-loop guard.
 const DOOM_LOOP_CALLS: usize = 3;
-/// Tools whose completed calls change the file named by their `path`.
-const FILE_WRITING_TOOLS: &[&str] = &["write", "edit"];
 /// Streamed text is written (and announced) in batches at most this far apart.
 const DELTA_BATCH: Duration = Duration::from_millis(30);
 
+/// How an activity ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// The session.
+    pub session_id: String,
+    /// The final assistant text.
+    pub text: String,
+    /// Provider turns taken.
+    pub steps: u32,
+    /// Why it ended: `stop`, `length`, `content-filter` or `step-limit`.
+    pub finish: Finish,
+    /// Tokens used by this activity.
+    pub tokens: Tokens,
+    /// Cost of this activity, in US dollars.
+    pub cost: f64,
+    /// The inputs it answered (the one that opened it, then those steered in).
+    pub input_ids: Vec<String>,
+    /// Files that its `write` and `edit` calls changed, as the tools resolved them.
+    pub files_modified: Vec<String>,
+}
+
+/// What an activity runs with, lent by the runtime for as long as it runs.
+pub(super) struct Env<'a> {
+    /// The plugins.
+    pub host: &'a PluginHost,
+    /// The store.
+    pub store: &'a SessionStore,
+    /// Who answers permission questions.
+    pub broker: &'a PermissionBroker,
+    /// The agents in force.
+    pub agents: Arc<BTreeMap<String, Agent>>,
+    /// The session's own API key or endpoint, when it has one.
+    pub overrides: Option<Arc<ProviderOverrides>>,
+    /// Bumped whenever an input is admitted for the session.
+    pub wakeups: &'a AtomicU64,
+}
+
 /// A running activity.
 pub(super) struct Activity<'a> {
-    runtime: &'a AgentRuntime,
-    driver: &'a Driver,
+    env: Env<'a>,
     session: SessionRecord,
     agent: Agent,
     /// The agent's rules, then the session's (`always` answers add to them).
@@ -79,7 +117,7 @@ struct StreamedText {
 struct TextWrite {
     part: String,
     create: bool,
-    kind: &'static str,
+    kind: PartKind,
     delta: String,
     signed: Option<(String, String)>,
 }
@@ -90,7 +128,7 @@ impl StreamedText {
         self.unwritten.push_str(delta);
     }
 
-    fn take(&mut self, kind: &'static str) -> Option<TextWrite> {
+    fn take(&mut self, kind: PartKind) -> Option<TextWrite> {
         if self.unwritten.is_empty() && !self.signature_changed {
             return None;
         }
@@ -111,7 +149,7 @@ impl TextWrite {
             tx.append_text(session, &self.part, &self.delta)?;
         }
         if let Some((text, signature)) = self.signed {
-            tx.update_part(session, &self.part, &json!({ "text": text, "signature": signature }), "part.updated")?;
+            tx.update_part(session, &self.part, &json!({ "text": text, "signature": signature }))?;
         }
         Ok(())
     }
@@ -147,6 +185,13 @@ struct PreparedCall {
     hook_refusal: Option<String>,
 }
 
+impl PreparedCall {
+    /// Its `tool` part, pending, with the arguments it runs with.
+    fn tool_part(&self) -> ToolPart {
+        ToolPart::pending(&self.call.id, &self.call.name, self.input.clone())
+    }
+}
+
 /// How a tool call ended, as the model will see it.
 struct CallEnd {
     content: String,
@@ -170,15 +215,10 @@ impl<'a> Activity<'a> {
     /// session's lease, consumes the input into a user message, sets the session busy, and
     /// loads the conversation. `None` when the inbox is empty (the lease is then released).
     /// When another live process holds the session, the input fails and says so.
-    pub(super) async fn begin(
-        runtime: &'a AgentRuntime,
-        driver: &'a Driver,
-        id: &str,
-        consumed: &'a Consumed,
-    ) -> Result<Option<Activity<'a>>, AgentError> {
-        let inbox_seen = driver.wakeups.load(Ordering::SeqCst);
+    pub(super) async fn begin(env: Env<'a>, id: &str, consumed: &'a Consumed) -> Result<Option<Activity<'a>>, AgentError> {
+        let inbox_seen = env.wakeups.load(Ordering::SeqCst);
         let (key, taken) = (id.to_string(), consumed.clone());
-        let begun = runtime
+        let begun = env
             .store
             .write(move |tx| {
                 let me = OwnerId::current();
@@ -198,7 +238,7 @@ impl<'a> Activity<'a> {
                     tx.release_session(&key, me)?;
                     return Ok(Begin::Empty);
                 };
-                tx.set_status(&key, "busy", json!({}))?;
+                tx.set_status(&key, SessionStatus::Busy, json!({}))?;
                 add_user_message(tx, &input)?;
                 taken.lock().expect("not poisoned").push(input.id);
                 let session = tx.session(&key)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
@@ -213,12 +253,11 @@ impl<'a> Activity<'a> {
             Begin::NotFound => return Err(AgentError::NotFound(id.into())),
             Begin::HeldBy(owner) => return Err(AgentError::HeldElsewhere { session: id.into(), owner }),
         };
-        let agent = runtime.agent(&session.agent)?;
+        let agent = agent_named(&env.agents, &session.agent)?;
         let mut rules = agent.rules.clone();
         rules.extend(session_rules.into_iter().filter_map(|spec| Rule::new(spec).ok()));
         Ok(Some(Activity {
-            runtime,
-            driver,
+            env,
             session,
             agent,
             rules: Mutex::new(rules),
@@ -235,7 +274,7 @@ impl<'a> Activity<'a> {
     /// commits (in order, and before announcing its events). Errors surface at the next
     /// [`Activity::check`] or [`Activity::sync`].
     fn later(&self, f: impl FnOnce(&mut Tx) -> rusqlite::Result<()> + Send + 'static) {
-        let pending = self.runtime.store.write(f);
+        let pending = self.env.store.write(f);
         self.unsynced.lock().expect("not poisoned").push(pending);
     }
 
@@ -269,7 +308,7 @@ impl<'a> Activity<'a> {
             session_id: self.session.id.clone(),
             text: String::new(),
             steps: 0,
-            finish: "step-limit".into(),
+            finish: Finish::StepLimit,
             tokens: Tokens::default(),
             cost: 0.0,
             input_ids: Vec::new(),
@@ -282,17 +321,12 @@ impl<'a> Activity<'a> {
             outcome.steps = step;
             let last_step = step == max_steps;
             let turn = self.step_with_retries(last_step).await?;
-            add_tokens(&mut outcome.tokens, turn.tokens);
-            outcome.cost += self.runtime.cost(&self.session.model, turn.tokens);
+            outcome.tokens += turn.tokens;
+            outcome.cost += self.cost(turn.tokens);
             outcome.text = turn.text.text.clone();
             step += 1;
             if turn.calls.is_empty() {
-                outcome.finish = match turn.finish {
-                    Some(FinishReason::Length) => "length",
-                    Some(FinishReason::ContentFilter) => "content-filter",
-                    _ => "stop",
-                }
-                .into();
+                outcome.finish = conversation::activity_finish(conversation::turn_finish(turn.finish));
                 // Input steered in while the model answered gets its turn now.
                 if !last_step && self.take_steers().await? {
                     continue;
@@ -311,7 +345,7 @@ impl<'a> Activity<'a> {
         let (id, ended) = (self.session.id.clone(), serde_json::to_value(&outcome).unwrap_or_default());
         self.later(move |tx| {
             tx.emit(Some(&id), "activity.completed", ended)?;
-            tx.set_status(&id, "idle", json!({}))
+            tx.set_status(&id, SessionStatus::Idle, json!({}))
         });
         self.sync().await?;
         Ok(outcome)
@@ -319,14 +353,14 @@ impl<'a> Activity<'a> {
 
     /// Moves pending `steer` inputs into the conversation; true when there were some.
     async fn take_steers(&mut self) -> Result<bool, AgentError> {
-        let wakeups = self.driver.wakeups.load(Ordering::SeqCst);
+        let wakeups = self.env.wakeups.load(Ordering::SeqCst);
         if wakeups == self.inbox_seen {
             return Ok(false);
         }
         self.inbox_seen = wakeups;
         let (id, taken) = (self.session.id.clone(), self.consumed.clone());
         let steered = self
-            .runtime
+            .env
             .store
             .write(move |tx| {
                 let steers = tx.pending_steers(&id)?;
@@ -357,7 +391,7 @@ impl<'a> Activity<'a> {
                     let delay = requested.unwrap_or(Duration::from_millis(500 * 2u64.pow(attempt - 1))).min(MAX_BACKOFF);
                     let id = self.session.id.clone();
                     let detail = json!({ "attempt": attempt, "delay_ms": delay.as_millis() as u64, "error": error.to_string() });
-                    self.later(move |tx| tx.set_status(&id, "retry", detail));
+                    self.later(move |tx| tx.set_status(&id, SessionStatus::Retry, detail));
                     tokio::time::sleep(delay).await;
                 }
                 Err(StepFailure { error, .. }) => return Err(error.into()),
@@ -371,7 +405,7 @@ impl<'a> Activity<'a> {
             return Vec::new();
         }
         let rules = self.rules.lock().expect("not poisoned");
-        self.runtime
+        self.env
             .host
             .registry()
             .tools()
@@ -396,7 +430,7 @@ impl<'a> Activity<'a> {
             system.push_str("\n\nThis is the last step: answer now, without calling tools.");
         }
         let (mut temperature, mut max_tokens) = (self.session.options.temperature, self.session.options.max_tokens);
-        let hooks = self.runtime.host.hooks();
+        let hooks = self.env.host.hooks();
         if hooks.handles(HookPoint::ChatParams) {
             let params = crate::hooks::ChatParams { model: self.session.model.clone(), temperature, max_tokens, system_prompt: system };
             let params = hooks.chat_params(&self.hook_context(), params).await;
@@ -415,10 +449,10 @@ impl<'a> Activity<'a> {
         let key = message.clone();
         self.later(move |tx| {
             if retrying {
-                tx.set_status(&id, "busy", json!({}))?;
+                tx.set_status(&id, SessionStatus::Busy, json!({}))?;
             }
-            tx.insert_message(&key, &id, "assistant", Some(&model), "running", None)?;
-            tx.insert_part(&new_id("prt"), &id, &key, "step-start", &json!({}))
+            tx.insert_message(&key, &id, MessageRole::Assistant, Some(&model), MessageStatus::Running, None)?;
+            tx.insert_part(&new_id("prt"), &id, &key, PartKind::StepStart, &json!({}))
         });
         let mut turn = Turn {
             message_id: message,
@@ -430,63 +464,48 @@ impl<'a> Activity<'a> {
             finish: None,
         };
         let failure = self.stream(request, &mut turn).await?.err();
-        let cost = self.runtime.cost(&self.session.model, turn.tokens);
+        let cost = self.cost(turn.tokens);
         let (id, message, tokens) = (self.session.id.clone(), turn.message_id.clone(), turn.tokens);
-        let writes = [turn.text.take("text"), turn.reasoning.take("reasoning")];
+        let writes = [turn.text.take(PartKind::Text), turn.reasoning.take(PartKind::Reasoning)];
         if let Some(error) = failure {
             let (retry, text) = (error.is_retryable(), error.to_string());
             self.later(move |tx| {
                 for write in writes.into_iter().flatten() {
                     write.apply(tx, &id, &message)?;
                 }
-                tx.finish_message(&id, &message, "error", tokens, cost, Some(&text))
+                tx.finish_message(&id, &message, MessageStatus::Error, tokens, cost, Some(&text))
             });
             return Ok(Err(StepFailure { error, retry }));
         }
-        let finish = match turn.finish {
-            Some(FinishReason::ToolCalls) => "tool-calls",
-            Some(FinishReason::Length) => "length",
-            Some(FinishReason::ContentFilter) => "content-filter",
-            Some(FinishReason::Other) => "other",
-            Some(FinishReason::Stop) | None => "stop",
-        };
+        let finish = conversation::turn_finish(turn.finish);
         turn.tool_parts = turn.calls.iter().map(|_| new_id("prt")).collect();
         let calls: Vec<(String, Value)> = turn
             .calls
             .iter()
             .zip(&turn.tool_parts)
-            .map(|(c, part)| {
-                (part.clone(), json!({ "call_id": c.id, "tool": c.name, "state": "pending", "input": parse_arguments(&c.arguments) }))
-            })
+            .map(|(c, part)| (part.clone(), ToolPart::pending(&c.id, &c.name, parse_arguments(&c.arguments)).to_value()))
             .collect();
         self.later(move |tx| {
             for write in writes.into_iter().flatten() {
                 write.apply(tx, &id, &message)?;
             }
             for (part, data) in &calls {
-                tx.insert_part(part, &id, &message, "tool", data)?;
+                tx.insert_part(part, &id, &message, PartKind::Tool, data)?;
             }
-            tx.insert_part(&new_id("prt"), &id, &message, "step-finish", &json!({ "finish": finish, "tokens": tokens, "cost": cost }))?;
-            tx.finish_message(&id, &message, "completed", tokens, cost, None)
+            let end = json!({ "finish": finish, "tokens": tokens, "cost": cost });
+            tx.insert_part(&new_id("prt"), &id, &message, PartKind::StepFinish, &end)?;
+            tx.finish_message(&id, &message, MessageStatus::Completed, tokens, cost, None)
         });
-        let mut parts = Vec::new();
-        if !turn.reasoning.text.is_empty() {
-            parts.push(ContentPart::Reasoning((turn.reasoning.text.clone(), turn.reasoning.signature.clone())));
-        }
-        if !turn.text.text.is_empty() {
-            parts.push(ContentPart::Text(turn.text.text.clone()));
-        }
-        parts.extend(turn.calls.iter().cloned().map(ContentPart::ToolCall));
-        if !parts.is_empty() {
-            self.messages.push(Message { role: Role::Assistant, parts });
+        let reasoning = &turn.reasoning;
+        if let Some(said) = conversation::assistant_message(&reasoning.text, reasoning.signature.as_deref(), &turn.text.text, &turn.calls) {
+            self.messages.push(said);
         }
         Ok(Ok(turn))
     }
 
     /// Streams one completion into the turn, writing text in batches as it arrives.
     async fn stream(&self, request: CompletionRequest, turn: &mut Turn) -> Result<Result<(), CompletionError>, AgentError> {
-        let overrides = self.runtime.provider_overrides(&self.session.id);
-        let mut stream = match self.runtime.host.complete_with(&self.session.model, request, overrides.as_deref()).await {
+        let mut stream = match self.env.host.complete_with(&self.session.model, request, self.env.overrides.as_deref()).await {
             Ok(s) => s,
             Err(e) => return Ok(Err(e)),
         };
@@ -545,7 +564,7 @@ impl<'a> Activity<'a> {
 
     /// Writes the streamed text not yet written, as one batch.
     fn flush(&self, turn: &mut Turn) {
-        let writes = [turn.reasoning.take("reasoning"), turn.text.take("text")];
+        let writes = [turn.reasoning.take(PartKind::Reasoning), turn.text.take(PartKind::Text)];
         if writes.iter().all(Option::is_none) {
             return;
         }
@@ -578,34 +597,27 @@ impl<'a> Activity<'a> {
                 decision = Action::Deny;
             }
             if doom_loop && decision != Action::Deny {
-                decision = if self.runtime.broker.mode() == AskMode::Prompt { Action::Ask } else { Action::Deny };
+                decision = if self.env.broker.mode() == AskMode::Prompt { Action::Ask } else { Action::Deny };
             }
             prepared.push(PreparedCall { call: call.clone(), part: part.clone(), input, subject, decision, doom_loop, hook_refusal });
         }
         // The calls the rules settle start (or are refused) together, in one transaction.
         let started = now_ms();
-        let settled: Vec<(String, Value)> = prepared
+        let settled: Vec<(String, ToolPart)> = prepared
             .iter()
             .filter(|p| p.decision != Action::Ask)
             .map(|p| {
-                let mut data = json!({ "call_id": p.call.id, "tool": p.call.name, "input": p.input });
-                match p.decision {
-                    Action::Allow => {
-                        data["state"] = json!("running");
-                        data["time"] = json!({ "start": started });
-                    }
-                    _ => {
-                        data["state"] = json!("error");
-                        data["error"] = json!(self.refusal(p));
-                        data["time"] = json!({ "start": started, "end": started });
-                    }
-                }
-                (p.part.clone(), data)
+                let tool = p.tool_part();
+                let tool = match p.decision {
+                    Action::Allow => tool.running(started),
+                    _ => tool.failed(started, self.refusal(p), None),
+                };
+                (p.part.clone(), tool)
             })
             .collect();
         if !settled.is_empty() {
             let id = self.session.id.clone();
-            self.later(move |tx| settled.iter().try_for_each(|(part, data)| tx.update_part(&id, part, data, "tool.state")));
+            self.later(move |tx| settled.iter().try_for_each(|(part, tool)| tx.update_tool(&id, part, tool)));
         }
         let ends = futures::future::join_all(prepared.iter().map(|p| self.run_tool_call(p, started))).await;
         let mut results = Vec::new();
@@ -622,11 +634,11 @@ impl<'a> Activity<'a> {
     /// What the `tool.before` hooks decided for each call of the turn, in order; `None` for
     /// every call when no hook handles that point.
     async fn tool_before_hooks(&self, turn: &Turn) -> Vec<Option<ToolDecision>> {
-        let hooks = self.runtime.host.hooks();
+        let hooks = self.env.host.hooks();
         if !hooks.handles(HookPoint::ToolBefore) {
             return turn.calls.iter().map(|_| None).collect();
         }
-        let (ctx, registry) = (self.hook_context(), self.runtime.host.registry());
+        let (ctx, registry) = (self.hook_context(), self.env.host.registry());
         let decisions = turn.calls.iter().map(|call| {
             let schema =
                 registry.tool_plugin(&call.name).and_then(|p| p.tools().iter().find(|t| t.name == call.name)).map(|t| &t.parameters);
@@ -655,15 +667,14 @@ impl<'a> Activity<'a> {
     /// One call: asks when the rules say so, then runs it and records how it ended.
     async fn run_tool_call(&self, p: &PreparedCall, started: i64) -> Result<CallEnd, AgentError> {
         let id = self.session.id.as_str();
-        let mut data = json!({ "call_id": p.call.id, "tool": p.call.name, "input": p.input });
-        let mut started = started;
+        let mut tool = p.tool_part().running(started);
         match p.decision {
             Action::Deny => return Ok(CallEnd { content: self.refusal(p), is_error: true }),
             Action::Allow => {}
             Action::Ask => {
                 let reason = if p.doom_loop { "doom-loop" } else { "rule" };
-                let reply = self.runtime.broker.ask(id, &p.call.id, &p.call.name, &p.subject, reason).await;
-                started = now_ms();
+                let reply = self.env.broker.ask(id, &p.call.id, &p.call.name, &p.subject, reason).await;
+                let started = now_ms();
                 let refusal = match reply {
                     Reply::Once => None,
                     Reply::Always => {
@@ -673,50 +684,34 @@ impl<'a> Activity<'a> {
                     }
                     Reply::Reject(why) => Some(format!("the user rejected this call{}", why.map(|w| format!(": {w}")).unwrap_or_default())),
                 };
-                match refusal {
-                    Some(refusal) => {
-                        data["state"] = json!("error");
-                        data["error"] = json!(refusal);
-                        data["time"] = json!({ "start": started, "end": started });
-                        self.record(&p.part, data);
-                        return Ok(CallEnd { content: refusal, is_error: true });
-                    }
-                    None => {
-                        data["state"] = json!("running");
-                        data["time"] = json!({ "start": started });
-                        self.record(&p.part, data.clone());
-                    }
+                if let Some(refusal) = refusal {
+                    self.record(&p.part, p.tool_part().failed(started, refusal.clone(), None));
+                    return Ok(CallEnd { content: refusal, is_error: true });
                 }
+                tool = p.tool_part().running(started);
+                self.record(&p.part, tool.clone());
             }
         }
         let context = CallContext { session_id: id.into(), call_id: p.call.id.clone() };
         let arguments = if p.input.is_object() { p.input.to_string() } else { p.call.arguments.clone() };
-        let result = self.runtime.host.call_tool(&p.call.name, &arguments, &context, Some(self.output_sink(p))).await;
+        let result = self.env.host.call_tool(&p.call.name, &arguments, &context, Some(self.output_sink(p))).await;
         let result = self.tool_after_hooks(p, result).await;
-        let end = match result {
+        let (end, tool) = match result {
             Ok(output) => {
-                if FILE_WRITING_TOOLS.contains(&p.call.name.as_str()) {
+                if crate::first_party::writes_files(&p.call.name) {
                     let path = output.metadata.as_ref().and_then(|m| m["path"].as_str()).unwrap_or(&p.subject);
                     self.files_modified.lock().expect("not poisoned").insert(path.to_string());
                 }
-                data["state"] = json!("completed");
-                data["output"] = json!(output.text);
-                data["title"] = json!(output.title);
-                data["metadata"] = output.metadata.unwrap_or(Value::Null);
-                CallEnd { content: output.text, is_error: false }
+                let end = CallEnd { content: output.text.clone(), is_error: false };
+                (end, tool.completed(now_ms(), output.text, output.title, output.metadata))
             }
             Err(failure) => {
-                data["state"] = json!("error");
-                data["error"] = json!(failure.for_model);
-                if failure.detail != failure.for_model {
-                    // For the operator (the event log, the API): what would grant it.
-                    data["detail"] = json!(failure.detail);
-                }
-                CallEnd { content: failure.for_model, is_error: true }
+                // The detail is for the operator (the event log, the API): what would grant it.
+                let end = CallEnd { content: failure.for_model.clone(), is_error: true };
+                (end, tool.failed(now_ms(), failure.for_model, Some(failure.detail)))
             }
         };
-        data["time"] = json!({ "start": started, "end": now_ms() });
-        self.record(&p.part, data);
+        self.record(&p.part, tool);
         Ok(end)
     }
 
@@ -727,12 +722,12 @@ impl<'a> Activity<'a> {
         p: &PreparedCall,
         result: Result<crate::runtime::ToolOutput, crate::runtime::CallError>,
     ) -> Result<crate::runtime::ToolOutput, CallFailure> {
-        let hooks = self.runtime.host.hooks();
+        let hooks = self.env.host.hooks();
         let failure = |e: &crate::runtime::CallError| CallFailure { detail: e.to_string(), for_model: e.for_model() };
         if !hooks.handles(HookPoint::ToolAfter) {
             return result.map_err(|e| failure(&e));
         }
-        let limit = self.runtime.host.registry().tool_plugin(&p.call.name).map_or(1 << 20, |plugin| plugin.policy.limits.max_output_bytes);
+        let limit = self.env.host.registry().tool_plugin(&p.call.name).map_or(1 << 20, |plugin| plugin.policy.limits.max_output_bytes);
         let ctx = self.hook_context();
         let (text, title, is_error) = match &result {
             Ok(output) => (output.text.clone(), output.title.clone(), false),
@@ -747,7 +742,7 @@ impl<'a> Activity<'a> {
 
     /// Where a call's live output goes: `tool.output` events, in order with its states.
     fn output_sink(&self, p: &PreparedCall) -> ProgressSink {
-        let store = self.runtime.store.clone();
+        let store = self.env.store.clone();
         let (id, part, call, tool) = (self.session.id.clone(), p.part.clone(), p.call.id.clone(), p.call.name.clone());
         Arc::new(move |text: &str| {
             let (id, data) = (id.clone(), json!({ "part_id": part, "call_id": call, "tool": tool, "text": text }));
@@ -756,9 +751,16 @@ impl<'a> Activity<'a> {
     }
 
     /// Records a tool part's new state.
-    fn record(&self, part: &str, data: Value) {
+    fn record(&self, part: &str, tool: ToolPart) {
         let (id, part) = (self.session.id.clone(), part.to_string());
-        self.later(move |tx| tx.update_part(&id, &part, &data, "tool.state"));
+        self.later(move |tx| tx.update_tool(&id, &part, &tool));
+    }
+
+    /// What `tokens` cost on the session's model, in US dollars (nothing when the model is
+    /// no longer loaded).
+    fn cost(&self, tokens: Tokens) -> f64 {
+        let registry = self.env.host.registry();
+        registry.models().find(|(r, _, _)| *r == self.session.model).map_or(0.0, |(_, info, _)| conversation::cost(&info.price, tokens))
     }
 }
 
@@ -766,80 +768,9 @@ impl<'a> Activity<'a> {
 fn add_user_message(tx: &mut Tx, input: &InputRecord) -> rusqlite::Result<()> {
     tx.consume_input(&input.id)?;
     let message = new_id("msg");
-    tx.insert_message(&message, &input.session_id, "user", None, "completed", Some(&input.id))?;
-    tx.insert_part(&new_id("prt"), &input.session_id, &message, "text", &json!({ "text": input.prompt }))?;
-    tx.finish_message(&input.session_id, &message, "completed", Tokens::default(), 0.0, None)
-}
-
-/// A call's arguments as JSON, or as the raw text when they are not JSON.
-fn parse_arguments(arguments: &str) -> Value {
-    serde_json::from_str(arguments).unwrap_or_else(|_| Value::String(arguments.to_string()))
-}
-
-fn add_tokens(total: &mut Tokens, more: Tokens) {
-    total.input += more.input;
-    total.output += more.output;
-    total.cache_read += more.cache_read;
-    total.cache_write += more.cache_write;
-}
-/// The conversation as the provider sees it. Failed attempts are left out; every tool call
-/// gets a result (an unfinished one is reported as interrupted).
-pub fn provider_messages(history: &[MessageRecord]) -> Vec<Message> {
-    let mut out = Vec::new();
-    for message in history.iter().filter(|m| m.status != "error") {
-        match message.role.as_str() {
-            "user" => {
-                let parts: Vec<ContentPart> = message
-                    .parts
-                    .iter()
-                    .filter(|p| p.kind == "text")
-                    .map(|p| ContentPart::Text(p.data["text"].as_str().unwrap_or("").into()))
-                    .collect();
-                if !parts.is_empty() {
-                    out.push(Message { role: Role::User, parts });
-                }
-            }
-            "assistant" => {
-                let mut parts = Vec::new();
-                let mut results = Vec::new();
-                for part in &message.parts {
-                    match part.kind.as_str() {
-                        "text" => parts.push(ContentPart::Text(part.data["text"].as_str().unwrap_or("").into())),
-                        "reasoning" => parts.push(ContentPart::Reasoning((
-                            part.data["text"].as_str().unwrap_or("").into(),
-                            part.data["signature"].as_str().map(str::to_string),
-                        ))),
-                        "tool" => {
-                            let d = &part.data;
-                            let call_id = d["call_id"].as_str().unwrap_or("").to_string();
-                            let arguments =
-                                if d["input"].is_string() { d["input"].as_str().unwrap_or("").to_string() } else { d["input"].to_string() };
-                            parts.push(ContentPart::ToolCall(ToolCall {
-                                id: call_id.clone(),
-                                name: d["tool"].as_str().unwrap_or("").into(),
-                                arguments,
-                            }));
-                            let (content, is_error) = match d["state"].as_str() {
-                                Some("completed") => (d["output"].as_str().unwrap_or("").to_string(), false),
-                                Some("error") => (d["error"].as_str().unwrap_or("error").to_string(), true),
-                                _ => ("interrupted: the call did not finish".to_string(), true),
-                            };
-                            results.push(ContentPart::ToolResult(ToolResult { call_id, content, is_error }));
-                        }
-                        _ => {}
-                    }
-                }
-                if !parts.is_empty() {
-                    out.push(Message { role: Role::Assistant, parts });
-                }
-                if !results.is_empty() {
-                    out.push(Message { role: Role::Tool, parts: results });
-                }
-            }
-            _ => {}
-        }
-    }
-    out
+    tx.insert_message(&message, &input.session_id, MessageRole::User, None, MessageStatus::Completed, Some(&input.id))?;
+    tx.insert_part(&new_id("prt"), &input.session_id, &message, PartKind::Text, &json!({ "text": input.prompt }))?;
+    tx.finish_message(&input.session_id, &message, MessageStatus::Completed, Tokens::default(), 0.0, None)
 }
 
 /// A failed call, told two ways: in full for the operator (with the configuration that

@@ -2,14 +2,18 @@
 //! prompt through provider turns and tool calls, recording everything durably.
 
 mod activity;
+pub mod conversation;
+pub mod error;
 pub mod permission;
 pub mod runtime;
 
 pub use crate::capability::ProviderOverrides;
 pub use crate::store::inbox::Delivery;
 pub use crate::store::sessions::SessionOptions;
-pub use activity::provider_messages;
-pub use runtime::{Admission, AgentError, AgentRuntime, Cancellation, Outcome, SessionSettings, SessionSpec};
+pub use activity::Outcome;
+pub use conversation::provider_messages;
+pub use error::AgentError;
+pub use runtime::{Admission, AgentRuntime, Cancellation, SessionSettings, SessionSpec};
 
 use std::collections::BTreeMap;
 
@@ -57,21 +61,19 @@ const BASE_PROMPT: &str = "You are Plugboard, a coding agent working in the user
 /// The built-in agents: `build` (every tool; commands and fetches ask) and `plan`
 /// (read-only: `edit`, `write` and `shell` are denied).
 fn builtin(name: &str) -> Option<Vec<Rule>> {
-    let reading = ["read", "list", "glob", "grep"];
+    use crate::first_party::{Effect, tools_that};
+    let mut rules = vec![Rule::of("*", "*", Action::Ask)];
     match name {
         "build" => {
-            let mut rules = vec![Rule::of("*", "*", Action::Ask)];
-            rules.extend(reading.iter().chain(&["write", "edit"]).map(|t| Rule::of(t, "*", Action::Allow)));
-            Some(rules)
+            rules.extend(tools_that(Effect::Reads).chain(tools_that(Effect::Writes)).map(|t| Rule::of(t, "*", Action::Allow)));
         }
         "plan" => {
-            let mut rules = vec![Rule::of("*", "*", Action::Ask)];
-            rules.extend(reading.iter().map(|t| Rule::of(t, "*", Action::Allow)));
-            rules.extend(["edit", "write", "shell"].iter().map(|t| Rule::of(t, "*", Action::Deny)));
-            Some(rules)
+            rules.extend(tools_that(Effect::Reads).map(|t| Rule::of(t, "*", Action::Allow)));
+            rules.extend(tools_that(Effect::Writes).chain(tools_that(Effect::Runs)).map(|t| Rule::of(t, "*", Action::Deny)));
         }
-        _ => None,
+        _ => return None,
     }
+    Some(rules)
 }
 
 /// Resolves every agent: the built-in ones, refined or added to by `configs`.
@@ -96,4 +98,9 @@ pub fn resolve_agents(configs: &BTreeMap<String, AgentConfig>) -> Result<BTreeMa
         agents.insert(name.clone(), Agent { name, model: config.model, max_steps, system_prompt, rules });
     }
     Ok(agents)
+}
+
+/// The agent `name` among `agents`, or an error listing those there are.
+pub(crate) fn agent_named(agents: &BTreeMap<String, Agent>, name: &str) -> Result<Agent, AgentError> {
+    agents.get(name).cloned().ok_or_else(|| AgentError::UnknownAgent { name: name.into(), available: agents.keys().cloned().collect() })
 }

@@ -13,34 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::store::SessionStore;
 
-/// What a rule decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Action {
-    /// Run the call.
-    Allow,
-    /// Pause the call and ask.
-    Ask,
-    /// Refuse the call.
-    Deny,
-}
-
-/// A rule as written in `plugboard.toml`: `{ tool = "shell", pattern = "git *", action = "allow" }`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleSpec {
-    /// Tool name glob.
-    pub tool: String,
-    /// Glob on the call's main argument (default `*`).
-    #[serde(default = "any")]
-    pub pattern: String,
-    /// The decision.
-    pub action: Action,
-}
-
-fn any() -> String {
-    "*".into()
-}
+pub use crate::store::model::{Action, RuleSpec};
 
 /// A compiled rule.
 #[derive(Debug, Clone)]
@@ -89,13 +62,7 @@ pub fn denied_outright<'a>(rules: impl IntoIterator<Item = &'a Rule> + Clone, to
 
 /// The main argument of a call, which rules match on.
 pub fn main_argument(tool: &str, arguments: &Value) -> String {
-    let keys: &[&str] = match tool {
-        "shell" => &["command"],
-        "fetch" => &["url"],
-        "glob" | "grep" => &["path", "pattern"],
-        _ => &["path", "file_path", "url", "command"],
-    };
-    keys.iter().find_map(|k| arguments[k].as_str()).unwrap_or("").to_string()
+    crate::first_party::main_arguments(tool).iter().find_map(|k| arguments[k].as_str()).unwrap_or("").to_string()
 }
 
 /// An answer to a permission question.

@@ -21,116 +21,19 @@ use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::activity::{Activity, Consumed};
+use super::activity::{Activity, Consumed, Env, Outcome};
+use super::error::AgentError;
 use super::permission::{AskMode, PermissionBroker, Reply};
-use super::{Agent, resolve_agents};
+use super::{Agent, agent_named, resolve_agents};
 use crate::capability::ProviderOverrides;
 use crate::events::now_ms;
 use crate::runtime::PluginHost;
 use crate::runtime::provider::CompletionError;
+use crate::store::SessionStore;
 use crate::store::inbox::{Delivery, InputRecord};
 use crate::store::lease::{Claim, LEASE_RENEWAL, OwnerId};
-use crate::store::sessions::{SessionOptions, SessionRecord, Tokens, new_id};
-use crate::store::{SessionStore, StoreError};
-
-/// Why an activity could not run or stopped.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum AgentError {
-    /// No session with this id.
-    #[error("no session `{0}`")]
-    NotFound(String),
-    /// No agent with this name.
-    #[error("no agent `{name}` (available: {})", available.join(", "))]
-    UnknownAgent {
-        /// The name asked for.
-        name: String,
-        /// The agents that exist.
-        available: Vec<String>,
-    },
-    /// No model was given and none is configured.
-    #[error("no model: pass --model provider/model, or set `model` in [agents.<name>] or `default_model` in plugboard.toml (available: {})", available.join(", "))]
-    NoModel {
-        /// The models that exist.
-        available: Vec<String>,
-    },
-    /// The input is not acceptable.
-    #[error("invalid input: {0}")]
-    InvalidInput(String),
-    /// A field of a new session is not acceptable.
-    #[error("invalid `{field}`: {reason}")]
-    InvalidField {
-        /// The field, e.g. `model_config.temperature`.
-        field: String,
-        /// Why.
-        reason: String,
-    },
-    /// A session with this id exists already.
-    #[error("a session `{0}` already exists")]
-    Exists(String),
-    /// A `prompt.before` hook rejected the prompt; nothing was queued.
-    #[error(transparent)]
-    PromptRejected(#[from] crate::hooks::PromptRejected),
-    /// The runtime is shutting down and takes no new input.
-    #[error("Plugboard is shutting down and takes no new input")]
-    ShuttingDown,
-    /// Another live process runs this session.
-    #[error("session `{session}` is running in another Plugboard process ({owner}); try again when it is idle")]
-    HeldElsewhere {
-        /// The session.
-        session: String,
-        /// The process holding it (`host:pid:nonce`).
-        owner: String,
-    },
-    /// The activity was cancelled.
-    #[error("cancelled")]
-    Cancelled,
-    /// The activity ran longer than `[sessions] timeout_seconds` and was stopped.
-    #[error("the activity ran longer than the session timeout of {0} s and was stopped")]
-    TimedOut(u64),
-    /// The agents in the configuration are invalid.
-    #[error("invalid agents in the configuration: {0}")]
-    Config(String),
-    /// The provider failed (after retries, when retryable).
-    #[error(transparent)]
-    Provider(#[from] CompletionError),
-    /// Storage failed.
-    #[error(transparent)]
-    Store(Arc<StoreError>),
-    /// A fault in Plugboard itself (a panic in an activity); the turn is marked interrupted.
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl From<StoreError> for AgentError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound(id) => AgentError::NotFound(id),
-            StoreError::Exists(id) => AgentError::Exists(id),
-            other => AgentError::Store(Arc::new(other)),
-        }
-    }
-}
-
-/// How an activity ended.
-#[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
-    /// The session.
-    pub session_id: String,
-    /// The final assistant text.
-    pub text: String,
-    /// Provider turns taken.
-    pub steps: u32,
-    /// Why it ended: `stop`, `length`, `content-filter`, `step-limit`.
-    pub finish: String,
-    /// Tokens used by this activity.
-    pub tokens: Tokens,
-    /// Cost of this activity, in US dollars.
-    pub cost: f64,
-    /// The inputs it answered (the one that opened it, then those steered in).
-    pub input_ids: Vec<String>,
-    /// Files that its `write` and `edit` calls changed, as the tools resolved them.
-    pub files_modified: Vec<String>,
-}
+use crate::store::model::{Finish, MessageStatus, SessionStatus};
+use crate::store::sessions::{SessionOptions, SessionRecord, new_id};
 
 /// An input that was stored and will be delivered.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -397,7 +300,7 @@ impl AgentRuntime {
     }
 
     /// The provider overrides of session `id`, if it has any.
-    pub(super) fn provider_overrides(&self, id: &str) -> Option<Arc<ProviderOverrides>> {
+    fn provider_overrides(&self, id: &str) -> Option<Arc<ProviderOverrides>> {
         self.overrides.lock().expect("not poisoned").get(id).cloned()
     }
 
@@ -423,9 +326,8 @@ impl AgentRuntime {
     }
 
     /// The agent `name` as the configuration in force defines it.
-    pub(super) fn agent(&self, name: &str) -> Result<Agent, AgentError> {
-        let agents = self.agents();
-        agents.get(name).cloned().ok_or_else(|| AgentError::UnknownAgent { name: name.into(), available: agents.keys().cloned().collect() })
+    fn agent(&self, name: &str) -> Result<Agent, AgentError> {
+        agent_named(&self.agents(), name)
     }
 
     /// Every agent, as the configuration in force defines them. The host validated the
@@ -621,7 +523,15 @@ impl AgentRuntime {
         let consumed: Consumed = Arc::default();
         let work = async {
             let Some(_slot) = self.acquire_slot(id).await? else { return Ok(None) };
-            let Some(activity) = Activity::begin(self, driver, id, &consumed).await? else { return Ok(None) };
+            let env = Env {
+                host: &self.host,
+                store: &self.store,
+                broker: &self.broker,
+                agents: self.agents(),
+                overrides: self.provider_overrides(id),
+                wakeups: &driver.wakeups,
+            };
+            let Some(activity) = Activity::begin(env, id, &consumed).await? else { return Ok(None) };
             match self.timeout {
                 Some(limit) => tokio::time::timeout(std::time::Duration::from_secs(limit), activity.run())
                     .await
@@ -669,16 +579,16 @@ impl AgentRuntime {
             Err(e) => {
                 let key = id.to_string();
                 let (internal, error) = (matches!(e, AgentError::Internal(_)), e.to_string());
-                let ended = json!({ "finish": "error", "error": error, "input_ids": consumed });
+                let ended = json!({ "finish": Finish::Error, "error": error, "input_ids": consumed });
                 let settled = self
                     .store
                     .write(move |tx| {
                         if internal {
-                            tx.close_unfinished(&key, "interrupted", &format!("interrupted: {error}"))?;
+                            tx.close_unfinished(&key, MessageStatus::Interrupted, &format!("interrupted: {error}"))?;
                         }
                         tx.session_error(&key, &error)?;
                         tx.emit(Some(&key), "activity.completed", ended)?;
-                        tx.set_status(&key, "idle", json!({}))
+                        tx.set_status(&key, SessionStatus::Idle, json!({}))
                     })
                     .await;
                 if let Err(store) = settled {
@@ -707,7 +617,7 @@ impl AgentRuntime {
                 }
                 tx.set_status(
                     &key,
-                    "queued",
+                    SessionStatus::Queued,
                     json!({ "reason": "the most sessions allowed at once ([sessions] max_concurrent) are running" }),
                 )?;
                 Ok(true)
@@ -729,11 +639,13 @@ impl AgentRuntime {
         let abandoned = self.broker.take_abandoned(id);
         let key = id.to_string();
         let (finish, status, reason) = match stop {
-            Stop::Cancelled => ("cancelled", "aborted", "aborted: the activity was cancelled".to_string()),
+            Stop::Cancelled => (Finish::Cancelled, MessageStatus::Aborted, "aborted: the activity was cancelled".to_string()),
             Stop::TimedOut(limit) => {
-                ("timeout", "aborted", format!("aborted: the activity ran longer than the session timeout of {limit} s"))
+                (Finish::Timeout, MessageStatus::Aborted, format!("aborted: the activity ran longer than the session timeout of {limit} s"))
             }
-            Stop::Shutdown => ("interrupted", "interrupted", "interrupted: Plugboard shut down before the turn finished".to_string()),
+            Stop::Shutdown => {
+                (Finish::Interrupted, MessageStatus::Interrupted, "interrupted: Plugboard shut down before the turn finished".to_string())
+            }
         };
         let ended = (!inputs.is_empty()).then(|| json!({ "finish": finish, "input_ids": inputs }));
         let result = self
@@ -748,7 +660,7 @@ impl AgentRuntime {
                 if let Some(ended) = ended {
                     tx.emit(Some(&key), "activity.completed", ended)?;
                 }
-                tx.set_status(&key, "idle", json!({ finish: true }))?;
+                tx.set_status(&key, SessionStatus::Idle, json!({ finish.as_str(): true }))?;
                 Ok(dropped)
             })
             .await;
@@ -777,18 +689,6 @@ impl AgentRuntime {
                 let _ = waiter.send(result.clone());
             }
         }
-    }
-
-    /// The cost of `tokens` on `model`, in US dollars.
-    pub(super) fn cost(&self, model: &str, tokens: Tokens) -> f64 {
-        let registry = self.host.registry();
-        let Some((_, info, _)) = registry.models().find(|(r, _, _)| r == model) else { return 0.0 };
-        let p = info.price;
-        (tokens.input as f64 * p.input
-            + tokens.output as f64 * p.output
-            + tokens.cache_read as f64 * p.cache_read
-            + tokens.cache_write as f64 * p.cache_write)
-            / 1_000_000.0
     }
 }
 

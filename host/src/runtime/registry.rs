@@ -12,6 +12,17 @@ use super::plugin::LoadedPlugin;
 use super::provider::ModelInfo;
 use super::{LoadFailure, Shadowed, ToolDefinition};
 
+/// Which plugins a registry swap loaded, reloaded and unloaded, by id.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PluginChanges {
+    /// New ids.
+    pub loaded: Vec<String>,
+    /// Ids whose component changed.
+    pub reloaded: Vec<String>,
+    /// Ids gone.
+    pub unloaded: Vec<String>,
+}
+
 /// The loaded plugins and what they provide.
 #[derive(Default, Clone)]
 pub struct Registry {
@@ -112,6 +123,23 @@ impl Registry {
         &self.failures
     }
 
+    /// The plugins loaded, reloaded (a new content hash or source) and unloaded from `old`
+    /// to `self`, by id.
+    pub fn plugin_changes(&self, old: &Registry) -> PluginChanges {
+        let mut changes = PluginChanges::default();
+        for (id, plugin) in &self.plugins {
+            match old.plugins.get(id) {
+                None => changes.loaded.push(id.clone()),
+                Some(before) if before.content_hash != plugin.content_hash || before.source != plugin.source => {
+                    changes.reloaded.push(id.clone())
+                }
+                Some(_) => {}
+            }
+        }
+        changes.unloaded = old.plugins.keys().filter(|id| !self.plugins.contains_key(*id)).cloned().collect();
+        changes
+    }
+
     /// The events that take `old` to `self`, each once: `plugin.loaded`, `plugin.reloaded`
     /// (a new content hash), `plugin.unloaded`; `tool.added`, `tool.removed`, `tool.changed`
     /// (description or schema); `provider.added`, `provider.removed`; `model.added`,
@@ -119,20 +147,20 @@ impl Registry {
     /// then added); `plugin.shadowed` (a file newly shadowed by another with its id).
     pub fn changes(&self, old: &Registry) -> Vec<(&'static str, Value)> {
         let mut events = Vec::new();
-        for (id, plugin) in &self.plugins {
-            match old.plugins.get(id) {
-                None => events.push(("plugin.loaded", loaded(plugin))),
-                Some(before) if before.content_hash != plugin.content_hash || before.source != plugin.source => events.push((
-                    "plugin.reloaded",
-                    json!({ "id": id, "old_version": before.manifest.version, "new_version": plugin.manifest.version, "old_hash": before.content_hash, "new_hash": plugin.content_hash, "source": plugin.source, "load_ms": plugin.stats.micros as f64 / 1000.0 }),
-                )),
-                Some(_) => {}
-            }
+        let plugins = self.plugin_changes(old);
+        for id in &plugins.loaded {
+            events.push(("plugin.loaded", loaded(&self.plugins[id])));
         }
-        for (id, before) in &old.plugins {
-            if !self.plugins.contains_key(id) {
-                events.push(("plugin.unloaded", json!({ "id": id, "version": before.manifest.version, "source": before.source })));
-            }
+        for id in &plugins.reloaded {
+            let (before, plugin) = (&old.plugins[id], &self.plugins[id]);
+            events.push((
+                "plugin.reloaded",
+                json!({ "id": id, "old_version": before.manifest.version, "new_version": plugin.manifest.version, "old_hash": before.content_hash, "new_hash": plugin.content_hash, "source": plugin.source, "load_ms": plugin.stats.micros as f64 / 1000.0 }),
+            ));
+        }
+        for id in &plugins.unloaded {
+            let before = &old.plugins[id];
+            events.push(("plugin.unloaded", json!({ "id": id, "version": before.manifest.version, "source": before.source })));
         }
         let tools = |r: &Registry| -> BTreeMap<String, (ToolDefinition, String)> {
             r.tools().map(|(t, p)| (t.name.clone(), (t.clone(), p.manifest.id.clone()))).collect()

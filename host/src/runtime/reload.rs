@@ -228,17 +228,9 @@ impl PluginHost {
         }
         let mut events = failed_events;
         events.append(&mut untrusted_events);
-        let changes = next.changes(&old);
-        for (kind, data) in &changes {
-            let id = data["id"].as_str().unwrap_or_default().to_string();
-            match *kind {
-                "plugin.loaded" => report.loaded.push(id),
-                "plugin.reloaded" => report.reloaded.push(id),
-                "plugin.unloaded" => report.unloaded.push(id),
-                _ => {}
-            }
-        }
-        events.extend(changes);
+        let plugins = next.plugin_changes(&old);
+        (report.loaded, report.reloaded, report.unloaded) = (plugins.loaded, plugins.reloaded, plugins.unloaded);
+        events.extend(next.changes(&old));
         *self.registry.write().expect("not poisoned") = Arc::new(next);
         report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(loaded = ?report.loaded, reloaded = ?report.reloaded, unloaded = ?report.unloaded, failed = report.failed.len(), ms = report.elapsed_ms, "plugins reloaded");

@@ -171,14 +171,10 @@ impl Metrics {
         let data = &event.data;
         match event.kind.as_str() {
             "tool.state" => {
-                let part = &data["data"];
-                let outcome = match part["state"].as_str() {
-                    Some(s @ ("completed" | "error")) => s,
-                    _ => return,
-                };
-                let tool = part["tool"].as_str().unwrap_or("unknown").to_string();
-                self.tool_calls.get_or_create(&ToolLabels { tool: tool.clone(), outcome: outcome.into() }).inc();
-                if let (Some(start), Some(end)) = (part["time"]["start"].as_i64(), part["time"]["end"].as_i64()) {
+                let Some(part) = crate::store::model::ToolPart::from_value(&data["data"]).filter(|p| p.state.is_final()) else { return };
+                let tool = part.tool;
+                self.tool_calls.get_or_create(&ToolLabels { tool: tool.clone(), outcome: part.state.to_string() }).inc();
+                if let Some(crate::store::model::ToolTime { start, end: Some(end) }) = part.time {
                     let seconds = (end - start).max(0) as f64 / 1000.0;
                     self.tool_seconds.get_or_create(&ToolNameLabels { tool }).observe(seconds);
                 }
@@ -207,11 +203,11 @@ impl Metrics {
         if let Some(store) = store {
             let counts = store.count_by_status().await.map_err(|e| e.to_string())?;
             self.sessions.clear();
-            for status in ["idle", "queued", "busy", "retry"] {
-                self.sessions.get_or_create(&StatusLabels { status: status.into() }).set(0);
+            for status in crate::store::model::SessionStatus::ALL {
+                self.sessions.get_or_create(&StatusLabels { status: status.to_string() }).set(0);
             }
             for (status, n) in counts {
-                self.sessions.get_or_create(&StatusLabels { status }).set(n as i64);
+                self.sessions.get_or_create(&StatusLabels { status: status.to_string() }).set(n as i64);
             }
         }
         let mut text = String::new();

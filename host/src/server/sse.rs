@@ -9,6 +9,7 @@
 //! `reconnect` event with its last id and the stream ends; reconnecting replays the rest.
 //! A `heartbeat` (without an id) goes out when nothing else did for the heartbeat interval.
 
+use crate::store::model::ToolState;
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::time::Duration;
@@ -50,9 +51,9 @@ pub fn sse_type(event: &Event) -> &str {
         "session.error" => "error",
         "tool.output" => "output",
         "activity.completed" => "complete",
-        "tool.state" => match event.data["data"]["state"].as_str() {
-            Some("running") => "tool_call",
-            Some("completed" | "error") => "tool_result",
+        "tool.state" => match event.data["data"]["state"].as_str().and_then(ToolState::parse) {
+            Some(ToolState::Running) => "tool_call",
+            Some(state) if state.is_final() => "tool_result",
             _ => "tool.state",
         },
         other => other,

@@ -3,30 +3,14 @@
 //! `queue` inputs wait, in arrival order, for an activity of their own.
 
 use rusqlite::{OptionalExtension, params};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 
 use super::Tx;
 use crate::events::now_ms;
 
-/// How an input is delivered when the session is busy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Delivery {
-    /// Join the running activity at its next provider-turn boundary.
-    Steer,
-    /// Wait for the running activity to end, then open a new one (first in, first out).
-    Queue,
-}
-
-impl Delivery {
-    fn as_str(self) -> &'static str {
-        match self {
-            Delivery::Steer => "steer",
-            Delivery::Queue => "queue",
-        }
-    }
-}
+pub use super::model::Delivery;
+use super::model::InputStatus;
 
 /// An input as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -44,14 +28,7 @@ pub struct InputRecord {
 }
 
 fn input_from_row(r: &rusqlite::Row) -> rusqlite::Result<InputRecord> {
-    let delivery: String = r.get(2)?;
-    Ok(InputRecord {
-        id: r.get(0)?,
-        session_id: r.get(1)?,
-        delivery: if delivery == "steer" { Delivery::Steer } else { Delivery::Queue },
-        prompt: r.get(3)?,
-        created_at: r.get(4)?,
-    })
+    Ok(InputRecord { id: r.get(0)?, session_id: r.get(1)?, delivery: r.get(2)?, prompt: r.get(3)?, created_at: r.get(4)? })
 }
 
 impl Tx<'_> {
@@ -59,10 +36,8 @@ impl Tx<'_> {
     pub fn admit_input(&mut self, session: &str, id: &str, delivery: Delivery, prompt: &str) -> rusqlite::Result<InputRecord> {
         let input = InputRecord { id: id.into(), session_id: session.into(), delivery, prompt: prompt.into(), created_at: now_ms() };
         self.conn()
-            .prepare_cached(
-                "INSERT INTO inbox (id, session_id, delivery, prompt, created_at, status) VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
-            )?
-            .execute(params![input.id, session, delivery.as_str(), prompt, input.created_at])?;
+            .prepare_cached("INSERT INTO inbox (id, session_id, delivery, prompt, created_at, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+            .execute(params![input.id, session, delivery, prompt, input.created_at, InputStatus::Pending])?;
         self.emit(Some(session), "input.admitted", json!({ "input_id": input.id, "delivery": delivery, "prompt": prompt }))?;
         Ok(input)
     }
@@ -72,9 +47,9 @@ impl Tx<'_> {
         self.conn()
             .prepare_cached(
                 "SELECT id, session_id, delivery, prompt, created_at FROM inbox
-                 WHERE session_id = ?1 AND status = 'pending' ORDER BY rowid LIMIT 1",
+                 WHERE session_id = ?1 AND status = ?2 ORDER BY rowid LIMIT 1",
             )?
-            .query_row(params![session], input_from_row)
+            .query_row(params![session, InputStatus::Pending], input_from_row)
             .optional()
     }
 
@@ -83,25 +58,30 @@ impl Tx<'_> {
         self.conn()
             .prepare_cached(
                 "SELECT id, session_id, delivery, prompt, created_at FROM inbox
-                 WHERE session_id = ?1 AND status = 'pending' AND delivery = 'steer' ORDER BY rowid",
+                 WHERE session_id = ?1 AND status = ?2 AND delivery = ?3 ORDER BY rowid",
             )?
-            .query_map(params![session], input_from_row)?
+            .query_map(params![session, InputStatus::Pending, Delivery::Steer], input_from_row)?
             .collect()
     }
 
     /// Marks an input consumed: it became a user message.
     pub fn consume_input(&mut self, input: &str) -> rusqlite::Result<()> {
-        self.conn()
-            .prepare_cached("UPDATE inbox SET status = 'consumed', consumed_at = ?2 WHERE id = ?1")?
-            .execute(params![input, now_ms()])?;
+        self.conn().prepare_cached("UPDATE inbox SET status = ?3, consumed_at = ?2 WHERE id = ?1")?.execute(params![
+            input,
+            now_ms(),
+            InputStatus::Consumed
+        ])?;
         Ok(())
     }
 
     /// Marks an input that could not start an activity as failed (`input.failed`).
     pub fn fail_input(&mut self, session: &str, input: &str, error: &str) -> rusqlite::Result<()> {
-        self.conn()
-            .prepare_cached("UPDATE inbox SET status = 'failed', consumed_at = ?2 WHERE id = ?1 AND status = 'pending'")?
-            .execute(params![input, now_ms()])?;
+        self.conn().prepare_cached("UPDATE inbox SET status = ?3, consumed_at = ?2 WHERE id = ?1 AND status = ?4")?.execute(params![
+            input,
+            now_ms(),
+            InputStatus::Failed,
+            InputStatus::Pending
+        ])?;
         self.emit(Some(session), "input.failed", json!({ "input_id": input, "error": error }))
     }
 
@@ -109,14 +89,16 @@ impl Tx<'_> {
     pub fn cancel_pending_inputs(&mut self, session: &str) -> rusqlite::Result<Vec<String>> {
         let ids: Vec<String> = self
             .conn()
-            .prepare_cached("SELECT id FROM inbox WHERE session_id = ?1 AND status = 'pending' ORDER BY rowid")?
-            .query_map(params![session], |r| r.get(0))?
+            .prepare_cached("SELECT id FROM inbox WHERE session_id = ?1 AND status = ?2 ORDER BY rowid")?
+            .query_map(params![session, InputStatus::Pending], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         let now = now_ms();
         for id in &ids {
-            self.conn()
-                .prepare_cached("UPDATE inbox SET status = 'cancelled', consumed_at = ?2 WHERE id = ?1")?
-                .execute(params![id, now])?;
+            self.conn().prepare_cached("UPDATE inbox SET status = ?3, consumed_at = ?2 WHERE id = ?1")?.execute(params![
+                id,
+                now,
+                InputStatus::Cancelled
+            ])?;
             self.emit(Some(session), "input.cancelled", json!({ "input_id": id }))?;
         }
         Ok(ids)

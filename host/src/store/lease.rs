@@ -13,6 +13,7 @@ use std::time::Duration;
 use rusqlite::{OptionalExtension, params};
 use serde_json::json;
 
+use super::model::{InputStatus, MessageStatus, SessionStatus};
 use super::{SessionStore, StoreError, Tx};
 use crate::events::now_ms;
 
@@ -97,7 +98,7 @@ impl Tx<'_> {
     /// a dead holder, or finding a session that was left busy, first closes the unfinished
     /// turn as `interrupted` and sets the session idle. `None` when there is no such session.
     pub fn claim_session(&mut self, session: &str, me: &OwnerId) -> rusqlite::Result<Option<Claim>> {
-        let row: Option<(String, Option<String>, Option<i64>)> = self
+        let row: Option<(SessionStatus, Option<String>, Option<i64>)> = self
             .conn()
             .prepare_cached("SELECT status, owner, lease_expires_at FROM sessions WHERE id = ?1")?
             .query_row(params![session], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -107,7 +108,7 @@ impl Tx<'_> {
         if let Some(owner) = owner.as_deref().filter(|o| !mine && me.holder_is_alive(o, expires)) {
             return Ok(Some(Claim::HeldBy(owner.to_string())));
         }
-        let recovered = if mine { None } else { self.recover_session(session, &status, owner.as_deref())? };
+        let recovered = if mine { None } else { self.recover_session(session, status, owner.as_deref())? };
         self.conn().prepare_cached("UPDATE sessions SET owner = ?2, lease_expires_at = ?3 WHERE id = ?1")?.execute(params![
             session,
             me.as_str(),
@@ -117,14 +118,19 @@ impl Tx<'_> {
     }
 
     /// Closes what a stopped holder left unfinished; `None` when nothing was.
-    fn recover_session(&mut self, session: &str, status: &str, previous: Option<&str>) -> rusqlite::Result<Option<(usize, usize)>> {
-        let (messages, calls) = self.close_unfinished(session, "interrupted", INTERRUPTED)?;
-        if messages == 0 && calls == 0 && status == "idle" {
+    fn recover_session(
+        &mut self,
+        session: &str,
+        status: SessionStatus,
+        previous: Option<&str>,
+    ) -> rusqlite::Result<Option<(usize, usize)>> {
+        let (messages, calls) = self.close_unfinished(session, MessageStatus::Interrupted, INTERRUPTED)?;
+        if messages == 0 && calls == 0 && status == SessionStatus::Idle {
             return Ok(None);
         }
         self.set_status(
             session,
-            "idle",
+            SessionStatus::Idle,
             json!({ "recovered": { "previous_owner": previous, "interrupted_messages": messages, "interrupted_calls": calls } }),
         )?;
         Ok(Some((messages, calls)))
@@ -137,10 +143,10 @@ impl Tx<'_> {
             .conn()
             .prepare_cached(
                 "UPDATE sessions SET owner = NULL, lease_expires_at = NULL
-                 WHERE id = ?1 AND owner = ?2 AND status = 'idle'
-                 AND NOT EXISTS (SELECT 1 FROM inbox WHERE session_id = ?1 AND status = 'pending')",
+                 WHERE id = ?1 AND owner = ?2 AND status = ?3
+                 AND NOT EXISTS (SELECT 1 FROM inbox WHERE session_id = ?1 AND status = ?4)",
             )?
-            .execute(params![session, me.as_str()])?;
+            .execute(params![session, me.as_str(), SessionStatus::Idle, InputStatus::Pending])?;
         Ok(changed > 0)
     }
 
@@ -169,11 +175,11 @@ impl Tx<'_> {
         let rows: Vec<(String, Option<String>, Option<i64>)> = self
             .conn()
             .prepare_cached(
-                "SELECT id, owner, lease_expires_at FROM sessions WHERE owner IS NOT NULL OR status != 'idle'
+                "SELECT id, owner, lease_expires_at FROM sessions WHERE owner IS NOT NULL OR status != ?1
                  UNION SELECT s.id, s.owner, s.lease_expires_at FROM sessions s
-                 WHERE EXISTS (SELECT 1 FROM inbox i WHERE i.session_id = s.id AND i.status = 'pending')",
+                 WHERE EXISTS (SELECT 1 FROM inbox i WHERE i.session_id = s.id AND i.status = ?2)",
             )?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .query_map(params![SessionStatus::Idle, InputStatus::Pending], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows
             .into_iter()

@@ -7,6 +7,7 @@
 
 pub mod inbox;
 pub mod lease;
+pub mod model;
 mod schema;
 pub mod session_rules;
 pub mod sessions;

@@ -4,16 +4,15 @@
 use rusqlite::params;
 
 use super::Tx;
-use crate::agent::permission::{Action, RuleSpec};
+use super::model::RuleSpec;
 use crate::events::now_ms;
 
 impl Tx<'_> {
     /// Adds a rule to `session`.
     pub fn add_session_rule(&mut self, session: &str, rule: &RuleSpec) -> rusqlite::Result<()> {
-        let action = serde_json::to_value(rule.action).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         self.conn()
             .prepare_cached("INSERT INTO session_rules (session_id, tool, pattern, action, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
-            .execute(params![session, rule.tool, rule.pattern, action, now_ms()])?;
+            .execute(params![session, rule.tool, rule.pattern, rule.action, now_ms()])?;
         Ok(())
     }
 
@@ -21,15 +20,7 @@ impl Tx<'_> {
     pub fn session_rules(&self, session: &str) -> rusqlite::Result<Vec<RuleSpec>> {
         self.conn()
             .prepare_cached("SELECT tool, pattern, action FROM session_rules WHERE session_id = ?1 ORDER BY id")?
-            .query_map(params![session], |r| {
-                let action: String = r.get(2)?;
-                let action = match action.as_str() {
-                    "allow" => Action::Allow,
-                    "deny" => Action::Deny,
-                    _ => Action::Ask,
-                };
-                Ok(RuleSpec { tool: r.get(0)?, pattern: r.get(1)?, action })
-            })?
+            .query_map(params![session], |r| Ok(RuleSpec { tool: r.get(0)?, pattern: r.get(1)?, action: r.get(2)? }))?
             .collect()
     }
 }

@@ -4,6 +4,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::model::{MessageRole, MessageStatus, PartKind, SessionStatus, ToolPart, ToolState};
 use super::{SessionStore, StoreError, Tx};
 use crate::events::now_ms;
 
@@ -20,6 +21,15 @@ pub struct Tokens {
     pub cache_write: u64,
 }
 
+impl std::ops::AddAssign for Tokens {
+    fn add_assign(&mut self, more: Tokens) {
+        self.input += more.input;
+        self.output += more.output;
+        self.cache_read += more.cache_read;
+        self.cache_write += more.cache_write;
+    }
+}
+
 /// A session as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SessionRecord {
@@ -33,8 +43,8 @@ pub struct SessionRecord {
     pub model: String,
     /// The workspace directory.
     pub workspace: String,
-    /// `idle`, `queued` (waiting for a free slot), `busy` or `retry`.
-    pub status: String,
+    /// What it is doing.
+    pub status: SessionStatus,
     /// Tokens used by all its messages.
     pub tokens: Tokens,
     /// Cost of all its messages, in US dollars.
@@ -72,8 +82,8 @@ pub struct SessionOptions {
 pub struct PartRecord {
     /// Its id.
     pub id: String,
-    /// `text`, `reasoning`, `tool`, `step-start` or `step-finish`.
-    pub kind: String,
+    /// What it holds.
+    pub kind: PartKind,
     /// Its content (for `tool`: call id, tool, state, input, output, title, timing).
     pub data: Value,
 }
@@ -83,10 +93,10 @@ pub struct PartRecord {
 pub struct MessageRecord {
     /// Its id.
     pub id: String,
-    /// `user` or `assistant`.
-    pub role: String,
-    /// `running`, `completed`, `error`, `aborted` or `interrupted`.
-    pub status: String,
+    /// Who wrote it.
+    pub role: MessageRole,
+    /// Where it stands.
+    pub status: MessageStatus,
     /// The model that wrote it (assistant messages).
     pub model: Option<String>,
     /// Why it failed, when it did.
@@ -164,10 +174,10 @@ impl SessionStore {
     }
 
     /// How many sessions have each status.
-    pub async fn count_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
+    pub async fn count_by_status(&self) -> Result<Vec<(SessionStatus, u64)>, StoreError> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM sessions GROUP BY status")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, SessionStatus>(0)?, r.get::<_, i64>(1)? as u64)))?;
             rows.collect()
         })
         .await
@@ -253,8 +263,8 @@ impl Tx<'_> {
             .optional()
     }
 
-    /// Sets a session's status (`idle`, `queued`, `busy`, `retry`), with details for the event.
-    pub fn set_status(&mut self, session: &str, status: &str, detail: Value) -> rusqlite::Result<()> {
+    /// Sets a session's status, with details for the event.
+    pub fn set_status(&mut self, session: &str, status: SessionStatus, detail: Value) -> rusqlite::Result<()> {
         self.conn().prepare_cached("UPDATE sessions SET status = ?2, updated_at = ?3 WHERE id = ?1")?.execute(params![
             session,
             status,
@@ -269,9 +279,9 @@ impl Tx<'_> {
         &mut self,
         id: &str,
         session: &str,
-        role: &str,
+        role: MessageRole,
         model: Option<&str>,
-        status: &str,
+        status: MessageStatus,
         input: Option<&str>,
     ) -> rusqlite::Result<()> {
         let seq: i64 = self
@@ -291,7 +301,7 @@ impl Tx<'_> {
     }
 
     /// Adds part `id` (from [`new_id`]`("prt")`) to a message.
-    pub fn insert_part(&mut self, id: &str, session: &str, message: &str, kind: &str, data: &Value) -> rusqlite::Result<()> {
+    pub fn insert_part(&mut self, id: &str, session: &str, message: &str, kind: PartKind, data: &Value) -> rusqlite::Result<()> {
         let seq: i64 = match self.part_seqs.get(message) {
             Some(last) => last + 1,
             None => self
@@ -308,8 +318,17 @@ impl Tx<'_> {
         self.emit(Some(session), "part.created", json!({ "message_id": message, "part_id": id, "kind": kind, "data": data }))
     }
 
-    /// Replaces a part's content; `event` is `part.updated` or `tool.state`.
-    pub fn update_part(&mut self, session: &str, part: &str, data: &Value, event: &str) -> rusqlite::Result<()> {
+    /// Replaces a part's content (`part.updated`).
+    pub fn update_part(&mut self, session: &str, part: &str, data: &Value) -> rusqlite::Result<()> {
+        self.replace_part(session, part, data, "part.updated")
+    }
+
+    /// Records a tool call's new state (`tool.state`).
+    pub fn update_tool(&mut self, session: &str, part: &str, tool: &ToolPart) -> rusqlite::Result<()> {
+        self.replace_part(session, part, &tool.to_value(), "tool.state")
+    }
+
+    fn replace_part(&mut self, session: &str, part: &str, data: &Value, event: &str) -> rusqlite::Result<()> {
         self.conn().prepare_cached("UPDATE parts SET data = ?2, updated_at = ?3 WHERE id = ?1")?.execute(params![
             part,
             data.to_string(),
@@ -334,7 +353,7 @@ impl Tx<'_> {
         &mut self,
         session: &str,
         message: &str,
-        status: &str,
+        status: MessageStatus,
         tokens: Tokens,
         cost: f64,
         error: Option<&str>,
@@ -377,31 +396,30 @@ impl Tx<'_> {
         self.emit(Some(session), "session.error", json!({ "error": message }))
     }
 
-    /// Closes what an activity left unfinished: running messages get `status` (`aborted` or
-    /// `interrupted`) and tool calls still pending or running become errors saying `reason`.
+    /// Closes what an activity left unfinished: running messages get `status` (aborted or
+    /// interrupted) and tool calls still pending or running become errors saying `reason`.
     /// Returns how many messages and tool calls were closed.
-    pub fn close_unfinished(&mut self, session: &str, status: &str, reason: &str) -> rusqlite::Result<(usize, usize)> {
+    pub fn close_unfinished(&mut self, session: &str, status: MessageStatus, reason: &str) -> rusqlite::Result<(usize, usize)> {
         let messages: Vec<String> = self
             .conn()
-            .prepare_cached("SELECT id FROM messages WHERE session_id = ?1 AND status = 'running' ORDER BY seq")?
-            .query_map(params![session], |r| r.get(0))?
+            .prepare_cached("SELECT id FROM messages WHERE session_id = ?1 AND status = ?2 ORDER BY seq")?
+            .query_map(params![session, MessageStatus::Running], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         let tools: Vec<(String, String)> = self
             .conn()
             .prepare_cached(
-                "SELECT id, data FROM parts WHERE session_id = ?1 AND kind = 'tool'
-                 AND json_extract(data, '$.state') IN ('pending', 'running') ORDER BY created_at, seq",
+                "SELECT id, data FROM parts WHERE session_id = ?1 AND kind = ?2
+                 AND json_extract(data, '$.state') IN (?3, ?4) ORDER BY created_at, seq",
             )?
-            .query_map(params![session], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map(params![session, PartKind::Tool, ToolState::Pending, ToolState::Running], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
         let now = now_ms();
         for (part, data) in &tools {
-            let mut data: Value = serde_json::from_str(data).unwrap_or_else(|_| json!({}));
-            let start = data["time"]["start"].as_i64().unwrap_or(now);
-            data["state"] = json!("error");
-            data["error"] = json!(reason);
-            data["time"] = json!({ "start": start, "end": now });
-            self.update_part(session, part, &data, "tool.state")?;
+            let Some(tool) = serde_json::from_str::<Value>(data).ok().as_ref().and_then(ToolPart::from_value) else {
+                tracing::warn!(session, part, "a stored tool part is not one; it is left as it is");
+                continue;
+            };
+            self.update_tool(session, part, &tool.failed(now, reason.to_string(), None))?;
         }
         for message in &messages {
             self.finish_message(session, message, status, Tokens::default(), 0.0, Some(reason))?;

@@ -9,6 +9,7 @@ use plugboard::agent::permission::{AskMode, Reply};
 use plugboard::agent::{AgentError, AgentRuntime, Delivery};
 use plugboard::events::Event;
 use plugboard::store::SessionStore;
+use plugboard::store::model::{MessageRole, MessageStatus, PartKind};
 use plugboard_tests::Scripted;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
@@ -268,13 +269,13 @@ async fn recovery_closes_what_a_dead_process_left_and_runs_its_pending_inputs() 
         .write(move |tx| {
             tx.conn()
                 .execute("UPDATE sessions SET status = 'busy', owner = 'elsewhere:42:gone', lease_expires_at = 1 WHERE id = ?1", [&id])?;
-            tx.insert_message("msg_dead", &id, "assistant", Some("openai/test-model"), "running", None)?;
-            tx.insert_part("prt_text", &id, "msg_dead", "text", &json!({ "text": "half an ans" }))?;
+            tx.insert_message("msg_dead", &id, MessageRole::Assistant, Some("openai/test-model"), MessageStatus::Running, None)?;
+            tx.insert_part("prt_text", &id, "msg_dead", PartKind::Text, &json!({ "text": "half an ans" }))?;
             tx.insert_part(
                 "prt_tool",
                 &id,
                 "msg_dead",
-                "tool",
+                PartKind::Tool,
                 &json!({ "call_id": "c1", "tool": "list", "state": "running", "input": {} }),
             )?;
             tx.admit_input(&id, "inp_left", Delivery::Queue, "are you there?").map(|_| ())

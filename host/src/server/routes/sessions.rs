@@ -56,8 +56,8 @@ pub struct ModelConfig {
 pub struct SessionStatus {
     /// The session.
     pub session_id: String,
-    /// `idle`, `queued`, `busy` or `retry`.
-    pub status: String,
+    /// What it is doing.
+    pub status: crate::store::model::SessionStatus,
     /// The agent.
     pub agent: String,
     /// The model, as `provider/model`.

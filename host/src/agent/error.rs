@@ -1,0 +1,84 @@
+//! Why an activity could not run or stopped, typed at the agent's border.
+
+use std::sync::Arc;
+
+use crate::runtime::provider::CompletionError;
+use crate::store::StoreError;
+
+/// Why an activity could not run or stopped.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AgentError {
+    /// No session with this id.
+    #[error("no session `{0}`")]
+    NotFound(String),
+    /// No agent with this name.
+    #[error("no agent `{name}` (available: {})", available.join(", "))]
+    UnknownAgent {
+        /// The name asked for.
+        name: String,
+        /// The agents that exist.
+        available: Vec<String>,
+    },
+    /// No model was given and none is configured.
+    #[error("no model: pass --model provider/model, or set `model` in [agents.<name>] or `default_model` in plugboard.toml (available: {})", available.join(", "))]
+    NoModel {
+        /// The models that exist.
+        available: Vec<String>,
+    },
+    /// The input is not acceptable.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// A field of a new session is not acceptable.
+    #[error("invalid `{field}`: {reason}")]
+    InvalidField {
+        /// The field, e.g. `model_config.temperature`.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// A session with this id exists already.
+    #[error("a session `{0}` already exists")]
+    Exists(String),
+    /// A `prompt.before` hook rejected the prompt; nothing was queued.
+    #[error(transparent)]
+    PromptRejected(#[from] crate::hooks::PromptRejected),
+    /// The runtime is shutting down and takes no new input.
+    #[error("Plugboard is shutting down and takes no new input")]
+    ShuttingDown,
+    /// Another live process runs this session.
+    #[error("session `{session}` is running in another Plugboard process ({owner}); try again when it is idle")]
+    HeldElsewhere {
+        /// The session.
+        session: String,
+        /// The process holding it (`host:pid:nonce`).
+        owner: String,
+    },
+    /// The activity was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+    /// The activity ran longer than `[sessions] timeout_seconds` and was stopped.
+    #[error("the activity ran longer than the session timeout of {0} s and was stopped")]
+    TimedOut(u64),
+    /// The agents in the configuration are invalid.
+    #[error("invalid agents in the configuration: {0}")]
+    Config(String),
+    /// The provider failed (after retries, when retryable).
+    #[error(transparent)]
+    Provider(#[from] CompletionError),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(Arc<StoreError>),
+    /// A fault in Plugboard itself (a panic in an activity); the turn is marked interrupted.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for AgentError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(id) => AgentError::NotFound(id),
+            StoreError::Exists(id) => AgentError::Exists(id),
+            other => AgentError::Store(Arc::new(other)),
+        }
+    }
+}
