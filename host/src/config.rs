@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::capability::filesystem::DirGrantSpec;
 use crate::capability::{LimitOverrides, Limits, PluginGrants, SandboxSettings};
-use crate::engine::EngineSettings;
+use crate::runtime::engine::EngineSettings;
 
 /// Name of the configuration file looked up in the workspace.
 pub const CONFIG_FILE_NAME: &str = "plugboard.toml";

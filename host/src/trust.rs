@@ -242,14 +242,24 @@ impl WorkspaceTrust {
     }
 }
 
+/// Plugboard's directories for this user, as the platform places them.
+fn project_dirs() -> Option<directories::ProjectDirs> {
+    directories::ProjectDirs::from("", "", "plugboard")
+}
+
 /// The user's data directory (sessions, trust).
 pub fn default_data_dir() -> Option<PathBuf> {
-    directories::ProjectDirs::from("", "", "plugboard").map(|d| d.data_dir().to_path_buf())
+    project_dirs().map(|d| d.data_dir().to_path_buf())
 }
 
 /// The user's configuration directory (user plugins).
 pub fn default_config_dir() -> Option<PathBuf> {
-    directories::ProjectDirs::from("", "", "plugboard").map(|d| d.config_dir().to_path_buf())
+    project_dirs().map(|d| d.config_dir().to_path_buf())
+}
+
+/// The user's cache directory (compiled components).
+pub fn default_cache_dir() -> Option<PathBuf> {
+    project_dirs().map(|d| d.cache_dir().to_path_buf())
 }
 
 /// The directories no grant may reach, whatever it says: the data directory (sessions and
@@ -257,7 +267,7 @@ pub fn default_config_dir() -> Option<PathBuf> {
 /// plugins (native code the host loads), both the defaults and those in use. A grant that
 /// contains one of them, or lies inside one, is refused at load.
 pub fn protected_dirs(data_dir: Option<&Path>, cache_dir: Option<&Path>) -> Vec<PathBuf> {
-    let defaults = [default_data_dir(), default_config_dir(), crate::artifact_cache::ArtifactCache::default_dir()];
+    let defaults = [default_data_dir(), default_config_dir(), crate::runtime::artifact_cache::ArtifactCache::default_dir()];
     let in_use = [data_dir.map(Path::to_path_buf), cache_dir.map(Path::to_path_buf)];
     let mut dirs: Vec<PathBuf> = defaults.into_iter().chain(in_use).flatten().map(|d| resolve_existing_prefix(&d)).collect();
     dirs.sort();

@@ -22,6 +22,58 @@ pub use crate::provider_bindings::exports::plugboard::plugin::provider::{
     ToolCallDelta, ToolCallStart, ToolResult, ToolSpec, Usage,
 };
 
+/// One entry of a provider's `models` setting, as an operator writes it:
+/// `{ id = "qwen2.5-coder", context_tokens = 32768, output_tokens = 8192, tools = true }`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelSetting {
+    id: String,
+    name: Option<String>,
+    context_tokens: Option<u32>,
+    output_tokens: Option<u32>,
+    tools: Option<bool>,
+    reasoning: Option<bool>,
+    images: Option<bool>,
+    input_price: Option<f64>,
+    output_price: Option<f64>,
+    cache_read_price: Option<f64>,
+    cache_write_price: Option<f64>,
+}
+
+/// The models the operator lists in the provider's `models` setting, replacing its built-in
+/// list; `Ok(None)` when the setting is absent. Fields left out get `context_tokens` and
+/// `output_tokens` from the arguments, tools on, reasoning and images off, and no price.
+/// A malformed setting is an error that names the entry and field, for the provider to
+/// refuse to load with (a silent fallback would offer models the operator removed).
+pub fn configured_models(context_tokens: u32, output_tokens: u32) -> Result<Option<Vec<ModelInfo>>, String> {
+    let Some(json) = crate::bindings::plugboard::plugin::host::config("models") else { return Ok(None) };
+    let mut reader = serde_json::Deserializer::from_str(&json);
+    let entries: Vec<ModelSetting> = serde_path_to_error::deserialize(&mut reader)
+        .map_err(|e| format!("the setting `models` is invalid at `{}`: {}", e.path(), e.inner()))?;
+    if entries.is_empty() {
+        return Err("the setting `models` lists no model; remove it to offer the built-in ones".into());
+    }
+    Ok(Some(entries.into_iter().map(|m| model_info(m, context_tokens, output_tokens)).collect()))
+}
+
+fn model_info(m: ModelSetting, context_tokens: u32, output_tokens: u32) -> ModelInfo {
+    ModelInfo {
+        name: m.name.unwrap_or_else(|| m.id.clone()),
+        id: m.id,
+        context_tokens: m.context_tokens.unwrap_or(context_tokens),
+        output_tokens: m.output_tokens.unwrap_or(output_tokens),
+        supports_tools: m.tools.unwrap_or(true),
+        supports_reasoning: m.reasoning.unwrap_or(false),
+        supports_images: m.images.unwrap_or(false),
+        price: ModelPrice {
+            input: m.input_price.unwrap_or(0.0),
+            output: m.output_price.unwrap_or(0.0),
+            cache_read: m.cache_read_price.unwrap_or(0.0),
+            cache_write: m.cache_write_price.unwrap_or(0.0),
+        },
+    }
+}
+
 /// A completion being streamed.
 pub trait CompletionStream: 'static {
     /// The next event; `Ok(None)` once the stream has ended.

@@ -22,13 +22,13 @@ use super::error::AgentError;
 use super::permission::{self, Action, AskMode, PermissionBroker, Reply, Rule};
 use super::{Agent, agent_named};
 use crate::capability::ProviderOverrides;
-use crate::events::now_ms;
 use crate::hooks::{HookContext, HookPoint, ToolDecision};
 use crate::runtime::provider::{
     CompletionError, CompletionRequest, ContentPart, FinishReason, Message, Role, StreamEvent, ToolCall, ToolResult, ToolSpec,
 };
 use crate::runtime::state::ProgressSink;
 use crate::runtime::{CallContext, PluginHost};
+use crate::store::events::now_ms;
 use crate::store::inbox::InputRecord;
 use crate::store::lease::{Claim, OwnerId};
 use crate::store::model::{Finish, MessageRole, MessageStatus, PartKind, SessionStatus, ToolPart};

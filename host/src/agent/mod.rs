@@ -104,3 +104,9 @@ pub fn resolve_agents(configs: &BTreeMap<String, AgentConfig>) -> Result<BTreeMa
 pub(crate) fn agent_named(agents: &BTreeMap<String, Agent>, name: &str) -> Result<Agent, AgentError> {
     agents.get(name).cloned().ok_or_else(|| AgentError::UnknownAgent { name: name.into(), available: agents.keys().cloned().collect() })
 }
+
+/// A prompt must say something; the reason otherwise (`is empty`), for the caller to name
+/// its field with.
+pub fn check_prompt(text: &str) -> Result<(), &'static str> {
+    if text.trim().is_empty() { Err("is empty") } else { Ok(()) }
+}

@@ -162,7 +162,11 @@ impl PermissionBroker {
         let mut guard = PendingGuard { broker: self, id: id.clone(), session: session.into(), answered: false };
         let data = json!({ "id": id, "call_id": call_id, "tool": tool, "subject": subject, "reason": reason });
         let session_key = session.to_string();
-        let _ = self.store.write(move |tx| tx.emit(Some(&session_key), "permission.asked", data)).await;
+        if let Err(e) = self.store.write(move |tx| tx.emit(Some(&session_key), "permission.asked", data)).await {
+            // Nobody can see a question that is not in the log: the call is refused.
+            tracing::error!(session, tool, error = %e, "a permission question could not be recorded; the call is refused");
+            return Reply::Reject(Some(format!("the permission question could not be recorded ({e}), so the call is refused")));
+        }
         let reply = match self.mode {
             AskMode::AllowAll => Reply::Once,
             AskMode::DenyAll => Reply::Reject(Some("permission questions are refused in non-interactive mode".into())),
@@ -173,7 +177,7 @@ impl PermissionBroker {
         let data = json!({ "id": id, "reply": reply });
         let session_key = session.to_string();
         let rule = (reply == Reply::Always).then(|| session_rule(tool, subject));
-        let _ = self
+        let recorded = self
             .store
             .write(move |tx| {
                 if let Some(rule) = &rule {
@@ -182,6 +186,11 @@ impl PermissionBroker {
                 tx.emit(Some(&session_key), "permission.replied", data)
             })
             .await;
+        if let Err(e) = recorded {
+            // The answer holds for this call (and an `always` for this activity); another
+            // process continuing the session will ask again.
+            tracing::error!(session, tool, error = %e, "a permission answer could not be recorded");
+        }
         reply
     }
 

@@ -26,14 +26,14 @@ use super::error::AgentError;
 use super::permission::{AskMode, PermissionBroker, Reply};
 use super::{Agent, agent_named, resolve_agents};
 use crate::capability::ProviderOverrides;
-use crate::events::now_ms;
 use crate::runtime::PluginHost;
 use crate::runtime::provider::CompletionError;
-use crate::store::SessionStore;
+use crate::store::events::now_ms;
 use crate::store::inbox::{Delivery, InputRecord};
 use crate::store::lease::{Claim, LEASE_RENEWAL, OwnerId};
 use crate::store::model::{Finish, MessageStatus, SessionStatus};
 use crate::store::sessions::{SessionOptions, SessionRecord, new_id};
+use crate::store::{SessionStore, Tx};
 
 /// An input that was stored and will be delivered.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -256,14 +256,8 @@ impl AgentRuntime {
         let profile = self.agent(&spec.agent)?;
         let model = self.choose_model(spec.model.clone(), &profile)?;
         let options = &spec.options;
-        if let Some(t) = options.temperature
-            && !(0.0..=2.0).contains(&t)
-        {
-            return Err(invalid("model_config.temperature", format!("{t} is not between 0 and 2")));
-        }
-        if options.max_tokens == Some(0) {
-            return Err(invalid("model_config.max_tokens", "must be at least 1".into()));
-        }
+        crate::runtime::provider::check_sampling(options.temperature, options.max_tokens)
+            .map_err(|(field, reason)| invalid(&format!("model_config.{field}"), reason))?;
         if let Some(tools) = &options.enabled_tools {
             let unknown: Vec<&str> =
                 tools.iter().filter(|t| !self.host.registry().tools().any(|(d, _)| &d.name == *t)).map(String::as_str).collect();
@@ -373,9 +367,7 @@ impl AgentRuntime {
         if self.closing.load(Ordering::SeqCst) {
             return Err(AgentError::ShuttingDown);
         }
-        if text.trim().is_empty() {
-            return Err(AgentError::InvalidInput("the prompt is empty".into()));
-        }
+        super::check_prompt(text).map_err(|reason| AgentError::InvalidInput(format!("the prompt {reason}")))?;
         let mut text = text.to_string();
         let hooks = self.host.hooks();
         if hooks.handles(crate::hooks::HookPoint::PromptBefore) {
@@ -385,10 +377,9 @@ impl AgentRuntime {
         }
         let key = id.to_string();
         self.store
-            .write(move |tx| match tx.claim_session(&key, OwnerId::current())? {
-                None => Ok(Err(AgentError::NotFound(key))),
-                Some(Claim::HeldBy(owner)) => Ok(Err(AgentError::HeldElsewhere { session: key, owner })),
-                Some(Claim::Taken { .. }) => Ok(Ok(tx.admit_input(&key, &input_id, delivery, &text)?)),
+            .write(move |tx| match claim(tx, &key, OwnerId::current())? {
+                Err(refused) => Ok(Err(refused)),
+                Ok(_) => Ok(Ok(tx.admit_input(&key, &input_id, delivery, &text)?)),
             })
             .await?
     }
@@ -426,10 +417,9 @@ impl AgentRuntime {
         let me = OwnerId::current();
         let cancelled = self
             .store
-            .write(move |tx| match tx.claim_session(&key, me)? {
-                None => Ok(Err(AgentError::NotFound(key))),
-                Some(Claim::HeldBy(owner)) => Ok(Err(AgentError::HeldElsewhere { session: key, owner })),
-                Some(Claim::Taken { recovered }) => {
+            .write(move |tx| match claim(tx, &key, me)? {
+                Err(refused) => Ok(Err(refused)),
+                Ok(recovered) => {
                     let cancelled = tx.cancel_pending_inputs(&key)?;
                     tx.release_session(&key, me)?;
                     Ok(Ok(recovered.is_some() || !cancelled.is_empty()))
@@ -672,24 +662,35 @@ impl AgentRuntime {
 
     /// Answers whoever waits for `inputs`.
     fn resolve(&self, inputs: &[String], result: &Result<Outcome, AgentError>) {
-        let mut waiters = self.waiters.lock().expect("not poisoned");
-        for input in inputs {
-            if let Some((_, waiter)) = waiters.remove(input) {
-                let _ = waiter.send(result.clone());
-            }
-        }
+        self.answer(|input, _| inputs.iter().any(|i| i == input), result);
     }
 
     /// Answers whoever waits for an input of session `id`.
     fn resolve_session(&self, id: &str, result: &Result<Outcome, AgentError>) {
+        self.answer(|_, session| session == id, result);
+    }
+
+    /// Answers the waiters whose (input, session) `which` picks. A waiter that stopped
+    /// waiting (its caller went away) is simply dropped.
+    fn answer(&self, which: impl Fn(&str, &str) -> bool, result: &Result<Outcome, AgentError>) {
         let mut waiters = self.waiters.lock().expect("not poisoned");
-        let inputs: Vec<String> = waiters.iter().filter(|(_, (session, _))| session == id).map(|(input, _)| input.clone()).collect();
-        for input in inputs {
+        let picked: Vec<String> = waiters.iter().filter(|(input, (session, _))| which(input, session)).map(|(i, _)| i.clone()).collect();
+        for input in picked {
             if let Some((_, waiter)) = waiters.remove(&input) {
-                let _ = waiter.send(result.clone());
+                drop(waiter.send(result.clone()));
             }
         }
     }
+}
+
+/// Takes the lease of session `key` for `me` (what a dead holder left is closed first), or
+/// says why not: no such session, or a live process holds it.
+fn claim(tx: &mut Tx, key: &str, me: &OwnerId) -> rusqlite::Result<Result<Option<(usize, usize)>, AgentError>> {
+    Ok(match tx.claim_session(key, me)? {
+        None => Err(AgentError::NotFound(key.to_string())),
+        Some(Claim::HeldBy(owner)) => Err(AgentError::HeldElsewhere { session: key.to_string(), owner }),
+        Some(Claim::Taken { recovered }) => Ok(recovered),
+    })
 }
 
 /// Renews the leases of the sessions this runtime drives, until the runtime is dropped.

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::PluginManifest;
+use crate::runtime::manifest::PluginManifest;
 use confinement::{ConfinementSupport, UnconfinedCommands};
 use filesystem::{DirGrant, DirGrantSpec};
 use network::{HostPattern, NetworkPolicy};
@@ -183,7 +183,7 @@ pub struct CapabilityPolicy {
     /// Its settings, as JSON documents.
     pub settings: BTreeMap<String, String>,
     /// What the plugin requested (for `plugin inspect` and denial messages).
-    pub requested: crate::manifest::RequestedCapabilities,
+    pub requested: crate::runtime::manifest::RequestedCapabilities,
     /// What the operator granted, as written (or the built-in default).
     pub granted: PluginGrants,
     /// A provider's API key, added by the host to requests to granted hosts.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::{HookPoint, HookSettings};
-use crate::bindings::hook_types as wit;
+use crate::runtime::bindings::hook_types as wit;
 use crate::runtime::{EventSink, LoadedPlugin, PluginSource};
 
 /// Largest prompt a hook may write, in bytes.
@@ -227,7 +227,7 @@ impl HookChain {
                     let reason = if reason.trim().is_empty() { "no reason given".to_string() } else { reason };
                     return ToolDecision::Deny { hook: hook.id().into(), reason };
                 }
-                Ok(wit::ToolVerdict::Rewrite(text)) => match check_arguments(&hook.mask(text), schema) {
+                Ok(wit::ToolVerdict::Rewrite(text)) => match parse_rewritten_arguments(&hook.mask(text), schema) {
                     Ok(value) => {
                         arguments = value;
                         None
@@ -302,10 +302,9 @@ impl HookChain {
             };
             let answer = hook.plugin.run_hook(move |store, h| Box::pin(async move { h.call_chat_params(store, &c, &draft).await })).await;
             let problem = match answer {
-                Ok(d) if d.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) => {
-                    Some(format!("invalid draft: temperature {} is not between 0 and 2", d.temperature.unwrap_or_default()))
+                Ok(d) if let Err((field, reason)) = crate::runtime::provider::check_sampling(d.temperature, d.max_tokens) => {
+                    Some(format!("invalid draft: {field} {reason}"))
                 }
-                Ok(d) if d.max_tokens == Some(0) => Some("invalid draft: max_tokens must be at least 1".to_string()),
                 Ok(d) if d.system_prompt.trim().is_empty() => Some("invalid draft: the system prompt would be empty".to_string()),
                 Ok(d) => {
                     params = ChatParams {
@@ -327,7 +326,7 @@ impl HookChain {
 
     /// `event`: each hook that wants events of this type observes it. A failure is reported,
     /// except while handling a `hook.failed` event (which would feed on itself).
-    pub async fn event(&self, event: &crate::events::Event) {
+    pub async fn event(&self, event: &crate::store::events::Event) {
         let ctx = HookContext { session_id: event.session_id.clone().unwrap_or_default(), agent: String::new() };
         let record = wit::Event {
             seq: event.seq.max(0) as u64,
@@ -357,7 +356,7 @@ fn failure(result: Result<Result<(), String>, crate::runtime::CallError>) -> Opt
 }
 
 /// Rewritten arguments: a JSON object that matches the tool's schema.
-fn check_arguments(text: &str, schema: Option<&Value>) -> Result<Value, String> {
+fn parse_rewritten_arguments(text: &str, schema: Option<&Value>) -> Result<Value, String> {
     let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
     if !value.is_object() {
         return Err("not a JSON object".into());
@@ -391,14 +390,14 @@ mod tests {
             "required": ["path"],
             "additionalProperties": false,
         });
-        assert_eq!(check_arguments(r#"{"path":"a.txt"}"#, Some(&schema)).unwrap(), json!({ "path": "a.txt" }));
-        assert!(check_arguments("[1]", Some(&schema)).unwrap_err().contains("not a JSON object"));
-        assert!(check_arguments("{", Some(&schema)).unwrap_err().contains("not JSON"));
-        let err = check_arguments(r#"{"path":"a","limit":0}"#, Some(&schema)).unwrap_err();
+        assert_eq!(parse_rewritten_arguments(r#"{"path":"a.txt"}"#, Some(&schema)).unwrap(), json!({ "path": "a.txt" }));
+        assert!(parse_rewritten_arguments("[1]", Some(&schema)).unwrap_err().contains("not a JSON object"));
+        assert!(parse_rewritten_arguments("{", Some(&schema)).unwrap_err().contains("not JSON"));
+        let err = parse_rewritten_arguments(r#"{"path":"a","limit":0}"#, Some(&schema)).unwrap_err();
         assert!(err.contains("/limit"), "{err}");
-        let err = check_arguments(r#"{"limit":2}"#, Some(&schema)).unwrap_err();
+        let err = parse_rewritten_arguments(r#"{"limit":2}"#, Some(&schema)).unwrap_err();
         assert!(err.contains("path"), "{err}");
-        let err = check_arguments(r#"{"path":"a","extra":1}"#, Some(&schema)).unwrap_err();
+        let err = parse_rewritten_arguments(r#"{"path":"a","extra":1}"#, Some(&schema)).unwrap_err();
         assert!(err.contains("extra"), "{err}");
     }
 }

@@ -17,7 +17,7 @@ pub fn deliver_events(store: &SessionStore, host: Weak<PluginHost>) {
     tokio::spawn(deliver(events, host));
 }
 
-async fn deliver(events: impl futures::Stream<Item = crate::events::Event>, host: Weak<PluginHost>) {
+async fn deliver(events: impl futures::Stream<Item = crate::store::events::Event>, host: Weak<PluginHost>) {
     futures::pin_mut!(events);
     while let Some(event) = events.next().await {
         let Some(host) = host.upgrade() else { return };

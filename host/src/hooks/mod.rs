@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use chain::{ChatParams, HookChain, HookContext, PromptRejected, ToolDecision};
 
-use crate::bindings::hook_types as wit;
+use crate::runtime::bindings::hook_types as wit;
 
 /// A point of the agent's life a hook can handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -78,7 +78,7 @@ impl PluginHost {
             let settings_changed = policy.granted != plugin.policy.granted;
             // A provider's models may come from its settings: ask it again what it serves.
             let updated = if plugin.provider().is_some() && settings_changed {
-                match plugin.redescribed(policy.clone(), grant_source.clone()).await {
+                match plugin.redescribed(policy.clone(), grant_source).await {
                     Ok(updated) => updated,
                     Err(e) => {
                         tracing::warn!(plugin = %plugin.manifest.id, error = %e, "the provider could not say what it serves under its new settings; its model list stays");

@@ -1,7 +1,7 @@
 //! Why a plugin could not be loaded, and why a call failed, typed at the runtime's border.
 
 use crate::capability::CapabilityKind;
-use crate::manifest::ManifestError;
+use crate::runtime::manifest::ManifestError;
 
 /// Why a plugin could not be loaded.
 #[derive(Debug, thiserror::Error)]

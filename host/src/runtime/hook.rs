@@ -8,8 +8,8 @@ use wasmtime::Store;
 use super::error::{CallError, LoadError};
 use super::sandbox::Sandbox;
 use super::state::CallState;
-use crate::bindings::{HookPlugin, HookPluginPre, hook_types};
 use crate::hooks::HookInfo;
+use crate::runtime::bindings::{HookPlugin, HookPluginPre, hook_types};
 
 /// A hook plugin, described.
 #[derive(Clone)]

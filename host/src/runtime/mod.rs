@@ -1,10 +1,14 @@
 //! The plugin runtime: loads plugins, keeps the registry of their tools, and runs calls,
 //! each in a fresh instance under the plugin's capabilities and limits.
 
+pub mod artifact_cache;
+pub mod bindings;
 pub mod config_reload;
 pub mod discovery;
+pub mod engine;
 pub mod error;
 pub mod hook;
+pub mod manifest;
 mod open_at;
 pub mod plugin;
 pub mod provider;
@@ -20,12 +24,12 @@ use std::sync::{Arc, RwLock};
 use serde::Serialize;
 use wasmtime::component::{HasSelf, Linker};
 
-use crate::artifact_cache::ArtifactCache;
-use crate::bindings::ToolPlugin;
 use crate::capability::PolicyContext;
 use crate::capability::confinement::{self, ConfinementSupport};
 use crate::config::{Config, ConfigError};
-use crate::engine::PluginEngine;
+use crate::runtime::artifact_cache::ArtifactCache;
+use crate::runtime::bindings::ToolPlugin;
+use crate::runtime::engine::PluginEngine;
 pub use error::{CallError, LoadError};
 pub use plugin::{CompiledPlugin, LoadedPlugin, PluginSource};
 pub use registry::Registry;
@@ -67,6 +71,15 @@ pub enum StartError {
     /// The engine could not be created.
     #[error("{0}")]
     Engine(String),
+}
+
+/// The workspace directory, canonical: the one given, or the current directory.
+pub fn workspace_dir(given: Option<&Path>) -> Result<PathBuf, StartError> {
+    let workspace = match given {
+        Some(w) => w.to_path_buf(),
+        None => std::env::current_dir().map_err(|e| StartError::Workspace { path: ".".into(), message: e.to_string() })?,
+    };
+    workspace.canonicalize().map_err(|e| StartError::Workspace { path: workspace.clone(), message: e.to_string() })
 }
 
 /// A plugin file that is not loaded because another with its id took precedence (a
@@ -126,11 +139,7 @@ impl PluginHost {
     /// Reads the configuration, builds the engine and loads every plugin found, concurrently.
     /// A plugin that fails to load is recorded in [`Self::failures`]; the others serve.
     pub async fn start(options: HostOptions) -> Result<Self, StartError> {
-        let workspace = match &options.workspace {
-            Some(w) => w.clone(),
-            None => std::env::current_dir().map_err(|e| StartError::Workspace { path: ".".into(), message: e.to_string() })?,
-        };
-        let workspace = workspace.canonicalize().map_err(|e| StartError::Workspace { path: workspace.clone(), message: e.to_string() })?;
+        let workspace = workspace_dir(options.workspace.as_deref())?;
         let trust = crate::trust::WorkspaceTrust::new(&workspace, options.data_dir.as_deref());
         let loaded = Config::load(options.config_file.as_deref(), &trust)?;
         let (config, config_path) = (loaded.config, loaded.path);
@@ -154,7 +163,7 @@ impl PluginHost {
             default_limits: config.limits,
             sandbox: config.sandbox.clone(),
             confinement: confinement.clone(),
-            max_memory_mib: (engine.allocator == crate::engine::AllocatorKind::Pooling).then_some(config.engine.max_memory_mib),
+            max_memory_mib: (engine.allocator == crate::runtime::engine::AllocatorKind::Pooling).then_some(config.engine.max_memory_mib),
         };
         let user_dir = if options.skip_user_plugins { None } else { discovery::user_plugins_dir() };
         let dirs = discovery::PluginDirs {
@@ -198,7 +207,7 @@ impl PluginHost {
         let hashes: std::collections::HashMap<PluginSource, String> = candidates
             .iter()
             .filter(|c| matches!(c.source, PluginSource::File { .. }))
-            .map(|c| (c.source.clone(), crate::artifact_cache::content_hash(&c.bytes)))
+            .map(|c| (c.source.clone(), crate::runtime::artifact_cache::content_hash(&c.bytes)))
             .collect();
         for (source, result) in host.load_all(candidates).await {
             match result {

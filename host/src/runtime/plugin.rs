@@ -18,13 +18,13 @@ use super::provider::{CompletionError, CompletionRequest, ProviderInfo, Provider
 use super::sandbox::Sandbox;
 use super::state::{CallState, ProgressSink};
 use super::tool::{CallContext, ToolDefinition, ToolOutput, ToolWorld};
-use crate::artifact_cache::{ArtifactCache, CacheOutcome, content_hash};
-use crate::bindings::{HookPluginPre, ProviderPluginPre, ToolPluginPre, hook_types};
 use crate::capability::{CapabilityPolicy, PolicyContext, ProviderOverrides};
 use crate::config::{Config, GrantSource};
-use crate::engine::PluginEngine;
 use crate::hooks::HookInfo;
-use crate::manifest::{PluginManifest, World};
+use crate::runtime::artifact_cache::{ArtifactCache, CacheOutcome, content_hash};
+use crate::runtime::bindings::{HookPluginPre, ProviderPluginPre, ToolPluginPre, hook_types};
+use crate::runtime::engine::PluginEngine;
+use crate::runtime::manifest::{PluginManifest, World};
 
 /// Where a plugin came from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]

@@ -8,7 +8,7 @@ use wasmtime::component::ResourceAny;
 use super::error::{CallError, LoadError};
 use super::sandbox::Sandbox;
 use super::state::CallState;
-use crate::bindings::{ProviderPlugin, ProviderPluginPre, provider_types as wit};
+use crate::runtime::bindings::{ProviderPlugin, ProviderPluginPre, provider_types as wit};
 
 pub use wit::{
     CompletionRequest, ContentPart, FinishReason, Message, Role, StreamEvent, ToolCall, ToolCallDelta, ToolCallStart, ToolResult, ToolSpec,
@@ -134,6 +134,20 @@ impl CompletionError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, CompletionError::Api { retryable: true, .. })
     }
+}
+
+/// Checks sampling parameters as every provider takes them: a temperature from 0 to 2, and
+/// at least one output token. The error names the field and says what is wrong with it.
+pub fn check_sampling(temperature: Option<f32>, max_tokens: Option<u32>) -> Result<(), (&'static str, String)> {
+    if let Some(t) = temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(("temperature", format!("{t} is not between 0 and 2")));
+    }
+    if max_tokens == Some(0) {
+        return Err(("max_tokens", "must be at least 1".into()));
+    }
+    Ok(())
 }
 
 /// A provider plugin, described.

@@ -18,7 +18,7 @@ use super::discovery::{Candidate, Discovered};
 use super::plugin::{LoadedPlugin, PluginSource};
 use super::registry::{Registry, loaded};
 use super::{LoadFailure, PluginHost};
-use crate::artifact_cache::content_hash;
+use crate::runtime::artifact_cache::content_hash;
 
 /// Receives events (type and data), in order, to record them: of one session when the
 /// first argument names it, else of the host.

@@ -14,7 +14,7 @@ use wasmtime::Store;
 use super::error::CallError;
 use super::state::{CallState, ProgressSink};
 use crate::capability::CapabilityPolicy;
-use crate::engine::PluginEngine;
+use crate::runtime::engine::PluginEngine;
 
 /// What a call may run past its time limit: host calls bounded by the same limit (a
 /// command, an HTTP request) end first and report their own, more precise error.
@@ -64,7 +64,7 @@ impl Sandbox {
         F: for<'s> FnOnce(&'s mut Store<CallState>) -> BoxFuture<'s, wasmtime::Result<T>> + Send + 'static,
     {
         let limits = self.policy.limits;
-        let (outcome, mut store) = crate::engine::on_guest_threads(async move {
+        let (outcome, mut store) = crate::runtime::engine::on_guest_threads(async move {
             let outcome = tokio::time::timeout(limits.timeout() + GRACE, run(&mut store)).await;
             (outcome, store)
         })

@@ -9,11 +9,11 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::bindings::{host, process, types};
 use crate::capability::CapabilityPolicy;
 use crate::capability::filesystem::Access;
 use crate::capability::network::NetworkPolicy;
 use crate::capability::process::CommandError;
+use crate::runtime::bindings::{host, process, types};
 
 /// Receives the partial output (`host.progress`) of a running call.
 pub type ProgressSink = Arc<dyn Fn(&str) + Send + Sync>;
@@ -44,7 +44,7 @@ pub struct CallState {
     pub(crate) stderr: MemoryOutputPipe,
     pub(crate) denials: Vec<HostDenial>,
     /// The engine's instance slot this store holds, until it is dropped.
-    pub(crate) slot: Option<crate::engine::InstanceSlot>,
+    pub(crate) slot: Option<crate::runtime::engine::InstanceSlot>,
 }
 
 impl CallState {

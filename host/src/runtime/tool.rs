@@ -7,8 +7,8 @@ use serde::Serialize;
 use super::error::{CallError, LoadError};
 use super::sandbox::Sandbox;
 use super::state::{CallState, HostDenial, ProgressSink};
-use crate::bindings::{ToolPluginPre, types};
 use crate::capability::CapabilityKind;
+use crate::runtime::bindings::{ToolPluginPre, types};
 
 /// One tool as offered to the model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

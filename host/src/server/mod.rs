@@ -117,7 +117,7 @@ pub async fn serve_with(
 /// Loads plugins and opens the store; makes the server ready, or records why it is not.
 async fn start(state: AppState, host: HostOptions) {
     let started = std::time::Instant::now();
-    let store = match crate::cli_run::open_store(host.data_dir.as_ref()) {
+    let store = match crate::store::SessionStore::open_in(host.data_dir.as_deref()) {
         Ok(store) => store,
         Err(e) => return state.fail(format!("the session database cannot be opened: {e:#}")),
     };

@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
 use super::metrics::SubscriberGuard;
-use crate::events::{Event, now_ms};
 use crate::store::SessionStore;
+use crate::store::events::{Event, now_ms};
 
 /// Events read from the store per page of a replay.
 pub const REPLAY_PAGE: usize = 500;
@@ -81,7 +81,7 @@ pub const CONTRACT_TYPES: &[&str] = &["status", "error", "tool_call", "tool_resu
 /// The type filter of `?types=`; a type that no event has is a 400 that names it.
 pub fn type_filter(query: &StreamQuery) -> Result<Option<HashSet<String>>, ApiError> {
     let Some(types) = &query.types else { return Ok(None) };
-    let known = || CONTRACT_TYPES.iter().chain(crate::events::TYPES).copied();
+    let known = || CONTRACT_TYPES.iter().chain(crate::store::events::TYPES).copied();
     let mut filter = HashSet::new();
     for name in types.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         if !known().any(|k| k == name) {

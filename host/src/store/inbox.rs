@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::Tx;
-use crate::events::now_ms;
+use crate::store::events::now_ms;
 
 pub use super::model::Delivery;
 use super::model::InputStatus;

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::model::{InputStatus, MessageStatus, SessionStatus};
 use super::{SessionStore, StoreError, Tx};
-use crate::events::now_ms;
+use crate::store::events::now_ms;
 
 /// How long a lease lasts without renewal.
 pub const LEASE_DURATION: Duration = Duration::from_secs(30);

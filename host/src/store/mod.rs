@@ -5,6 +5,7 @@
 //! One thread owns the connection; async code sends it closures ([`SessionStore::write`],
 //! [`SessionStore::read`]) and awaits the answer, so no tokio worker blocks on SQLite.
 
+pub mod events;
 pub mod inbox;
 pub mod lease;
 pub mod model;
@@ -16,11 +17,14 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::events::{Event, EventBus, now_ms};
+use crate::store::events::{Event, EventBus, now_ms};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// No data directory was given and the system has none for this user.
+    #[error("no data directory on this system; pass --data-dir (or set PLUGBOARD_DATA_DIR)")]
+    NoDataDir,
     /// The database could not be opened or migrated.
     #[error("cannot open the database {path}: {message}")]
     Open {
@@ -170,7 +174,16 @@ impl SessionStore {
 
     /// The default database: `<data dir>/plugboard.db`.
     pub fn default_path() -> Option<PathBuf> {
-        directories::ProjectDirs::from("", "", "plugboard").map(|d| d.data_dir().join("plugboard.db"))
+        crate::trust::default_data_dir().map(|d| d.join("plugboard.db"))
+    }
+
+    /// Opens `<data_dir>/plugboard.db`, or the default database when no directory is given.
+    pub fn open_in(data_dir: Option<&Path>) -> Result<Self, StoreError> {
+        let path = match data_dir {
+            Some(dir) => dir.join("plugboard.db"),
+            None => Self::default_path().ok_or(StoreError::NoDataDir)?,
+        };
+        Self::open(&path)
     }
 
     /// The database file.

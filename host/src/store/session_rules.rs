@@ -5,7 +5,7 @@ use rusqlite::params;
 
 use super::Tx;
 use super::model::RuleSpec;
-use crate::events::now_ms;
+use crate::store::events::now_ms;
 
 impl Tx<'_> {
     /// Adds a rule to `session`.

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::model::{MessageRole, MessageStatus, PartKind, SessionStatus, ToolPart, ToolState};
 use super::{SessionStore, StoreError, Tx};
-use crate::events::now_ms;
+use crate::store::events::now_ms;
 
 /// Token counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]

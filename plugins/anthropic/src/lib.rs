@@ -36,36 +36,12 @@ fn setting<T: plugboard_sdk::serde::de::DeserializeOwned>(key: &str) -> Result<O
     plugboard_sdk::host::setting::<T>(key).map_err(ProviderError::from)
 }
 
-fn configured_models() -> Option<Vec<ModelInfo>> {
-    let list = setting::<Vec<Value>>("models").ok().flatten()?;
-    Some(
-        list.iter()
-            .filter_map(|entry| {
-                let id = entry["id"].as_str()?;
-                let f = |k: &str| entry[k].as_f64().unwrap_or(0.0);
-                Some(ModelInfo {
-                    id: id.into(),
-                    name: entry["name"].as_str().unwrap_or(id).into(),
-                    context_tokens: entry["context_tokens"].as_u64().unwrap_or(200_000) as u32,
-                    output_tokens: entry["output_tokens"].as_u64().unwrap_or(8192) as u32,
-                    supports_tools: entry["tools"].as_bool().unwrap_or(true),
-                    supports_reasoning: entry["reasoning"].as_bool().unwrap_or(false),
-                    supports_images: entry["images"].as_bool().unwrap_or(false),
-                    price: ModelPrice {
-                        input: f("input_price"),
-                        output: f("output_price"),
-                        cache_read: f("cache_read_price"),
-                        cache_write: f("cache_write_price"),
-                    },
-                })
-            })
-            .collect(),
-    )
-}
-
 impl Provider for Anthropic {
     fn info() -> ProviderInfo {
-        let models = configured_models().unwrap_or_else(|| {
+        // A malformed `models` setting stops the load with its reason (the host shows the
+        // panic message), rather than offering models the operator did not list.
+        let configured = configured_models(200_000, 8192).unwrap_or_else(|e| panic!("{e}"));
+        let models = configured.unwrap_or_else(|| {
             vec![
                 model("claude-sonnet-4-5", "Claude Sonnet 4.5", 64_000, (3.0, 15.0)),
                 model("claude-opus-4-1", "Claude Opus 4.1", 32_000, (15.0, 75.0)),

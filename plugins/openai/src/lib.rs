@@ -30,30 +30,12 @@ fn model(id: &str, name: &str, context: u32, output: u32, reasoning: bool, price
     }
 }
 
-fn configured_models() -> Result<Option<Vec<ModelInfo>>, ProviderError> {
-    let Some(list) = plugboard_sdk::host::setting::<Vec<Value>>("models").map_err(ProviderError::from)? else { return Ok(None) };
-    let mut models = Vec::new();
-    for entry in list {
-        let id = entry["id"].as_str().ok_or_else(|| ProviderError::fatal("setting `models`: every entry needs an `id`"))?;
-        let u = |k: &str, d: u64| entry[k].as_u64().unwrap_or(d) as u32;
-        let f = |k: &str| entry[k].as_f64().unwrap_or(0.0);
-        models.push(ModelInfo {
-            id: id.into(),
-            name: entry["name"].as_str().unwrap_or(id).into(),
-            context_tokens: u("context_tokens", 32_768),
-            output_tokens: u("output_tokens", 4096),
-            supports_tools: entry["tools"].as_bool().unwrap_or(true),
-            supports_reasoning: entry["reasoning"].as_bool().unwrap_or(false),
-            supports_images: entry["images"].as_bool().unwrap_or(false),
-            price: ModelPrice { input: f("input_price"), output: f("output_price"), cache_read: f("cache_read_price"), cache_write: 0.0 },
-        });
-    }
-    Ok(Some(models))
-}
-
 impl Provider for OpenAi {
     fn info() -> ProviderInfo {
-        let models = configured_models().ok().flatten().unwrap_or_else(|| {
+        // A malformed `models` setting stops the load with its reason (the host shows the
+        // panic message), rather than offering models the operator did not list.
+        let configured = configured_models(32_768, 4096).unwrap_or_else(|e| panic!("{e}"));
+        let models = configured.unwrap_or_else(|| {
             vec![
                 model("gpt-4.1", "GPT-4.1", 1_047_576, 32_768, false, (2.0, 8.0, 0.5)),
                 model("gpt-4.1-mini", "GPT-4.1 mini", 1_047_576, 32_768, false, (0.4, 1.6, 0.1)),

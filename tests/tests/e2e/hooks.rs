@@ -6,7 +6,7 @@ use std::path::Path;
 
 use plugboard::agent::AgentError;
 use plugboard::agent::permission::AskMode;
-use plugboard::events::Event;
+use plugboard::store::events::Event;
 use plugboard_tests::{Workspace, components};
 use serde_json::{Value, json};
 

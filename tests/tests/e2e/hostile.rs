@@ -393,12 +393,12 @@ mod starvation {
             hostile_config("limits = { timeout_ms = 1500 }")
         ));
         let host = std::sync::Arc::new(ws.host().await);
-        if host.engine().allocator != plugboard::engine::AllocatorKind::Pooling {
+        if host.engine().allocator != plugboard::runtime::engine::AllocatorKind::Pooling {
             eprintln!("the pooling allocator is not in use here; there is no pool to exhaust");
             return;
         }
         // As many calls at once as the queue holds wait for the two slots and all succeed.
-        let queue = 2 * plugboard::engine::MAX_WAITING_PER_SLOT;
+        let queue = 2 * plugboard::runtime::engine::MAX_WAITING_PER_SLOT;
         let calls: Vec<_> = (0..queue + 2)
             .map(|i| {
                 let host = host.clone();

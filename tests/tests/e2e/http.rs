@@ -285,7 +285,7 @@ async fn a_reconnect_with_last_event_id_sees_exactly_the_log() {
     assert_eq!(got, log);
     assert!(received.iter().filter(|f| f.event == "part.delta").count() > 3, "the turn streamed while the client was away");
     for event in &log {
-        assert!(plugboard::events::TYPES.contains(&event["type"].as_str().unwrap()), "`?types=` knows {}", event["type"]);
+        assert!(plugboard::store::events::TYPES.contains(&event["type"].as_str().unwrap()), "`?types=` knows {}", event["type"]);
     }
 
     // `?after` works the same, and `?types` filters.

@@ -261,6 +261,24 @@ async fn models_are_listed_as_provider_slash_model_and_unknown_ones_fail_at_once
 }
 
 /// A workspace whose `anthropic` provider points at `server`, with key `sk-ant-test`.
+#[tokio::test]
+async fn a_malformed_models_setting_keeps_the_provider_from_loading_and_names_the_field() {
+    for (provider, models, field) in [
+        ("openai", "[{ name = \"no id\" }]", "missing field `id`"),
+        ("anthropic", "[{ id = \"m\", context = 5 }]", "unknown field `context`"),
+        ("openai", "[{ id = \"m\", output_tokens = \"many\" }]", "[0].output_tokens"),
+    ] {
+        let ws = Workspace::new();
+        ws.operator_config(&format!("[plugins.{provider}]\nnetwork = [\"http://127.0.0.1:9\"]\nsettings = {{ models = {models} }}\n"));
+        ws.trust();
+        let host = PluginHost::start(ws.options()).await.expect("the host starts without the provider");
+        assert!(host.registry().provider(provider).is_none(), "{provider} loaded with {models}");
+        let failure = host.registry().failures().iter().find(|f| f.source.to_string() == format!("bundled:{provider}")).cloned();
+        let reason = failure.map(|f| f.reason).unwrap_or_default();
+        assert!(reason.contains("the setting `models` is invalid") && reason.contains(field), "{provider} {models}: {reason}");
+    }
+}
+
 fn anthropic_workspace(server: &ScriptedServer) -> Workspace {
     let ws = Workspace::new();
     ws.operator_config(&format!(

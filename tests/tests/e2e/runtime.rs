@@ -1,7 +1,7 @@
 //! The runtime itself: the compile cache, isolation between calls, plugin discovery and
 //! load failures.
 
-use plugboard::artifact_cache::CacheOutcome;
+use plugboard::runtime::artifact_cache::CacheOutcome;
 use plugboard::runtime::{HostOptions, PluginHost};
 use plugboard_tests::{Workspace, call, components};
 use serde_json::json;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use plugboard::agent::permission::{AskMode, Reply};
 use plugboard::agent::{AgentError, AgentRuntime, Delivery};
-use plugboard::events::Event;
 use plugboard::store::SessionStore;
+use plugboard::store::events::Event;
 use plugboard::store::model::{MessageRole, MessageStatus, PartKind};
 use plugboard_tests::Scripted;
 use serde_json::{Value, json};

@@ -96,10 +96,8 @@ pub async fn create(
     Running(runtime): Running,
     ApiJson(body): ApiJson<CreateSession>,
 ) -> Result<(StatusCode, Json<SessionStatus>), ApiError> {
-    if let Some(prompt) = &body.prompt
-        && prompt.trim().is_empty()
-    {
-        return Err(ApiError::invalid_field("prompt", "is empty"));
+    if let Some(prompt) = &body.prompt {
+        crate::agent::check_prompt(prompt).map_err(|reason| ApiError::invalid_field("prompt", reason))?;
     }
     let (model, options, overrides) = match body.model_config {
         None => (None, SessionOptions::default(), ProviderOverrides::default()),
@@ -225,9 +223,7 @@ pub async fn send(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<SendInput>,
 ) -> Result<(StatusCode, Json<Admission>), ApiError> {
-    if body.prompt.trim().is_empty() {
-        return Err(ApiError::invalid_field("prompt", "is empty"));
-    }
+    crate::agent::check_prompt(&body.prompt).map_err(|reason| ApiError::invalid_field("prompt", reason))?;
     let admission = runtime.submit(&id, &body.prompt, body.delivery.unwrap_or(Delivery::Queue)).await?;
     Ok((StatusCode::ACCEPTED, Json(admission)))
 }

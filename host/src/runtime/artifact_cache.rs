@@ -46,7 +46,7 @@ impl ArtifactCache {
     /// The default cache directory: `$XDG_CACHE_HOME/plugboard/components` or the platform's
     /// equivalent.
     pub fn default_dir() -> Option<PathBuf> {
-        directories::ProjectDirs::from("", "", "plugboard").map(|d| d.cache_dir().join("components"))
+        crate::trust::default_cache_dir().map(|d| d.join("components"))
     }
 
     /// The directory in use, if caching.

@@ -1,5 +1,10 @@
 //! The `plugboard` command.
 
+mod remote;
+mod run;
+pub mod scaffold;
+mod trust;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -258,27 +263,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         let parent = dir.clone().unwrap_or_else(|| PathBuf::from("."));
         let file = name.replace('-', "_");
         if *hook {
-            let created = crate::scaffold::new_hook_plugin(name, &parent)?;
+            let created = crate::cli::scaffold::new_hook_plugin(name, &parent)?;
             println!("Created {}. Next:", created.display());
             println!("  cd {} && cargo build --release", created.display());
             println!("  plugboard plugin inspect target/wasm32-wasip2/release/{file}.wasm");
             println!("  copy the .wasm into .plugboard/plugins/ of a workspace: `plugboard serve` picks it up");
             return Ok(ExitCode::SUCCESS);
         }
-        let created = crate::scaffold::new_tool_plugin(name, &parent)?;
+        let created = crate::cli::scaffold::new_tool_plugin(name, &parent)?;
         println!("Created {}. Next:", created.display());
         println!("  cd {} && cargo build --release", created.display());
         println!("  plugboard tool call --plugins target/wasm32-wasip2/release {file} '{{\"name\":\"world\"}}'");
         return Ok(ExitCode::SUCCESS);
     }
     if let Command::Plugin(PluginCommand::Reload { id, server, json }) = &cli.command {
-        return crate::cli_remote::reload(server, id.as_deref(), *json).await;
+        return crate::cli::remote::reload(server, id.as_deref(), *json).await;
     }
     if let Command::Serve(args) = &cli.command {
         return serve(&cli, args).await;
     }
     if let Command::Trust { check, revoke, json } = &cli.command {
-        use crate::cli_trust::TrustAction;
+        use crate::cli::trust::TrustAction;
         let action = if *revoke {
             TrustAction::Revoke
         } else if *check {
@@ -286,13 +291,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } else {
             TrustAction::Trust
         };
-        return crate::cli_trust::run(&workspace_trust(&cli)?, action, *json);
+        return crate::cli::trust::run(&workspace_trust(&cli)?, action, *json);
     }
     if let Command::Session(command) = &cli.command {
-        let store = crate::cli_run::open_store(cli.data_dir.as_ref())?;
+        let store = crate::store::SessionStore::open_in(cli.data_dir.as_deref())?;
         return match command {
-            SessionCommand::List { json } => crate::cli_run::list(&store, *json).await,
-            SessionCommand::Show { id, json } => crate::cli_run::show(&store, id, *json).await,
+            SessionCommand::List { json } => crate::cli::run::list(&store, *json).await,
+            SessionCommand::Show { id, json } => crate::cli::run::show(&store, id, *json).await,
         };
     }
     let options = HostOptions {
@@ -327,8 +332,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugin(PluginCommand::New { .. } | PluginCommand::Reload { .. }) => unreachable!("handled before the host starts"),
         Command::Session(_) | Command::Serve(_) | Command::Trust { .. } => unreachable!("handled before the host starts"),
         Command::Run { prompt, model, agent, session, yes } => {
-            let store = crate::cli_run::open_store(cli.data_dir.as_ref())?;
-            crate::cli_run::run(host, store, crate::cli_run::RunOptions { prompt, model, agent, session, yes }).await
+            let store = crate::store::SessionStore::open_in(cli.data_dir.as_deref())?;
+            crate::cli::run::run(host, store, crate::cli::run::RunOptions { prompt, model, agent, session, yes }).await
         }
         Command::Models { json } => {
             print_models(&host, json);
@@ -372,12 +377,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<ExitCode> {
 
 /// The trust of the workspace the command line names (default: the current directory).
 fn workspace_trust(cli: &Cli) -> anyhow::Result<crate::trust::WorkspaceTrust> {
-    let workspace = match &cli.workspace {
-        Some(w) => w.clone(),
-        None => std::env::current_dir()?,
-    };
-    let workspace =
-        workspace.canonicalize().map_err(|e| anyhow::anyhow!("the workspace {} is not accessible: {e}", workspace.display()))?;
+    let workspace = crate::runtime::workspace_dir(cli.workspace.as_deref())?;
     Ok(crate::trust::WorkspaceTrust::new(&workspace, cli.data_dir.as_deref()))
 }
 

@@ -2,7 +2,6 @@
 
 use crate::store::model::{Finish, MessageStatus, PartKind, SessionStatus, ToolPart, ToolState};
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -12,15 +11,6 @@ use crate::agent::permission::{AskMode, PermissionBroker, Reply};
 use crate::agent::{AgentError, AgentRuntime};
 use crate::runtime::PluginHost;
 use crate::store::SessionStore;
-
-/// The database: `--data-dir DIR` (or `PLUGBOARD_DATA_DIR`), else the user's data directory.
-pub fn open_store(data_dir: Option<&PathBuf>) -> anyhow::Result<SessionStore> {
-    let path = match data_dir {
-        Some(dir) => dir.join("plugboard.db"),
-        None => SessionStore::default_path().ok_or_else(|| anyhow::anyhow!("no data directory on this system; pass --data-dir"))?,
-    };
-    Ok(SessionStore::open(&path)?)
-}
 
 /// Options of `plugboard run`.
 pub struct RunOptions {
@@ -124,7 +114,7 @@ impl Terminal {
             eprint!("\r\x1b[2K");
         }
         print();
-        self.last_output.store(crate::events::now_ms(), SeqCst);
+        self.last_output.store(crate::store::events::now_ms(), SeqCst);
     }
 }
 
@@ -135,7 +125,7 @@ async fn spin(terminal: Arc<Terminal>) {
     let mut frame = 0;
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let quiet = crate::events::now_ms() - terminal.last_output.load(SeqCst) > 250;
+        let quiet = crate::store::events::now_ms() - terminal.last_output.load(SeqCst) > 250;
         if quiet && !terminal.mid_line.load(SeqCst) {
             eprint!("\r{} thinking…", FRAMES[frame % FRAMES.len()]);
             terminal.spinning.store(true, SeqCst);
