@@ -1,5 +1,11 @@
 //! The plugin runtime: loads plugins, keeps the registry of their tools, and runs calls,
 //! each in a fresh instance under the plugin's capabilities and limits.
+//!
+//! Its parts, lowest first: [`engine`] (the one wasmtime engine, its instance slots and guest
+//! threads), [`artifact_cache`], [`bindings`] and [`manifest`]; [`state`] (what one store
+//! holds) and [`sandbox`] (the one way an export runs); the worlds [`tool`], [`provider`]
+//! and [`hook`]; [`plugin`] (compiling, describing, dispatching); then [`registry`],
+//! [`discovery`], [`reload`] and [`config_reload`] around [`PluginHost`].
 
 pub mod artifact_cache;
 pub mod bindings;
@@ -137,7 +143,7 @@ pub struct PluginHost {
 
 impl PluginHost {
     /// Reads the configuration, builds the engine and loads every plugin found, concurrently.
-    /// A plugin that fails to load is recorded in [`Self::failures`]; the others serve.
+    /// A plugin that fails to load is recorded in the registry's [`Registry::failures`]; the others serve.
     pub async fn start(options: HostOptions) -> Result<Self, StartError> {
         let workspace = workspace_dir(options.workspace.as_deref())?;
         let trust = crate::trust::WorkspaceTrust::new(&workspace, options.data_dir.as_deref());

@@ -1,7 +1,7 @@
 //! The sandbox: the one way any export of any world runs. A [`Sandbox`] is a plugin's
-//! engine and policy; [`Sandbox::run`] takes an instance slot, makes a fresh store under the
+//! engine and policy; `Sandbox::run` takes an instance slot, makes a fresh store under the
 //! policy's memory limit, and runs the caller's instantiate-and-call on the guest threads
-//! under the time limit plus [`GRACE`]; [`Sandbox::resume`] runs a further step on a store
+//! under the time limit plus [`GRACE`]; `Sandbox::resume` runs a further step on a store
 //! that lives on (a provider's stream). A trap is explained once, here: memory limit, time
 //! limit, or a crash with the last lines the guest wrote to stderr (masked).
 

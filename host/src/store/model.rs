@@ -1,6 +1,6 @@
 //! The states of the domain, typed: session and message statuses, message roles, part
 //! kinds, tool states and how turns and activities finish, each with its text form defined
-//! once (by [`text_enum!`]) for JSON, SQL and display; and the `tool` part as a type.
+//! once (by `text_enum!`) for JSON, SQL and display; and the `tool` part as a type.
 //! The text forms are the ones stored since the first schema, so stored data reads as is.
 
 use serde::{Deserialize, Serialize};
