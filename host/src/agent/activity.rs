@@ -727,7 +727,7 @@ impl<'a> Activity<'a> {
         if !hooks.handles(HookPoint::ToolAfter) {
             return result.map_err(|e| failure(&e));
         }
-        let limit = self.env.host.registry().tool_plugin(&p.call.name).map_or(1 << 20, |plugin| plugin.policy.limits.max_output_bytes);
+        let limit = self.env.host.registry().tool_plugin(&p.call.name).map_or(1 << 20, |plugin| plugin.policy().limits.max_output_bytes);
         let ctx = self.hook_context();
         let (text, title, is_error) = match &result {
             Ok(output) => (output.text.clone(), output.title.clone(), false),

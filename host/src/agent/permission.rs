@@ -165,6 +165,8 @@ impl PermissionBroker {
         if let Err(e) = self.store.write(move |tx| tx.emit(Some(&session_key), "permission.asked", data)).await {
             // Nobody can see a question that is not in the log: the call is refused.
             tracing::error!(session, tool, error = %e, "a permission question could not be recorded; the call is refused");
+            // Answered here: it must not be reported later as an abandoned question.
+            guard.answered = true;
             return Reply::Reject(Some(format!("the permission question could not be recorded ({e}), so the call is refused")));
         }
         let reply = match self.mode {

@@ -274,7 +274,7 @@ impl AgentRuntime {
             let provider = self.host.registry().models().find(|(r, _, _)| *r == model).map(|(_, _, p)| p.clone());
             if let Some(provider) = provider {
                 provider
-                    .policy
+                    .policy()
                     .with_overrides(&provider.manifest, &overrides)
                     .map_err(|(f, m)| invalid(&format!("model_config.{f}"), m))?;
             }

@@ -463,7 +463,7 @@ fn print_models(host: &PluginHost, json: bool) {
         if m.supports_images {
             features.push("images");
         }
-        let key = match &plugin.policy.credential {
+        let key = match &plugin.policy().credential {
             Some(_) => "",
             None if plugin.manifest.credentials.is_some() => "  (no API key configured)",
             None => "",
@@ -561,7 +561,7 @@ async fn inspect(host: &PluginHost, plugin: &str, json: bool) -> anyhow::Result<
             info.models.len(),
             info.models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(", ")
         );
-        let key = match (&plugin.policy.credential, &m.credentials) {
+        let key = match (&plugin.policy().credential, &m.credentials) {
             (Some(c), _) => format!("set (from {}), sent as `{}` to granted hosts only", c.origin, c.header),
             (None, Some(spec)) => format!("not configured (set api_key_env in [plugins.{}]; it is sent as `{}`)", m.id, spec.header),
             (None, None) => "not used".into(),
@@ -586,7 +586,7 @@ async fn inspect(host: &PluginHost, plugin: &str, json: bool) -> anyhow::Result<
         }
     }
     let req = &m.capabilities;
-    let pol = &plugin.policy;
+    let pol = plugin.policy();
     let grant_note = match plugin.grant_source {
         crate::config::GrantSource::Config => "from the configuration",
         crate::config::GrantSource::BuiltinDefault => "built-in default of a first-party plugin",

@@ -32,7 +32,7 @@ impl ActiveHook {
 
     /// `text` the hook wrote, with the configured secrets masked before it goes on.
     fn mask(&self, text: String) -> String {
-        self.plugin.policy.redactor.redact(&text).into_owned()
+        self.plugin.policy().redactor.redact(&text).into_owned()
     }
 }
 

@@ -75,7 +75,7 @@ impl PluginHost {
         };
         for plugin in registry.plugins() {
             let (policy, grant_source) = policies.remove(&plugin.manifest.id).expect("resolved above");
-            let settings_changed = policy.granted != plugin.policy.granted;
+            let settings_changed = policy.granted != plugin.policy().granted;
             // A provider's models may come from its settings: ask it again what it serves.
             let updated = if plugin.provider().is_some() && settings_changed {
                 match plugin.redescribed(policy.clone(), grant_source).await {

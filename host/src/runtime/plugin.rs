@@ -162,7 +162,7 @@ impl CompiledPlugin {
     /// provider serves, or the hooks it handles.
     pub async fn describe(self) -> Result<LoadedPlugin, LoadError> {
         let started = Instant::now();
-        let sandbox = Sandbox::new(&self.manifest.id, &self.engine, self.policy.clone());
+        let sandbox = Sandbox::new(&self.manifest.id, &self.engine, self.policy);
         let served = self.recipe.describe(&sandbox).await?;
         let mut stats = self.stats;
         stats.micros += started.elapsed().as_micros() as u64;
@@ -170,10 +170,10 @@ impl CompiledPlugin {
             manifest: self.manifest,
             source: self.source,
             content_hash: self.content_hash,
-            policy: self.policy,
             grant_source: self.grant_source,
             stats,
             engine: self.engine,
+            sandbox,
             served,
         })
     }
@@ -187,17 +187,22 @@ pub struct LoadedPlugin {
     pub source: PluginSource,
     /// SHA-256 of its component.
     pub content_hash: String,
-    /// Its effective capabilities.
-    pub policy: Arc<CapabilityPolicy>,
     /// Where its grants came from.
     pub grant_source: GrantSource,
     /// How it was loaded.
     pub stats: LoadStats,
     engine: PluginEngine,
+    /// Where its calls run: its engine under its effective capabilities.
+    sandbox: Sandbox,
     served: Served,
 }
 
 impl LoadedPlugin {
+    /// Its effective capabilities.
+    pub fn policy(&self) -> &Arc<CapabilityPolicy> {
+        self.sandbox.policy()
+    }
+
     /// Its tools (none unless it is a tool plugin).
     pub fn tools(&self) -> &[ToolDefinition] {
         match &self.served {
@@ -225,7 +230,7 @@ impl LoadedPlugin {
     /// What it is, where it came from, what it requested and was granted, as JSON (for
     /// `plugboard plugin list --json` and `GET /plugins`).
     pub fn summary(&self) -> serde_json::Value {
-        let pol = &self.policy;
+        let pol = self.policy();
         serde_json::json!({
             "manifest": self.manifest,
             "source": self.source,
@@ -254,9 +259,9 @@ impl LoadedPlugin {
             manifest: self.manifest.clone(),
             source: self.source.clone(),
             content_hash: self.content_hash.clone(),
-            policy,
             grant_source,
             stats: self.stats,
+            sandbox: Sandbox::new(&self.manifest.id, &self.engine, policy),
             engine: self.engine.clone(),
             served: self.served.clone(),
         }
@@ -265,14 +270,9 @@ impl LoadedPlugin {
     /// [`Self::with_policy`], described again under the new policy (a provider's models
     /// may come from its settings).
     pub(crate) async fn redescribed(&self, policy: Arc<CapabilityPolicy>, grant_source: GrantSource) -> Result<LoadedPlugin, LoadError> {
-        let sandbox = Sandbox::new(&self.manifest.id, &self.engine, policy.clone());
-        let served = self.served.recipe().describe(&sandbox).await?;
-        Ok(LoadedPlugin { served, ..self.with_policy(policy, grant_source) })
-    }
-
-    /// The sandbox its calls run in now.
-    fn sandbox(&self) -> Sandbox {
-        Sandbox::new(&self.manifest.id, &self.engine, self.policy.clone())
+        let updated = self.with_policy(policy, grant_source);
+        let served = self.served.recipe().describe(&updated.sandbox).await?;
+        Ok(LoadedPlugin { served, ..updated })
     }
 
     fn not_a(&self, what: &str) -> CallError {
@@ -289,7 +289,7 @@ impl LoadedPlugin {
         progress: Option<ProgressSink>,
     ) -> Result<ToolOutput, CallError> {
         let Served::Tools(tools) = &self.served else { return Err(self.not_a("tool")) };
-        tools.call(&self.sandbox(), name, arguments, context, progress).await
+        tools.call(&self.sandbox, name, arguments, context, progress).await
     }
 
     /// Starts a streamed completion on a fresh instance of this provider plugin, under the
@@ -301,9 +301,9 @@ impl LoadedPlugin {
     ) -> Result<ProviderStream, CompletionError> {
         let Served::Provider(provider) = &self.served else { return Err(CompletionError::Plugin(self.not_a("provider"))) };
         let sandbox = match overrides {
-            None => self.sandbox(),
+            None => self.sandbox.clone(),
             Some(o) => {
-                let policy = self.policy.with_overrides(&self.manifest, o).map_err(|(field, message)| {
+                let policy = self.policy().with_overrides(&self.manifest, o).map_err(|(field, message)| {
                     CompletionError::Plugin(CallError::Host {
                         plugin: self.manifest.id.clone(),
                         message: format!("model_config.{field}: {message}"),
@@ -323,6 +323,6 @@ impl LoadedPlugin {
         F: for<'s> FnOnce(&'s mut Store<CallState>, &'s hook_types::Guest) -> BoxFuture<'s, wasmtime::Result<T>> + Send + 'static,
     {
         let Served::Hooks(hooks) = &self.served else { return Err(self.not_a("hook")) };
-        hooks.run(&self.sandbox(), run).await
+        hooks.run(&self.sandbox, run).await
     }
 }

@@ -171,10 +171,13 @@ impl Metrics {
         let data = &event.data;
         match event.kind.as_str() {
             "tool.state" => {
-                let Some(part) = crate::store::model::ToolPart::from_value(&data["data"]).filter(|p| p.state.is_final()) else { return };
-                let tool = part.tool;
-                self.tool_calls.get_or_create(&ToolLabels { tool: tool.clone(), outcome: part.state.to_string() }).inc();
-                if let Some(crate::store::model::ToolTime { start, end: Some(end) }) = part.time {
+                // Only the state, tool and timing are read: the part's output is not copied.
+                let part = &data["data"];
+                let state = part["state"].as_str().and_then(crate::store::model::ToolState::parse);
+                let Some(state) = state.filter(|s| s.is_final()) else { return };
+                let tool = part["tool"].as_str().unwrap_or("unknown").to_string();
+                self.tool_calls.get_or_create(&ToolLabels { tool: tool.clone(), outcome: state.to_string() }).inc();
+                if let (Some(start), Some(end)) = (part["time"]["start"].as_i64(), part["time"]["end"].as_i64()) {
                     let seconds = (end - start).max(0) as f64 / 1000.0;
                     self.tool_seconds.get_or_create(&ToolNameLabels { tool }).observe(seconds);
                 }

@@ -349,7 +349,7 @@ impl ToolPart {
     /// The tool part stored as `data`; `None` when it is not one (data of another kind, or
     /// written by something else).
     pub fn from_value(data: &Value) -> Option<Self> {
-        serde_json::from_value(data.clone()).ok()
+        ToolPart::deserialize(data).ok()
     }
 }
 

@@ -173,7 +173,7 @@ pub async fn models(Running(runtime): Running) -> Json<ModelList> {
     let models = runtime
         .host()
         .registry().models()
-        .map(|(reference, info, plugin)| json!({ "model": reference, "provider": plugin.manifest.id, "api_key_configured": plugin.policy.credential.is_some() || plugin.manifest.credentials.is_none(), "info": info }))
+        .map(|(reference, info, plugin)| json!({ "model": reference, "provider": plugin.manifest.id, "api_key_configured": plugin.policy().credential.is_some() || plugin.manifest.credentials.is_none(), "info": info }))
         .collect();
     Json(ModelList { models })
 }
