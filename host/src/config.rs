@@ -17,14 +17,18 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::capability::filesystem::DirGrantSpec;
-use crate::capability::{LimitOverrides, Limits, PluginGrants, SandboxSettings};
+use crate::agent::{AgentConfig, AgentSettings, SessionSettings};
+use crate::capability::{Limits, PluginGrants, SandboxSettings};
+use crate::runtime::config::{CacheSettings, RuntimeConfig};
 use crate::runtime::engine::EngineSettings;
+use crate::server::settings::ServerConfig;
 
 /// Name of the configuration file looked up in the workspace.
 pub const CONFIG_FILE_NAME: &str = "plugboard.toml";
 
-/// The whole configuration file.
+/// The whole configuration file. Each layer is handed only its own part of it:
+/// [`Config::runtime`] for the plugin runtime, [`Config::agent_settings`] for the agents,
+/// `server` for the HTTP server.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -40,8 +44,7 @@ pub struct Config {
     /// `[cache]`: where compiled plugins are kept.
     #[serde(default)]
     pub cache: CacheSettings,
-    /// `[plugins.<id>]`: grants per plugin id. A first-party plugin without a table here
-    /// gets its built-in default grant (see [`builtin_grants`]); any other plugin gets none.
+    /// `[plugins.<id>]`: grants per plugin id (see [`RuntimeConfig::grants_for`]).
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginGrants>,
     /// `[hooks.<id>]`: whether, in which order and how strictly each hook plugin runs.
@@ -49,26 +52,16 @@ pub struct Config {
     pub hooks: BTreeMap<String, crate::hooks::HookSettings>,
     /// `[agents.<name>]`: agents, refining the built-in `build` and `plan`.
     #[serde(default)]
-    pub agents: BTreeMap<String, crate::agent::AgentConfig>,
+    pub agents: BTreeMap<String, AgentConfig>,
     /// The model of sessions that name none, as `provider/model`.
     #[serde(default)]
     pub default_model: Option<String>,
     /// `[sessions]`: how many sessions run at once.
     #[serde(default)]
-    pub sessions: crate::agent::SessionSettings,
+    pub sessions: SessionSettings,
     /// `[server]`: `plugboard serve`'s address and limits.
     #[serde(default)]
-    pub server: crate::server::settings::ServerConfig,
-}
-
-/// `[cache]`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CacheSettings {
-    /// Directory of compiled plugins; default: the user's cache directory.
-    pub dir: Option<PathBuf>,
-    /// Set to false to compile on every start.
-    pub enabled: Option<bool>,
+    pub server: ServerConfig,
 }
 
 /// Why the configuration could not be used.
@@ -161,58 +154,27 @@ impl Config {
         ))
     }
 
+    /// The plugin runtime's part.
+    pub fn runtime(&self) -> RuntimeConfig {
+        RuntimeConfig {
+            engine: self.engine.clone(),
+            limits: self.limits,
+            sandbox: self.sandbox.clone(),
+            cache: self.cache.clone(),
+            plugins: self.plugins.clone(),
+            hooks: self.hooks.clone(),
+        }
+    }
+
+    /// The agent runtime's part.
+    pub fn agent_settings(&self) -> AgentSettings {
+        AgentSettings { agents: self.agents.clone(), default_model: self.default_model.clone(), sessions: self.sessions.clone() }
+    }
+
     /// Parses the text of a configuration file.
     pub fn parse(text: &str) -> Result<Config, String> {
         toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
     }
-
-    /// The grants of plugin `id`: its table, or the built-in default of a first-party plugin.
-    pub fn grants_for(&self, id: &str, first_party: bool) -> (Option<PluginGrants>, GrantSource) {
-        match self.plugins.get(id) {
-            Some(g) => (Some(g.clone()), GrantSource::Config),
-            None if first_party => match builtin_grants(id) {
-                Some(g) => (Some(g), GrantSource::BuiltinDefault),
-                None => (None, GrantSource::None),
-            },
-            None => (None, GrantSource::None),
-        }
-    }
-}
-
-/// Providers wait on remote models: each step of a stream may take up to five minutes.
-const PROVIDER_LIMITS: LimitOverrides = LimitOverrides { memory_mib: None, timeout_ms: Some(300_000), max_output_bytes: None };
-
-/// Where a plugin's grants came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum GrantSource {
-    /// A `[plugins.<id>]` table.
-    Config,
-    /// The built-in default of a first-party plugin.
-    BuiltinDefault,
-    /// Nothing is granted.
-    None,
-}
-
-/// The built-in grants of the first-party plugins, used when the configuration has no table
-/// for them: the file tools see the workspace (read-only for the readers, read-write for
-/// `write` and `edit`); `shell` has the workspace read-write but no commands; `fetch` has no
-/// hosts; the `openai` and `anthropic` providers reach their API host with the key from
-/// `OPENAI_API_KEY` / `ANTHROPIC_API_KEY`. Everything beyond that must be granted.
-pub fn builtin_grants(id: &str) -> Option<PluginGrants> {
-    use crate::first_party::DefaultGrant;
-    Some(match crate::first_party::plugin(id)?.default_grant? {
-        DefaultGrant::Workspace(access) => {
-            PluginGrants { filesystem: vec![DirGrantSpec::WithAccess { path: ".".into(), access }], ..Default::default() }
-        }
-        DefaultGrant::Nothing => PluginGrants::default(),
-        DefaultGrant::Provider { host, api_key_env } => PluginGrants {
-            network: vec![host.into()],
-            api_key_env: Some(api_key_env.into()),
-            limits: PROVIDER_LIMITS,
-            ..Default::default()
-        },
-    })
 }
 
 #[cfg(test)]
@@ -276,13 +238,5 @@ mod tests {
         assert!(!err.contains("sk-very-secret"), "{err}");
         assert!(Config::parse_from(text, ConfigOrigin::Operator).is_ok());
         assert!(Config::parse_from("[plugins.openai]\napi_key_env = \"MY_KEY\"\n", ConfigOrigin::Workspace).is_ok());
-    }
-
-    #[test]
-    fn first_party_plugins_get_defaults_and_others_nothing() {
-        let config = Config::default();
-        assert_eq!(config.grants_for("read", true).1, GrantSource::BuiltinDefault);
-        assert_eq!(config.grants_for("read", false).1, GrantSource::None);
-        assert_eq!(config.grants_for("thirdparty", false).0, None);
     }
 }

@@ -14,12 +14,15 @@
 //! - [`store`]: durable sessions and the sequenced event log (SQLite);
 //! - [`secrets`]: configured secrets masked by value where text comes back in;
 //! - [`server`]: `plugboard serve`, the HTTP API with Server-Sent Events;
+//! - [`app`]: the top layer: reads and reloads `plugboard.toml`, hands each layer its part,
+//!   watches the files that carry policy;
 //! - [`suggest`]: the nearest known name, for errors about a misspelt one;
 //! - [`cli`]: the `plugboard` command (`plugin new` included).
 
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod app;
 pub mod capability;
 pub mod cli;
 pub mod config;

@@ -94,9 +94,9 @@ impl Redactor {
 /// The secret values the configuration names: each plugin's `api_key`, the variables of
 /// `api_key_env` (and of the first-party providers' defaults), and the server's shared
 /// secret.
-pub fn configured(config: &crate::config::Config) -> Vec<String> {
-    let mut secrets: Vec<String> = config.plugins.values().filter_map(|g| g.api_key.as_ref().map(|k| k.expose().to_string())).collect();
-    let mut variables: Vec<String> = config.plugins.values().filter_map(|g| g.api_key_env.clone()).collect();
+pub fn configured(plugins: &std::collections::BTreeMap<String, crate::capability::PluginGrants>) -> Vec<String> {
+    let mut secrets: Vec<String> = plugins.values().filter_map(|g| g.api_key.as_ref().map(|k| k.expose().to_string())).collect();
+    let mut variables: Vec<String> = plugins.values().filter_map(|g| g.api_key_env.clone()).collect();
     variables.extend(["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "PLUGBOARD_SHARED_SECRET"].map(String::from));
     secrets.extend(variables.iter().filter_map(|name| std::env::var(name).ok()));
     secrets.retain(|s| s.len() >= MIN_SECRET_LEN);

@@ -85,6 +85,13 @@ pub struct UntrustedFile {
     pub review: String,
 }
 
+impl UntrustedFile {
+    /// The `workspace.untrusted` event that announces it.
+    pub fn event(&self) -> (&'static str, serde_json::Value) {
+        ("workspace.untrusted", serde_json::json!({ "path": self.path, "kind": self.kind, "sha256": self.sha256, "review": self.review }))
+    }
+}
+
 /// The kinds of workspace files that carry policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]

@@ -24,7 +24,8 @@ fn rss_kib() -> u64 {
 
 async fn run() {
     let prompts: usize = std::env::var("PLUGBOARD_BENCH_PROMPTS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
-    let (_ws, runtime, _store) = plugboard_tests::instant_agent().await;
+    let agent = plugboard_tests::instant_agent().await;
+    let runtime = agent.runtime.clone();
     println!("plugboard agent-loop benchmark ({prompts} prompts; each: 2 turns, 3 parallel tool calls)\n");
 
     // Warm up.

@@ -30,8 +30,9 @@ fn percentile(samples: &mut [Duration], p: usize) -> Duration {
 }
 
 async fn run() {
-    let (_ws, runtime, store) = plugboard_tests::instant_agent().await;
-    let base = start_server(runtime).await;
+    let agent = plugboard_tests::instant_agent().await;
+    let store = agent.store.clone();
+    let base = start_server(agent.app.clone(), agent.runtime.clone()).await;
     let http = reqwest::Client::new();
     println!("plugboard HTTP benchmark (server and clients share this machine's cores)\n");
 
@@ -42,12 +43,12 @@ async fn run() {
 }
 
 /// Serves `runtime` on a loopback port of this process; its base URL.
-async fn start_server(runtime: std::sync::Arc<plugboard::agent::AgentRuntime>) -> String {
+async fn start_server(app: std::sync::Arc<plugboard::app::App>, runtime: std::sync::Arc<plugboard::agent::AgentRuntime>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let settings =
         ServerSettings::resolve(&ServerConfig::default(), addr, None, false, plugboard::agent::SessionSettings::default()).unwrap();
-    tokio::spawn(serve_with(listener, AppState::ready(settings, runtime), std::future::pending()));
+    tokio::spawn(serve_with(listener, AppState::ready(settings, app, runtime), std::future::pending()));
     format!("http://{addr}")
 }
 
@@ -70,10 +71,10 @@ async fn healthz_under_cpu_flood(http: &reqwest::Client) {
     const SPINNERS: usize = 40;
     let ws = plugboard_tests::Workspace::new();
     ws.config("[plugins.hostile]\nlimits = { timeout_ms = 4000 }\n");
-    let host = std::sync::Arc::new(ws.host().await);
+    let app = ws.app().await;
     let store = SessionStore::open(&ws.dir.join(".data/plugboard.db")).unwrap();
-    let runtime = plugboard::agent::AgentRuntime::new(host, store, plugboard::agent::permission::AskMode::DenyAll).unwrap();
-    let base = start_server(runtime).await;
+    let runtime = app.agent_runtime(store, plugboard::agent::permission::AskMode::DenyAll).unwrap();
+    let base = start_server(app, runtime).await;
     let mut rest = healthz_latencies(http, &base, 100).await;
     let spinners: Vec<_> = (0..SPINNERS)
         .map(|_| {

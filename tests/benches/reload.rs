@@ -76,7 +76,8 @@ async fn run() {
 
     // Reload latency through the watcher: rename → `plugin.reloaded` for `read`.
     let ws = Workspace::new();
-    let host = Arc::new(ws.host().await);
+    let app = ws.app().await;
+    let host = app.host().clone();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     host.attach_events(Arc::new(move |_, events| {
         let now = Instant::now();
@@ -86,7 +87,7 @@ async fn run() {
             }
         }
     }));
-    let _watch = host.watch().unwrap();
+    let _watch = app.watch().unwrap();
     install(&ws.plugins, &read_version(0));
     tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("the first version loads");
     let mut watched = Vec::new();

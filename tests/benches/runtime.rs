@@ -6,10 +6,9 @@
 //! concurrent callers; and a confined command (`true`), without network and with the proxy
 //! of a network grant. Set `PLUGBOARD_BENCH_CALLS` to change the number of calls.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use plugboard::runtime::{CallContext, HostOptions, PluginHost, PluginSource};
+use plugboard::runtime::{CallContext, HostOptions, PluginSource};
 use plugboard_tests::Workspace;
 
 fn main() {
@@ -28,14 +27,15 @@ fn micros(d: Duration) -> f64 {
 async fn run() {
     let calls: usize = std::env::var("PLUGBOARD_BENCH_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
     let ws = Workspace::new();
-    let host = Arc::new(ws.host().await);
+    let host = ws.host().await;
     println!("plugboard runtime benchmark ({} allocator, {} calls)\n", host.engine().allocator, calls);
 
     // Loading: cold compile vs cached load of the `read` plugin.
     let read = plugboard_bundled_plugins_bytes("read");
     let uncached_ws = Workspace::new();
     uncached_ws.config("[cache]\nenabled = false\n");
-    let uncached = PluginHost::start(HostOptions { plugin_dirs: vec![], cache_dir: None, ..uncached_ws.trust().options() }).await.unwrap();
+    let uncached =
+        plugboard_tests::start_host(HostOptions { plugin_dirs: vec![], cache_dir: None, ..uncached_ws.trust().options() }).await.unwrap();
     let mut cold = Vec::new();
     let mut cached = Vec::new();
     for _ in 0..5 {

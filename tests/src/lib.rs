@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use plugboard::app::App;
 use plugboard::runtime::{CallContext, CallError, HostOptions, PluginHost, ToolOutput};
 
 /// Paths of the compiled test plugins.
@@ -107,14 +108,26 @@ impl Workspace {
         self
     }
 
-    /// Starts a host on this workspace, with the test plugins, after trusting the
-    /// workspace's files as they are (the operator's `plugboard trust`).
-    pub async fn host(&self) -> PluginHost {
+    /// Starts Plugboard on this workspace (its configuration and plugins), with the test
+    /// plugins, after trusting the workspace's files as they are (the operator's
+    /// `plugboard trust`).
+    pub async fn app(&self) -> Arc<App> {
         self.trust();
-        let host = PluginHost::start(self.options()).await.expect("the host starts");
-        assert!(host.registry().failures().is_empty(), "plugins failed to load: {:?}", host.registry().failures());
-        host
+        let app = App::start(self.options()).await.expect("Plugboard starts");
+        let failures = app.host().registry().failures().to_vec();
+        assert!(failures.is_empty(), "plugins failed to load: {failures:?}");
+        app
     }
+
+    /// The plugin runtime of [`Self::app`].
+    pub async fn host(&self) -> Arc<PluginHost> {
+        self.app().await.host().clone()
+    }
+}
+
+/// Starts Plugboard with `options`, allowing plugins to fail to load: its plugin runtime.
+pub async fn start_host(options: HostOptions) -> Result<Arc<PluginHost>, plugboard::app::StartError> {
+    Ok(App::start(options).await?.host().clone())
 }
 
 impl Default for Workspace {
@@ -499,17 +512,28 @@ fn parse_frame(block: &str) -> Option<SseFrame> {
 
 /// A workspace whose agent runs on the instant provider (`tests/plugins/instant-provider`),
 /// with its `echo` calls allowed and up to 1,000 sessions at once: what the benchmarks
-/// measure is the host, not a model. Returns the workspace, the runtime and its store.
-pub async fn instant_agent() -> (Workspace, Arc<plugboard::agent::AgentRuntime>, plugboard::store::SessionStore) {
+/// measure is the host, not a model.
+pub async fn instant_agent() -> InstantAgent {
     let ws = Workspace::new();
     ws.config(
         "default_model = \"instant/script\"\n[sessions]\nmax_concurrent = 1000\n[agents.build]\npermissions = [{ tool = \"echo\", action = \"allow\" }]\n",
     );
-    let host = ws.host().await;
+    let app = ws.app().await;
     let store = plugboard::store::SessionStore::open(&ws.dir.join(".data/plugboard.db")).unwrap();
-    let runtime =
-        plugboard::agent::AgentRuntime::new(Arc::new(host), store.clone(), plugboard::agent::permission::AskMode::DenyAll).unwrap();
-    (ws, runtime, store)
+    let runtime = app.agent_runtime(store.clone(), plugboard::agent::permission::AskMode::DenyAll).unwrap();
+    InstantAgent { ws, app, runtime, store }
+}
+
+/// What [`instant_agent`] starts.
+pub struct InstantAgent {
+    /// The workspace.
+    pub ws: Workspace,
+    /// The configuration and plugins.
+    pub app: Arc<App>,
+    /// The agent runtime.
+    pub runtime: Arc<plugboard::agent::AgentRuntime>,
+    /// Its store.
+    pub store: plugboard::store::SessionStore,
 }
 
 /// `component` with a custom section appended: the same plugin as new bytes (a new content

@@ -74,7 +74,7 @@ pub(super) struct Env<'a> {
     /// Who answers permission questions.
     pub broker: &'a PermissionBroker,
     /// The agents in force.
-    pub agents: Arc<BTreeMap<String, Agent>>,
+    pub agents: Arc<super::Agents>,
     /// The session's own API key or endpoint, when it has one.
     pub overrides: Option<Arc<ProviderOverrides>>,
     /// Bumped whenever an input is admitted for the session.
@@ -253,7 +253,7 @@ impl<'a> Activity<'a> {
             Begin::NotFound => return Err(AgentError::NotFound(id.into())),
             Begin::HeldBy(owner) => return Err(AgentError::HeldElsewhere { session: id.into(), owner }),
         };
-        let agent = agent_named(&env.agents, &session.agent)?;
+        let agent = agent_named(&env.agents.profiles, &session.agent)?;
         let mut rules = agent.rules.clone();
         rules.extend(session_rules.into_iter().filter_map(|spec| Rule::new(spec).ok()));
         Ok(Some(Activity {

@@ -77,7 +77,7 @@ fn builtin(name: &str) -> Option<Vec<Rule>> {
 }
 
 /// Resolves every agent: the built-in ones, refined or added to by `configs`.
-pub fn resolve_agents(configs: &BTreeMap<String, AgentConfig>) -> Result<BTreeMap<String, Agent>, String> {
+fn resolve_agents(configs: &BTreeMap<String, AgentConfig>) -> Result<BTreeMap<String, Agent>, String> {
     let mut names: Vec<String> = vec!["build".into(), "plan".into()];
     names.extend(configs.keys().filter(|k| !names.contains(k)).cloned().collect::<Vec<_>>());
     let mut agents = BTreeMap::new();
@@ -99,6 +99,39 @@ pub fn resolve_agents(configs: &BTreeMap<String, AgentConfig>) -> Result<BTreeMa
     }
     Ok(agents)
 }
+
+/// The agent layer's part of the configuration: `[agents.<name>]`, `default_model` and
+/// `[sessions]` (see [`crate::config::Config::agent_settings`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgentSettings {
+    /// `[agents.<name>]`.
+    pub agents: BTreeMap<String, AgentConfig>,
+    /// The model of sessions that name none, as `provider/model`.
+    pub default_model: Option<String>,
+    /// `[sessions]` (read when the runtime starts).
+    pub sessions: SessionSettings,
+}
+
+/// The agents in force and the default model: what [`AgentSettings::resolve`] makes of the
+/// configuration, and what a configuration reload replaces whole.
+#[derive(Debug, Clone, Default)]
+pub struct Agents {
+    /// Every agent by name: the built-in ones, refined or added to by the configuration.
+    pub profiles: BTreeMap<String, Agent>,
+    /// The model of sessions that name none.
+    pub default_model: Option<String>,
+}
+
+impl AgentSettings {
+    /// The agents these settings define, or what is wrong with them.
+    pub fn resolve(&self) -> Result<Agents, String> {
+        Ok(Agents { profiles: resolve_agents(&self.agents)?, default_model: self.default_model.clone() })
+    }
+}
+
+/// How the agent runtime learns of the agents in force: the application layer sends each
+/// configuration that passed its checks.
+pub type AgentsFeed = tokio::sync::watch::Receiver<std::sync::Arc<Agents>>;
 
 /// The agent `name` among `agents`, or an error listing those there are.
 pub(crate) fn agent_named(agents: &BTreeMap<String, Agent>, name: &str) -> Result<Agent, AgentError> {

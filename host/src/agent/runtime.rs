@@ -10,7 +10,7 @@
 //! - [`AgentRuntime::recover`] closes what crashed processes left unfinished and resumes
 //!   their pending inputs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::activity::{Activity, Consumed, Env, Outcome};
 use super::error::AgentError;
 use super::permission::{AskMode, PermissionBroker, Reply};
-use super::{Agent, agent_named, resolve_agents};
+use super::{Agent, Agents, AgentsFeed, agent_named};
 use crate::capability::ProviderOverrides;
 use crate::runtime::PluginHost;
 use crate::runtime::provider::CompletionError;
@@ -141,17 +141,13 @@ enum Stop {
     Shutdown,
 }
 
-/// The agents, and the configuration they were resolved from.
-type ResolvedAgents = (Arc<crate::config::Config>, Arc<BTreeMap<String, Agent>>);
-
 /// Runs sessions: the plugins, the store, the permission broker and the agents.
 pub struct AgentRuntime {
     pub(super) host: Arc<PluginHost>,
     pub(super) store: SessionStore,
     pub(super) broker: Arc<PermissionBroker>,
-    /// The agents, resolved from the configuration they came from (re-resolved when a
-    /// configuration reload replaced it).
-    agents: Mutex<ResolvedAgents>,
+    /// The agents in force (a configuration reload sends new ones).
+    agents: AgentsFeed,
     slots: Arc<Semaphore>,
     /// `[sessions] timeout_seconds`.
     timeout: Option<u64>,
@@ -165,25 +161,18 @@ pub struct AgentRuntime {
 }
 
 impl AgentRuntime {
-    /// A runtime over loaded plugins and an open store; agents, the default model and the
-    /// session limits come from the host's configuration. Permission questions are
-    /// answered per `mode`. Must be called inside a Tokio runtime (it starts the task that
-    /// renews session leases).
-    pub fn new(host: Arc<PluginHost>, store: SessionStore, mode: AskMode) -> Result<Arc<Self>, AgentError> {
-        let settings = host.config().sessions.clone();
-        Self::with_settings(host, store, mode, settings)
-    }
-
-    /// [`Self::new`] with session limits of the caller's choosing (e.g. from the server's
-    /// flags and environment) instead of the configuration's `[sessions]`.
-    pub fn with_settings(
+    /// A runtime over loaded plugins and an open store, running the agents `agents` sends
+    /// under the session limits `settings`. Permission questions are answered per `mode`.
+    /// Must be called inside a Tokio runtime (it starts the task that renews session
+    /// leases). The application layer ([`crate::app::App::agent_runtime`]) makes one from
+    /// the configuration.
+    pub fn new(
         host: Arc<PluginHost>,
+        agents: AgentsFeed,
+        settings: &SessionSettings,
         store: SessionStore,
         mode: AskMode,
-        settings: SessionSettings,
     ) -> Result<Arc<Self>, AgentError> {
-        let config = host.config();
-        let agents = Arc::new(resolve_agents(&config.agents).map_err(AgentError::Config)?);
         let max_concurrent = settings.max_concurrent;
         if max_concurrent == 0 {
             return Err(AgentError::Config("[sessions] max_concurrent must be at least 1".into()));
@@ -202,7 +191,7 @@ impl AgentRuntime {
             host,
             store,
             broker,
-            agents: Mutex::new((config.clone(), agents)),
+            agents,
             slots: Arc::new(Semaphore::new(max_concurrent)),
             timeout,
             drivers: Mutex::new(HashMap::new()),
@@ -301,7 +290,7 @@ impl AgentRuntime {
     /// The model of a new session: the one asked for, the agent's, the configured default,
     /// or the only one there is; it must be served.
     fn choose_model(&self, model: Option<String>, profile: &Agent) -> Result<String, AgentError> {
-        let model = match model.or_else(|| profile.model.clone()).or_else(|| self.host.config().default_model.clone()) {
+        let model = match model.or_else(|| profile.model.clone()).or_else(|| self.agents().default_model.clone()) {
             Some(m) => m,
             None => {
                 let models: Vec<String> = self.host.registry().models().map(|(r, _, _)| r).collect();
@@ -321,21 +310,12 @@ impl AgentRuntime {
 
     /// The agent `name` as the configuration in force defines it.
     fn agent(&self, name: &str) -> Result<Agent, AgentError> {
-        agent_named(&self.agents(), name)
+        agent_named(&self.agents().profiles, name)
     }
 
-    /// Every agent, as the configuration in force defines them. The host validated the
-    /// agents of a reloaded configuration before putting it in force.
-    fn agents(&self) -> Arc<BTreeMap<String, Agent>> {
-        let config = self.host.config();
-        let mut cached = self.agents.lock().expect("not poisoned");
-        if !Arc::ptr_eq(&cached.0, &config) {
-            match resolve_agents(&config.agents) {
-                Ok(agents) => *cached = (config, Arc::new(agents)),
-                Err(e) => tracing::error!(error = %e, "the agents of the configuration in force do not resolve; keeping the previous ones"),
-            }
-        }
-        cached.1.clone()
+    /// The agents in force.
+    fn agents(&self) -> Arc<Agents> {
+        self.agents.borrow().clone()
     }
 
     /// Stores an input for session `id` and has it delivered: at once when the session is

@@ -308,11 +308,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         skip_user_plugins: false,
         data_dir: cli.data_dir.clone(),
     };
-    let host = PluginHost::start(options).await?;
+    let app = crate::app::App::start(options).await?;
+    let host = app.host();
     for failure in host.registry().failures() {
         eprintln!("warning: plugin {} not loaded: {}", failure.source, failure.reason);
     }
-    for file in host.untrusted() {
+    for file in app.untrusted() {
         eprintln!("warning: {} is not trusted, so it is not applied; review and trust it with `{}`", file.path.display(), file.review);
     }
     for warning in host.config_warnings() {
@@ -320,23 +321,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     match cli.command {
         Command::Tool(ToolCommand::List { json }) => {
-            print_tools(&host, json);
+            print_tools(host, json);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Tool(ToolCommand::Call { name, arguments, json }) => call_tool(&host, &name, &arguments, json).await,
+        Command::Tool(ToolCommand::Call { name, arguments, json }) => call_tool(host, &name, &arguments, json).await,
         Command::Plugin(PluginCommand::List { json }) => {
-            print_plugins(&host, json);
+            print_plugins(host, json);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plugin(PluginCommand::Inspect { plugin, json }) => inspect(&host, &plugin, json).await,
+        Command::Plugin(PluginCommand::Inspect { plugin, json }) => inspect(host, &plugin, json).await,
         Command::Plugin(PluginCommand::New { .. } | PluginCommand::Reload { .. }) => unreachable!("handled before the host starts"),
         Command::Session(_) | Command::Serve(_) | Command::Trust { .. } => unreachable!("handled before the host starts"),
         Command::Run { prompt, model, agent, session, yes } => {
             let store = crate::store::SessionStore::open_in(cli.data_dir.as_deref())?;
-            crate::cli::run::run(host, store, crate::cli::run::RunOptions { prompt, model, agent, session, yes }).await
+            crate::cli::run::run(&app, store, crate::cli::run::RunOptions { prompt, model, agent, session, yes }).await
         }
         Command::Models { json } => {
-            print_models(&host, json);
+            print_models(host, json);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -588,9 +589,9 @@ async fn inspect(host: &PluginHost, plugin: &str, json: bool) -> anyhow::Result<
     let req = &m.capabilities;
     let pol = plugin.policy();
     let grant_note = match plugin.grant_source {
-        crate::config::GrantSource::Config => "from the configuration",
-        crate::config::GrantSource::BuiltinDefault => "built-in default of a first-party plugin",
-        crate::config::GrantSource::None => "nothing granted",
+        crate::runtime::config::GrantSource::Config => "from the configuration",
+        crate::runtime::config::GrantSource::BuiltinDefault => "built-in default of a first-party plugin",
+        crate::runtime::config::GrantSource::None => "nothing granted",
     };
     println!("\ncapabilities (effective = requested AND granted; grants: {grant_note})");
     let list = |v: &[String]| {

@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::agent::AgentError;
 use crate::agent::permission::{AskMode, PermissionBroker, Reply};
-use crate::agent::{AgentError, AgentRuntime};
-use crate::runtime::PluginHost;
 use crate::store::SessionStore;
 
 /// Options of `plugboard run`.
@@ -27,7 +26,7 @@ pub struct RunOptions {
 }
 
 /// Runs one prompt, streaming the answer to stdout and tool calls to stderr.
-pub async fn run(host: PluginHost, store: SessionStore, options: RunOptions) -> anyhow::Result<ExitCode> {
+pub async fn run(app: &crate::app::App, store: SessionStore, options: RunOptions) -> anyhow::Result<ExitCode> {
     let interactive = std::io::stdin().is_terminal();
     let mode = if options.yes {
         AskMode::AllowAll
@@ -36,7 +35,7 @@ pub async fn run(host: PluginHost, store: SessionStore, options: RunOptions) -> 
     } else {
         AskMode::DenyAll
     };
-    let runtime = AgentRuntime::new(Arc::new(host), store.clone(), mode)?;
+    let runtime = app.agent_runtime(store.clone(), mode)?;
     let broker = runtime.broker().clone();
     let session = match &options.session {
         Some(id) => {

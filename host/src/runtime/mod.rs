@@ -5,11 +5,13 @@
 //! threads), [`artifact_cache`], [`bindings`] and [`manifest`]; [`state`] (what one store
 //! holds) and [`sandbox`] (the one way an export runs); the worlds [`tool`], [`provider`]
 //! and [`hook`]; [`plugin`] (compiling, describing, dispatching); then [`registry`],
-//! [`discovery`], [`reload`] and [`config_reload`] around [`PluginHost`].
+//! [`discovery`], [`reload`] and [`reconfigure`] around [`PluginHost`]. The host is
+//! configured with its own slice of the file, [`config::RuntimeConfig`], handed to it by
+//! the application layer at start and on each reload.
 
 pub mod artifact_cache;
 pub mod bindings;
-pub mod config_reload;
+pub mod config;
 pub mod discovery;
 pub mod engine;
 pub mod error;
@@ -18,6 +20,7 @@ pub mod manifest;
 mod open_at;
 pub mod plugin;
 pub mod provider;
+pub mod reconfigure;
 pub mod registry;
 pub mod reload;
 pub mod sandbox;
@@ -32,9 +35,9 @@ use wasmtime::component::{HasSelf, Linker};
 
 use crate::capability::PolicyContext;
 use crate::capability::confinement::{self, ConfinementSupport};
-use crate::config::{Config, ConfigError};
 use crate::runtime::artifact_cache::ArtifactCache;
 use crate::runtime::bindings::ToolPlugin;
+use crate::runtime::config::RuntimeConfig;
 use crate::runtime::engine::PluginEngine;
 pub use error::{CallError, LoadError};
 pub use plugin::{CompiledPlugin, LoadedPlugin, PluginSource};
@@ -48,7 +51,8 @@ pub use tool::{CallContext, ToolDefinition, ToolOutput};
 pub struct HostOptions {
     /// The workspace directory (default: the current directory).
     pub workspace: Option<PathBuf>,
-    /// `--config FILE` (default: `<workspace>/plugboard.toml` when present).
+    /// `--config FILE` (default: `<workspace>/plugboard.toml` when present); read by the
+    /// application layer, not by the host.
     pub config_file: Option<PathBuf>,
     /// `--plugins DIR`s.
     pub plugin_dirs: Vec<PathBuf>,
@@ -71,9 +75,6 @@ pub enum StartError {
         /// Why.
         message: String,
     },
-    /// The configuration is invalid.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
     /// The engine could not be created.
     #[error("{0}")]
     Engine(String),
@@ -114,11 +115,8 @@ pub struct PluginHost {
     engine: PluginEngine,
     linker: Arc<Linker<CallState>>,
     cache: ArtifactCache,
-    /// The configuration in force; replaced whole by a configuration reload.
-    config: RwLock<Arc<Config>>,
-    config_path: Option<PathBuf>,
-    /// Whether the operator named the configuration file, or it is the workspace's.
-    config_origin: crate::config::ConfigOrigin,
+    /// The runtime's configuration in force; replaced whole by a reconfiguration.
+    config: RwLock<Arc<RuntimeConfig>>,
     /// What grants resolve against; `[limits]` and `[sandbox]` follow the configuration.
     policy_ctx: RwLock<PolicyContext>,
     workspace: PathBuf,
@@ -131,27 +129,17 @@ pub struct PluginHost {
     reloading: tokio::sync::Mutex<()>,
     /// Where plugin events go (the event log), once attached.
     sink: RwLock<Option<EventSink>>,
-    /// What the operator trusts of the workspace.
+    /// What the operator trusts of the workspace (its plugins are loaded only if trusted).
     trust: crate::trust::WorkspaceTrust,
-    /// The workspace's configuration file, when its content now is not trusted (so the
-    /// configuration in force is an older one, or the defaults).
-    untrusted_config: std::sync::Mutex<Option<crate::trust::UntrustedFile>>,
-    /// The text of the configuration file last rejected (`None`: it could not be read),
-    /// and why, so that the same rejection is not announced twice.
-    rejected_config: std::sync::Mutex<Option<(Option<String>, config_reload::ConfigRejected)>>,
 }
 
 impl PluginHost {
-    /// Reads the configuration, builds the engine and loads every plugin found, concurrently.
-    /// A plugin that fails to load is recorded in the registry's [`Registry::failures`]; the others serve.
-    pub async fn start(options: HostOptions) -> Result<Self, StartError> {
+    /// Builds the engine under `config` and loads every plugin found, concurrently. A
+    /// plugin that fails to load is recorded in the registry's [`Registry::failures`]; the
+    /// others serve. ([`crate::app::App::start`] reads the configuration file first.)
+    pub async fn start(options: HostOptions, config: RuntimeConfig) -> Result<Self, StartError> {
         let workspace = workspace_dir(options.workspace.as_deref())?;
         let trust = crate::trust::WorkspaceTrust::new(&workspace, options.data_dir.as_deref());
-        let loaded = Config::load(options.config_file.as_deref(), &trust)?;
-        let (config, config_path) = (loaded.config, loaded.path);
-        if let Some(untrusted) = &loaded.untrusted {
-            tracing::warn!(path = %untrusted.path.display(), review = %untrusted.review, "the workspace's configuration is not trusted, so it is not applied; the defaults are in force");
-        }
         let engine = PluginEngine::new(&config.engine).map_err(|e| StartError::Engine(format!("{e:#}")))?;
         let cache_dir = match (&options.cache_dir, config.cache.enabled) {
             (Some(dir), _) => Some(dir.clone()),
@@ -164,7 +152,7 @@ impl PluginHost {
         let protected = crate::trust::protected_dirs(options.data_dir.as_deref(), cache.dir());
         let policy_ctx = PolicyContext {
             protected,
-            secrets: Arc::new(crate::secrets::configured(&config)),
+            secrets: Arc::new(crate::secrets::configured(&config.plugins)),
             workspace: workspace.clone(),
             default_limits: config.limits,
             sandbox: config.sandbox.clone(),
@@ -183,12 +171,6 @@ impl PluginHost {
             linker,
             cache,
             config: RwLock::new(Arc::new(config)),
-            config_path,
-            config_origin: if options.config_file.is_some() {
-                crate::config::ConfigOrigin::Operator
-            } else {
-                crate::config::ConfigOrigin::Workspace
-            },
             policy_ctx: RwLock::new(policy_ctx),
             workspace: workspace.clone(),
             confinement,
@@ -197,8 +179,6 @@ impl PluginHost {
             reloading: tokio::sync::Mutex::new(()),
             sink: RwLock::new(None),
             trust,
-            untrusted_config: std::sync::Mutex::new(loaded.untrusted),
-            rejected_config: std::sync::Mutex::new(None),
         };
         let dirs = host.dirs.clone();
         let discovery::Discovered { candidates, errors, untrusted } = tokio::task::spawn_blocking(move || dirs.discover())
@@ -341,8 +321,9 @@ impl PluginHost {
         &self.workspace
     }
 
-    /// The configuration in force now (a reload replaces it; what a caller holds stays).
-    pub fn config(&self) -> Arc<Config> {
+    /// The runtime's configuration in force now (a reconfiguration replaces it; what a
+    /// caller holds stays).
+    pub fn config(&self) -> Arc<RuntimeConfig> {
         self.config.read().expect("not poisoned").clone()
     }
 
@@ -351,21 +332,14 @@ impl PluginHost {
         self.policy_ctx.read().expect("not poisoned").clone()
     }
 
-    /// The configuration file in use, if any.
-    pub fn config_path(&self) -> Option<&Path> {
-        self.config_path.as_deref()
-    }
-
     /// What the operator trusts of the workspace.
     pub fn trust(&self) -> &crate::trust::WorkspaceTrust {
         &self.trust
     }
 
-    /// The workspace files that are there but not applied, because their content is not
-    /// the one the operator trusted: the configuration file, then plugins.
-    pub fn untrusted(&self) -> Vec<crate::trust::UntrustedFile> {
-        let config = self.untrusted_config.lock().expect("not poisoned").clone();
-        config.into_iter().chain(self.registry().untrusted.iter().cloned()).collect()
+    /// The directories watched for plugin files.
+    pub fn plugin_dirs(&self) -> Vec<PathBuf> {
+        self.dirs.watched()
     }
 
     /// Tables of the configuration that name no loaded plugin or hook (`[plugins.X]`,
@@ -418,7 +392,7 @@ pub struct PluginLoader {
     engine: PluginEngine,
     linker: Arc<Linker<CallState>>,
     cache: ArtifactCache,
-    config: Arc<Config>,
+    config: Arc<RuntimeConfig>,
     policy_ctx: PolicyContext,
 }
 

@@ -19,10 +19,10 @@ use super::sandbox::Sandbox;
 use super::state::{CallState, ProgressSink};
 use super::tool::{CallContext, ToolDefinition, ToolOutput, ToolWorld};
 use crate::capability::{CapabilityPolicy, PolicyContext, ProviderOverrides};
-use crate::config::{Config, GrantSource};
 use crate::hooks::HookInfo;
 use crate::runtime::artifact_cache::{ArtifactCache, CacheOutcome, content_hash};
 use crate::runtime::bindings::{HookPluginPre, ProviderPluginPre, ToolPluginPre, hook_types};
+use crate::runtime::config::{GrantSource, RuntimeConfig};
 use crate::runtime::engine::PluginEngine;
 use crate::runtime::manifest::{PluginManifest, World};
 
@@ -130,7 +130,7 @@ impl CompiledPlugin {
         engine: &PluginEngine,
         linker: &Linker<CallState>,
         cache: &ArtifactCache,
-        config: &Config,
+        config: &RuntimeConfig,
         policy_ctx: &PolicyContext,
     ) -> Result<Self, LoadError> {
         let started = Instant::now();

@@ -123,6 +123,11 @@ impl Registry {
         &self.failures
     }
 
+    /// Workspace plugin files that are not loaded because their content is not trusted.
+    pub fn untrusted(&self) -> &[crate::trust::UntrustedFile] {
+        &self.untrusted
+    }
+
     /// The plugins loaded, reloaded (a new content hash or source) and unloaded from `old`
     /// to `self`, by id.
     pub fn plugin_changes(&self, old: &Registry) -> PluginChanges {

@@ -4,12 +4,12 @@
 //! with (they hold it); calls that start after the swap use the new one. A new version
 //! that does not load leaves the old one serving, and says why (`plugin.failed`).
 //!
-//! [`PluginHost::watch`] reloads on its own when a plugin file is added, changed or
-//! removed (debounced), and when the operator trusts the workspace.
+//! The application's file watcher ([`crate::app::App::watch`]) calls a reload when a
+//! plugin file is added, changed or removed, and when the operator trusts the workspace.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -23,14 +23,6 @@ use crate::runtime::artifact_cache::content_hash;
 /// Receives events (type and data), in order, to record them: of one session when the
 /// first argument names it, else of the host.
 pub type EventSink = Arc<dyn Fn(Option<&str>, Vec<(&'static str, Value)>) + Send + Sync>;
-
-/// How long the file watcher waits for quiet before it reloads, after an event that may be
-/// part of a write still going on (a file created or written to).
-pub const DEBOUNCE: Duration = Duration::from_millis(100);
-
-/// How long it waits after an event that completes a change (a file renamed into place,
-/// closed after writing, or removed): just enough to take in the rest of a burst.
-pub const SETTLE: Duration = Duration::from_millis(10);
 
 /// What a reload did.
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
@@ -80,7 +72,8 @@ impl PluginHost {
         *self.sink.write().expect("not poisoned") = Some(sink);
     }
 
-    pub(super) fn emit(&self, events: Vec<(&'static str, Value)>) {
+    /// Sends `events` to the attached sink (nowhere before one is attached).
+    pub(crate) fn emit(&self, events: Vec<(&'static str, Value)>) {
         if events.is_empty() {
             return;
         }
@@ -131,7 +124,7 @@ impl PluginHost {
             }
         }
         let mut untrusted_events: Vec<(&'static str, Value)> =
-            untrusted.iter().filter(|f| !old.untrusted.contains(f)).map(super::config_reload::untrusted_event).collect();
+            untrusted.iter().filter(|f| !old.untrusted.contains(f)).map(crate::trust::UntrustedFile::event).collect();
         let mut hashes: HashMap<usize, String> = HashMap::new();
         let mut loads = tokio::task::JoinSet::new();
         let mut loading = Vec::new();
@@ -236,102 +229,5 @@ impl PluginHost {
         tracing::info!(loaded = ?report.loaded, reloaded = ?report.reloaded, unloaded = ?report.unloaded, failed = report.failed.len(), ms = report.elapsed_ms, "plugins reloaded");
         self.emit(events);
         Ok(report)
-    }
-
-    /// Watches the plugin directories and the configuration file: reloads the plugins when
-    /// a `.wasm` file in them changes, and the configuration when its file does. It waits
-    /// for quiet: [`SETTLE`] after an event that completes a change (a rename into place, a
-    /// close after writing, a removal), [`DEBOUNCE`] after one that may be part of a write
-    /// still going on (where the platform does not report closes, every write is such an
-    /// event). Watching stops when the guard is dropped.
-    pub fn watch(self: &Arc<Self>) -> notify::Result<WatchGuard> {
-        use notify::Watcher;
-        let config_file = self.config_file();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let watched_config = config_file.clone();
-        let trust_file = self.trust().file().map(std::path::Path::to_path_buf);
-        let watched_trust = trust_file.clone();
-        let plugin_dirs = self.dirs.watched();
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            use notify::EventKind;
-            use notify::event::{AccessKind, AccessMode, ModifyKind};
-            let Ok(event) = event else { return };
-            let complete = match event.kind {
-                EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-                EventKind::Access(_) => return,
-                EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => true,
-                _ => false,
-            };
-            // The configuration's directory (the workspace) is watched too: only `.wasm` files
-            // of the plugin directories count as plugins.
-            let is_plugin = |p: &std::path::PathBuf| {
-                p.extension().is_some_and(|x| x == "wasm") && p.parent().is_some_and(|d| plugin_dirs.iter().any(|w| w == d))
-            };
-            if event.paths.iter().any(is_plugin) {
-                let _ = tx.send((Change::Plugins, complete));
-            }
-            if event.paths.contains(&watched_config) {
-                let _ = tx.send((Change::Config, complete));
-            }
-            // `plugboard trust` renames the trust file into place: what it trusts may apply now.
-            if watched_trust.as_ref().is_some_and(|t| event.paths.contains(t)) {
-                let _ = tx.send((Change::Config, complete));
-                let _ = tx.send((Change::Plugins, complete));
-            }
-        })?;
-        for dir in self.dirs.watched() {
-            if dir.is_dir() {
-                watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
-                tracing::info!(dir = %dir.display(), "watching for plugin changes");
-            }
-        }
-        // The directory, not the file: editors replace a file by renaming a new one over it.
-        if let Some(dir) = config_file.parent().filter(|d| d.is_dir()) {
-            watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
-            tracing::info!(file = %config_file.display(), "watching for configuration changes");
-        }
-        if let Some(dir) = trust_file.as_deref().and_then(std::path::Path::parent).filter(|d| d.is_dir()) {
-            watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
-            tracing::info!(dir = %dir.display(), "watching for workspace trust");
-        }
-        let host = Arc::downgrade(self);
-        let task = tokio::spawn(async move {
-            while let Some((first, mut complete)) = rx.recv().await {
-                let (mut plugins, mut config) = (first == Change::Plugins, first == Change::Config);
-                while let Ok(Some((change, done))) = tokio::time::timeout(if complete { SETTLE } else { DEBOUNCE }, rx.recv()).await {
-                    plugins |= change == Change::Plugins;
-                    config |= change == Change::Config;
-                    complete = done;
-                }
-                let Some(host) = host.upgrade() else { return };
-                // A configuration change retries failed plugins itself, so it goes first.
-                if config {
-                    let _ = host.reload_config().await;
-                }
-                if plugins && let Err(e) = host.reload(None).await {
-                    tracing::warn!(error = %e, "reload after a file change failed");
-                }
-            }
-        });
-        Ok(WatchGuard { _watcher: watcher, task })
-    }
-}
-
-/// What the watcher saw change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Change {
-    Plugins,
-    Config,
-}
-
-/// Keeps a plugin-directory and configuration watch alive.
-pub struct WatchGuard {
-    _watcher: notify::RecommendedWatcher,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for WatchGuard {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }

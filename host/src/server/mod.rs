@@ -29,9 +29,9 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 
-use crate::agent::AgentRuntime;
 use crate::agent::permission::AskMode;
-use crate::runtime::{HostOptions, PluginHost};
+use crate::app::App;
+use crate::runtime::HostOptions;
 pub use settings::ServerSettings;
 use state::AppState;
 
@@ -121,21 +121,21 @@ async fn start(state: AppState, host: HostOptions) {
         Ok(store) => store,
         Err(e) => return state.fail(format!("the session database cannot be opened: {e:#}")),
     };
-    let host = match PluginHost::start(host).await {
-        Ok(host) => host,
+    let app = match App::start(host).await {
+        Ok(app) => app,
         Err(e) => return state.fail(format!("the plugins cannot be loaded: {e}")),
     };
-    for failure in host.registry().failures() {
+    for failure in app.host().registry().failures() {
         tracing::warn!(source = %failure.source, reason = %failure.reason, "plugin not loaded");
     }
     let sessions = state.settings().sessions.clone();
-    let runtime = match AgentRuntime::with_settings(Arc::new(host), store, AskMode::Prompt, sessions) {
+    let runtime = match app.agent_runtime_with(store, AskMode::Prompt, &sessions) {
         Ok(runtime) => runtime,
         Err(e) => return state.fail(e.to_string()),
     };
-    runtime.host().announce_loaded();
+    app.host().announce_loaded();
     if state.settings().watch {
-        match runtime.host().watch() {
+        match app.watch() {
             Ok(guard) => state.keep_watch(guard),
             Err(e) => tracing::warn!(error = %e, "cannot watch the plugin directories; reload with POST /plugins/reload"),
         }
@@ -148,7 +148,7 @@ async fn start(state: AppState, host: HostOptions) {
         Err(e) => tracing::warn!(error = %e, "cannot recover sessions"),
     }
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, plugins = runtime.host().registry().plugins().count(), "ready");
-    state.set_runtime(runtime);
+    state.set_ready(app, runtime);
 }
 
 /// SIGTERM or SIGINT (Ctrl-C).

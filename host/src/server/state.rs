@@ -12,6 +12,7 @@ use super::error::ApiError;
 use super::metrics::Metrics;
 use super::settings::ServerSettings;
 use crate::agent::AgentRuntime;
+use crate::app::App;
 
 /// The server's shared state (cheap to clone).
 #[derive(Clone)]
@@ -19,13 +20,15 @@ pub struct AppState(Arc<Shared>);
 
 struct Shared {
     settings: ServerSettings,
+    /// The configuration and the plugins, once ready.
+    app: OnceLock<Arc<App>>,
     runtime: OnceLock<Arc<AgentRuntime>>,
     /// Why the runtime is not there: still loading, or failed.
     not_ready: Mutex<String>,
     metrics: Metrics,
     shutdown: CancellationToken,
     /// The plugin-directory watch, while the server runs.
-    watch: Mutex<Option<crate::runtime::reload::WatchGuard>>,
+    watch: Mutex<Option<crate::app::WatchGuard>>,
     /// Browser sessions (`POST /auth/login`).
     logins: super::auth::Logins,
 }
@@ -35,6 +38,7 @@ impl AppState {
     pub fn new(settings: ServerSettings) -> Self {
         AppState(Arc::new(Shared {
             settings,
+            app: OnceLock::new(),
             runtime: OnceLock::new(),
             not_ready: Mutex::new("plugins are loading".into()),
             metrics: Metrics::new(),
@@ -44,10 +48,10 @@ impl AppState {
         }))
     }
 
-    /// A state over a runtime that is ready (for tests and embedding).
-    pub fn ready(settings: ServerSettings, runtime: Arc<AgentRuntime>) -> Self {
+    /// A state over an application and its agent runtime, ready (for tests and embedding).
+    pub fn ready(settings: ServerSettings, app: Arc<App>, runtime: Arc<AgentRuntime>) -> Self {
         let state = AppState::new(settings);
-        state.set_runtime(runtime);
+        state.set_ready(app, runtime);
         state
     }
 
@@ -71,10 +75,18 @@ impl AppState {
         self.0.runtime.get()
     }
 
+    /// The application (configuration and plugins), once ready.
+    pub fn app(&self) -> Option<&Arc<App>> {
+        self.0.app.get()
+    }
+
     /// Makes the server ready, and starts feeding the metrics from its event log.
-    pub fn set_runtime(&self, runtime: Arc<AgentRuntime>) {
+    pub fn set_ready(&self, app: Arc<App>, runtime: Arc<AgentRuntime>) {
         let store = runtime.store().clone();
         let (loaded, failed) = (runtime.host().registry().plugins().count(), runtime.host().registry().failures().len());
+        if self.0.app.set(app).is_err() {
+            return;
+        }
         if self.0.runtime.set(runtime).is_ok() {
             self.0.metrics.record_plugin_loads(loaded, failed);
             tokio::spawn(super::metrics::observe_events(store, self.0.metrics.clone(), self.0.shutdown.clone()));
@@ -82,7 +94,7 @@ impl AppState {
     }
 
     /// Keeps the plugin-directory watch alive while the server runs.
-    pub fn keep_watch(&self, guard: crate::runtime::reload::WatchGuard) {
+    pub fn keep_watch(&self, guard: crate::app::WatchGuard) {
         *self.0.watch.lock().expect("not poisoned") = Some(guard);
     }
 
@@ -121,12 +133,26 @@ impl FromRequestParts<AppState> for Running {
     type Rejection = ApiError;
 
     async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match state.runtime() {
-            Some(runtime) => Ok(Running(runtime.clone())),
-            None => {
-                let reason = state.0.not_ready.lock().expect("not poisoned").clone();
-                Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}")))
-            }
-        }
+        state.runtime().map(|runtime| Running(runtime.clone())).ok_or_else(|| state.not_ready_error())
+    }
+}
+
+/// The application (the configuration and the plugins), for handlers that need it: 503
+/// until the server is ready.
+pub struct Configured(pub Arc<App>);
+
+impl FromRequestParts<AppState> for Configured {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        state.app().map(|app| Configured(app.clone())).ok_or_else(|| state.not_ready_error())
+    }
+}
+
+impl AppState {
+    /// The 503 of a request that needs what is not ready yet, with the reason.
+    fn not_ready_error(&self) -> ApiError {
+        let reason = self.0.not_ready.lock().expect("not poisoned").clone();
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}"))
     }
 }

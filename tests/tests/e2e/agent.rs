@@ -31,6 +31,7 @@ pub(crate) fn call(calls: &[(&str, &str, Value)]) -> Scripted {
 pub(crate) struct Fixture {
     pub ws: Workspace,
     pub server: ScriptedServer,
+    pub app: Arc<plugboard::app::App>,
     pub runtime: Arc<AgentRuntime>,
     pub store: SessionStore,
     pub db: std::path::PathBuf,
@@ -50,10 +51,10 @@ pub(crate) async fn fixture_with(script: Vec<Scripted>, extra_config: &str, mode
         url = server.url()
     ));
     let db = ws.data.join("plugboard.db");
-    let host = ws.host().await;
+    let app = ws.app().await;
     let store = SessionStore::open(&db).unwrap();
-    let runtime = AgentRuntime::new(Arc::new(host), store.clone(), mode).unwrap();
-    Fixture { ws, server, runtime, store, db }
+    let runtime = app.agent_runtime(store.clone(), mode).unwrap();
+    Fixture { ws, server, app, runtime, store, db }
 }
 
 pub(crate) fn request_body(server: &ScriptedServer, n: usize) -> Value {
@@ -275,7 +276,7 @@ async fn a_session_created_by_one_process_is_continued_by_another() {
     f.runtime.prompt(&session.id, "first").await.unwrap();
     // A second runtime with its own connection to the same database, as another process.
     let store2 = SessionStore::open(&f.db).unwrap();
-    let runtime2 = AgentRuntime::new(Arc::new(f.ws.host().await), store2, AskMode::DenyAll).unwrap();
+    let runtime2 = f.ws.app().await.agent_runtime(store2, AskMode::DenyAll).unwrap();
     let outcome = runtime2.prompt(&session.id, "second").await.unwrap();
     assert_eq!(outcome.text, "second answer");
     let second = request_body(&f.server, 1);

@@ -39,48 +39,49 @@ async fn wait_for(events: &Events, kind: &str, n: usize) {
 async fn a_grant_narrowed_while_running_applies_to_the_next_call_and_invalid_files_are_rejected() {
     let ws = Workspace::new();
     ws.file("top.txt", "top\n").file("sub/inner.txt", "inner\n");
-    let host = Arc::new(ws.host().await);
-    let events = record(&host);
-    let watch = host.watch().unwrap();
-    assert!(call_tool(&host, "read", json!({ "path": "top.txt" })).await.is_ok(), "the built-in grant is the workspace");
+    let app = ws.app().await;
+    let host = app.host();
+    let events = record(host);
+    let watch = app.watch().unwrap();
+    assert!(call_tool(host, "read", json!({ "path": "top.txt" })).await.is_ok(), "the built-in grant is the workspace");
 
     // Narrowed through the watcher: only `sub` stays readable.
     ws.config("[plugins.read]\nfilesystem = [\"sub\"]\n").trust();
     wait_for(&events, "config.changed", 1).await;
     assert_eq!(of(&events, "config.changed")[0]["sections"], json!(["plugins"]));
-    let denied = call_tool(&host, "read", json!({ "path": "top.txt" })).await.unwrap_err();
+    let denied = call_tool(host, "read", json!({ "path": "top.txt" })).await.unwrap_err();
     assert!(matches!(denied, CallError::Denied { .. }), "{denied}");
-    assert!(call_tool(&host, "read", json!({ "path": "sub/inner.txt" })).await.unwrap().text.contains("inner"));
+    assert!(call_tool(host, "read", json!({ "path": "sub/inner.txt" })).await.unwrap().text.contains("inner"));
 
     // A misspelt key is rejected with its line; the narrowed grant stays in force.
     ws.config("[plugins.read]\nfilesytem = [\".\"]\n").trust();
     wait_for(&events, "config.rejected", 1).await;
     let reason = of(&events, "config.rejected")[0]["reason"].as_str().unwrap().to_string();
     assert!(reason.contains("filesytem") && reason.contains("line 2"), "{reason}");
-    assert!(call_tool(&host, "read", json!({ "path": "top.txt" })).await.is_err(), "the previous configuration stays");
+    assert!(call_tool(host, "read", json!({ "path": "top.txt" })).await.is_err(), "the previous configuration stays");
 
     // The watcher's work is checked; what follows reloads on request only.
     drop(watch);
     // A grant that cannot resolve is rejected too, naming the plugin.
     let rejected = {
         ws.config("[plugins.read]\nfilesystem = [\"missing-dir\"]\n").trust();
-        host.reload_config().await.unwrap_err()
+        app.reload_config().await.unwrap_err()
     };
     assert!(rejected.reason.contains("plugin `read`") && rejected.reason.contains("missing-dir"), "{}", rejected.reason);
-    assert!(call_tool(&host, "read", json!({ "path": "sub/inner.txt" })).await.is_ok());
+    assert!(call_tool(host, "read", json!({ "path": "sub/inner.txt" })).await.is_ok());
     // Asked again, it is checked again (the directory may have been created since), but the
     // same rejection is not announced twice.
-    assert!(host.reload_config().await.is_err());
+    assert!(app.reload_config().await.is_err());
     std::fs::create_dir(ws.dir.join("missing-dir")).unwrap();
-    assert_eq!(host.reload_config().await.unwrap().sections, ["plugins"]);
-    assert!(call_tool(&host, "read", json!({ "path": "sub/inner.txt" })).await.is_err(), "only missing-dir is granted now");
+    assert_eq!(app.reload_config().await.unwrap().sections, ["plugins"]);
+    assert!(call_tool(host, "read", json!({ "path": "sub/inner.txt" })).await.is_err(), "only missing-dir is granted now");
 
     // Writing the same valid file twice changes nothing the second time, and says nothing.
     ws.config("[plugins.read]\nfilesystem = [\".\"]\n").trust();
-    let change = host.reload_config().await.unwrap();
+    let change = app.reload_config().await.unwrap();
     assert_eq!(change.sections, ["plugins"]);
-    assert!(host.reload_config().await.unwrap().sections.is_empty());
-    assert!(call_tool(&host, "read", json!({ "path": "top.txt" })).await.is_ok());
+    assert!(app.reload_config().await.unwrap().sections.is_empty());
+    assert!(call_tool(host, "read", json!({ "path": "top.txt" })).await.is_ok());
     assert_eq!(of(&events, "config.changed").len(), 3, "{:?}", events.lock().unwrap());
     assert_eq!(of(&events, "config.rejected").len(), 2, "{:?}", events.lock().unwrap());
 }
@@ -97,7 +98,7 @@ async fn provider_settings_and_permission_rules_changed_mid_session_serve_the_ne
         "default_model = \"openai/test-model\"\n[agents.build]\npermissions = [{{ tool = \"echo\", action = \"deny\" }}]\n[plugins.openai]\nnetwork = [\"{url}\"]\napi_key = \"sk-test\"\nsettings = {{ base_url = \"{url}/v1\", models = [{{ id = \"test-model\" }}] }}\n",
         url = b.url()
     ));
-    let change = f.runtime.host().reload_config().await.unwrap();
+    let change = f.app.reload_config().await.unwrap();
     assert_eq!(change.sections, ["agents", "plugins"]);
     let outcome = f.runtime.prompt(&session.id, "second").await.unwrap();
     assert_eq!(outcome.text, "from B");
@@ -114,8 +115,9 @@ async fn provider_settings_and_permission_rules_changed_mid_session_serve_the_ne
 #[tokio::test]
 async fn hooks_come_and_go_with_their_files_and_their_configuration() {
     let ws = Workspace::new();
-    let host = Arc::new(ws.host().await);
-    let events = record(&host);
+    let app = ws.app().await;
+    let host = app.host();
+    let events = record(host);
     std::fs::copy(components::HOOK_A, ws.plugins.join("hook-a.wasm")).unwrap();
     host.reload(None).await.unwrap();
     let added = of(&events, "hook.added");
@@ -128,7 +130,7 @@ async fn hooks_come_and_go_with_their_files_and_their_configuration() {
     assert_eq!(host.hooks().order(HookPoint::ToolBefore), ["hook-a"]);
 
     ws.config("[hooks.hook-a]\nenabled = false\n").trust();
-    assert_eq!(host.reload_config().await.unwrap().sections, ["hooks"]);
+    assert_eq!(app.reload_config().await.unwrap().sections, ["hooks"]);
     assert!(host.hooks().order(HookPoint::ToolBefore).is_empty(), "turned off by the configuration");
 
     std::fs::remove_file(ws.plugins.join("hook-a.wasm")).unwrap();
@@ -151,7 +153,7 @@ async fn a_session_whose_model_disappeared_gets_a_clear_error_at_its_next_turn()
     assert_eq!(f.runtime.prompt(&session.id, "first").await.unwrap().text, "one");
 
     f.ws.operator_config(&config("other-model"));
-    f.runtime.host().reload_config().await.unwrap();
+    f.app.reload_config().await.unwrap();
     let log = f.store.events_after(0, None, 10_000).await.unwrap();
     let models = |kind: &str| -> Vec<Value> { log.iter().filter(|e| e.kind == kind).map(|e| e.data["model"].clone()).collect() };
     assert_eq!((models("model.removed"), models("model.added")), (vec![json!("openai/test-model")], vec![json!("openai/other-model")]));
@@ -167,7 +169,7 @@ async fn a_session_whose_model_disappeared_gets_a_clear_error_at_its_next_turn()
 
     // The model back, the session goes on.
     f.ws.operator_config(&config("test-model"));
-    f.runtime.host().reload_config().await.unwrap();
+    f.app.reload_config().await.unwrap();
     assert_eq!(f.runtime.prompt(&session.id, "third").await.unwrap().text, "three");
 }
 
@@ -194,4 +196,30 @@ async fn a_provider_replaced_by_a_new_file_mid_session_serves_the_next_turn() {
     let reloaded: Vec<&Value> = log.iter().filter(|e| e.kind == "plugin.reloaded").map(|e| &e.data).collect();
     assert_eq!(reloaded.len(), 1);
     assert_eq!((reloaded[0]["id"].as_str(), reloaded[0]["new_hash"].as_str()), (Some("openai"), Some(provider.content_hash.as_str())));
+}
+
+#[tokio::test]
+async fn a_reload_that_one_layer_refuses_changes_no_other_layer() {
+    let ws = Workspace::new();
+    ws.file("top.txt", "top\n").file("sub/inner.txt", "inner\n");
+    let app = ws.app().await;
+    let events = record(app.host());
+    // The grant would narrow `read` to `sub`, but the agent layer refuses its part: the
+    // runtime's part is not applied either.
+    ws.config("[plugins.read]\nfilesystem = [\"sub\"]\n[agents.build]\nmax_steps = 0\n").trust();
+    let rejected = app.reload_config().await.unwrap_err();
+    assert!(rejected.reason.starts_with("agents:") && rejected.reason.contains("max_steps"), "{}", rejected.reason);
+    assert!(call_tool(app.host(), "read", json!({ "path": "top.txt" })).await.is_ok(), "the old grant stays in force");
+    assert!(app.host().config().plugins.is_empty() && app.config().plugins.is_empty());
+    assert!(of(&events, "config.changed").is_empty());
+    assert_eq!(of(&events, "config.rejected").len(), 1);
+}
+
+#[tokio::test]
+async fn an_agent_rule_that_does_not_parse_stops_the_start_and_names_the_file() {
+    let ws = Workspace::new();
+    ws.config("[agents.review]\nmax_steps = 0\n").trust();
+    let err = plugboard_tests::start_host(ws.options()).await.err().expect("the start is refused");
+    let text = err.to_string();
+    assert!(text.contains("plugboard.toml") && text.contains("[agents.review] max_steps must be at least 1"), "{text}");
 }

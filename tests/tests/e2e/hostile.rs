@@ -151,7 +151,7 @@ async fn a_hostile_tool_list_is_refused_at_load_with_the_reason_and_within_the_t
         let ws = Workspace::new();
         std::fs::copy(plugboard_tests::components::LISTER, ws.plugins.join("lister.wasm")).unwrap();
         ws.config(&format!("[plugins.lister]\nlimits = {{ timeout_ms = 500 }}\nsettings = {{ list = \"{list}\" }}\n")).trust();
-        let host = PluginHost::start(ws.options()).await.unwrap();
+        let host = plugboard_tests::start_host(ws.options()).await.unwrap();
         let registry = host.registry();
         let failure = registry.failures().iter().find(|f| f.source.to_string().contains("lister.wasm")).cloned();
         let failure = failure.unwrap_or_else(|| panic!("the `{list}` list was accepted"));
@@ -222,12 +222,12 @@ mod commands {
 
     /// A workspace whose `hostile` plugin may run any command line, with the probe command
     /// copied in.
-    async fn confined() -> Option<(Workspace, PluginHost)> {
+    async fn confined() -> Option<(Workspace, std::sync::Arc<PluginHost>)> {
         confined_with("").await
     }
 
     /// The same, with `extra` lines in the plugin's table.
-    async fn confined_with(extra: &str) -> Option<(Workspace, PluginHost)> {
+    async fn confined_with(extra: &str) -> Option<(Workspace, std::sync::Arc<PluginHost>)> {
         let ws = Workspace::new();
         ws.config(&hostile_config(&format!("process = [\"*\"]\n{extra}")));
         std::fs::copy(env!("CARGO_BIN_EXE_confinement-probe"), ws.dir.join("probe")).unwrap();
@@ -358,7 +358,7 @@ mod starvation {
     async fn spinning_guests_yield_so_a_call_started_after_them_finishes_before_them() {
         let ws = Workspace::new();
         ws.config(&hostile_config("limits = { timeout_ms = 1500 }"));
-        let host = std::sync::Arc::new(ws.host().await);
+        let host = ws.host().await;
         // More spinning guests than worker threads.
         let spins: Vec<_> = (0..6)
             .map(|_| {
@@ -392,7 +392,7 @@ mod starvation {
             "[engine]\nmax_instances = 2\n{}[plugins.echo]\nlimits = {{ timeout_ms = 200 }}\n",
             hostile_config("limits = { timeout_ms = 1500 }")
         ));
-        let host = std::sync::Arc::new(ws.host().await);
+        let host = ws.host().await;
         if host.engine().allocator != plugboard::runtime::engine::AllocatorKind::Pooling {
             eprintln!("the pooling allocator is not in use here; there is no pool to exhaust");
             return;
@@ -506,18 +506,19 @@ mod grants {
         let ws = Workspace::new();
         ws.file("sub/note.txt", "granted\n");
         ws.config("[plugins.hostile]\nfilesystem = [{ path = \".\", access = \"read-write\" }]\n[plugins.read]\nfilesystem = [\"sub\"]\n");
-        let host = ws.host().await;
-        assert!(call(&host, "read", json!({"path": "sub/note.txt"})).await.unwrap().text.contains("granted"));
+        let app = ws.app().await;
+        let host = app.host();
+        assert!(call(host, "read", json!({"path": "sub/note.txt"})).await.unwrap().text.contains("granted"));
         // What a plugin or command with write access to the workspace can do.
         std::fs::remove_dir_all(ws.dir.join("sub")).unwrap();
         std::os::unix::fs::symlink(&ws.outside, ws.dir.join("sub")).unwrap();
-        let err = call(&host, "read", json!({"path": "sub/secret.txt"})).await.unwrap_err();
+        let err = call(host, "read", json!({"path": "sub/secret.txt"})).await.unwrap_err();
         assert!(err.to_string().contains("was replaced by a symlink"), "{err}");
         assert!(!err.to_string().contains("TOP-SECRET"));
         // The next load does not follow the symlink either.
-        let rejected = host.reload_config().await;
+        let rejected = app.reload_config().await;
         assert!(rejected.is_ok(), "nothing changed in the file");
-        let next = plugboard::runtime::PluginHost::start(ws.options()).await.unwrap();
+        let next = plugboard_tests::start_host(ws.options()).await.unwrap();
         let registry = next.registry();
         let failure = registry.failures().iter().find(|f| f.source.to_string() == "bundled:read").expect("read is not loaded");
         assert!(failure.reason.contains("through a symlink"), "{}", failure.reason);
@@ -528,7 +529,7 @@ mod grants {
         let ws = Workspace::new();
         ws.file("ro/keep.txt", "x");
         ws.config("[plugins.hostile]\nfilesystem = [{ path = \".\", access = \"read-write\" }, \"ro\"]\n").trust();
-        let host = plugboard::runtime::PluginHost::start(ws.options()).await.unwrap();
+        let host = plugboard_tests::start_host(ws.options()).await.unwrap();
         let registry = host.registry();
         let failure = registry.failures().iter().find(|f| f.source.to_string().contains("hostile")).expect("refused");
         assert!(failure.reason.contains("lies inside") && failure.reason.contains("read-only"), "{}", failure.reason);

@@ -49,7 +49,7 @@ pub(crate) async fn api_with(script: Vec<Scripted>, extra_config: &str, secret: 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let settings = ServerSettings::resolve(&config, addr, secret.map(str::to_string), false, SessionSettings::default()).unwrap();
-    let state = AppState::ready(settings, f.runtime.clone());
+    let state = AppState::ready(settings, f.app.clone(), f.runtime.clone());
     let task = tokio::spawn(serve_with(listener, state, std::future::pending()));
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(secret) = secret {
@@ -225,7 +225,7 @@ async fn health_answers_at_once_and_ready_says_why_until_the_runtime_is_there() 
     assert_eq!(ready["error"], "the plugins cannot be loaded: invalid configuration");
     // Once the runtime is there, it is ready.
     let f = fixture(vec![say("unused")], "", AskMode::Prompt).await;
-    state.set_runtime(f.runtime.clone());
+    state.set_ready(f.app.clone(), f.runtime.clone());
     assert_eq!(get("/ready").await.unwrap().status(), 200);
     assert_eq!(get("/sessions").await.unwrap().status(), 200);
     task.abort();

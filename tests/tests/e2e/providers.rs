@@ -271,7 +271,7 @@ async fn a_malformed_models_setting_keeps_the_provider_from_loading_and_names_th
         let ws = Workspace::new();
         ws.operator_config(&format!("[plugins.{provider}]\nnetwork = [\"http://127.0.0.1:9\"]\nsettings = {{ models = {models} }}\n"));
         ws.trust();
-        let host = PluginHost::start(ws.options()).await.expect("the host starts without the provider");
+        let host = plugboard_tests::start_host(ws.options()).await.expect("the host starts without the provider");
         assert!(host.registry().provider(provider).is_none(), "{provider} loaded with {models}");
         let failure = host.registry().failures().iter().find(|f| f.source.to_string() == format!("bundled:{provider}")).cloned();
         let reason = failure.map(|f| f.reason).unwrap_or_default();

@@ -17,13 +17,18 @@ fn install(ws: &Workspace, component: &str) {
 type Events = Arc<Mutex<Vec<(String, Value)>>>;
 
 async fn host_with_versioned() -> (Workspace, Arc<PluginHost>, Events) {
+    let (ws, app, events) = app_with_versioned().await;
+    (ws, app.host().clone(), events)
+}
+
+async fn app_with_versioned() -> (Workspace, Arc<plugboard::app::App>, Events) {
     let ws = Workspace::new();
     install(&ws, components::VERSIONED_A);
-    let host = Arc::new(ws.host().await);
+    let app = ws.app().await;
     let events: Events = Arc::default();
     let sink = events.clone();
-    host.attach_events(Arc::new(move |_, batch| sink.lock().unwrap().extend(batch.into_iter().map(|(k, d)| (k.to_string(), d)))));
-    (ws, host, events)
+    app.host().attach_events(Arc::new(move |_, batch| sink.lock().unwrap().extend(batch.into_iter().map(|(k, d)| (k.to_string(), d)))));
+    (ws, app, events)
 }
 
 async fn which(host: &PluginHost, text: &str) -> Result<String, CallError> {
@@ -95,8 +100,8 @@ async fn a_hundred_reloads_under_load_fail_no_call_and_each_call_is_one_version(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watcher_keeps_the_old_version_when_the_new_one_is_broken_and_takes_the_fix() {
-    let (ws, host, events) = host_with_versioned().await;
-    let _watch = host.watch().unwrap();
+    let (ws, app, events) = app_with_versioned().await;
+    let (host, _watch) = (app.host(), app.watch().unwrap());
 
     std::fs::write(ws.plugins.join("versioned.wasm"), b"\0asm this is not a component").unwrap();
     wait_for(&events, "plugin.failed", 1).await;
@@ -104,18 +109,18 @@ async fn the_watcher_keeps_the_old_version_when_the_new_one_is_broken_and_takes_
     assert_eq!(failed["id"], "versioned");
     assert_eq!(failed["kept_version"], "1.0.0");
     assert!(!failed["reason"].as_str().unwrap().is_empty());
-    assert_eq!(which(&host, "x").await.unwrap(), "a:x", "the old version still serves");
+    assert_eq!(which(host, "x").await.unwrap(), "a:x", "the old version still serves");
 
     install(&ws, components::VERSIONED_B);
     wait_for(&events, "plugin.reloaded", 1).await;
     let reloaded = events.lock().unwrap().iter().find(|(k, _)| k == "plugin.reloaded").unwrap().1.clone();
     assert_eq!((reloaded["old_version"].as_str(), reloaded["new_version"].as_str()), (Some("1.0.0"), Some("2.0.0")));
-    assert_eq!(which(&host, "y").await.unwrap(), "b:y");
+    assert_eq!(which(host, "y").await.unwrap(), "b:y");
 
     std::fs::remove_file(ws.plugins.join("versioned.wasm")).unwrap();
     wait_for(&events, "plugin.unloaded", 1).await;
     wait_for(&events, "tool.removed", 1).await;
-    assert!(matches!(which(&host, "z").await, Err(CallError::UnknownTool { .. })));
+    assert!(matches!(which(host, "z").await, Err(CallError::UnknownTool { .. })));
     // Each change was announced once.
     tokio::time::sleep(Duration::from_millis(300)).await;
     for kind in ["plugin.failed", "plugin.reloaded", "plugin.unloaded", "tool.removed"] {

@@ -1,8 +1,8 @@
 //! The runtime itself: the compile cache, isolation between calls, plugin discovery and
 //! load failures.
 
+use plugboard::runtime::HostOptions;
 use plugboard::runtime::artifact_cache::CacheOutcome;
-use plugboard::runtime::{HostOptions, PluginHost};
 use plugboard_tests::{Workspace, call, components};
 use serde_json::json;
 
@@ -11,9 +11,9 @@ async fn a_second_start_loads_plugins_from_the_cache() {
     let ws = Workspace::new();
     let cache = ws.data.join("cache");
     let options = HostOptions { plugin_dirs: vec![], cache_dir: Some(cache.clone()), ..ws.options() };
-    let first = PluginHost::start(options.clone()).await.unwrap();
+    let first = plugboard_tests::start_host(options.clone()).await.unwrap();
     assert!(first.registry().plugins().all(|p| p.stats.cache == CacheOutcome::Compiled), "a fresh cache compiles");
-    let second = PluginHost::start(options).await.unwrap();
+    let second = plugboard_tests::start_host(options).await.unwrap();
     assert!(second.registry().plugins().all(|p| p.stats.cache == CacheOutcome::Hit), "the second start hits the cache");
     assert_eq!(first.registry().plugins().count(), second.registry().plugins().count());
     std::fs::write(ws.dir.join("cached.txt"), "served from the cache\n").unwrap();
@@ -25,7 +25,7 @@ async fn a_second_start_loads_plugins_from_the_cache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_calls_are_isolated() {
     let ws = Workspace::new();
-    let host = std::sync::Arc::new(ws.host().await);
+    let host = ws.host().await;
     let mut tasks = Vec::new();
     for i in 0..64 {
         let host = host.clone();
@@ -43,7 +43,7 @@ async fn broken_plugins_are_reported_and_the_rest_load() {
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::write(plugins.join("garbage.wasm"), b"not wasm at all").unwrap();
     std::fs::write(plugins.join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
-    let host = PluginHost::start(HostOptions { plugin_dirs: vec![], ..ws.trust().options() }).await.unwrap();
+    let host = plugboard_tests::start_host(HostOptions { plugin_dirs: vec![], ..ws.trust().options() }).await.unwrap();
     let reasons: Vec<String> = host.registry().failures().iter().map(|f| format!("{}: {}", f.source, f.reason)).collect();
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("garbage.wasm") && r.contains("magic")), "{reasons:?}");
@@ -58,7 +58,7 @@ async fn plugins_shadow_by_precedence() {
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::copy(components::ECHO, plugins.join("echo.wasm")).unwrap();
     // Without --plugins, the workspace's copy serves.
-    let host = PluginHost::start(HostOptions { plugin_dirs: vec![], ..ws.trust().options() }).await.unwrap();
+    let host = plugboard_tests::start_host(HostOptions { plugin_dirs: vec![], ..ws.trust().options() }).await.unwrap();
     assert!(host.registry().plugin("echo").unwrap().source.to_string().ends_with(".plugboard/plugins/echo.wasm"));
     // A --plugins directory wins over the workspace; the copy it shadows is announced.
     let host = ws.host().await;
@@ -90,7 +90,7 @@ async fn a_config_table_naming_no_loaded_plugin_or_hook_is_warned_about_with_the
 async fn an_invalid_grant_names_the_plugin_and_field() {
     let ws = Workspace::new();
     ws.config("[plugins.fetch]\nnetwork = [\"example.com\"]\n");
-    let host = PluginHost::start(HostOptions { plugin_dirs: vec![], ..ws.trust().options() }).await.unwrap();
+    let host = plugboard_tests::start_host(HostOptions { plugin_dirs: vec![], ..ws.trust().options() }).await.unwrap();
     let registry = host.registry();
     let failure = registry.failures().iter().find(|f| f.source.to_string() == "bundled:fetch").expect("fetch fails to load");
     assert!(failure.reason.contains("[plugins.fetch] network") && failure.reason.contains("needs a scheme"), "{}", failure.reason);
@@ -100,7 +100,7 @@ async fn an_invalid_grant_names_the_plugin_and_field() {
 async fn an_invalid_configuration_file_is_rejected_with_its_line() {
     let ws = Workspace::new();
     ws.config("[limits]\nmemory_mb = 5\n");
-    let err = PluginHost::start(HostOptions { plugin_dirs: vec![], ..ws.trust().options() }).await.err().unwrap();
+    let err = plugboard_tests::start_host(HostOptions { plugin_dirs: vec![], ..ws.trust().options() }).await.err().unwrap();
     let text = err.to_string();
     assert!(text.contains("plugboard.toml") && text.contains("memory_mb") && text.contains("line 2"), "{text}");
 }

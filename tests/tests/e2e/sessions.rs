@@ -2,11 +2,10 @@
 //! cancellation mid-stream and mid-tool, the limit on sessions running at once, and
 //! permission rules that outlive the process that was granted them.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use plugboard::agent::permission::{AskMode, Reply};
-use plugboard::agent::{AgentError, AgentRuntime, Delivery};
+use plugboard::agent::{AgentError, Delivery};
 use plugboard::store::SessionStore;
 use plugboard::store::events::Event;
 use plugboard::store::model::{MessageRole, MessageStatus, PartKind};
@@ -232,7 +231,7 @@ async fn an_always_answer_is_kept_with_the_session_for_the_next_process() {
     // Another runtime on its own connection, refusing every question: the stored rule
     // allows the call without one.
     let store = SessionStore::open(&f.db).unwrap();
-    let other = AgentRuntime::new(Arc::new(f.ws.host().await), store, AskMode::DenyAll).unwrap();
+    let other = f.ws.app().await.agent_runtime(store, AskMode::DenyAll).unwrap();
     assert_eq!(other.prompt(&session.id, "read it again").await.unwrap().text, "again");
     let history = f.store.history(&session.id).await.unwrap();
     let states: Vec<&str> =

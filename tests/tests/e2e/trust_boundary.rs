@@ -35,21 +35,23 @@ async fn the_model_rewriting_plugboard_toml_and_dropping_a_plugin_widens_no_gran
     // The same workspace without an operator file: the written file is seen, announced as
     // untrusted, and not applied.
     let ws = Workspace::new();
-    let host = std::sync::Arc::new(ws.host().await);
-    let events = crate::config_reload::record(&host);
+    let app = ws.app().await;
+    let host = app.host();
+    let events = crate::config_reload::record(host);
     ws.config(widened);
-    let rejected = host.reload_config().await.unwrap_err();
+    let rejected = app.reload_config().await.unwrap_err();
     assert!(rejected.reason.contains("not trusted") && rejected.reason.contains("plugboard trust --workspace"), "{}", rejected.reason);
-    assert!(!host.config().plugins.contains_key("shell"), "the configuration in force stays");
+    assert!(!app.config().plugins.contains_key("shell"), "the configuration in force stays");
+    assert!(!host.config().plugins.contains_key("shell"), "and the runtime's part of it");
     let untrusted = crate::config_reload::of(&events, "workspace.untrusted");
     assert_eq!(untrusted.len(), 1, "announced once: {untrusted:?}");
     assert_eq!(
         (untrusted[0]["kind"].as_str(), untrusted[0]["review"].as_str().map(|r| r.starts_with("plugboard trust"))),
         (Some("config"), Some(true))
     );
-    assert!(host.reload_config().await.is_err());
+    assert!(app.reload_config().await.is_err());
     assert_eq!(crate::config_reload::of(&events, "workspace.untrusted").len(), 1, "the same content is not news");
-    assert_eq!(host.untrusted().len(), 1, "listed for /ready and the CLI");
+    assert_eq!(app.untrusted().len(), 1, "listed for /ready and the CLI");
 
     // A plugin dropped into .plugboard/plugins is not loaded either, even with the id of a
     // bundled one.
@@ -66,10 +68,10 @@ async fn the_model_rewriting_plugboard_toml_and_dropping_a_plugin_widens_no_gran
     // Once the operator trusts it, the file applies, and a grant of `/` is still refused:
     // it would contain Plugboard's own data directory.
     ws.trust();
-    let rejected = host.reload_config().await.unwrap_err();
+    let rejected = app.reload_config().await.unwrap_err();
     assert!(rejected.reason.contains("cannot be granted") && rejected.reason.contains("Plugboard's own directory"), "{}", rejected.reason);
-    assert!(host.untrusted().iter().all(|f| f.kind != plugboard::trust::WorkspaceFileKind::Config));
-    let out = call_tool(&host, "shell", json!({ "command": "id" })).await.unwrap_err();
+    assert!(app.untrusted().iter().all(|f| f.kind != plugboard::trust::WorkspaceFileKind::Config));
+    let out = call_tool(host, "shell", json!({ "command": "id" })).await.unwrap_err();
     assert!(matches!(out, CallError::Denied { .. }), "{out}");
 }
 
@@ -79,26 +81,28 @@ async fn a_trusted_plugin_whose_file_changes_keeps_serving_its_trusted_version()
     let dir = ws.dir.join(".plugboard/plugins");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(components::VERSIONED_A, dir.join("versioned.wasm")).unwrap();
-    let host = ws.host().await;
+    let app = ws.app().await;
+    let host = app.host();
     assert_eq!(host.registry().plugin("versioned").unwrap().manifest.version, "1.0.0");
     std::fs::copy(components::VERSIONED_B, dir.join("versioned.wasm")).unwrap();
     let report = host.reload(None).await.unwrap();
     assert!(report.reloaded.is_empty() && report.unloaded.is_empty(), "{report:?}");
     assert_eq!(host.registry().plugin("versioned").unwrap().manifest.version, "1.0.0", "the trusted version serves");
-    assert_eq!(host.untrusted().len(), 1);
+    assert_eq!(app.untrusted().len(), 1);
     ws.trust();
     assert_eq!(host.reload(None).await.unwrap().reloaded, ["versioned"]);
     assert_eq!(host.registry().plugin("versioned").unwrap().manifest.version, "2.0.0");
-    assert!(host.untrusted().is_empty());
+    assert!(app.untrusted().is_empty());
 }
 
 #[tokio::test]
 async fn an_untrusted_workspace_starts_with_the_defaults_and_says_how_to_trust_it() {
     let ws = Workspace::new();
     ws.config("[plugins.hostile]\nenv = [\"HOME\"]\n");
-    let host = plugboard::runtime::PluginHost::start(ws.options()).await.unwrap();
-    assert!(host.config().plugins.is_empty(), "the defaults are in force");
-    let untrusted = host.untrusted();
+    let app = plugboard::app::App::start(ws.options()).await.unwrap();
+    assert!(app.config().plugins.is_empty(), "the defaults are in force");
+    assert!(app.host().config().plugins.is_empty(), "in the runtime too");
+    let untrusted = app.untrusted();
     assert_eq!(untrusted.len(), 1);
     assert!(untrusted[0].review.contains(&ws.dir.display().to_string()), "{untrusted:?}");
 }
@@ -106,9 +110,9 @@ async fn an_untrusted_workspace_starts_with_the_defaults_and_says_how_to_trust_i
 #[tokio::test]
 async fn a_secret_in_the_workspace_file_is_refused_naming_the_alternatives() {
     let ws = Workspace::new();
-    let host = ws.host().await;
+    let app = ws.app().await;
     ws.config("[plugins.openai]\napi_key = \"sk-in-the-repo\"\n").trust();
-    let rejected = host.reload_config().await.unwrap_err();
+    let rejected = app.reload_config().await.unwrap_err();
     assert!(rejected.reason.contains("api_key_env") && rejected.reason.contains("--config"), "{}", rejected.reason);
     assert!(!rejected.reason.contains("sk-in-the-repo"));
 }
@@ -119,8 +123,8 @@ async fn no_grant_reaches_plugboards_own_directories() {
     // The data directory (sessions, trust), and a directory that contains it.
     for dir in [ws.data.clone(), ws.data.parent().unwrap().to_path_buf()] {
         ws.config(&format!("[plugins.hostile]\nfilesystem = [{{ path = \"{}\", access = \"read-write\" }}]\n", dir.display())).trust();
-        let host = plugboard::runtime::PluginHost::start(ws.options()).await.unwrap();
-        let registry = host.registry();
+        let app = plugboard::app::App::start(ws.options()).await.unwrap();
+        let registry = app.host().registry();
         let failure = registry.failures().iter().find(|f| f.source.to_string().contains("hostile")).expect("the grant is refused");
         assert!(failure.reason.contains("Plugboard's own directory"), "{}", failure.reason);
     }

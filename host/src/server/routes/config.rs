@@ -5,18 +5,18 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::app::ConfigChange;
 use crate::hooks::HookPoint;
-use crate::runtime::config_reload::ConfigChange;
 use crate::server::error::{ApiError, ErrorBody};
-use crate::server::state::Running;
+use crate::server::state::{Configured, Running};
 
 /// Reads `plugboard.toml` again (what the file watcher does on its own). A valid file is
 /// put in force and the changed sections are named; an invalid one is refused with 422 and
 /// the reason, and the previous configuration stays in force.
 #[utoipa::path(post, path = "/config/reload", tag = "config",
     responses((status = 200, body = ConfigChange), (status = 422, body = ErrorBody)))]
-pub async fn reload(Running(runtime): Running) -> Result<Json<ConfigChange>, ApiError> {
-    runtime.host().reload_config().await.map(Json).map_err(|e| {
+pub async fn reload(Configured(app): Configured) -> Result<Json<ConfigChange>, ApiError> {
+    app.reload_config().await.map(Json).map_err(|e| {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).with_details(json!({ "path": e.path, "reason": e.reason }))
     })
 }

@@ -46,7 +46,7 @@ pub async fn health() -> Json<Health> {
 pub async fn ready(State(state): State<AppState>) -> Response {
     match state.readiness().await {
         Ok(()) => {
-            let untrusted = state.runtime().map(|r| r.host().untrusted()).unwrap_or_default();
+            let untrusted = state.app().map(|app| app.untrusted()).unwrap_or_default();
             Json(Health { untrusted, ..Health::status("ready") }).into_response()
         }
         Err(reason) => {

@@ -1,0 +1,113 @@
+//! The runtime's slice of the configuration: `[engine]`, `[limits]`, `[sandbox]`,
+//! `[cache]`, `[plugins.<id>]` and `[hooks.<id>]`, and how a plugin's grants are found in
+//! it. The runtime never sees the rest of the file: the application layer
+//! ([`crate::app`]) reads the file and hands this part over, at start and on each reload.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::capability::filesystem::DirGrantSpec;
+use crate::capability::{LimitOverrides, Limits, PluginGrants, SandboxSettings};
+use crate::runtime::engine::EngineSettings;
+
+/// What the runtime is configured with.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuntimeConfig {
+    /// `[engine]`: allocator settings (read at start only).
+    pub engine: EngineSettings,
+    /// `[limits]`: default limits of every plugin.
+    pub limits: Limits,
+    /// `[sandbox]`: settings of every plugin's sandbox.
+    pub sandbox: SandboxSettings,
+    /// `[cache]`: where compiled plugins are kept (read at start only).
+    pub cache: CacheSettings,
+    /// `[plugins.<id>]`: grants per plugin id. A first-party plugin without a table here
+    /// gets its built-in default grant (see [`builtin_grants`]); any other plugin gets none.
+    pub plugins: BTreeMap<String, PluginGrants>,
+    /// `[hooks.<id>]`: whether, in which order and how strictly each hook plugin runs.
+    pub hooks: BTreeMap<String, crate::hooks::HookSettings>,
+}
+
+/// `[cache]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSettings {
+    /// Directory of compiled plugins; default: the user's cache directory.
+    pub dir: Option<PathBuf>,
+    /// Set to false to compile on every start.
+    pub enabled: Option<bool>,
+}
+
+/// Where a plugin's grants came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GrantSource {
+    /// A `[plugins.<id>]` table.
+    Config,
+    /// The built-in default of a first-party plugin.
+    BuiltinDefault,
+    /// Nothing is granted.
+    None,
+}
+
+impl RuntimeConfig {
+    /// The grants of plugin `id`: its table, or the built-in default of a first-party plugin.
+    pub fn grants_for(&self, id: &str, first_party: bool) -> (Option<PluginGrants>, GrantSource) {
+        match self.plugins.get(id) {
+            Some(g) => (Some(g.clone()), GrantSource::Config),
+            None if first_party => match builtin_grants(id) {
+                Some(g) => (Some(g), GrantSource::BuiltinDefault),
+                None => (None, GrantSource::None),
+            },
+            None => (None, GrantSource::None),
+        }
+    }
+}
+
+/// Providers wait on remote models: each step of a stream may take up to five minutes.
+const PROVIDER_LIMITS: LimitOverrides = LimitOverrides { memory_mib: None, timeout_ms: Some(300_000), max_output_bytes: None };
+
+/// The built-in grants of the first-party plugins, used when the configuration has no table
+/// for them: the file tools see the workspace (read-only for the readers, read-write for
+/// `write` and `edit`); `shell` has the workspace read-write but no commands; `fetch` has no
+/// hosts; the `openai` and `anthropic` providers reach their API host with the key from
+/// `OPENAI_API_KEY` / `ANTHROPIC_API_KEY`. Everything beyond that must be granted.
+pub fn builtin_grants(id: &str) -> Option<PluginGrants> {
+    use crate::first_party::DefaultGrant;
+    Some(match crate::first_party::plugin(id)?.default_grant? {
+        DefaultGrant::Workspace(access) => {
+            PluginGrants { filesystem: vec![DirGrantSpec::WithAccess { path: ".".into(), access }], ..Default::default() }
+        }
+        DefaultGrant::Nothing => PluginGrants::default(),
+        DefaultGrant::Provider { host, api_key_env } => PluginGrants {
+            network: vec![host.into()],
+            api_key_env: Some(api_key_env.into()),
+            limits: PROVIDER_LIMITS,
+            ..Default::default()
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_party_plugins_get_defaults_and_others_nothing() {
+        let config = RuntimeConfig::default();
+        assert_eq!(config.grants_for("read", true).1, GrantSource::BuiltinDefault);
+        assert_eq!(config.grants_for("read", false).1, GrantSource::None);
+        assert_eq!(config.grants_for("thirdparty", false).0, None);
+    }
+
+    #[test]
+    fn a_plugins_own_table_replaces_its_builtin_default() {
+        let mut config = RuntimeConfig::default();
+        config.plugins.insert("read".into(), PluginGrants::default());
+        let (grants, source) = config.grants_for("read", true);
+        assert_eq!(source, GrantSource::Config);
+        assert!(grants.unwrap().filesystem.is_empty(), "the table grants nothing, so the default's workspace is gone");
+    }
+}
