@@ -23,8 +23,7 @@ use crate::runtime::config::{CacheSettings, RuntimeConfig};
 use crate::runtime::engine::EngineSettings;
 use crate::server::settings::ServerConfig;
 
-/// Name of the configuration file looked up in the workspace.
-pub const CONFIG_FILE_NAME: &str = "plugboard.toml";
+pub use crate::trust::CONFIG_FILE_NAME;
 
 /// The whole configuration file. Each layer is handed only its own part of it:
 /// [`Config::runtime`] for the plugin runtime, [`Config::agent_settings`] for the agents,

@@ -4,6 +4,7 @@
 mod activity;
 pub mod conversation;
 pub mod error;
+pub mod event_hooks;
 pub mod permission;
 pub mod runtime;
 

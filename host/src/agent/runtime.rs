@@ -200,7 +200,7 @@ impl AgentRuntime {
             closing: AtomicBool::new(false),
         });
         tokio::spawn(renew_leases(Arc::downgrade(&runtime)));
-        crate::hooks::delivery::deliver_events(&runtime.store, Arc::downgrade(&runtime.host));
+        super::event_hooks::deliver_events(&runtime.store, Arc::downgrade(&runtime.host));
         Ok(runtime)
     }
 

@@ -98,7 +98,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
 
 /// Serves `state` on `listener` until `stop` completes; then stops accepting, ends the
 /// event streams and waits for the requests in progress. (The agent runtime is not shut
-/// down here: see [`AgentRuntime::shutdown`].)
+/// down here: see [`crate::agent::AgentRuntime::shutdown`].)
 pub async fn serve_with(
     listener: tokio::net::TcpListener,
     state: AppState,

@@ -21,11 +21,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::CONFIG_FILE_NAME;
 use crate::runtime::discovery::WORKSPACE_PLUGINS_DIR;
 
 /// The name of the trust file in the data directory.
 pub const TRUST_FILE_NAME: &str = "trust.json";
+
+/// Name of the configuration file looked up in the workspace.
+pub const CONFIG_FILE_NAME: &str = "plugboard.toml";
 
 /// What the operator trusted of one workspace.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

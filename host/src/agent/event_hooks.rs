@@ -8,6 +8,7 @@ use std::sync::Weak;
 use futures::StreamExt;
 
 use crate::runtime::PluginHost;
+use crate::runtime::bindings::hook_types::Event as HookEvent;
 use crate::store::SessionStore;
 
 /// Delivers every event from now on to the `event` hooks in force when it arrives, on a
@@ -23,7 +24,13 @@ async fn deliver(events: impl futures::Stream<Item = crate::store::events::Event
         let Some(host) = host.upgrade() else { return };
         let chain = host.hooks();
         if chain.wants_event(&event.kind) {
-            chain.event(&event).await;
+            let record = HookEvent {
+                seq: event.seq.max(0) as u64,
+                event_type: event.kind,
+                timestamp: event.timestamp,
+                data: event.data.to_string(),
+            };
+            chain.event(event.session_id.as_deref(), record).await;
         }
     }
 }

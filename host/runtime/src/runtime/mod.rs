@@ -136,7 +136,7 @@ pub struct PluginHost {
 impl PluginHost {
     /// Builds the engine under `config` and loads every plugin found, concurrently. A
     /// plugin that fails to load is recorded in the registry's [`Registry::failures`]; the
-    /// others serve. ([`crate::app::App::start`] reads the configuration file first.)
+    /// others serve. (`plugboard::app::App::start` reads the configuration file first.)
     pub async fn start(options: HostOptions, config: RuntimeConfig) -> Result<Self, StartError> {
         let workspace = workspace_dir(options.workspace.as_deref())?;
         let trust = crate::trust::WorkspaceTrust::new(&workspace, options.data_dir.as_deref());

@@ -6,11 +6,10 @@
 //! invalid has its change thrown away and a `hook.failed` event emitted, and the chain goes
 //! on. A hook marked `fail_closed` refuses the prompt or tool call it failed on.
 //!
-//! - [`chain`]: the ordered hooks of one moment, and the validation of their drafts;
-//! - [`delivery`]: the `event` point, fed from the event log without touching the flow.
+//! - [`chain`]: the ordered hooks of one moment, and the validation of their drafts. The
+//!   agent layer feeds the `event` point from the event log (`agent::event_hooks`).
 
 pub mod chain;
-pub mod delivery;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,7 +1,7 @@
 //! The runtime's slice of the configuration: `[engine]`, `[limits]`, `[sandbox]`,
 //! `[cache]`, `[plugins.<id>]` and `[hooks.<id>]`, and how a plugin's grants are found in
 //! it. The runtime never sees the rest of the file: the application layer
-//! ([`crate::app`]) reads the file and hands this part over, at start and on each reload.
+//! (`plugboard::app`) reads the file and hands this part over, at start and on each reload.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

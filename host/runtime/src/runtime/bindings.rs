@@ -9,7 +9,7 @@ pub mod v0_1_0 {
     /// The `tool-plugin` world.
     pub mod tool {
         wasmtime::component::bindgen!({
-            path: "../wit/since_v0.1.0",
+            path: "../../wit/since_v0.1.0",
             world: "tool-plugin",
             imports: { default: async },
             exports: { default: async },
@@ -19,7 +19,7 @@ pub mod v0_1_0 {
     /// The `provider-plugin` world; it shares `host` and `types` with the tool world.
     pub mod provider {
         wasmtime::component::bindgen!({
-            path: "../wit/since_v0.1.0",
+            path: "../../wit/since_v0.1.0",
             world: "provider-plugin",
             imports: { default: async },
             exports: { default: async },
@@ -33,7 +33,7 @@ pub mod v0_1_0 {
     /// The `hook-plugin` world; it shares `host`, `process` and `types` with the tool world.
     pub mod hook {
         wasmtime::component::bindgen!({
-            path: "../wit/since_v0.1.0",
+            path: "../../wit/since_v0.1.0",
             world: "hook-plugin",
             imports: { default: async },
             exports: { default: async },

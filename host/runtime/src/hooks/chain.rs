@@ -326,21 +326,16 @@ impl HookChain {
 
     /// `event`: each hook that wants events of this type observes it. A failure is reported,
     /// except while handling a `hook.failed` event (which would feed on itself).
-    pub async fn event(&self, event: &crate::store::events::Event) {
-        let ctx = HookContext { session_id: event.session_id.clone().unwrap_or_default(), agent: String::new() };
-        let record = wit::Event {
-            seq: event.seq.max(0) as u64,
-            event_type: event.kind.clone(),
-            timestamp: event.timestamp,
-            data: event.data.to_string(),
-        };
-        for hook in self.hooks.iter().filter(|h| h.plugin.hook().is_some_and(|i| i.wants_event(&event.kind))) {
+    pub async fn event(&self, session_id: Option<&str>, record: wit::Event) {
+        let ctx = HookContext { session_id: session_id.unwrap_or_default().to_string(), agent: String::new() };
+        let event = &record;
+        for hook in self.hooks.iter().filter(|h| h.plugin.hook().is_some_and(|i| i.wants_event(&event.event_type))) {
             let (c, e) = (self.context(&ctx), record.clone());
             let result = hook.plugin.run_hook(move |store, h| Box::pin(async move { h.call_on_event(store, &c, &e).await })).await;
             if let Some(reason) = failure(result)
-                && event.kind != "hook.failed"
+                && event.event_type != "hook.failed"
             {
-                self.failed(hook, HookPoint::Event, &ctx, &reason, json!({ "event_seq": event.seq, "event_type": event.kind }));
+                self.failed(hook, HookPoint::Event, &ctx, &reason, json!({ "event_seq": event.seq, "event_type": event.event_type }));
             }
         }
     }

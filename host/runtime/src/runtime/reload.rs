@@ -4,7 +4,7 @@
 //! with (they hold it); calls that start after the swap use the new one. A new version
 //! that does not load leaves the old one serving, and says why (`plugin.failed`).
 //!
-//! The application's file watcher ([`crate::app::App::watch`]) calls a reload when a
+//! The application's file watcher (`plugboard::app::App::watch`) calls a reload when a
 //! plugin file is added, changed or removed, and when the operator trusts the workspace.
 
 use std::collections::HashMap;
@@ -73,7 +73,7 @@ impl PluginHost {
     }
 
     /// Sends `events` to the attached sink (nowhere before one is attached).
-    pub(crate) fn emit(&self, events: Vec<(&'static str, Value)>) {
+    pub fn emit(&self, events: Vec<(&'static str, Value)>) {
         if events.is_empty() {
             return;
         }
