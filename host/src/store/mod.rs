@@ -143,10 +143,10 @@ impl SessionStore {
             std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
         }
         let mut conn = Connection::open(path).map_err(|e| open_error(e.to_string()))?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| open_error(e.to_string()))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| open_error(e.to_string()))?;
+        use_wal(&conn).map_err(|e| open_error(format!("switching to WAL: {e}")))?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| open_error(e.to_string()))?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| open_error(e.to_string()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| open_error(e.to_string()))?;
         schema::migrate(&mut conn).map_err(|e| open_error(format!("migrating: {e}")))?;
         // Every statement the store runs stays prepared (the default keeps 16).
         conn.set_prepared_statement_cache_capacity(256);
@@ -394,6 +394,26 @@ fn checkpoint_until_closed(conn: &Connection, stopped: &std::sync::mpsc::Receive
 /// How often the write-ahead log is checkpointed.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// How long opening waits for another process holding the database's write lock.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Switches the database to WAL. When another process switches the same new database at
+/// the same moment, SQLite answers "database is locked" at once, without the busy handler,
+/// so the switch is tried again until the busy timeout.
+fn use_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && started.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            done => return done,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -421,5 +441,33 @@ mod tests {
         assert_eq!(published, stored, "only what was stored is announced, in order");
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn processes_opening_one_new_database_at_once_all_open_it_and_migrate_it_once() {
+        for round in 0..5 {
+            let dir = std::env::temp_dir().join(format!("plugboard-store-race-{}-{round}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let path = dir.join("plugboard.db");
+            // Each opener has its own connections, as another process has.
+            let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let openers: Vec<_> = (0..6)
+                .map(|_| {
+                    let (path, start) = (path.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        SessionStore::open(&path).map(drop)
+                    })
+                })
+                .collect();
+            for opener in openers {
+                opener.join().unwrap().unwrap_or_else(|e| panic!("round {round}: {e}"));
+            }
+            let conn = Connection::open(&path).unwrap();
+            let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+            assert_eq!(version as usize, schema::MIGRATIONS.len());
+            drop(conn);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 }

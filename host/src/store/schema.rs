@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// Each entry migrates from version `i` to `i + 1`. Never edit a released entry: append.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: sessions, messages, parts, inbox, events.
     "CREATE TABLE sessions (
         id TEXT PRIMARY KEY,
@@ -106,8 +106,25 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX events_by_session;",
 ];
 
-/// Brings the database to the newest schema.
+/// Brings the database to the newest schema. Processes that open one database at once
+/// migrate it once: the version is read again and the migrations applied inside one
+/// immediate transaction, so the others wait for its write lock (the busy timeout) and then
+/// find the schema up to date.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    if check_version(conn)? == MIGRATIONS.len() {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version = check_version(&tx)?;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+    }
+    tx.commit()
+}
+
+/// The schema version of the database, refused when it is newer than this Plugboard knows.
+fn check_version(conn: &Connection) -> rusqlite::Result<usize> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version as usize > MIGRATIONS.len() {
         return Err(rusqlite::Error::InvalidParameterName(format!(
@@ -115,11 +132,5 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
             MIGRATIONS.len()
         )));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
-        tx.commit()?;
-    }
-    Ok(())
+    Ok(version as usize)
 }
