@@ -56,14 +56,17 @@ impl App {
         // What a rejection is remembered by: the text (`None` when there is none to read).
         let text = read.as_ref().ok().cloned();
         let reject = |reason: String| self.reject(&path, text.clone(), reason);
-        let new = match read {
-            Ok(text) => self.parse(&text).map_err(reject)?,
+        let text = match read {
+            Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(reject("the file was removed (restart to run with the defaults)".into()));
             }
             Err(e) => return Err(reject(format!("cannot read it: {e}"))),
         };
-        let Some(new) = new else { return Err(self.untrusted_rejection()) };
+        if self.origin == ConfigOrigin::Workspace {
+            self.check_trusted(&text)?;
+        }
+        let new = Config::parse_from(&text, self.origin).map_err(reject)?;
         let sections = changed_sections(&self.config(), &new);
         if sections.is_empty() {
             *self.rejected.lock().expect("not poisoned") = None;
@@ -82,41 +85,27 @@ impl App {
         Ok(ConfigChange { path: Some(path), sections, restart_required })
     }
 
-    /// The configuration `text` holds, or `None` when it is the workspace's and not trusted.
-    fn parse(&self, text: &str) -> Result<Option<Config>, String> {
-        if self.origin == ConfigOrigin::Workspace && !self.note_trust(text) {
-            return Ok(None);
-        }
-        Config::parse_from(text, self.origin).map(Some)
-    }
-
-    /// Whether the operator trusted this content of the workspace's file. The first sight
-    /// of each untrusted content is announced (`workspace.untrusted`) with the command that
-    /// reviews and trusts it.
-    fn note_trust(&self, text: &str) -> bool {
+    /// Refuses a workspace file whose content the operator has not trusted. The first sight
+    /// of each such content is announced (`workspace.untrusted`) with the command that
+    /// reviews and trusts it; the configuration in force stays.
+    fn check_trusted(&self, text: &str) -> Result<(), ConfigRejected> {
         let mut pending = self.untrusted_config.lock().expect("not poisoned");
         match self.host.trust().config_trusted(text) {
             Ok(()) => {
                 *pending = None;
-                true
+                Ok(())
             }
             Err(untrusted) => {
                 if pending.as_ref().is_none_or(|p| p.sha256 != untrusted.sha256) {
                     tracing::warn!(path = %untrusted.path.display(), review = %untrusted.review, "the workspace's configuration changed and is not trusted; the configuration in force stays");
                     self.host.emit(vec![untrusted.event()]);
                 }
+                let reason = format!("its content is not trusted; review it and run `{}` to apply it", untrusted.review);
+                let rejected = ConfigRejected { path: untrusted.path.clone(), reason };
                 *pending = Some(untrusted);
-                false
+                Err(rejected)
             }
         }
-    }
-
-    /// The rejection of a workspace file whose content is not trusted.
-    fn untrusted_rejection(&self) -> ConfigRejected {
-        let pending = self.untrusted_config.lock().expect("not poisoned");
-        let untrusted = pending.as_ref().expect("recorded when its trust was checked");
-        let reason = format!("its content is not trusted; review it and run `{}` to apply it", untrusted.review);
-        ConfigRejected { path: untrusted.path.clone(), reason }
     }
 
     /// Records a rejection and announces it (`config.rejected`), unless the same file was

@@ -328,14 +328,13 @@ impl HookChain {
     /// except while handling a `hook.failed` event (which would feed on itself).
     pub async fn event(&self, session_id: Option<&str>, record: wit::Event) {
         let ctx = HookContext { session_id: session_id.unwrap_or_default().to_string(), agent: String::new() };
-        let event = &record;
-        for hook in self.hooks.iter().filter(|h| h.plugin.hook().is_some_and(|i| i.wants_event(&event.event_type))) {
+        for hook in self.hooks.iter().filter(|h| h.plugin.hook().is_some_and(|i| i.wants_event(&record.event_type))) {
             let (c, e) = (self.context(&ctx), record.clone());
             let result = hook.plugin.run_hook(move |store, h| Box::pin(async move { h.call_on_event(store, &c, &e).await })).await;
             if let Some(reason) = failure(result)
-                && event.event_type != "hook.failed"
+                && record.event_type != "hook.failed"
             {
-                self.failed(hook, HookPoint::Event, &ctx, &reason, json!({ "event_seq": event.seq, "event_type": event.event_type }));
+                self.failed(hook, HookPoint::Event, &ctx, &reason, json!({ "event_seq": record.seq, "event_type": record.event_type }));
             }
         }
     }
