@@ -302,6 +302,11 @@ fn a_turn_killed_with_sigkill_is_marked_interrupted_and_the_session_goes_on_afte
     assert_eq!(roles, ["system", "user", "assistant", "user"]);
 }
 
+/// The size of the session database's write-ahead log in `data_dir` (0 when there is none).
+fn wal_bytes(data_dir: &Path) -> u64 {
+    std::fs::metadata(data_dir.join("plugboard.db-wal")).map_or(0, |m| m.len())
+}
+
 /// `plugboard serve --port 0` in a workspace, killed on drop.
 struct Serve {
     child: std::process::Child,
@@ -401,6 +406,7 @@ async fn a_session_created_by_run_is_prompted_over_http_by_id() {
     trust(&ws, Some(data_arg));
     let out = plugboard(&ws, &["run", "--data-dir", data_arg, "hello"]);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(wal_bytes(&data), 0, "`run` leaves its write-ahead log checkpointed");
     let id = json_of(&plugboard(&ws, &["session", "list", "--json", "--data-dir", data_arg]))[0]["id"].as_str().unwrap().to_string();
 
     let serve = Serve::start(&ws, data_arg).await;
@@ -414,6 +420,7 @@ async fn a_session_created_by_run_is_prompted_over_http_by_id() {
     assert!(body.to_string().contains("first answer"), "{body}");
     drop(stream);
     assert!(serve.terminate().success());
+    assert_eq!(wal_bytes(&data), 0, "a server stopped by SIGTERM leaves its write-ahead log checkpointed");
 
     // The JSON log lines of its requests carry the request id and the session id.
     let logs: String = std::fs::read_dir(&ws)

@@ -5,8 +5,10 @@
 //! history load, request building, recording every part and event in SQLite, permission
 //! checks, tool calls (fresh instances) and the provider instance.
 //!
-//! Prints the time per prompt and per turn, sessions per second, and 1,000 sessions
-//! running at once (errors, and memory per idle session).
+//! Prints the time per prompt and per turn, sessions per second, 1,000 sessions running at
+//! once (errors, and memory per idle session), and the write-ahead log under prompts back
+//! to back (`PLUGBOARD_BENCH_WAL_PROMPTS`, 10,000 by default): its peak size, the slowest
+//! prompts (a truncation that makes writes wait shows there), and what is left after close.
 
 use std::time::Instant;
 
@@ -84,4 +86,42 @@ async fn run() {
             rss_idle
         );
     }
+
+    wal_under_load(&runtime, &agent.store).await;
+}
+
+/// Prompts back to back, the log's size after each; then closes the store.
+async fn wal_under_load(runtime: &std::sync::Arc<plugboard::agent::AgentRuntime>, store: &plugboard::store::SessionStore) {
+    let prompts: usize = std::env::var("PLUGBOARD_BENCH_WAL_PROMPTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let wal = store.path().with_extension("db-wal");
+    let wal_bytes = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    let mut peak = 0;
+    let mut samples = Vec::with_capacity(prompts);
+    let started = Instant::now();
+    for _ in 0..prompts {
+        let s = runtime.create_session(None, "build", None, "wal").await.unwrap();
+        let prompted = Instant::now();
+        runtime.prompt(&s.id, "go").await.unwrap();
+        samples.push(prompted.elapsed());
+        peak = peak.max(wal_bytes());
+    }
+    let elapsed = started.elapsed();
+    samples.sort();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let database = std::fs::metadata(store.path()).map_or(0, |m| m.len());
+    println!(
+        "
+write-ahead log under {prompts} prompts back to back ({:.1} s)",
+        elapsed.as_secs_f64()
+    );
+    println!("  peak {:.1} MiB   database {:.1} MiB", peak as f64 / 1048576.0, database as f64 / 1048576.0);
+    println!(
+        "  prompt median {:.2} ms   p99 {:.2} ms   p99.9 {:.2} ms   max {:.2} ms",
+        ms(samples[samples.len() / 2]),
+        ms(samples[samples.len() * 99 / 100]),
+        ms(samples[samples.len() * 999 / 1000]),
+        ms(samples[samples.len() - 1])
+    );
+    store.close().await.unwrap();
+    println!("  after close: {} bytes of log", wal_bytes());
 }

@@ -422,8 +422,8 @@ impl AgentRuntime {
     /// Stops taking input, lets running activities finish for up to `grace`, then stops
     /// those still running: what they left unfinished is recorded as interrupted. Pending
     /// inputs stay in the inbox, and the sessions' leases are handed over, so the next
-    /// process to start ([`Self::recover`]) runs them. Returns once everything is stored,
-    /// with the sessions that were stopped.
+    /// process to start ([`Self::recover`]) runs them. Returns once everything is stored
+    /// and the store closed (its log checkpointed), with the sessions that were stopped.
     pub async fn shutdown(self: &Arc<Self>, grace: std::time::Duration) -> Vec<String> {
         self.closing.store(true, Ordering::SeqCst);
         let deadline = tokio::time::Instant::now() + grace;
@@ -437,8 +437,8 @@ impl AgentRuntime {
             driver.cancel.lock().expect("not poisoned").cancel();
             let _ = acks.wait_for(|handled| *handled == u64::MAX).await;
         }
-        if let Err(e) = self.store.write(|_| Ok(())).await {
-            tracing::error!(error = %e, "cannot flush the store at shutdown");
+        if let Err(e) = self.store.close().await {
+            tracing::warn!(error = %e, "{}", crate::store::CLOSE_FAILED);
         }
         running.into_iter().map(|(id, _)| id).collect()
     }
@@ -448,9 +448,11 @@ impl AgentRuntime {
     async fn drive(self: Arc<Self>, id: String, driver: Arc<Driver>) {
         loop {
             if self.closing.load(Ordering::SeqCst) {
-                self.drivers.lock().expect("not poisoned").remove(&id);
                 let key = id.clone();
-                if let Err(e) = self.store.write(move |tx| tx.hand_over_session(&key, OwnerId::current())).await {
+                // Queued before the driver is gone, so before the shutdown closes the store.
+                let handed_over = self.store.write(move |tx| tx.hand_over_session(&key, OwnerId::current()));
+                self.drivers.lock().expect("not poisoned").remove(&id);
+                if let Err(e) = handed_over.await {
                     tracing::error!(session = %id, error = %e, "cannot hand the session over at shutdown");
                 }
                 self.resolve_session(&id, &Err(AgentError::ShuttingDown));

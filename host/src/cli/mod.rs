@@ -295,10 +295,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     if let Command::Session(command) = &cli.command {
         let store = crate::store::SessionStore::open_in(cli.data_dir.as_deref())?;
-        return match command {
+        let shown = match command {
             SessionCommand::List { json } => crate::cli::run::list(&store, *json).await,
             SessionCommand::Show { id, json } => crate::cli::run::show(&store, id, *json).await,
         };
+        close(&store).await;
+        return shown;
     }
     let options = HostOptions {
         workspace: cli.workspace.clone(),
@@ -334,12 +336,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Session(_) | Command::Serve(_) | Command::Trust { .. } => unreachable!("handled before the host starts"),
         Command::Run { prompt, model, agent, session, yes } => {
             let store = crate::store::SessionStore::open_in(cli.data_dir.as_deref())?;
-            crate::cli::run::run(&app, store, crate::cli::run::RunOptions { prompt, model, agent, session, yes }).await
+            let ran = crate::cli::run::run(&app, store.clone(), crate::cli::run::RunOptions { prompt, model, agent, session, yes }).await;
+            close(&store).await;
+            ran
         }
         Command::Models { json } => {
             print_models(host, json);
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Closes the session store before the process exits, so it leaves no write-ahead log.
+async fn close(store: &crate::store::SessionStore) {
+    if let Err(e) = store.close().await {
+        eprintln!("warning: {}: {e}", crate::store::CLOSE_FAILED);
     }
 }
 

@@ -4,6 +4,15 @@
 //!
 //! One thread owns the connection; async code sends it closures ([`SessionStore::write`],
 //! [`SessionStore::read`]) and awaits the answer, so no tokio worker blocks on SQLite.
+//!
+//! The write-ahead log is copied into the database by a checkpoint thread of its own, so
+//! commits do not wait for the disk. It stays bounded under writes that never pause: past
+//! [`WAL_LIMIT_FRAMES`] a commit wakes the checkpointer, which copies the log without
+//! blocking writers and then restarts it, holding the write lock only for the frames
+//! committed meanwhile and one sync. Should the disk fall behind even so, the storage
+//! thread restarts the log itself once it is three times that long, and writes wait for
+//! the disk.
+//! [`SessionStore::close`] leaves the log checkpointed and removed.
 
 pub mod events;
 pub mod inbox;
@@ -63,6 +72,9 @@ enum Job {
     Write(WriteFn),
     /// Runs on its own, after the writes queued before it committed.
     Read(Box<dyn FnOnce(&Connection) + Send>),
+    /// Stops the storage thread after the jobs queued before it; answered once the log is
+    /// checkpointed and the database closed.
+    Close(tokio::sync::oneshot::Sender<Result<(), StoreError>>),
 }
 
 /// Writes queued together commit together, at most this many per transaction.
@@ -138,37 +150,39 @@ impl SessionStore {
     /// Opens (creating when needed) the database at `path`, migrates it, and starts its
     /// thread.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_wal_limit(path, WAL_LIMIT_FRAMES)
+    }
+
+    fn open_with_wal_limit(path: &Path, wal_limit_frames: i32) -> Result<Self, StoreError> {
         let open_error = |message: String| StoreError::Open { path: path.to_path_buf(), message };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
         }
         let mut conn = Connection::open(path).map_err(|e| open_error(e.to_string()))?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| open_error(e.to_string()))?;
+        conn.busy_handler(Some(poll_for(BUSY_TIMEOUT))).map_err(|e| open_error(e.to_string()))?;
         use_wal(&conn).map_err(|e| open_error(format!("switching to WAL: {e}")))?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| open_error(e.to_string()))?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| open_error(e.to_string()))?;
         schema::migrate(&mut conn).map_err(|e| open_error(format!("migrating: {e}")))?;
         // Every statement the store runs stays prepared (the default keeps 16).
         conn.set_prepared_statement_cache_capacity(256);
-        // Checkpoints (which wait for the disk) run on a thread of their own, not between
-        // the writes of the storage thread.
-        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(|e| open_error(e.to_string()))?;
-        let checkpoints = Connection::open(path).map_err(|e| open_error(e.to_string()))?;
+        let checkpointer = Checkpointer::start(&mut conn, path, wal_limit_frames).map_err(open_error)?;
         let (jobs, receiver) = std::sync::mpsc::channel::<Job>();
-        let (running, stopped) = std::sync::mpsc::channel::<()>();
         let bus = EventBus::new(4096);
         let publisher = bus.clone();
         std::thread::Builder::new()
             .name("plugboard-store".into())
             .spawn(move || {
-                serve(&mut conn, &receiver, &publisher);
-                drop(running);
+                let close = serve(&mut conn, &receiver, &publisher, &checkpointer);
+                drop(receiver);
+                let closed = checkpointer.close(conn);
+                match (close, closed) {
+                    (Some(reply), closed) => drop(reply.send(closed)),
+                    (None, Err(e)) => tracing::warn!(error = %e, "{}", CLOSE_FAILED),
+                    (None, Ok(())) => {}
+                }
             })
             .map_err(|e| open_error(format!("cannot start the storage thread: {e}")))?;
-        std::thread::Builder::new()
-            .name("plugboard-checkpoint".into())
-            .spawn(move || checkpoint_until_closed(&checkpoints, &stopped))
-            .map_err(|e| open_error(format!("cannot start the checkpoint thread: {e}")))?;
         Ok(SessionStore { jobs, bus, path: path.to_path_buf() })
     }
 
@@ -231,6 +245,16 @@ impl SessionStore {
         }));
         self.jobs.send(job).map_err(|_| StoreError::Closed)?;
         Ok(answer.await.map_err(|_| StoreError::Closed)??)
+    }
+
+    /// Commits the writes queued before this call, checkpoints and removes the write-ahead
+    /// log, and stops the storage thread; later calls on any handle fail with
+    /// [`StoreError::Closed`]. For a clean shutdown: without it the log is recovered at the
+    /// next open, and nothing committed is lost either way.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.jobs.send(Job::Close(reply)).map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     /// The sequence number of the newest event (0 when there is none).
@@ -320,24 +344,32 @@ impl SessionStore {
 
 /// The storage thread: runs reads alone, and each write together with the writes queued
 /// behind it (group commit: under load, many writes share one commit; when idle, a write
-/// commits at once), until every handle to the store is dropped.
-fn serve(conn: &mut Connection, jobs: &std::sync::mpsc::Receiver<Job>, bus: &EventBus) {
+/// commits at once), until every handle to the store is dropped or it is asked to close
+/// (then it returns where to answer).
+fn serve(
+    conn: &mut Connection,
+    jobs: &std::sync::mpsc::Receiver<Job>,
+    bus: &EventBus,
+    checkpointer: &Checkpointer,
+) -> Option<tokio::sync::oneshot::Sender<Result<(), StoreError>>> {
     let mut next = jobs.recv().ok();
     while let Some(job) = next.take() {
         match job {
             Job::Read(read) => read(conn),
+            Job::Close(reply) => return Some(reply),
             Job::Write(first) => {
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
                     match jobs.try_recv() {
                         Ok(Job::Write(write)) => batch.push(write),
-                        Ok(read) => {
-                            next = Some(read);
+                        Ok(other) => {
+                            next = Some(other);
                             break;
                         }
                         Err(_) => break,
                     }
                 }
+                checkpointer.hold_back(conn);
                 commit_batch(conn, batch, bus);
             }
         }
@@ -345,6 +377,7 @@ fn serve(conn: &mut Connection, jobs: &std::sync::mpsc::Receiver<Job>, bus: &Eve
             next = jobs.recv().ok();
         }
     }
+    None
 }
 
 /// Runs writes in one transaction, each in its own savepoint; after the commit, publishes
@@ -381,20 +414,151 @@ fn commit_batch(conn: &mut Connection, batch: Vec<WriteFn>, bus: &EventBus) {
     }
 }
 
-/// Copies the write-ahead log into the database every [`CHECKPOINT_EVERY`], without
-/// blocking writers, until the storage thread stops.
-fn checkpoint_until_closed(conn: &Connection, stopped: &std::sync::mpsc::Receiver<()>) {
-    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "WAL checkpoint failed; it is retried");
+/// The checkpoint thread, what wakes it early, and the log's hard limit.
+struct Checkpointer {
+    thread: std::thread::JoinHandle<()>,
+    /// The frames in the log after the writer's last commit.
+    frames: std::sync::Arc<std::sync::atomic::AtomicI32>,
+    /// The writer restarts the log itself once it holds this many frames.
+    hard_limit: std::sync::atomic::AtomicI32,
+    limit_frames: i32,
+    /// Held while a checkpoint runs: SQLite runs one at a time and refuses a second at once.
+    running: std::sync::Arc<std::sync::Mutex<()>>,
+}
+
+impl Checkpointer {
+    /// Turns off SQLite's checkpoints in the commits of `writer` and starts the thread that
+    /// does them instead, woken by `writer`'s commits once the log holds `limit_frames`.
+    fn start(writer: &mut Connection, path: &Path, limit_frames: i32) -> Result<Self, String> {
+        // Automatic checkpoints would run in the writer's commits and wait for the disk
+        // there. (Setting this replaces any WAL hook, so it comes first.)
+        writer.pragma_update(None, "wal_autocheckpoint", 0).map_err(|e| e.to_string())?;
+        // A log that was reset is cut back to this size instead of keeping its largest.
+        let page_size: i64 = writer.pragma_query_value(None, "page_size", |r| r.get(0)).map_err(|e| e.to_string())?;
+        writer.pragma_update(None, "journal_size_limit", i64::from(limit_frames) * (page_size + 24)).map_err(|e| e.to_string())?;
+        let mut conn = Connection::open(path).map_err(|e| e.to_string())?;
+        conn.busy_handler(Some(poll_for(RESTART_WAIT))).map_err(|e| e.to_string())?;
+        let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+        let frames = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let seen = frames.clone();
+        writer
+            .wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, in_log: std::ffi::c_int| {
+                seen.store(in_log, std::sync::atomic::Ordering::Relaxed);
+                if in_log >= limit_frames {
+                    let _ = wake.try_send(());
+                }
+                Ok(())
+            }))
+            .map_err(|e| e.to_string())?;
+        let running = std::sync::Arc::new(std::sync::Mutex::new(()));
+        let gate = running.clone();
+        let thread = std::thread::Builder::new()
+            .name("plugboard-checkpoint".into())
+            .spawn(move || checkpoint_until_closed(&conn, &woken, &gate, limit_frames))
+            .map_err(|e| format!("cannot start the checkpoint thread: {e}"))?;
+        Ok(Checkpointer { thread, frames, hard_limit: (3 * limit_frames).into(), limit_frames, running })
+    }
+
+    /// Before a batch: a log past the hard limit (the checkpointer fell behind the disk) is
+    /// restarted here, so writes wait for the disk instead of the log growing on. When
+    /// readers in other processes keep it from being restarted, the next try waits until
+    /// the log is one limit longer, so a stuck reader cannot stall every batch.
+    fn hold_back(&self, writer: &mut Connection) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let frames = self.frames.load(Relaxed);
+        if frames < self.hard_limit.load(Relaxed) {
+            return;
+        }
+        // Waits for the checkpointer's copy, which leaves little to restart.
+        let _running = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let restarted = (|| {
+            writer.busy_handler(Some(poll_for(RESTART_WAIT)))?;
+            let busy = writer.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0));
+            writer.busy_handler(Some(poll_for(BUSY_TIMEOUT)))?;
+            busy
+        })();
+        match restarted {
+            Ok(0) => {
+                self.frames.store(0, Relaxed);
+                self.hard_limit.store(3 * self.limit_frames, Relaxed);
+            }
+            outcome => {
+                tracing::warn!(frames, ?outcome, "the write-ahead log cannot be restarted (a reader holds it); it is tried again later");
+                self.hard_limit.store(frames.saturating_add(self.limit_frames), Relaxed);
+            }
+        }
+    }
+
+    /// Stops the thread (removing the hook drops what wakes it), then checkpoints and
+    /// truncates the log from `writer` and closes it; as the last connection of this
+    /// process, closing also removes the log file.
+    fn close(self, mut writer: Connection) -> Result<(), StoreError> {
+        writer.wal_hook(None::<fn(&mut rusqlite::hooks::Wal, std::ffi::c_int) -> rusqlite::Result<()>>)?;
+        let _ = self.thread.join();
+        writer.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        writer.close().map_err(|(_, e)| StoreError::Sqlite(e))
+    }
+}
+
+/// Copies the write-ahead log into the database every [`CHECKPOINT_EVERY`], or at once when
+/// a commit finds it past `limit_frames`, without blocking writers. A log found past the
+/// limit is then restarted (the next commit writes it from its start, and cuts the file
+/// back to the limit): that takes the write lock, but only to copy the frames committed
+/// while the first copy ran and sync the database. Stops when the storage thread drops its
+/// side of `woken`.
+fn checkpoint_until_closed(conn: &Connection, woken: &std::sync::mpsc::Receiver<()>, running: &std::sync::Mutex<()>, limit_frames: i32) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let checkpoint = |mode| {
+        let _running = running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get::<_, i64>(1))
+    };
+    while let Ok(()) | Err(RecvTimeoutError::Timeout) = woken.recv_timeout(CHECKPOINT_EVERY) {
+        match checkpoint("PASSIVE") {
+            Ok(log_frames) if log_frames >= i64::from(limit_frames) => {
+                if let Err(e) = checkpoint("RESTART") {
+                    tracing::warn!(error = %e, "WAL restart failed; it is retried");
+                }
+                // Commits that found the log long while it was restarted asked for nothing new.
+                while woken.try_recv().is_ok() {}
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; it is retried"),
         }
     }
 }
 
+/// What a failed close means for the user.
+pub const CLOSE_FAILED: &str =
+    "the database was not closed cleanly; what was committed is kept, and SQLite recovers its log at the next open";
+
 /// How often the write-ahead log is checkpointed.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// How long opening waits for another process holding the database's write lock.
+/// The log length (about 16 MiB with 4 KiB pages) past which it is checkpointed at once
+/// and restarted.
+const WAL_LIMIT_FRAMES: i32 = 4096;
+
+/// How long a restart waits for the writer's transaction and for readers of the log (other
+/// processes) before it gives up until the next time; writers wait for it meanwhile.
+const RESTART_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A busy handler that tries again every [`BUSY_POLL`] for up to `limit`. (SQLite's own
+/// sleeps 1, 2, 5, 10, … ms in turn: a writer that waits 4 ms for a restart resumes at 8.)
+fn poll_for(limit: std::time::Duration) -> impl FnMut(i32) -> bool + Send + 'static {
+    let mut since = std::time::Instant::now();
+    move |attempt| {
+        if attempt == 0 {
+            since = std::time::Instant::now();
+        }
+        std::thread::sleep(BUSY_POLL);
+        since.elapsed() < limit
+    }
+}
+
+/// How often a connection waiting for a lock tries again.
+const BUSY_POLL: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// How long opening (and a write) waits for another connection holding the write lock.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Switches the database to WAL. When another process switches the same new database at
@@ -440,6 +604,55 @@ mod tests {
         let published: Vec<Event> = std::iter::from_fn(|| bus.try_recv().ok()).collect();
         assert_eq!(published, stored, "only what was stored is announced, in order");
         drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The size of the write-ahead log of the database at `path` (0 when there is none).
+    fn wal_bytes(path: &Path) -> u64 {
+        std::fs::metadata(path.with_extension("db-wal")).map_or(0, |m| m.len())
+    }
+
+    #[tokio::test]
+    async fn a_write_ahead_log_under_writes_that_never_pause_stays_near_its_limit() {
+        let dir = std::env::temp_dir().join(format!("plugboard-store-wal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("plugboard.db");
+        // 256 frames: about 1 MiB; the writer holds back at 3 MiB.
+        let store = SessionStore::open_with_wal_limit(&path, 256).unwrap();
+        let pad = "x".repeat(8000);
+        let mut peak = 0;
+        // About 30 MiB of log in all, one commit after another.
+        for _ in 0..3000 {
+            let pad = pad.clone();
+            store.write(move |tx| tx.emit(None, "fill", json!({ "pad": pad }))).await.unwrap();
+            peak = peak.max(wal_bytes(&path));
+        }
+        // At most the hard limit and one commit (here at most 8 pages of 4 KiB, each with its
+        // frame header), after the log's own header.
+        assert!(peak <= 32 + (768 + 8) * 4120, "the log reached {peak} bytes");
+        assert_eq!(store.last_seq().await.unwrap(), 3000);
+        store.close().await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn closing_the_store_commits_what_was_queued_and_removes_its_write_ahead_log() {
+        let dir = std::env::temp_dir().join(format!("plugboard-store-close-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("plugboard.db");
+        let store = SessionStore::open(&path).unwrap();
+        let other = store.clone();
+        let queued: Vec<_> = (0..100).map(|i| store.write(move |tx| tx.emit(None, "queued", json!({ "i": i })))).collect();
+        store.close().await.unwrap();
+        for write in queued {
+            write.await.unwrap();
+        }
+        assert_eq!(wal_bytes(&path), 0, "no log is left behind");
+        assert!(matches!(other.write(|_| Ok(())).await, Err(StoreError::Closed)), "every handle is closed");
+        assert!(matches!(other.close().await, Err(StoreError::Closed)));
+        let reopened = SessionStore::open(&path).unwrap();
+        assert_eq!(reopened.last_seq().await.unwrap(), 100, "everything queued before the close was stored");
+        reopened.close().await.unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 
