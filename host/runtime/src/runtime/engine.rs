@@ -156,8 +156,13 @@ fn base_config(pooling: Option<&EngineSettings>) -> Config {
     if let Some(settings) = pooling {
         let instances = settings.max_instances.max(1);
         let mut pool = PoolingAllocationConfig::new();
-        // Each Rust component has about 3 core modules, 1 memory and 2 tables.
+        // Every pool follows `max_instances`, so the instance slots are the one limit a
+        // caller can meet (and wait for): each Rust component has about 3 core modules, 1
+        // memory and 2 tables; a call runs on one fiber stack, and a store may hold one GC
+        // heap.
         pool.total_component_instances(instances)
+            .total_stacks(instances)
+            .total_gc_heaps(instances)
             .total_core_instances(instances * 4)
             .total_memories(instances * 2)
             .total_tables(instances * 4)
@@ -247,5 +252,70 @@ impl EpochTicker {
 impl Drop for EpochTicker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Instances that all wait inside a host call at once, each on a fiber stack of its own:
+    /// more than wasmtime's default pool of 1,000 stacks.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_instance_the_pool_admits_can_wait_inside_a_host_call_at_once() {
+        const INSTANCES: u32 = 1001;
+        let settings = EngineSettings { max_instances: INSTANCES, max_memory_mib: 1, ..EngineSettings::default() };
+        let engine = PluginEngine::new(&settings).unwrap();
+        assert_eq!(engine.allocator, AllocatorKind::Pooling, "{:?}", engine.pooling_fallback_reason);
+        let module = wasmtime::Module::new(
+            &engine.engine,
+            r#"(module (import "host" "wait" (func $wait)) (memory 1) (func (export "run") call $wait))"#,
+        )
+        .unwrap();
+        let entered = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let mut linker = wasmtime::Linker::<()>::new(&engine.engine);
+        let (e, g) = (entered.clone(), gate.clone());
+        linker
+            .func_wrap_async("host", "wait", move |_, (): ()| {
+                let (entered, gate) = (e.clone(), g.clone());
+                Box::new(async move {
+                    entered.fetch_add(1, Ordering::SeqCst);
+                    gate.acquire().await.unwrap().forget();
+                })
+            })
+            .unwrap();
+        let pre = Arc::new(linker.instantiate_pre(&module).unwrap());
+        let calls: Vec<_> = (0..INSTANCES)
+            .map(|_| {
+                let (engine, pre) = (engine.clone(), pre.clone());
+                tokio::spawn(async move {
+                    let _slot = engine.acquire_slot(Duration::from_secs(30)).await.map_err(|b| format!("{b:?}"))?;
+                    let mut store = wasmtime::Store::new(&engine.engine, ());
+                    store.set_epoch_deadline(1);
+                    store.epoch_deadline_async_yield_and_update(1);
+                    let instance = pre.instantiate_async(&mut store).await.map_err(|e| format!("{e:#}"))?;
+                    let run = instance.get_typed_func::<(), ()>(&mut store, "run").map_err(|e| format!("{e:#}"))?;
+                    run.call_async(&mut store, ()).await.map_err(|e| format!("{e:#}"))
+                })
+            })
+            .collect();
+        let all_inside = async {
+            while entered.load(Ordering::SeqCst) < INSTANCES as usize && !calls.iter().any(|c| c.is_finished()) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), all_inside).await.expect("the calls entered the host");
+        gate.add_permits(INSTANCES as usize);
+        let mut failures = Vec::new();
+        for call in calls {
+            if let Err(e) = call.await.unwrap() {
+                failures.push(e);
+            }
+        }
+        assert!(failures.is_empty(), "{} of {INSTANCES} calls failed, the first: {}", failures.len(), failures[0]);
     }
 }

@@ -11,8 +11,9 @@
 //! reads and writes behave as before. The check is made on the opened descriptor, so swapping
 //! the path between a check and the open changes nothing.
 //!
-//! Calls never block the async worker here (`allow_blocking_current_thread` stays off, as in
-//! [`super::state::CallState`]); the open runs on a blocking thread like wasmtime-wasi's.
+//! Like every filesystem call of a plugin, the open runs on the guest's own thread
+//! ([`super::state::FS_ON_CURRENT_THREAD`]); opened non-blocking, it cannot wait there for a
+//! writer or a device.
 
 use std::os::fd::AsRawFd;
 
@@ -22,7 +23,7 @@ use wasmtime_wasi::OpenMode;
 use wasmtime_wasi::filesystem::{Descriptor, Dir, File};
 use wasmtime_wasi::p2::bindings::filesystem::types::{DescriptorFlags, ErrorCode, OpenFlags, PathFlags};
 
-use super::state::CallState;
+use super::state::{CallState, FS_ON_CURRENT_THREAD};
 
 /// The `wasi:filesystem` interface wasmtime-wasi links (a new wasmtime-wasi may change it;
 /// the hostile suite's FIFO test fails if this no longer replaces the linked function).
@@ -107,9 +108,8 @@ async fn open_at(
         return Err(ErrorCode::NotPermitted);
     }
 
-    let start = dir.dir.clone();
-    let opened = tokio::task::spawn_blocking(move || -> std::io::Result<Opened> {
-        let file = cap_primitives::fs::open(&start, path.as_ref(), &opts)?;
+    let opened = (|| -> std::io::Result<Opened> {
+        let file = cap_primitives::fs::open(&dir.dir, path.as_ref(), &opts)?;
         let kind = file.metadata()?.file_type();
         Ok(if kind.is_dir() {
             Opened::Dir(blocking_again(file)?)
@@ -120,12 +120,10 @@ async fn open_at(
         } else {
             Opened::Special
         })
-    })
-    .await
-    .map_err(|_| ErrorCode::Io)??;
+    })()?;
     Ok(match opened {
-        Opened::Dir(file) => Descriptor::Dir(Dir::new(file, dir.perms, open_mode, false)),
-        Opened::File(file) => Descriptor::File(File::new(file, dir.perms, open_mode, false)),
+        Opened::Dir(file) => Descriptor::Dir(Dir::new(file, dir.perms, open_mode, FS_ON_CURRENT_THREAD)),
+        Opened::File(file) => Descriptor::File(File::new(file, dir.perms, open_mode, FS_ON_CURRENT_THREAD)),
         Opened::NotDir => return Err(ErrorCode::NotDirectory),
         Opened::Special => return Err(ErrorCode::Unsupported),
     })

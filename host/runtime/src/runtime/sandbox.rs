@@ -80,10 +80,11 @@ impl Sandbox {
     /// to the plugin's time limit), held until the store is dropped. The guest yields to
     /// the async runtime at every epoch tick, so a spinning guest never holds a worker.
     async fn new_store(&self, progress: Option<ProgressSink>) -> Result<Store<CallState>, CallError> {
-        let slot = self.engine.acquire_slot(self.policy.limits.timeout()).await.map_err(|busy| CallError::Busy {
-            plugin: self.plugin.to_string(),
-            capacity: busy.capacity,
-            waited_ms: busy.waited.as_millis() as u64,
+        let slot = self.engine.acquire_slot(self.policy.limits.timeout()).await.map_err(|busy| {
+            let error =
+                CallError::Busy { plugin: self.plugin.to_string(), capacity: busy.capacity, waited_ms: busy.waited.as_millis() as u64 };
+            tracing::warn!(%error, "a call found no instance slot");
+            error
         })?;
         let mut state = CallState::new(self.policy.clone(), progress)
             .map_err(|e| CallError::Host { plugin: self.plugin.to_string(), message: format!("{e:#}") })?;
@@ -104,6 +105,10 @@ impl Sandbox {
         if let Some(wasmtime::Trap::Interrupt) = error.downcast_ref::<wasmtime::Trap>() {
             return CallError::Timeout { plugin, limit_ms: limits.timeout_ms };
         }
+        if let Some(message) = pool_exhausted(&error) {
+            tracing::warn!(plugin, %message, "the instance pool is exhausted");
+            return CallError::Host { plugin, message };
+        }
         let stderr = store.data().stderr.contents();
         let stderr = String::from_utf8_lossy(&stderr);
         let stderr = store.data().redactor().redact(&stderr);
@@ -120,5 +125,36 @@ impl Sandbox {
     /// `text` with the configured secrets masked.
     pub(crate) fn mask(&self, text: &str) -> String {
         self.policy.redactor.redact(text).into_owned()
+    }
+}
+
+/// What to tell the operator when an instance could not be allocated because one of the
+/// engine's pools is full (not the plugin's fault: it did not crash).
+fn pool_exhausted(error: &wasmtime::Error) -> Option<String> {
+    let limit = error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()?;
+    Some(format!("{limit}; raise `[engine] max_instances`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::engine::EngineSettings;
+
+    #[test]
+    fn an_instance_the_full_pool_cannot_hold_is_reported_as_the_pool_limit_not_a_crash() {
+        let engine = PluginEngine::new(&EngineSettings { max_instances: 1, max_memory_mib: 1, ..EngineSettings::default() }).unwrap();
+        let module = wasmtime::Module::new(&engine.engine, "(module (memory 1))").unwrap();
+        let mut stores: Vec<Store<()>> = Vec::new();
+        let error = loop {
+            let mut store = Store::new(&engine.engine, ());
+            match wasmtime::Instance::new(&mut store, &module, &[]) {
+                Ok(_) => stores.push(store),
+                Err(e) => break e,
+            }
+            assert!(stores.len() < 64, "the pool for one instance held 64");
+        };
+        let message = pool_exhausted(&error).expect("a pool limit");
+        assert!(message.contains("maximum concurrent") && message.contains("[engine] max_instances"), "{message}");
+        assert_eq!(pool_exhausted(&wasmtime::Error::msg("a trap")), None);
     }
 }
