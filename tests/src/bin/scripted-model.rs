@@ -1,14 +1,17 @@
 //! A scripted OpenAI-compatible model for load benchmarks, run as a process of its own so
 //! that what it costs is not counted as the host's.
 //!
-//! `scripted-model [--delay-ms N]` listens on a free loopback port, prints
+//! `scripted-model [--delay-ms N] [--root DIR]` listens on a free loopback port, prints
 //! `listening on 127.0.0.1:PORT`, and answers every `POST /v1/chat/completions` with a
 //! stream (one chunk every N ms, 2 by default), concurrently and without limit:
 //! - a conversation without tool results: three parallel `read` calls, of `a.txt`, `b.txt`
-//!   and `c.txt`, their arguments split across chunks;
+//!   and `c.txt`, their arguments split across chunks. The arguments follow the `read`
+//!   tool the request offers: `{"path": "a.txt"}` for Plugboard's, `{"filePath":
+//!   "DIR/a.txt"}` for a tool that takes `filePath` (OpenCode's, which wants it absolute);
 //! - one with tool results: the text `read 3 of 3`, where 3 counts the results that hold
 //!   the file's expected content (`content of a.txt`, ...), so a benchmark can tell a
-//!   correct answer from one whose tools failed.
+//!   correct answer from one whose tools failed;
+//! - a request that offers no `read` tool (a client's title request): the text `title`.
 //!
 //! It stops when its standard input closes (the benchmark dropped it).
 
@@ -25,19 +28,22 @@ const FILES: [&str; 3] = ["a.txt", "b.txt", "c.txt"];
 async fn main() {
     let mut args = std::env::args().skip(1);
     let mut delay = Duration::from_millis(2);
+    let mut root = String::new();
     while let Some(arg) = args.next() {
-        match (arg.as_str(), args.next().and_then(|v| v.parse().ok())) {
-            ("--delay-ms", Some(ms)) => delay = Duration::from_millis(ms),
+        match (arg.as_str(), args.next()) {
+            ("--delay-ms", Some(ms)) if ms.parse::<u64>().is_ok() => delay = Duration::from_millis(ms.parse().unwrap()),
+            ("--root", Some(dir)) => root = dir,
             _ => {
-                eprintln!("usage: scripted-model [--delay-ms N]");
+                eprintln!("usage: scripted-model [--delay-ms N] [--root DIR]");
                 std::process::exit(2);
             }
         }
     }
+    let root: &'static str = root.leak();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
     println!("listening on {}", listener.local_addr().unwrap());
     let app = axum::Router::new()
-        .route("/v1/chat/completions", axum::routing::post(move |body: axum::Json<Value>| async move { complete(&body, delay) }));
+        .route("/v1/chat/completions", axum::routing::post(move |body: axum::Json<Value>| async move { complete(&body, delay, root) }));
     let stdin_closed = tokio::task::spawn_blocking(|| {
         let mut sink = Vec::new();
         let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
@@ -50,17 +56,32 @@ async fn main() {
         .unwrap();
 }
 
-fn complete(request: &Value, delay: Duration) -> Response {
-    let results: Vec<&str> = request["messages"]
+fn complete(request: &Value, delay: Duration, root: &str) -> Response {
+    // A tool result's content is a string, or (some clients) an array of text parts.
+    let results: Vec<String> = request["messages"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|m| m["role"] == "tool")
-        .filter_map(|m| m["content"].as_str())
+        .map(|m| match &m["content"] {
+            Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect(),
+            content => content.as_str().unwrap_or_default().to_string(),
+        })
         .collect();
-    let chunks = if results.is_empty() { tool_calls() } else { answer(&results) };
+    let read = request["tools"].as_array().into_iter().flatten().find(|t| t["function"]["name"] == "read");
+    let chunks = match read {
+        None => text("title"),
+        Some(_) if !results.is_empty() => answer(&results),
+        Some(tool) => {
+            let absolute = tool["function"]["parameters"]["properties"].get("filePath").is_some();
+            tool_calls(|file| if absolute { json!({ "filePath": format!("{root}/{file}") }) } else { json!({ "path": file }) })
+        }
+    };
     let stream = futures::stream::iter(chunks).then(move |chunk| async move {
-        tokio::time::sleep(delay).await;
+        if !delay.is_zero() {
+            // A zero sleep still waits for the timer's next millisecond tick.
+            tokio::time::sleep(delay).await;
+        }
         Ok::<_, std::convert::Infallible>(format!("data: {chunk}\n\n"))
     });
     Response::builder()
@@ -81,7 +102,7 @@ fn usage() -> String {
     .to_string()
 }
 
-fn tool_calls() -> Vec<String> {
+fn tool_calls(arguments: impl Fn(&str) -> Value) -> Vec<String> {
     let opened: Vec<Value> = FILES
         .iter()
         .enumerate()
@@ -89,7 +110,10 @@ fn tool_calls() -> Vec<String> {
         .collect();
     let mut chunks = vec![chunk(json!({ "role": "assistant", "tool_calls": opened }), None)];
     for (i, file) in FILES.iter().enumerate() {
-        for piece in ["{\"path\":", &format!("\"{file}\"}}")] {
+        let arguments = arguments(file).to_string();
+        let half = (0..=arguments.len() / 2).rev().find(|&i| arguments.is_char_boundary(i)).unwrap_or(0);
+        let (first, rest) = arguments.split_at(half);
+        for piece in [first, rest] {
             chunks.push(chunk(json!({ "tool_calls": [{ "index": i, "function": { "arguments": piece } }] }), None));
         }
     }
@@ -98,9 +122,12 @@ fn tool_calls() -> Vec<String> {
     chunks
 }
 
-fn answer(results: &[&str]) -> Vec<String> {
+fn answer(results: &[String]) -> Vec<String> {
     let correct = FILES.iter().filter(|f| results.iter().any(|r| r.contains(&format!("content of {f}")))).count();
-    let text = format!("read {correct} of {}", FILES.len());
+    text(&format!("read {correct} of {}", FILES.len()))
+}
+
+fn text(text: &str) -> Vec<String> {
     let mut chunks: Vec<String> = text.split_inclusive(' ').map(|word| chunk(json!({ "content": word }), None)).collect();
     chunks.push(chunk(json!({}), Some("stop")));
     chunks.push(usage());
