@@ -48,16 +48,17 @@ def main():
     parser.add_argument("--opencode-version", default="1.18.33")
     parser.add_argument("--delay-ms", type=int, default=0,
                         help="the model's pause between chunks (default 0: the servers' own cost dominates)")
+    parser.add_argument("--only", choices=("plugboard", "opencode"), help="measure one server (no ratios)")
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/plugboard-side-by-side"))
     args = parser.parse_args()
-    for tool in ("cargo", "node", "npm"):
+    for tool in ("cargo",) if args.only == "plugboard" else ("cargo", "node", "npm"):
         if shutil.which(tool) is None:
             sys.exit(f"error: `{tool}` is not installed; this script needs cargo, Node.js and npm")
 
     print("building plugboard and scripted-model (cargo build --release) ...", flush=True)
     subprocess.run(["cargo", "build", "--release", "--bin", "plugboard", "--bin", "scripted-model"], cwd=REPO, check=True)
     target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release"
-    opencode = install_opencode(args.scratch / "opencode", args.opencode_version)
+    opencode = None if args.only == "plugboard" else install_opencode(args.scratch / "opencode", args.opencode_version)
 
     workspace = args.scratch / "workspace"
     shutil.rmtree(workspace, ignore_errors=True)
@@ -72,8 +73,9 @@ def main():
     try:
         model_url = "http://" + model.stdout.readline().strip().removeprefix("listening on ")
         results = {}
-        for server in (Plugboard(target / "plugboard", workspace, args.scratch, model_url),
-                       OpenCode(opencode, workspace, args.scratch, model_url)):
+        servers = [Plugboard(target / "plugboard", workspace, args.scratch, model_url),
+                   OpenCode(opencode, workspace, args.scratch, model_url)]
+        for server in [s for s in servers if args.only in (None, s.name)]:
             print(f"\n{server.name}: starting", flush=True)
             try:
                 server.start()  # a first start fills the caches (OpenCode also installs from npm)
@@ -348,7 +350,9 @@ def measure(server, prompts, concurrent):
 
 
 def report(results, args):
-    p, o = results["plugboard"], results["opencode"]
+    absent = {k: float("nan") for k in ("ready", "latency", "concurrent_seconds", "cpu_sequential", "cpu_concurrent",
+                                         "rss_idle", "rss_peak")}
+    p, o = results.get("plugboard", absent), results.get("opencode", absent)
     rows = [  # (what, plugboard, opencode, unit, whether more is better, what the ratio says)
         ("start to ready (caches warm)", p["ready"], o["ready"], "s", False, "faster"),
         ("prompt latency, one at a time (median)", p["latency"] * 1e3, o["latency"] * 1e3, "ms", False, "faster"),
@@ -365,7 +369,8 @@ def report(results, args):
     for what, mine, theirs, unit, more_is_better, says in rows:
         ratio = (mine / theirs if more_is_better else theirs / mine) if mine and theirs else float("nan")
         digits = 2 if unit == "s" else 1
-        print(f"{what:<42}{mine:>12.{digits}f}{theirs:>12.{digits}f}  {unit:<12}{ratio:.1f}x {says}")
+        shown = "" if ratio != ratio else f"{ratio:.1f}x {says}"  # NaN: a server was not measured
+        print(f"{what:<42}{mine:>12.{digits}f}{theirs:>12.{digits}f}  {unit:<12}{shown}")
     for name, r in results.items():
         print(f"{name}: {r['wrong']} wrong answers, {r['errors']} errors" +
               (f"; the first: {r['first_failure']}" if r["first_failure"] else ""))

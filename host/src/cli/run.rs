@@ -136,12 +136,9 @@ async fn spin(terminal: Arc<Terminal>) {
 /// Prints a session's events as they happen: text to stdout, the rest to stderr; answers
 /// permission questions from the terminal.
 async fn print_events(store: SessionStore, session: String, broker: Arc<PermissionBroker>, terminal: Arc<Terminal>) {
-    let mut events = store.bus().subscribe();
+    let mut events = store.bus().subscribe_session(&session);
     let mut text_parts = std::collections::HashSet::new();
     while let Ok(event) = events.recv().await {
-        if event.session_id.as_deref() != Some(session.as_str()) {
-            continue;
-        }
         let d = &event.data;
         match event.kind.as_str() {
             "part.created" if d["kind"] == PartKind::Text.as_str() => {

@@ -123,7 +123,10 @@ pub fn follow(store: SessionStore, spec: StreamSpec) -> impl Stream<Item = Resul
         let StreamSpec { session, after, types, heartbeat, stop, guard } = spec;
         let _guard = guard;
         let wanted = |e: &Event| types.as_ref().is_none_or(|t| t.contains(sse_type(e)) || t.contains(&e.kind));
-        let mut live = store.bus().subscribe();
+        let mut live = match &session {
+            Some(id) => store.bus().subscribe_session(id),
+            None => store.bus().subscribe(),
+        };
         let mut last = after;
         loop {
             let page = match store.events_after(last, session.clone(), REPLAY_PAGE).await {
@@ -151,7 +154,7 @@ pub fn follow(store: SessionStore, spec: StreamSpec) -> impl Stream<Item = Resul
                 _ = beat.tick() => yield Ok(SseEvent::default().event("heartbeat").data(json!({ "timestamp": now_ms() }).to_string())),
                 received = live.recv() => match received {
                     Ok(event) => {
-                        if event.seq <= last || (session.is_some() && event.session_id != session) {
+                        if event.seq <= last {
                             continue;
                         }
                         last = event.seq;

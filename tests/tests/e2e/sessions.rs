@@ -7,7 +7,7 @@ use std::time::Duration;
 use plugboard::agent::permission::{AskMode, Reply};
 use plugboard::agent::{AgentError, Delivery};
 use plugboard::store::SessionStore;
-use plugboard::store::events::Event;
+use plugboard::store::events::{Event, Subscription};
 use plugboard::store::model::{MessageRole, MessageStatus, PartKind};
 use plugboard_tests::Scripted;
 use serde_json::{Value, json};
@@ -16,7 +16,7 @@ use tokio::sync::broadcast;
 use crate::agent::{call, fixture, request_body, say};
 
 /// The next event of `session` that satisfies `wanted` (fails after 20 s without one).
-async fn next_event(events: &mut broadcast::Receiver<Event>, session: &str, wanted: impl Fn(&Event) -> bool) -> Event {
+async fn next_event(events: &mut Subscription, session: &str, wanted: impl Fn(&Event) -> bool) -> Event {
     let search = async {
         loop {
             match events.recv().await {
