@@ -1,6 +1,7 @@
 //! Runtime benchmarks: `cargo bench -p plugboard-tests --bench runtime`.
 //!
-//! Prints: cold compile vs cached load of a first-party plugin; a fresh-instance call of a
+//! Prints: cold compile, cached load and load of the code compiled at build time of a
+//! first-party plugin, and a host's start on an empty cache; a fresh-instance call of a
 //! trivial tool through the host (dispatch, argument JSON, policy, instantiate, call, drop),
 //! median and p99, beside the same work as a native Rust call; calls per second with
 //! concurrent callers; and a confined command (`true`), without network and with the proxy
@@ -8,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use plugboard::runtime::discovery::Candidate;
 use plugboard::runtime::{CallContext, HostOptions, PluginSource};
 use plugboard_tests::Workspace;
 
@@ -30,27 +32,55 @@ async fn run() {
     let host = ws.host().await;
     println!("plugboard runtime benchmark ({} allocator, {} calls)\n", host.engine().allocator, calls);
 
-    // Loading: cold compile vs cached load of the `read` plugin.
-    let read = plugboard_bundled_plugins_bytes("read");
+    // Loading: cold compile, cached load and load of the code compiled at build time, of the
+    // `read` plugin; then whole starts on empty caches.
+    let read = plugboard_bundled_plugins::PLUGINS.iter().find(|p| p.name == "read").expect("bundled plugin");
     let uncached_ws = Workspace::new();
     uncached_ws.config("[cache]\nenabled = false\n");
     let uncached =
         plugboard_tests::start_host(HostOptions { plugin_dirs: vec![], cache_dir: None, ..uncached_ws.trust().options() }).await.unwrap();
-    let mut cold = Vec::new();
-    let mut cached = Vec::new();
+    let candidate = |precompiled| Candidate {
+        source: PluginSource::Bundled { name: "read".into() },
+        bytes: read.component.into(),
+        first_party: true,
+        precedence: 0,
+        precompiled,
+    };
+    let (mut cold, mut cached, mut built_in) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..5 {
         let t = Instant::now();
-        uncached.loader().load(read.into(), PluginSource::Bundled { name: "read".into() }, true).await.unwrap();
+        uncached.loader().load(candidate(None)).await.unwrap();
         cold.push(t.elapsed());
         let t = Instant::now();
-        host.loader().load(read.into(), PluginSource::Bundled { name: "read".into() }, true).await.unwrap();
+        host.loader().load(candidate(None)).await.unwrap();
         cached.push(t.elapsed());
+        let t = Instant::now();
+        uncached.loader().load(candidate(Some(read.precompiled))).await.unwrap();
+        built_in.push(t.elapsed());
     }
-    cold.sort();
-    cached.sort();
-    println!("load `read` plugin ({} KB)", read.len() / 1024);
+    let mut starts = Vec::new();
+    for _ in 0..5 {
+        let fresh = Workspace::new();
+        let empty_cache = fresh.data.join("empty-cache");
+        let t = Instant::now();
+        let started = plugboard_tests::start_host(HostOptions { plugin_dirs: vec![], cache_dir: Some(empty_cache), ..fresh.options() })
+            .await
+            .unwrap();
+        starts.push(t.elapsed());
+        assert_eq!(started.registry().plugins().count(), plugboard_bundled_plugins::PLUGINS.len());
+    }
+    for samples in [&mut cold, &mut cached, &mut built_in, &mut starts] {
+        samples.sort();
+    }
+    println!("load `read` plugin ({} KB)", read.component.len() / 1024);
     println!("  cold compile            median {:>9.2} ms", micros(percentile(&cold, 0.5)) / 1000.0);
     println!("  cached load             median {:>9.2} ms", micros(percentile(&cached, 0.5)) / 1000.0);
+    println!("  compiled at build time  median {:>9.2} ms", micros(percentile(&built_in, 0.5)) / 1000.0);
+    println!(
+        "host start on an empty cache, all {} bundled plugins: median {:.1} ms",
+        plugboard_bundled_plugins::PLUGINS.len(),
+        micros(percentile(&starts, 0.5)) / 1000.0
+    );
 
     // One caller: fresh instance per call.
     let args = r#"{"text":"hello"}"#;
@@ -143,8 +173,4 @@ async fn commands() {
             micros(percentile(&samples, 0.99)) / 1000.0
         );
     }
-}
-
-fn plugboard_bundled_plugins_bytes(name: &str) -> &'static [u8] {
-    plugboard_bundled_plugins::PLUGINS.iter().find(|p| p.name == name).expect("bundled plugin").component
 }

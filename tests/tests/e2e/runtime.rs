@@ -1,25 +1,35 @@
 //! The runtime itself: the compile cache, isolation between calls, plugin discovery and
 //! load failures.
 
-use plugboard::runtime::HostOptions;
 use plugboard::runtime::artifact_cache::CacheOutcome;
+use plugboard::runtime::{HostOptions, PluginSource};
 use plugboard_tests::{Workspace, call, components};
 use serde_json::json;
 
 #[tokio::test]
-async fn a_second_start_loads_plugins_from_the_cache() {
+async fn a_first_start_compiles_only_plugins_not_bundled_and_a_second_loads_them_from_the_cache() {
     let ws = Workspace::new();
     let cache = ws.data.join("cache");
-    let options = HostOptions { plugin_dirs: vec![], cache_dir: Some(cache.clone()), ..ws.options() };
+    let options = HostOptions { cache_dir: Some(cache.clone()), ..ws.options() };
+    let bundled = |p: &&std::sync::Arc<plugboard::runtime::LoadedPlugin>| matches!(p.source, PluginSource::Bundled { .. });
     let first = plugboard_tests::start_host(options.clone()).await.unwrap();
-    assert!(first.registry().plugins().all(|p| p.stats.cache == CacheOutcome::Compiled), "a fresh cache compiles");
+    let registry = first.registry();
+    let (built_in, files): (Vec<_>, Vec<_>) = registry.plugins().partition(bundled);
+    assert_eq!(built_in.len(), plugboard_bundled_plugins::PLUGINS.len());
+    assert!(built_in.iter().all(|p| p.stats.cache == CacheOutcome::Precompiled), "the bundled plugins come compiled");
+    assert!(!files.is_empty() && files.iter().all(|p| p.stats.cache == CacheOutcome::Compiled), "a fresh cache compiles the rest");
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), files.len(), "only what was compiled is cached");
+
     let second = plugboard_tests::start_host(options).await.unwrap();
-    assert!(second.registry().plugins().all(|p| p.stats.cache == CacheOutcome::Hit), "the second start hits the cache");
-    assert_eq!(first.registry().plugins().count(), second.registry().plugins().count());
-    std::fs::write(ws.dir.join("cached.txt"), "served from the cache\n").unwrap();
+    let registry = second.registry();
+    let (built_in, files): (Vec<_>, Vec<_>) = registry.plugins().partition(bundled);
+    assert!(built_in.iter().all(|p| p.stats.cache == CacheOutcome::Precompiled));
+    assert!(files.iter().all(|p| p.stats.cache == CacheOutcome::Hit), "the second start hits the cache");
+    std::fs::write(ws.dir.join("cached.txt"), "served from code compiled at build time\n").unwrap();
     let out = call(&second, "read", json!({"path": "cached.txt"})).await.unwrap();
-    assert_eq!(out.text, "     1\tserved from the cache\n", "a plugin loaded from the cache serves calls");
-    assert!(std::fs::read_dir(&cache).unwrap().count() >= 8);
+    assert_eq!(out.text, "     1\tserved from code compiled at build time\n", "a precompiled plugin serves calls");
+    let out = call(&second, "echo", json!({"text": "from the cache"})).await.unwrap();
+    assert_eq!(out.text, "from the cache", "a plugin loaded from the cache serves calls");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,15 @@ pub struct Candidate {
     pub first_party: bool,
     /// Higher wins when two candidates have the same plugin id.
     pub precedence: u8,
+    /// Its code compiled ahead of time, which the embedded plugins carry.
+    pub precompiled: Option<&'static [u8]>,
+}
+
+impl Candidate {
+    /// A `.wasm` file found in a plugins directory.
+    pub fn file(path: PathBuf, bytes: Vec<u8>, precedence: u8) -> Self {
+        Candidate { source: PluginSource::File { path }, bytes: bytes.into(), first_party: false, precedence, precompiled: None }
+    }
 }
 
 /// The user's plugins directory: `$XDG_CONFIG_HOME/plugboard/plugins` or the platform's
@@ -99,17 +108,10 @@ pub fn discover(workspace: &Path, user_dir: Option<&Path>, extra_dirs: &[PathBuf
         for path in files {
             match std::fs::read(&path) {
                 Ok(bytes) if dir == workspace_dir => match trust.plugin_trusted(record.as_ref().expect("read above"), &path, &bytes) {
-                    Ok(()) => candidates.push(Candidate {
-                        source: PluginSource::File { path },
-                        bytes: bytes.into(),
-                        first_party: false,
-                        precedence,
-                    }),
+                    Ok(()) => candidates.push(Candidate::file(path, bytes, precedence)),
                     Err(file) => untrusted.push(file),
                 },
-                Ok(bytes) => {
-                    candidates.push(Candidate { source: PluginSource::File { path }, bytes: bytes.into(), first_party: false, precedence })
-                }
+                Ok(bytes) => candidates.push(Candidate::file(path, bytes, precedence)),
                 Err(e) => errors.push((PluginSource::File { path }, format!("cannot read: {e}"))),
             }
         }
@@ -127,6 +129,7 @@ pub fn discover(workspace: &Path, user_dir: Option<&Path>, extra_dirs: &[PathBuf
             bytes: plugin.component.into(),
             first_party: true,
             precedence: 0,
+            precompiled: Some(plugin.precompiled),
         });
     }
     Discovered { candidates, errors, untrusted }

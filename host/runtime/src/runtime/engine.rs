@@ -148,11 +148,10 @@ fn on_demand() -> anyhow::Result<Engine> {
     Engine::new(&base_config(None)).map_err(|e| anyhow::anyhow!("cannot create the WebAssembly engine: {e:#}"))
 }
 
+/// The compiler's settings, shared with the build that precompiles the bundled plugins (so
+/// that their code fits this engine), and the instance allocator.
 fn base_config(pooling: Option<&EngineSettings>) -> Config {
-    let mut config = Config::new();
-    config.wasm_component_model(true);
-    config.epoch_interruption(true);
-    config.concurrency_support(false);
+    let mut config = plugboard_engine_config::compiler_config();
     if let Some(settings) = pooling {
         let instances = settings.max_instances.max(1);
         let mut pool = PoolingAllocationConfig::new();

@@ -243,9 +243,9 @@ impl PluginHost {
         for (index, candidate) in candidates.into_iter().enumerate() {
             let loader = self.loader();
             tasks.spawn(async move {
-                let source = candidate.source.clone();
-                let result = loader.load(candidate.bytes, candidate.source, candidate.first_party).await;
-                (index, candidate.precedence, source, result)
+                let (source, precedence) = (candidate.source.clone(), candidate.precedence);
+                let result = loader.load(candidate).await;
+                (index, precedence, source, result)
             });
         }
         let mut loaded = Vec::new();
@@ -398,15 +398,10 @@ pub struct PluginLoader {
 
 impl PluginLoader {
     /// Compiles (off the async workers) and prepares a plugin, then lists its tools.
-    pub async fn load(
-        &self,
-        bytes: std::borrow::Cow<'static, [u8]>,
-        source: PluginSource,
-        first_party: bool,
-    ) -> Result<LoadedPlugin, LoadError> {
+    pub async fn load(&self, candidate: discovery::Candidate) -> Result<LoadedPlugin, LoadError> {
         let this = self.clone();
         let compiled = tokio::task::spawn_blocking(move || {
-            CompiledPlugin::new(&bytes, source, first_party, &this.engine, &this.linker, &this.cache, &this.config, &this.policy_ctx)
+            CompiledPlugin::new(candidate, &this.engine, &this.linker, &this.cache, &this.config, &this.policy_ctx)
         })
         .await
         .map_err(|e| LoadError::Component(format!("the compile task failed: {e}")))??;
@@ -416,7 +411,7 @@ impl PluginLoader {
     /// Loads the plugin file at `path` without registering it (for `plugin inspect`).
     pub async fn load_file(&self, path: &Path) -> Result<LoadedPlugin, LoadError> {
         let bytes = std::fs::read(path).map_err(|e| LoadError::Component(format!("cannot read {}: {e}", path.display())))?;
-        self.load(bytes.into(), PluginSource::File { path: path.to_path_buf() }, false).await
+        self.load(discovery::Candidate::file(path.to_path_buf(), bytes, 0)).await
     }
 }
 

@@ -12,6 +12,7 @@ use serde::Serialize;
 use wasmtime::Store;
 use wasmtime::component::Linker;
 
+use super::discovery::Candidate;
 use super::error::{CallError, LoadError};
 use super::hook::HookWorld;
 use super::provider::{CompletionError, CompletionRequest, ProviderInfo, ProviderStream, ProviderWorld};
@@ -63,6 +64,7 @@ pub struct LoadStats {
 
 fn serialize_outcome<S: serde::Serializer>(o: &CacheOutcome, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(match o {
+        CacheOutcome::Precompiled => "precompiled",
         CacheOutcome::Hit => "cached",
         CacheOutcome::Compiled => "compiled",
         CacheOutcome::Uncached => "compiled (not cached)",
@@ -119,14 +121,12 @@ pub struct CompiledPlugin {
 }
 
 impl CompiledPlugin {
-    /// Reads the manifest, resolves the plugin's grants, compiles (or loads from the cache)
-    /// and links for its world. Blocking (compiling takes up to a few hundred
-    /// milliseconds): run it off the async workers, then [`Self::describe`].
-    #[allow(clippy::too_many_arguments)]
+    /// Reads the manifest, resolves the plugin's grants, compiles (or loads its code compiled
+    /// ahead of time, or from the cache) and links for its world. Blocking (compiling takes
+    /// up to a few hundred milliseconds): run it off the async workers, then
+    /// [`Self::describe`].
     pub fn new(
-        bytes: &[u8],
-        source: PluginSource,
-        first_party: bool,
+        candidate: Candidate,
         engine: &PluginEngine,
         linker: &Linker<CallState>,
         cache: &ArtifactCache,
@@ -134,6 +134,8 @@ impl CompiledPlugin {
         policy_ctx: &PolicyContext,
     ) -> Result<Self, LoadError> {
         let started = Instant::now();
+        let Candidate { source, bytes, first_party, precompiled, .. } = candidate;
+        let bytes = &*bytes;
         let path = match &source {
             PluginSource::File { path } => Some(path.as_path()),
             PluginSource::Bundled { .. } => None,
@@ -142,8 +144,9 @@ impl CompiledPlugin {
         let (grants, grant_source) = config.grants_for(&manifest.id, first_party);
         let policy = Arc::new(CapabilityPolicy::resolve(&manifest, grants.as_ref(), policy_ctx)?);
         let hash = content_hash(bytes);
-        let (component, cache_outcome) =
-            cache.load_or_compile(&engine.engine, bytes, &hash).map_err(|e| LoadError::Component(format!("does not compile: {e:#}")))?;
+        let (component, cache_outcome) = cache
+            .load_or_compile(&engine.engine, bytes, &hash, precompiled)
+            .map_err(|e| LoadError::Component(format!("does not compile: {e:#}")))?;
         let world = manifest.world;
         let instance_pre = linker
             .instantiate_pre(&component)

@@ -14,7 +14,7 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::discovery::{Candidate, Discovered};
+use super::discovery::Discovered;
 use super::plugin::{LoadedPlugin, PluginSource};
 use super::registry::{Registry, loaded};
 use super::{LoadFailure, PluginHost};
@@ -154,14 +154,13 @@ impl PluginHost {
                 None if !in_scope => Slot::Skip,
                 previous => {
                     let loader = self.loader();
-                    let Candidate { bytes, source, first_party, .. } = candidate;
-                    let kept_source = source.clone();
+                    let kept_source = candidate.source.clone();
                     if let Some(hash) = hash {
                         hashes.insert(index, hash);
                     }
                     let id = previous.as_ref().map(|p| p.manifest.id.clone());
                     loading.push(("plugin.loading", json!({ "id": id, "source": kept_source })));
-                    loads.spawn(async move { (index, loader.load(bytes, source, first_party).await) });
+                    loads.spawn(async move { (index, loader.load(candidate).await) });
                     Slot::Load { previous, source: kept_source }
                 }
             };
