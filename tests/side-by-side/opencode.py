@@ -108,8 +108,9 @@ class Server:
     name = ""
     port = 0
 
-    def __init__(self, workspace, scratch, model_url):
-        self.workspace, self.scratch, self.model_url = workspace, scratch, model_url
+    def __init__(self, binary, workspace, scratch, model_url):
+        self.binary, self.workspace, self.scratch, self.model_url = binary, workspace, scratch, model_url
+        self.log = scratch / f"{self.name}.log"
         self.process = None
         self.started = 0.0
 
@@ -156,11 +157,6 @@ class Plugboard(Server):
     name = "plugboard"
     port = 4101
 
-    def __init__(self, binary, workspace, scratch, model_url):
-        super().__init__(workspace, scratch, model_url)
-        self.binary = binary
-        self.log = scratch / "plugboard.log"
-
     def start(self):
         data = self.scratch / "plugboard-data"
         shutil.rmtree(data, ignore_errors=True)
@@ -198,11 +194,6 @@ class Plugboard(Server):
 class OpenCode(Server):
     name = "opencode"
     port = 4102
-
-    def __init__(self, binary, workspace, scratch, model_url):
-        super().__init__(workspace, scratch, model_url)
-        self.binary = binary
-        self.log = scratch / "opencode.log"
 
     def start(self):
         home = self.scratch / "opencode-home"
