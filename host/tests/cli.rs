@@ -210,7 +210,7 @@ fn json_of(out: &Output) -> serde_json::Value {
 fn run_until_streaming(ws: &Path, data_dir: &str, marker: &str) -> std::process::Child {
     use std::io::Read;
     let mut child = isolated(&mut Command::new(env!("CARGO_BIN_EXE_plugboard")), ws)
-        .args(["run", "--data-dir", data_dir, "count slowly"])
+        .args(["run", "--stream", "--data-dir", data_dir, "count slowly"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -558,4 +558,45 @@ fn a_workspace_config_applies_only_once_trusted_and_again_after_each_change() {
     assert!(text(&out.stderr).contains("api_key_env") && !text(&out.stderr).contains("sk-in-the-repo"), "{}", text(&out.stderr));
     let revoked = plugboard(&ws, &["trust", "--revoke"]);
     assert!(text(&revoked.stdout).contains("no longer trusted"), "{}", text(&revoked.stdout));
+}
+
+#[test]
+fn a_listing_whose_reader_goes_away_ends_quietly_instead_of_panicking() {
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = TempDir::new("pipe");
+    let ws = tmp.workspace();
+    let mut child = isolated(&mut Command::new(env!("CARGO_BIN_EXE_plugboard")), &ws)
+        .args(["tool", "list"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader leaves before the first line is printed, as `head` does after its lines.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success() || out.status.signal() == Some(SIGPIPE), "{:?}: {stderr}", out.status);
+}
+
+/// `SIGPIPE`'s number on Linux.
+const SIGPIPE: i32 = 13;
+
+#[test]
+fn piped_run_output_holds_the_answer_alone_without_the_text_of_a_failed_attempt() {
+    // The first attempt streams two words and is cut before the model finished: retried.
+    let mut cut = streamed_words(&["partial ", "words "], std::time::Duration::ZERO);
+    cut.pieces.pop();
+    let server = plugboard_tests::ScriptedServer::start(vec![cut, streamed_words(&["the ", "answer"], std::time::Duration::ZERO)]);
+    let tmp = TempDir::new("retry-pipe");
+    let ws = tmp.workspace();
+    let data = tmp.0.join("data");
+    let data_arg = data.to_str().unwrap();
+    std::fs::write(ws.join("plugboard.toml"), provider_config(&server.url())).unwrap();
+    trust(&ws, Some(data_arg));
+    let out = plugboard(&ws, &["run", "--data-dir", data_arg, "hello"]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "the answer\n");
+    assert!(text(&out.stderr).contains("retrying"), "the retry is told on stderr: {}", text(&out.stderr));
+    assert_eq!(server.received().len(), 2);
 }

@@ -75,6 +75,11 @@ impl Request {
         self
     }
 
+    /// The URL.
+    pub fn url(&self) -> String {
+        self.uri.to_string()
+    }
+
     /// The host part of the URL, as named in errors.
     fn host(&self) -> String {
         format!("{}://{}", self.uri.scheme_str().unwrap_or("https"), self.uri.authority().map(|a| a.as_str()).unwrap_or(""))
@@ -147,6 +152,12 @@ fn map_error(e: ErrorCode, host: &str) -> ToolError {
     }
 }
 
+/// A host error's debug text without the backtrace the host may have captured with it
+/// (`RUST_BACKTRACE=1`): the backtrace is the host's business, not the user's.
+fn without_backtrace(debug: &str) -> &str {
+    debug.split("Stack backtrace:").next().unwrap_or(debug).trim_end()
+}
+
 /// A response whose body can be read whole or chunk by chunk.
 pub struct Response {
     status: u16,
@@ -191,7 +202,7 @@ impl Response {
                 Ok(None)
             }
             Err(StreamError::LastOperationFailed(e)) => {
-                Err(ToolError::failed(format!("reading the response from {}: {}", self.host, e.to_debug_string())))
+                Err(ToolError::failed(format!("reading the response from {}: {}", self.host, without_backtrace(&e.to_debug_string()))))
             }
         }
     }
@@ -214,5 +225,17 @@ impl Response {
     pub fn text(self, limit: usize) -> Result<(String, bool), ToolError> {
         let (bytes, cut) = self.bytes(limit)?;
         Ok((String::from_utf8_lossy(&bytes).into_owned(), cut))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_errors_backtrace_is_left_out_of_its_text() {
+        let debug = "connection reset\n\nStack backtrace:\n   0: anyhow::error\n   1: wasmtime::call";
+        assert_eq!(without_backtrace(debug), "connection reset");
+        assert_eq!(without_backtrace("timed out"), "timed out");
     }
 }

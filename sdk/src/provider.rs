@@ -136,8 +136,10 @@ impl From<crate::ToolError> for ProviderError {
 }
 
 /// Sends `request` and checks the answer's status; an error status becomes a
-/// [`ProviderError`] carrying the API's message.
+/// [`ProviderError`] that names the URL and carries the API's message (a wrong `base_url`
+/// then shows in the 404 itself).
 pub fn send_checked(request: crate::http::Request) -> Result<crate::http::Response, ProviderError> {
+    let url = request.url();
     let response = request.send()?;
     let status = response.status();
     if (200..300).contains(&status) {
@@ -145,7 +147,44 @@ pub fn send_checked(request: crate::http::Request) -> Result<crate::http::Respon
     }
     let retry_after = response.header("retry-after");
     let (body, _) = response.text(16 * 1024).unwrap_or_default();
-    Err(ProviderError::from_status(status, retry_after, &body))
+    let mut error = ProviderError::from_status(status, retry_after, &body);
+    error.message = format!("{url} answered {}", error.message);
+    Err(error)
+}
+
+/// Error types that trying again may fix, as OpenAI, Anthropic and compatible servers name
+/// them.
+const RETRYABLE_ERRORS: &[&str] =
+    &["server_error", "api_error", "overloaded_error", "rate_limit_error", "rate_limit_exceeded", "timeout", "timeout_error"];
+
+/// The error a stream event carries, in any of the shapes APIs send mid-stream:
+/// `{"error": {"type", "message", "code"}}` (OpenAI; Anthropic's `{"type": "error", "error":
+/// {...}}`), `{"error": "message"}`, or flat, `{"code": 500, "message": "...", "type":
+/// "server_error"}` (some compatible servers). `None` for an event that is no error.
+/// Retryable when its type says so, or its code is 408, 409, 429 or 5xx.
+pub fn stream_error(data: &serde_json::Value) -> Option<ProviderError> {
+    use serde_json::Value;
+    let fields = match data.get("error") {
+        Some(Value::String(message)) => return Some(ProviderError::fatal(message.clone())),
+        Some(error @ Value::Object(_)) => error,
+        _ if data["message"].is_string() && (data.get("code").is_some() || data["type"].as_str().is_some_and(|t| t.ends_with("error"))) => {
+            data
+        }
+        _ => return None,
+    };
+    let message = fields["message"].as_str().unwrap_or("(the API sent no message)");
+    let kind = fields["type"].as_str().filter(|k| !k.is_empty() && *k != "error");
+    let status =
+        fields["code"].as_u64().or_else(|| fields["code"].as_str().and_then(|c| c.parse().ok())).and_then(|c| u16::try_from(c).ok());
+    let code = fields["code"].as_str();
+    let retryable = [kind, code].into_iter().flatten().any(|k| RETRYABLE_ERRORS.contains(&k))
+        || status.is_some_and(|s| matches!(s, 408 | 409 | 429) || s >= 500);
+    let message = match (kind.or(code), status) {
+        (Some(kind), _) => format!("{kind}: {message}"),
+        (None, Some(status)) => format!("error {status}: {message}"),
+        (None, None) => message.to_string(),
+    };
+    Some(ProviderError { message, status, retryable, retry_after_ms: None })
 }
 
 /// What an [`SseHandler`] says after an event.
@@ -232,4 +271,37 @@ pub fn merge_options(body: &mut serde_json::Value, options: Option<&str>) -> Res
 pub fn tool_schema(tool: &ToolSpec) -> Result<serde_json::Value, ProviderError> {
     serde_json::from_str(&tool.parameters_schema)
         .map_err(|e| ProviderError::fatal(format!("tool `{}` has a schema that is not JSON: {e}", tool.name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn an_error_event_is_read_in_each_shape_apis_send_it() {
+        let nested = stream_error(&json!({ "type": "error", "error": { "type": "overloaded_error", "message": "Overloaded" } })).unwrap();
+        assert_eq!((nested.message.as_str(), nested.retryable), ("overloaded_error: Overloaded", true));
+        let openai = stream_error(&json!({ "error": { "type": "invalid_request_error", "message": "bad", "code": "x" } })).unwrap();
+        assert_eq!((openai.message.as_str(), openai.retryable), ("invalid_request_error: bad", false));
+        let flat = stream_error(&json!({ "code": 500, "message": "boom", "type": "server_error" })).unwrap();
+        assert_eq!((flat.message.as_str(), flat.status, flat.retryable), ("server_error: boom", Some(500), true));
+        let bare = stream_error(&json!({ "code": 503, "message": "busy" })).unwrap();
+        assert_eq!((bare.message.as_str(), bare.retryable), ("error 503: busy", true));
+        let text = stream_error(&json!({ "error": "model not found" })).unwrap();
+        assert_eq!((text.message.as_str(), text.retryable), ("model not found", false));
+    }
+
+    #[test]
+    fn events_that_are_no_error_are_not_taken_for_one() {
+        for event in [
+            json!({ "type": "message_start", "message": { "usage": {} } }),
+            json!({ "type": "content_block_delta", "delta": { "text": "error" } }),
+            json!({ "choices": [{ "delta": { "content": "message" } }] }),
+            json!({ "type": "ping", "message": "hello" }),
+        ] {
+            assert!(stream_error(&event).is_none(), "{event}");
+        }
+    }
 }

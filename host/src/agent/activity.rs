@@ -394,6 +394,7 @@ impl<'a> Activity<'a> {
                     self.later(move |tx| tx.set_status(&id, SessionStatus::Retry, detail));
                     tokio::time::sleep(delay).await;
                 }
+                Err(StepFailure { error, retry: true }) => return Err(AgentError::GaveUp { error, attempts: attempt + 1 }),
                 Err(StepFailure { error, .. }) => return Err(error.into()),
             }
         }

@@ -62,9 +62,17 @@ pub enum AgentError {
     /// The agents in the configuration are invalid.
     #[error("invalid agents in the configuration: {0}")]
     Config(String),
-    /// The provider failed (after retries, when retryable).
+    /// The provider failed with an error that trying again will not fix.
     #[error(transparent)]
     Provider(#[from] CompletionError),
+    /// The provider kept failing with an error worth retrying, and the retries ran out.
+    #[error("{}; gave up after {attempts} attempts", error.without_retry_note())]
+    GaveUp {
+        /// The last attempt's error.
+        error: CompletionError,
+        /// Attempts made.
+        attempts: u32,
+    },
     /// Storage failed.
     #[error(transparent)]
     Store(Arc<StoreError>),

@@ -327,6 +327,12 @@ impl AgentRuntime {
         Ok(Admission { input_id: input.id, session_id: input.session_id, delivery })
     }
 
+    /// The status of a session whose input was just admitted, before its driver records
+    /// one: `queued` when every slot under `[sessions] max_concurrent` is taken, else `busy`.
+    pub fn admitted_status(&self) -> SessionStatus {
+        if self.slots.available_permits() == 0 { SessionStatus::Queued } else { SessionStatus::Busy }
+    }
+
     /// Runs one prompt in session `id` (queued behind the running activity, if any) and
     /// waits for the end of the activity it opens.
     pub async fn prompt(self: &Arc<Self>, id: &str, text: &str) -> Result<Outcome, AgentError> {

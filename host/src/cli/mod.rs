@@ -69,6 +69,11 @@ pub enum Command {
         /// Allow every permission question (for scripts).
         #[arg(long)]
         yes: bool,
+        /// Stream the answer into a pipe or a file as it arrives (a terminal always gets it
+        /// streamed). Without it, piped output gets each message once it is complete, and
+        /// nothing of a failed attempt that was retried.
+        #[arg(long)]
+        stream: bool,
     },
     /// Sessions: list them, or show one.
     #[command(subcommand)]
@@ -218,6 +223,9 @@ pub enum PluginCommand {
 /// Runs the command line and returns the process's exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.command.only_prints() {
+        end_quietly_on_a_closed_pipe();
+    }
     let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
     if let Err(e) = init_logging(cli.log_level.as_deref().unwrap_or(default_level), cli.log_format) {
         eprintln!("error: {e}");
@@ -237,6 +245,28 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+impl Command {
+    /// Whether the command only reads and prints (a listing): its output may go to a pipe
+    /// that closes early, as `session list | head` does.
+    fn only_prints(&self) -> bool {
+        matches!(
+            self,
+            Command::Session(_)
+                | Command::Models { .. }
+                | Command::Tool(ToolCommand::List { .. })
+                | Command::Plugin(PluginCommand::List { .. } | PluginCommand::Inspect { .. })
+        )
+    }
+}
+
+/// Restores the default action of `SIGPIPE` (Rust ignores it, so printing to a closed pipe
+/// panics): the command ends quietly when the reader has gone, as `ls | head` does. Only
+/// for listings: commands that run tools write to pipes of their own children.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: called first thing on the main thread, before any other thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
 fn init_logging(level: &str, format: Option<LogFormat>) -> Result<(), String> {
@@ -334,9 +364,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugin(PluginCommand::Inspect { plugin, json }) => inspect(host, &plugin, json).await,
         Command::Plugin(PluginCommand::New { .. } | PluginCommand::Reload { .. }) => unreachable!("handled before the host starts"),
         Command::Session(_) | Command::Serve(_) | Command::Trust { .. } => unreachable!("handled before the host starts"),
-        Command::Run { prompt, model, agent, session, yes } => {
+        Command::Run { prompt, model, agent, session, yes, stream } => {
             let store = crate::store::SessionStore::open_in(cli.data_dir.as_deref())?;
-            let ran = crate::cli::run::run(&app, store.clone(), crate::cli::run::RunOptions { prompt, model, agent, session, yes }).await;
+            let ran =
+                crate::cli::run::run(&app, store.clone(), crate::cli::run::RunOptions { prompt, model, agent, session, yes, stream }).await;
             close(&store).await;
             ran
         }

@@ -23,6 +23,8 @@ pub struct RunOptions {
     pub session: Option<String>,
     /// Allow every permission question.
     pub yes: bool,
+    /// Stream the answer's text into a pipe or file too (a terminal always gets it streamed).
+    pub stream: bool,
 }
 
 /// Runs one prompt, streaming the answer to stdout and tool calls to stderr.
@@ -51,7 +53,8 @@ pub async fn run(app: &crate::app::App, store: SessionStore, options: RunOptions
         }
     };
     let terminal = Arc::new(Terminal::default());
-    let printer = tokio::spawn(print_events(store.clone(), session.id.clone(), broker.clone(), terminal.clone()));
+    let streaming = options.stream || std::io::stdout().is_terminal();
+    let printer = tokio::spawn(print_events(store.clone(), session.id.clone(), broker.clone(), terminal.clone(), streaming));
     let spinner = std::io::stderr().is_terminal().then(|| tokio::spawn(spin(terminal.clone())));
     // Ctrl-C cancels the activity: what was streamed stays, recorded as aborted.
     let result = tokio::select! {
@@ -134,24 +137,43 @@ async fn spin(terminal: Arc<Terminal>) {
 }
 
 /// Prints a session's events as they happen: text to stdout, the rest to stderr; answers
-/// permission questions from the terminal.
-async fn print_events(store: SessionStore, session: String, broker: Arc<PermissionBroker>, terminal: Arc<Terminal>) {
+/// permission questions from the terminal. `streaming`, the text goes out as it arrives;
+/// otherwise (a pipe or a file, without `--stream`) a message's text is printed once the
+/// message ended, and not at all when its attempt failed, so the text of a failed attempt
+/// that was retried never reaches a script.
+async fn print_events(store: SessionStore, session: String, broker: Arc<PermissionBroker>, terminal: Arc<Terminal>, streaming: bool) {
     let mut events = store.bus().subscribe_session(&session);
-    let mut text_parts = std::collections::HashSet::new();
+    // Text parts, each with its message; and the text held back per message.
+    let mut text_parts = std::collections::HashMap::new();
+    let mut held: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let print_text = |text: &str| {
+        terminal.output(|| {
+            print!("{text}");
+            let _ = std::io::stdout().flush();
+        });
+        if !text.is_empty() {
+            terminal.mid_line.store(!text.ends_with('\n'), std::sync::atomic::Ordering::SeqCst);
+        }
+    };
     while let Ok(event) = events.recv().await {
         let d = &event.data;
         match event.kind.as_str() {
             "part.created" if d["kind"] == PartKind::Text.as_str() => {
-                text_parts.insert(d["part_id"].as_str().unwrap_or("").to_string());
+                text_parts.insert(d["part_id"].as_str().unwrap_or("").to_string(), d["message_id"].as_str().unwrap_or("").to_string());
             }
-            "part.delta" if text_parts.contains(d["part_id"].as_str().unwrap_or("")) => {
+            "part.delta" => {
+                let Some(message) = text_parts.get(d["part_id"].as_str().unwrap_or("")) else { continue };
                 let delta = d["delta"].as_str().unwrap_or("");
-                terminal.output(|| {
-                    print!("{delta}");
-                    let _ = std::io::stdout().flush();
-                });
-                if !delta.is_empty() {
-                    terminal.mid_line.store(!delta.ends_with('\n'), std::sync::atomic::Ordering::SeqCst);
+                if streaming {
+                    print_text(delta);
+                } else {
+                    held.entry(message.clone()).or_default().push_str(delta);
+                }
+            }
+            "message.completed" => {
+                let text = held.remove(d["message_id"].as_str().unwrap_or("")).unwrap_or_default();
+                if d["status"] != MessageStatus::Error.as_str() {
+                    print_text(&text);
                 }
             }
             "tool.state" => {

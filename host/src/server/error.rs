@@ -118,7 +118,7 @@ impl From<AgentError> for ApiError {
                 .with_details(json!({ "field": "prompt", "hook": r.hook, "reason": r.reason })),
             AgentError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message),
             AgentError::Cancelled | AgentError::TimedOut(_) => ApiError::new(StatusCode::CONFLICT, message),
-            AgentError::Provider(_) => ApiError::new(StatusCode::BAD_GATEWAY, message),
+            AgentError::Provider(_) | AgentError::GaveUp { .. } => ApiError::new(StatusCode::BAD_GATEWAY, message),
             AgentError::Config(_) | AgentError::Store(_) | AgentError::Internal(_) => ApiError::internal(message),
         }
     }

@@ -1,7 +1,8 @@
 //! The `anthropic` provider: the Messages API with SSE streaming, tool use and thinking.
 //!
 //! Settings (`[plugins.anthropic.settings]`):
-//! - `base_url`: default `https://api.anthropic.com`;
+//! - `base_url`: default `https://api.anthropic.com`; requests go to `{base_url}/v1/messages`,
+//!   and a `base_url` that already ends in `/v1` (as `openai`'s does) is taken as it is;
 //! - `models`: the models to offer, replacing the built-in list (same shape as `openai`'s);
 //! - `version`: the `anthropic-version` header (default `2023-06-01`).
 //!
@@ -55,7 +56,8 @@ impl Provider for Anthropic {
         let base = setting::<String>("base_url")?.unwrap_or_else(|| DEFAULT_BASE_URL.into());
         let version = setting::<String>("version")?.unwrap_or_else(|| DEFAULT_VERSION.into());
         let body = request_body(&request)?;
-        let url = format!("{}/v1/messages", base.trim_end_matches('/'));
+        let base = base.trim_end_matches('/');
+        let url = format!("{}/v1/messages", base.strip_suffix("/v1").unwrap_or(base));
         let http = Request::post(&url)
             .map_err(ProviderError::from)?
             .header("content-type", "application/json")
@@ -151,6 +153,9 @@ impl SseHandler for MessageEvents {
         let data: Value = serde_json::from_str(&event.data).map_err(|e| {
             ProviderError::transient(format!("a stream event is not JSON ({e}): {}", event.data.chars().take(200).collect::<String>()))
         })?;
+        if let Some(error) = stream_error(&data) {
+            return Err(error);
+        }
         let kind = if event.event.is_empty() { data["type"].as_str().unwrap_or("").to_string() } else { event.event.clone() };
         self.handle_event(&kind, &data, out)
     }
@@ -233,12 +238,7 @@ impl MessageEvents {
                 }
             }
             "message_stop" => control = Control::End,
-            "error" => {
-                let kind = data["error"]["type"].as_str().unwrap_or("error");
-                let message = data["error"]["message"].as_str().unwrap_or("unknown error");
-                let retryable = matches!(kind, "overloaded_error" | "api_error" | "rate_limit_error" | "timeout_error");
-                return Err(ProviderError { message: format!("{kind}: {message}"), status: None, retryable, retry_after_ms: None });
-            }
+            "error" => return Err(ProviderError::transient(format!("an error event the provider cannot read: {data}"))),
             _ => {}
         }
         Ok(control)

@@ -5,7 +5,10 @@
 //!   (vLLM, llama.cpp's server, Ollama, LM Studio);
 //! - `models`: the models to offer, replacing the built-in list, as
 //!   `[{ id = "qwen2.5-coder", context_tokens = 32768, output_tokens = 8192, tools = true }]`;
-//! - `include_usage`: ask for usage in the last chunk (default true).
+//! - `include_usage`: ask for usage in the last chunk (default true);
+//! - `max_tokens_field`: the field that carries the output limit, `max_completion_tokens`
+//!   (the default for OpenAI's own API, whose reasoning models refuse the other) or
+//!   `max_tokens` (the default for any other server, as most compatible servers read it).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -52,7 +55,15 @@ impl Provider for OpenAi {
         let base =
             plugboard_sdk::host::setting::<String>("base_url").map_err(ProviderError::from)?.unwrap_or_else(|| DEFAULT_BASE_URL.into());
         let include_usage = plugboard_sdk::host::setting::<bool>("include_usage").map_err(ProviderError::from)?.unwrap_or(true);
-        let body = request_body(&request, include_usage)?;
+        let limit_field = plugboard_sdk::host::setting::<String>("max_tokens_field")
+            .map_err(ProviderError::from)?
+            .unwrap_or_else(|| if base.trim_end_matches('/') == DEFAULT_BASE_URL { "max_completion_tokens" } else { "max_tokens" }.into());
+        if !matches!(limit_field.as_str(), "max_tokens" | "max_completion_tokens") {
+            return Err(ProviderError::fatal(format!(
+                "the setting `max_tokens_field` is `{limit_field}`; it must be `max_tokens` or `max_completion_tokens`"
+            )));
+        }
+        let body = request_body(&request, include_usage, &limit_field)?;
         let url = format!("{}/chat/completions", base.trim_end_matches('/'));
         let http = Request::post(&url)
             .map_err(ProviderError::from)?
@@ -65,7 +76,8 @@ impl Provider for OpenAi {
 }
 
 /// The JSON body of a streamed Chat Completions request.
-fn request_body(request: &CompletionRequest, include_usage: bool) -> Result<Value, ProviderError> {
+/// The host holds `max_output_tokens` to the model's output limit; it goes in `limit_field`.
+fn request_body(request: &CompletionRequest, include_usage: bool, limit_field: &str) -> Result<Value, ProviderError> {
     let mut messages = Vec::new();
     if let Some(system) = &request.system {
         messages.push(json!({ "role": "system", "content": system }));
@@ -113,7 +125,7 @@ fn request_body(request: &CompletionRequest, include_usage: bool) -> Result<Valu
         body["temperature"] = json!(t);
     }
     if let Some(m) = request.max_output_tokens {
-        body["max_tokens"] = json!(m);
+        body[limit_field] = json!(m);
     }
     merge_options(&mut body, request.options.as_deref())?;
     Ok(body)
@@ -148,11 +160,8 @@ impl SseHandler for ChatEvents {
 impl ChatEvents {
     fn handle_chunk(&mut self, chunk: &Value, out: &mut VecDeque<StreamEvent>) -> Result<Control, ProviderError> {
         let mut control = Control::Continue;
-        if let Some(error) = chunk.get("error") {
-            let message = error["message"].as_str().unwrap_or("unknown error").to_string();
-            let kind = error["type"].as_str().unwrap_or("");
-            let retryable = matches!(kind, "server_error" | "overloaded_error" | "rate_limit_exceeded" | "timeout");
-            return Err(ProviderError { message: format!("{kind}: {message}"), status: None, retryable, retry_after_ms: None });
+        if let Some(error) = stream_error(chunk) {
+            return Err(error);
         }
         if let Some(choice) = chunk["choices"].get(0) {
             let delta = &choice["delta"];

@@ -270,6 +270,18 @@ async fn a_retryable_error_is_retried_visibly_and_the_failed_attempt_is_not_repl
 }
 
 #[tokio::test]
+async fn when_the_retries_run_out_the_error_says_so_and_no_longer_calls_itself_retryable() {
+    let busy = || Scripted::error(503, &[("retry-after", "0")], r#"{"error":{"message":"busy"}}"#);
+    let f = fixture((0..5).map(|_| busy()).collect(), "", AskMode::DenyAll).await;
+    let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();
+    let err = f.runtime.prompt(&session.id, "hi").await.unwrap_err();
+    assert!(matches!(&err, AgentError::GaveUp { attempts: 5, .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("busy") && text.ends_with("gave up after 5 attempts") && !text.contains("retryable"), "{text}");
+    assert_eq!(f.server.received().len(), 5);
+}
+
+#[tokio::test]
 async fn a_session_created_by_one_process_is_continued_by_another() {
     let f = fixture(vec![say("first answer"), say("second answer")], "", AskMode::DenyAll).await;
     let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();

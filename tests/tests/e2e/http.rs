@@ -232,6 +232,15 @@ async fn health_answers_at_once_and_ready_says_why_until_the_runtime_is_there() 
 }
 
 #[tokio::test]
+async fn a_session_created_with_a_prompt_is_answered_as_running_not_idle() {
+    let api = api(vec![slow_text(40, Duration::from_millis(25))], "", None).await;
+    let (status, body) = api.post("/sessions", json!({ "prompt": "write a little" })).await;
+    assert_eq!((status, body["status"].as_str()), (201, Some("busy")), "{body}");
+    let (status, body) = api.post("/sessions", json!({})).await;
+    assert_eq!((status, body["status"].as_str()), (201, Some("idle")), "without a prompt nothing runs: {body}");
+}
+
+#[tokio::test]
 async fn delete_cancels_a_running_turn_and_keeps_the_history() {
     let api = api(vec![slow_text(400, Duration::from_millis(25)), say("after")], "", None).await;
     let id = api.start("write a lot").await;

@@ -241,6 +241,9 @@ async fn an_ungranted_api_host_is_refused_and_nothing_is_sent() {
     let err = collect(&host, "openai/m", request("hi")).await.unwrap_err();
     assert!(matches!(&err, CompletionError::Api { retryable: false, .. }), "{err}");
     assert!(err.to_string().contains("network grant"), "{err}");
+    let text = err.to_string();
+    let hint = text.split_once("add to plugboard.toml:\n  [plugins.openai]\n  network = [").map(|(_, line)| line);
+    assert!(hint.is_some_and(|line| line.contains(&server.url())), "the denial says which line grants it: {err}");
     assert!(server.received().is_empty());
 }
 
@@ -406,6 +409,84 @@ async fn anthropic_overloaded_mid_stream_is_retryable() {
     let err = collect(&host, "anthropic/claude-test", request("hi")).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
     assert!(err.to_string().contains("overloaded_error: Overloaded"), "{err}");
+}
+
+#[tokio::test]
+async fn anthropic_reads_the_flat_error_event_some_compatible_servers_send_and_retries_it() {
+    // No `event:` line and no `error` object: `{"code", "message", "type"}` at the top.
+    let sse = "data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":3}}}\n\n\
+               data: {\"code\":500,\"message\":\"the model crashed\",\"type\":\"server_error\"}\n\n";
+    let server = ScriptedServer::start(vec![Scripted::sse(sse, 4096)]);
+    let ws = anthropic_workspace(&server);
+    let host = ws.host().await;
+    let err = collect(&host, "anthropic/claude-test", request("hi")).await.unwrap_err();
+    assert!(matches!(&err, CompletionError::Api { status: Some(500), retryable: true, .. }), "{err}");
+    assert!(err.to_string().contains("server_error: the model crashed"), "{err}");
+}
+
+#[tokio::test]
+async fn anthropic_takes_a_base_url_with_or_without_v1_and_a_wrong_one_is_named_in_the_error() {
+    for base in ["", "/v1", "/v1/"] {
+        let sse = anthropic_sse(&[
+            ("message_start", r#"{"type":"message_start","message":{"usage":{"input_tokens":3,"output_tokens":0}}}"#),
+            ("message_delta", r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":1}}"#),
+            ("message_stop", r#"{"type":"message_stop"}"#),
+        ]);
+        let server = ScriptedServer::start(vec![Scripted::sse(&sse, 4096)]);
+        let ws = Workspace::new();
+        ws.operator_config(&format!(
+            "[plugins.anthropic]\nnetwork = [\"{url}\"]\napi_key = \"k\"\nsettings = {{ base_url = \"{url}{base}\", models = [{{ id = \"c\" }}] }}\n",
+            url = server.url()
+        ));
+        collect(&*ws.host().await, "anthropic/c", request("hi")).await.unwrap_or_else(|e| panic!("base_url ending `{base}`: {e}"));
+        assert!(server.received()[0].line.starts_with("POST /v1/messages "), "{base}: {}", server.received()[0].line);
+    }
+    let server = ScriptedServer::start(vec![Scripted::error(404, &[], "not found")]);
+    let ws = Workspace::new();
+    ws.operator_config(&format!(
+        "[plugins.anthropic]\nnetwork = [\"{url}\"]\napi_key = \"k\"\nsettings = {{ base_url = \"{url}/api\", models = [{{ id = \"c\" }}] }}\n",
+        url = server.url()
+    ));
+    let err = collect(&*ws.host().await, "anthropic/c", request("hi")).await.unwrap_err();
+    assert!(err.to_string().contains(&format!("{}/api/v1/messages answered HTTP 404", server.url())), "{err}");
+}
+
+#[tokio::test]
+async fn every_provider_asks_for_at_most_the_models_output_limit_and_offers_tools_only_to_models_that_take_them() {
+    let said = openai_sse(&[r#"{"choices":[{"index":0,"delta":{"content":"ok"},"finish_reason":"stop"}]}"#]);
+    let server = ScriptedServer::start(vec![Scripted::sse(&said, 4096), Scripted::sse(&said, 4096), Scripted::sse(&said, 4096)]);
+    let ws = Workspace::new();
+    ws.operator_config(&format!(
+        "[plugins.openai]\nnetwork = [\"{url}\"]\napi_key = \"k\"\nsettings = {{ base_url = \"{url}/v1\", models = [\
+         {{ id = \"small\", output_tokens = 100 }}, {{ id = \"no-tools\", output_tokens = 1000, tools = false }}] }}\n",
+        url = server.url()
+    ));
+    let host = ws.host().await;
+    let mut unbounded = request("hi");
+    unbounded.max_output_tokens = None;
+    collect(&host, "openai/small", unbounded).await.unwrap();
+    collect(&host, "openai/small", request("hi")).await.unwrap();
+    collect(&host, "openai/no-tools", request("hi")).await.unwrap();
+    let bodies: Vec<serde_json::Value> = server.received().iter().map(|r| serde_json::from_str(&r.body).unwrap()).collect();
+    assert_eq!(bodies[0]["max_tokens"], 100, "no limit asked: the model's");
+    assert_eq!(bodies[1]["max_tokens"], 100, "256 asked of a model that writes at most 100");
+    assert!(bodies[1]["tools"].is_array());
+    assert_eq!(bodies[2]["max_tokens"], 256);
+    assert!(bodies[2].get("tools").is_none(), "a model without tools is sent none: {}", bodies[2]);
+}
+
+#[tokio::test]
+async fn openai_puts_the_output_limit_in_the_field_the_setting_names_and_refuses_an_unknown_one() {
+    let said = openai_sse(&[r#"{"choices":[{"index":0,"delta":{"content":"ok"},"finish_reason":"stop"}]}"#]);
+    let server = ScriptedServer::start(vec![Scripted::sse(&said, 4096)]);
+    let ws = openai_workspace(&server, ", max_tokens_field = \"max_completion_tokens\"");
+    collect(&*ws.host().await, "openai/test-model", request("hi")).await.unwrap();
+    let body: serde_json::Value = serde_json::from_str(&server.received()[0].body).unwrap();
+    assert_eq!((body["max_completion_tokens"].as_u64(), body.get("max_tokens")), (Some(256), None));
+    let ws = openai_workspace(&server, ", max_tokens_field = \"limit\"");
+    let err = collect(&*ws.host().await, "openai/test-model", request("hi")).await.unwrap_err();
+    assert!(err.to_string().contains("`max_tokens_field` is `limit`"), "{err}");
+    assert_eq!(server.received().len(), 1, "nothing is sent with an unknown field");
 }
 
 /// Fixtures for the conformance tests: a text answer and a tool call.

@@ -63,6 +63,15 @@ pub struct LimitOverrides {
 }
 
 impl LimitOverrides {
+    /// These overrides, with the ones left unset taken from `fallback`.
+    pub fn or(self, fallback: LimitOverrides) -> LimitOverrides {
+        LimitOverrides {
+            memory_mib: self.memory_mib.or(fallback.memory_mib),
+            timeout_ms: self.timeout_ms.or(fallback.timeout_ms),
+            max_output_bytes: self.max_output_bytes.or(fallback.max_output_bytes),
+        }
+    }
+
     fn apply(&self, base: Limits) -> Limits {
         Limits {
             memory_mib: self.memory_mib.unwrap_or(base.memory_mib),

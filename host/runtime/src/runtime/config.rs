@@ -54,9 +54,17 @@ pub enum GrantSource {
 
 impl RuntimeConfig {
     /// The grants of plugin `id`: its table, or the built-in default of a first-party plugin.
+    /// A table replaces the default's grants whole, but the limits it leaves unset keep the
+    /// default's (a provider's table that only grants a local host keeps its long time limit).
     pub fn grants_for(&self, id: &str, first_party: bool) -> (Option<PluginGrants>, GrantSource) {
         match self.plugins.get(id) {
-            Some(g) => (Some(g.clone()), GrantSource::Config),
+            Some(g) => {
+                let mut grants = g.clone();
+                if let Some(builtin) = builtin_grants(id).filter(|_| first_party) {
+                    grants.limits = grants.limits.or(builtin.limits);
+                }
+                (Some(grants), GrantSource::Config)
+            }
             None if first_party => match builtin_grants(id) {
                 Some(g) => (Some(g), GrantSource::BuiltinDefault),
                 None => (None, GrantSource::None),
@@ -109,5 +117,21 @@ mod tests {
         let (grants, source) = config.grants_for("read", true);
         assert_eq!(source, GrantSource::Config);
         assert!(grants.unwrap().filesystem.is_empty(), "the table grants nothing, so the default's workspace is gone");
+    }
+
+    #[test]
+    fn a_providers_table_keeps_the_builtin_time_limit_it_does_not_set() {
+        let mut config = RuntimeConfig::default();
+        let table = PluginGrants { network: vec!["http://127.0.0.1:8080".into()], ..Default::default() };
+        config.plugins.insert("openai".into(), table.clone());
+        let (grants, _) = config.grants_for("openai", true);
+        let grants = grants.unwrap();
+        assert_eq!(grants.network, table.network, "the table's grants replace the default's");
+        assert_eq!(grants.limits.timeout_ms, Some(300_000), "the provider's own time limit stays");
+        let set = PluginGrants { limits: LimitOverrides { timeout_ms: Some(5_000), ..Default::default() }, ..table };
+        config.plugins.insert("openai".into(), set);
+        assert_eq!(config.grants_for("openai", true).0.unwrap().limits.timeout_ms, Some(5_000), "a limit the table sets wins");
+        config.plugins.insert("thirdparty".into(), PluginGrants::default());
+        assert_eq!(config.grants_for("thirdparty", false).0.unwrap().limits, LimitOverrides::default(), "others get no default");
     }
 }

@@ -271,7 +271,9 @@ impl PluginHost {
     }
 
     /// Starts a streamed completion with `model` (`provider/model`); `request.model` is set
-    /// to the model's id.
+    /// to the model's id, and the request is held to what the provider says of the model
+    /// (see [`provider::fit_to_model`]): every provider sends at most its output limit, and
+    /// no tools to a model that cannot call them.
     pub async fn complete(
         &self,
         model: &str,
@@ -294,10 +296,8 @@ impl PluginHost {
         };
         let (provider_id, model_id) = model.split_once('/').ok_or_else(unknown)?;
         let plugin = registry.provider(provider_id).ok_or_else(unknown)?.clone();
-        let served = plugin.provider().is_some_and(|info| info.models.iter().any(|m| m.id == model_id));
-        if !served {
-            return Err(unknown());
-        }
+        let info = plugin.provider().and_then(|info| info.models.iter().find(|m| m.id == model_id)).ok_or_else(unknown)?;
+        provider::fit_to_model(&mut request, info);
         request.model = model_id.to_string();
         plugin.complete(request, overrides).await
     }

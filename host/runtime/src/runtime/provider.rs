@@ -130,6 +130,14 @@ impl CompletionError {
         }
     }
 
+    /// The error's text without the note that it is retryable, for when the retries ran out.
+    pub fn without_retry_note(&self) -> String {
+        match self {
+            CompletionError::Api { provider, message, .. } => format!("provider `{provider}`: {message}"),
+            other => other.to_string(),
+        }
+    }
+
     /// Whether trying again may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, CompletionError::Api { retryable: true, .. })
@@ -148,6 +156,20 @@ pub fn check_sampling(temperature: Option<f32>, max_tokens: Option<u32>) -> Resu
         return Err(("max_tokens", "must be at least 1".into()));
     }
     Ok(())
+}
+
+/// Holds `request` to what the provider says of `model`: the output limit is the smaller of
+/// the one asked for and the model's (the model's when none was asked for), so a long
+/// answer ends at the model's limit instead of filling the context; a model that cannot
+/// call tools is offered none.
+pub fn fit_to_model(request: &mut CompletionRequest, model: &ModelInfo) {
+    if model.output_tokens > 0 {
+        let asked = request.max_output_tokens.unwrap_or(model.output_tokens);
+        request.max_output_tokens = Some(asked.min(model.output_tokens));
+    }
+    if !model.supports_tools {
+        request.tools.clear();
+    }
 }
 
 /// A provider plugin, described.
@@ -185,7 +207,7 @@ impl ProviderWorld {
     /// instance, under the same sandbox, until it ends or is dropped.
     pub(crate) async fn complete(&self, sandbox: Sandbox, request: CompletionRequest) -> Result<ProviderStream, CompletionError> {
         let pre = self.pre.clone();
-        let ((instance, started), store) = sandbox
+        let ((instance, started), mut store) = sandbox
             .run(None, move |store| {
                 Box::pin(async move {
                     let instance = pre.instantiate_async(&mut *store).await?;
@@ -196,7 +218,16 @@ impl ProviderWorld {
             .await
             .map_err(CompletionError::Plugin)?;
         match started {
-            Err(api) => Err(CompletionError::api(sandbox.plugin(), api, store.data().redactor())),
+            Err(api) => {
+                let denials = store.data_mut().take_denials();
+                let mut error = CompletionError::api(sandbox.plugin(), api, store.data().redactor());
+                // A request the network grant refused: the same "add this line" as a tool's.
+                if let (CompletionError::Api { message, .. }, Some(denial)) = (&mut error, denials.first()) {
+                    message.push('\n');
+                    message.push_str(&sandbox.policy().grant_hint(denial.kind, &denial.target));
+                }
+                Err(error)
+            }
             Ok(completion) => Ok(ProviderStream { sandbox, live: Some((store, instance)), completion, ended: false }),
         }
     }
@@ -245,5 +276,59 @@ impl ProviderStream {
                 Ok(Some(event))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(output_tokens: u32, supports_tools: bool) -> ModelInfo {
+        let price = ModelPrice { input: 0.0, output: 0.0, cache_read: 0.0, cache_write: 0.0 };
+        ModelInfo {
+            id: "m".into(),
+            name: "m".into(),
+            context_tokens: 8192,
+            output_tokens,
+            supports_tools,
+            supports_reasoning: false,
+            supports_images: false,
+            price,
+        }
+    }
+
+    fn request(max_output_tokens: Option<u32>) -> CompletionRequest {
+        let tool = ToolSpec { name: "read".into(), description: "Reads a file.".into(), parameters_schema: "{}".into() };
+        CompletionRequest {
+            model: String::new(),
+            system: None,
+            messages: Vec::new(),
+            tools: vec![tool],
+            temperature: None,
+            max_output_tokens,
+            options: None,
+        }
+    }
+
+    #[test]
+    fn a_request_asks_for_at_most_the_models_output_limit_and_for_that_limit_by_default() {
+        for (asked, sent) in [(None, Some(512)), (Some(100), Some(100)), (Some(4096), Some(512))] {
+            let mut r = request(asked);
+            fit_to_model(&mut r, &model(512, true));
+            assert_eq!(r.max_output_tokens, sent, "asked for {asked:?}");
+        }
+        let mut r = request(Some(100));
+        fit_to_model(&mut r, &model(0, true));
+        assert_eq!(r.max_output_tokens, Some(100), "a model that states no limit leaves the request's");
+    }
+
+    #[test]
+    fn a_model_that_cannot_call_tools_is_offered_none() {
+        let mut r = request(None);
+        fit_to_model(&mut r, &model(512, false));
+        assert!(r.tools.is_empty());
+        let mut r = request(None);
+        fit_to_model(&mut r, &model(512, true));
+        assert_eq!(r.tools.len(), 1);
     }
 }

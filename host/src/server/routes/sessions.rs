@@ -128,6 +128,10 @@ pub async fn create(
             .await
             .map_err(|e| ApiError::from(e).with_detail("session_id", serde_json::json!(status.session_id)))?;
         status.input_id = Some(admission.input_id);
+        // The run has started: the answer does not wait for the driver to record it.
+        if status.status == crate::store::model::SessionStatus::Idle {
+            status.status = runtime.admitted_status();
+        }
     }
     Ok((StatusCode::CREATED, Json(status)))
 }
