@@ -8,6 +8,7 @@
 //! streamed text, in batches; the step's end with its tool calls; each tool call's state.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,6 +20,7 @@ use tokio::time::Instant;
 
 use super::conversation::{self, parse_arguments, provider_messages};
 use super::error::AgentError;
+use super::instructions;
 use super::permission::{self, Action, AskMode, PermissionBroker, Reply, Rule};
 use super::{Agent, agent_named};
 use crate::capability::ProviderOverrides;
@@ -86,6 +88,9 @@ pub(super) struct Activity<'a> {
     env: Env<'a>,
     session: SessionRecord,
     agent: Agent,
+    /// The system prompt: the agent's, the environment and the project's instructions, as
+    /// they were when the activity began.
+    system_prompt: String,
     /// The agent's rules, then the session's (`always` answers add to them).
     rules: Mutex<Vec<Rule>>,
     /// The conversation as the provider sees it.
@@ -254,12 +259,26 @@ impl<'a> Activity<'a> {
             Begin::HeldBy(owner) => return Err(AgentError::HeldElsewhere { session: id.into(), owner }),
         };
         let agent = agent_named(&env.agents.profiles, &session.agent)?;
+        let sources = (agent.system_prompt.clone(), PathBuf::from(&session.workspace));
+        let system_prompt = tokio::task::spawn_blocking(move || {
+            let (agent_prompt, workspace) = sources;
+            let user_file = instructions::user_instructions_file();
+            instructions::system_prompt(&instructions::PromptSources {
+                agent_prompt: &agent_prompt,
+                workspace: &workspace,
+                user_file,
+                date: instructions::today(),
+            })
+        })
+        .await
+        .map_err(|e| AgentError::Internal(format!("reading the project's instructions: {e}")))?;
         let mut rules = agent.rules.clone();
         rules.extend(session_rules.into_iter().filter_map(|spec| Rule::new(spec).ok()));
         Ok(Some(Activity {
             env,
             session,
             agent,
+            system_prompt,
             rules: Mutex::new(rules),
             messages: provider_messages(&history),
             consumed,
@@ -422,7 +441,7 @@ impl<'a> Activity<'a> {
 
     /// One provider turn: a new assistant message whose parts are recorded as they stream.
     async fn step(&mut self, last_step: bool, retrying: bool) -> Result<Result<Turn, StepFailure>, AgentError> {
-        let mut system = self.agent.system_prompt.clone();
+        let mut system = self.system_prompt.clone();
         if let Some(extra) = &self.session.options.system_prompt {
             system.push_str("\n\n");
             system.push_str(extra);

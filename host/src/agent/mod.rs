@@ -5,6 +5,7 @@ mod activity;
 pub mod conversation;
 pub mod error;
 pub mod event_hooks;
+pub mod instructions;
 pub mod permission;
 pub mod runtime;
 
@@ -34,7 +35,9 @@ pub struct AgentConfig {
     pub model: Option<String>,
     /// Provider turns per activity.
     pub max_steps: Option<u32>,
-    /// Text added to the system prompt.
+    /// Replaces Plugboard's default base prompt ([`instructions::DEFAULT_BASE_PROMPT`]).
+    pub base_prompt: Option<String>,
+    /// Text added to the base prompt.
     pub system_prompt: Option<String>,
     /// Permission rules, the last matching one wins.
     #[serde(default)]
@@ -50,14 +53,12 @@ pub struct Agent {
     pub model: Option<String>,
     /// Provider turns per activity.
     pub max_steps: u32,
-    /// Its system prompt.
+    /// Its system prompt: the base prompt and its additions (the environment and the
+    /// project's instructions are added per activity, see [`instructions`]).
     pub system_prompt: String,
     /// Its permission rules.
     pub rules: Vec<Rule>,
 }
-
-const BASE_PROMPT: &str = "You are Plugboard, a coding agent working in the user's workspace. Use the tools to inspect and change files; \
-     keep answers short and concrete.";
 
 /// The built-in agents: `build` (every tool; commands and fetches ask) and `plan`
 /// (read-only: `edit`, `write` and `shell` are denied).
@@ -92,9 +93,10 @@ fn resolve_agents(configs: &BTreeMap<String, AgentConfig>) -> Result<BTreeMap<St
         if max_steps == 0 {
             return Err(format!("[agents.{name}] max_steps must be at least 1"));
         }
+        let base = config.base_prompt.unwrap_or_else(|| instructions::DEFAULT_BASE_PROMPT.to_string());
         let system_prompt = match config.system_prompt {
-            Some(extra) => format!("{BASE_PROMPT}\n\n{extra}"),
-            None => BASE_PROMPT.to_string(),
+            Some(extra) => format!("{base}\n\n{extra}"),
+            None => base,
         };
         agents.insert(name.clone(), Agent { name, model: config.model, max_steps, system_prompt, rules });
     }

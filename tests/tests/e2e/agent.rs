@@ -282,6 +282,34 @@ async fn when_the_retries_run_out_the_error_says_so_and_no_longer_calls_itself_r
 }
 
 #[tokio::test]
+async fn the_projects_agents_md_and_the_environment_reach_the_model_and_an_edit_applies_from_the_next_prompt() {
+    let f = fixture_with(vec![say("one"), say("two")], "", AskMode::DenyAll, |ws| {
+        ws.file("AGENTS.md", "Run `make check` before you say you are done.");
+    })
+    .await;
+    let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();
+    f.runtime.prompt(&session.id, "hi").await.unwrap();
+    let system = request_body(&f.server, 0)["messages"][0]["content"].as_str().unwrap().to_string();
+    assert!(system.starts_with("You are Plugboard, a coding agent"), "{system}");
+    assert!(system.contains(&format!("workspace: {}", f.ws.dir.display())) && system.contains("date: 20"), "{system}");
+    assert!(system.contains("Run `make check` before you say you are done."), "{system}");
+    f.ws.file("AGENTS.md", "Answer in French.");
+    f.runtime.prompt(&session.id, "again").await.unwrap();
+    let system = request_body(&f.server, 1)["messages"][0]["content"].as_str().unwrap().to_string();
+    assert!(system.contains("Answer in French.") && !system.contains("make check"), "{system}");
+}
+
+#[tokio::test]
+async fn an_agent_profile_replaces_the_base_prompt_or_adds_to_it() {
+    let config = "[agents.build]\nbase_prompt = \"You are a careful reviewer.\"\nsystem_prompt = \"Never edit files.\"";
+    let f = fixture(vec![say("ok")], config, AskMode::DenyAll).await;
+    let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();
+    f.runtime.prompt(&session.id, "hi").await.unwrap();
+    let system = request_body(&f.server, 0)["messages"][0]["content"].as_str().unwrap().to_string();
+    assert!(system.starts_with("You are a careful reviewer.\n\nNever edit files.") && !system.contains("You are Plugboard"), "{system}");
+}
+
+#[tokio::test]
 async fn a_session_created_by_one_process_is_continued_by_another() {
     let f = fixture(vec![say("first answer"), say("second answer")], "", AskMode::DenyAll).await;
     let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();
