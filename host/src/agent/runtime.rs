@@ -282,6 +282,26 @@ impl AgentRuntime {
         Ok(record)
     }
 
+    /// Switches session `id` to `model` (`provider/model`), which must be served, from its
+    /// next activity on; a running activity ends on the model it began with. The history
+    /// goes to the new provider as to any (each provider translates the conversation, and
+    /// drops what its API cannot take, such as another provider's reasoning). The session's
+    /// own API key and endpoint were given for its provider: they are dropped when the new
+    /// model is another provider's, so they never reach another API.
+    pub async fn set_model(&self, id: &str, model: &str) -> Result<SessionRecord, AgentError> {
+        let registry = self.host.registry();
+        if !registry.models().any(|(r, _, _)| r == model) {
+            let available = registry.models().map(|(r, _, _)| r).collect();
+            return Err(AgentError::Provider(CompletionError::UnknownModel { model: model.to_string(), available }));
+        }
+        let before = self.store.session(id).await?;
+        let record = self.store.set_model(id, model).await?;
+        if provider_of(&before.model) != provider_of(model) {
+            self.overrides.lock().expect("not poisoned").remove(id);
+        }
+        Ok(record)
+    }
+
     /// The provider overrides of session `id`, if it has any.
     fn provider_overrides(&self, id: &str) -> Option<Arc<ProviderOverrides>> {
         self.overrides.lock().expect("not poisoned").get(id).cloned()
@@ -697,4 +717,9 @@ async fn renew_leases(runtime: Weak<AgentRuntime>) {
             tracing::warn!(error = %e, "cannot renew session leases");
         }
     }
+}
+
+/// The provider part of `provider/model`.
+fn provider_of(model: &str) -> &str {
+    model.split_once('/').map_or(model, |(provider, _)| provider)
 }

@@ -42,10 +42,14 @@ pub async fn run(app: &crate::app::App, store: SessionStore, options: RunOptions
     let session = match &options.session {
         Some(id) => {
             let session = store.session(id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            if let Some(model) = options.model.as_deref().filter(|m| *m != session.model) {
-                eprintln!("warning: --model {model} is ignored: session {id} continues with {}", session.model);
+            match options.model.as_deref().filter(|m| *m != session.model) {
+                Some(model) => {
+                    let switched = runtime.set_model(id, model).await?;
+                    eprintln!("session {id} switches from {} to {}", session.model, switched.model);
+                    switched
+                }
+                None => session,
             }
-            session
         }
         None => {
             let title: String = options.prompt.chars().take(60).collect();

@@ -173,6 +173,28 @@ impl SessionStore {
         .await?
     }
 
+    /// Switches session `id` to `model` (`provider/model`) and records `session.model` with
+    /// the previous one; nothing changes, and no event is recorded, when it already uses it.
+    /// Returns the session as it is then.
+    pub async fn set_model(&self, id: &str, model: &str) -> Result<SessionRecord, StoreError> {
+        let (key, model) = (id.to_string(), model.to_string());
+        self.write(move |tx| {
+            let Some(record) = tx.session(&key)? else { return Ok(None) };
+            if record.model == model {
+                return Ok(Some(record));
+            }
+            tx.conn().prepare_cached("UPDATE sessions SET model = ?2, updated_at = ?3 WHERE id = ?1")?.execute(params![
+                key,
+                model,
+                now_ms()
+            ])?;
+            tx.emit(Some(&key), "session.model", json!({ "model": model, "previous": record.model }))?;
+            tx.session(&key)
+        })
+        .await?
+        .ok_or_else(|| StoreError::NotFound(id.to_string()))
+    }
+
     /// How many sessions have each status.
     pub async fn count_by_status(&self) -> Result<Vec<(SessionStatus, u64)>, StoreError> {
         self.read(|conn| {

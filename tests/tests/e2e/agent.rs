@@ -310,6 +310,62 @@ async fn an_agent_profile_replaces_the_base_prompt_or_adds_to_it() {
 }
 
 #[tokio::test]
+async fn a_session_switches_from_an_openai_model_to_an_anthropic_one_and_carries_its_history_and_tool_calls() {
+    let claude = ScriptedServer::start(vec![Scripted::sse(
+        &[
+            ("message_start", json!({"type": "message_start", "message": {"usage": {"input_tokens": 50, "output_tokens": 0}}})),
+            ("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "claude here"}}),
+            ),
+            ("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 3}})),
+            ("message_stop", json!({"type": "message_stop"})),
+        ]
+        .iter()
+        .map(|(name, data)| format!("event: {name}\ndata: {data}\n\n"))
+        .collect::<String>(),
+        4096,
+    )]);
+    let anthropic = format!(
+        "[plugins.anthropic]\nnetwork = [\"{url}\"]\napi_key = \"sk-ant\"\nsettings = {{ base_url = \"{url}\", models = [{{ id = \"claude-test\" }}] }}",
+        url = claude.url()
+    );
+    let script = vec![call(&[("call_1", "read", json!({"path": "notes.txt"}))]), say("openai here")];
+    let f = fixture_with(script, &anthropic, AskMode::DenyAll, |ws| {
+        ws.file("notes.txt", "the notes");
+    })
+    .await;
+    let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();
+    assert_eq!(f.runtime.prompt(&session.id, "read the notes").await.unwrap().text, "openai here");
+    let unknown = f.runtime.set_model(&session.id, "anthropic/nope").await.unwrap_err();
+    let text = unknown.to_string();
+    assert!(
+        text.contains("no model `anthropic/nope`") && text.contains("anthropic/claude-test") && text.contains("openai/test-model"),
+        "{text}"
+    );
+    let switched = f.runtime.set_model(&session.id, "anthropic/claude-test").await.unwrap();
+    assert_eq!(switched.model, "anthropic/claude-test");
+    assert_eq!(f.runtime.prompt(&session.id, "and now?").await.unwrap().text, "claude here");
+
+    let body: Value = serde_json::from_str(&claude.received()[0].body).unwrap();
+    assert_eq!(body["model"], "claude-test");
+    let messages = body["messages"].as_array().unwrap();
+    let roles: Vec<&str> = messages.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["user", "assistant", "user", "assistant", "user"], "{body}");
+    assert_eq!(messages[1]["content"][0], json!({"type": "tool_use", "id": "call_1", "name": "read", "input": {"path": "notes.txt"}}));
+    assert_eq!(messages[2]["content"][0]["tool_use_id"], "call_1");
+    assert!(messages[2]["content"][0]["content"].as_str().unwrap().contains("the notes"), "{body}");
+    assert_eq!(messages[3]["content"][0]["text"], "openai here");
+    let events = f.store.events_after(0, Some(session.id.clone()), 10_000).await.unwrap();
+    let change = events.iter().find(|e| e.kind == "session.model").expect("a session.model event");
+    assert_eq!(change.data, json!({"model": "anthropic/claude-test", "previous": "openai/test-model"}));
+    let history = f.store.history(&session.id).await.unwrap();
+    let models: Vec<Option<&str>> = history.iter().filter(|m| m.role.as_str() == "assistant").map(|m| m.model.as_deref()).collect();
+    assert_eq!(models, [Some("openai/test-model"), Some("openai/test-model"), Some("anthropic/claude-test")]);
+}
+
+#[tokio::test]
 async fn a_session_created_by_one_process_is_continued_by_another() {
     let f = fixture(vec![say("first answer"), say("second answer")], "", AskMode::DenyAll).await;
     let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();

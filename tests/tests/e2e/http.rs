@@ -79,6 +79,10 @@ impl Api {
         self.send(self.http.post(self.url(path)).json(&body)).await
     }
 
+    pub async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(self.http.patch(self.url(path)).json(&body)).await
+    }
+
     pub async fn delete(&self, path: &str) -> (u16, Value) {
         self.send(self.http.delete(self.url(path))).await
     }
@@ -238,6 +242,24 @@ async fn a_session_created_with_a_prompt_is_answered_as_running_not_idle() {
     assert_eq!((status, body["status"].as_str()), (201, Some("busy")), "{body}");
     let (status, body) = api.post("/sessions", json!({})).await;
     assert_eq!((status, body["status"].as_str()), (201, Some("idle")), "without a prompt nothing runs: {body}");
+}
+
+#[tokio::test]
+async fn patch_and_a_message_with_a_model_switch_the_sessions_model_and_an_unknown_one_is_refused() {
+    let api = api(vec![say("unused")], "", None).await;
+    let (_, created) = api.post("/sessions", json!({})).await;
+    let id = created["session_id"].as_str().unwrap();
+    let (status, body) = api.patch(&format!("/sessions/{id}"), json!({ "model": "openai/nope" })).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["details"]["field"], "model");
+    assert!(body["details"]["available"].as_array().unwrap().contains(&json!("openai/test-model")), "{body}");
+    let (status, body) = api.post(&format!("/sessions/{id}/messages"), json!({ "prompt": "hi", "model": "nope/x" })).await;
+    assert_eq!((status, body["details"]["field"].as_str()), (400, Some("model")), "{body}");
+    assert!(api.f.server.received().is_empty(), "a prompt with an unknown model is not run");
+    let (status, body) = api.patch(&format!("/sessions/{id}"), json!({ "model": "openai/test-model" })).await;
+    assert_eq!((status, body["model"].as_str()), (200, Some("openai/test-model")), "{body}");
+    let (status, body) = api.patch(&format!("/sessions/{id}"), json!({ "title": "no" })).await;
+    assert_eq!(status, 400, "an unknown field is refused: {body}");
 }
 
 #[tokio::test]

@@ -24,7 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(health::ready))
         .routes(routes!(health::metrics))
         .routes(routes!(sessions::create, sessions::list))
-        .routes(routes!(sessions::get, sessions::cancel))
+        .routes(routes!(sessions::get, sessions::cancel, sessions::update))
         .routes(routes!(sessions::status))
         .routes(routes!(sessions::messages, sessions::send))
         .routes(routes!(streams::session_stream))

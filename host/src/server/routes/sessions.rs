@@ -5,8 +5,11 @@ use axum::extract::Query;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use crate::agent::{Admission, Delivery, ProviderOverrides, SessionOptions, SessionSpec};
+use serde_json::json;
+
+use crate::agent::{Admission, AgentError, Delivery, ProviderOverrides, SessionOptions, SessionSpec};
 use crate::capability::Secret;
+use crate::runtime::provider::CompletionError;
 use crate::server::error::{ApiError, ErrorBody, rfc3339};
 use crate::server::extract::{ApiJson, ApiPath};
 use crate::server::state::Running;
@@ -217,6 +220,9 @@ pub struct SendInput {
     /// `queue` (default): an activity of its own after the running one; `steer`: joins the
     /// running activity at its next provider turn.
     pub delivery: Option<Delivery>,
+    /// Switch the session to this model (`provider/model`) first, as `PATCH /sessions/{id}`
+    /// does: the activities that start from now on use it.
+    pub model: Option<String>,
 }
 
 /// Sends a prompt to a session; it is stored before this answers.
@@ -228,8 +234,46 @@ pub async fn send(
     ApiJson(body): ApiJson<SendInput>,
 ) -> Result<(StatusCode, Json<Admission>), ApiError> {
     crate::agent::check_prompt(&body.prompt).map_err(|reason| ApiError::invalid_field("prompt", reason))?;
+    if let Some(model) = &body.model {
+        switch_model(&runtime, &id, model).await?;
+    }
     let admission = runtime.submit(&id, &body.prompt, body.delivery.unwrap_or(Delivery::Queue)).await?;
     Ok((StatusCode::ACCEPTED, Json(admission)))
+}
+
+/// `PATCH /sessions/{id}`: what to change.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionChange {
+    /// The model, as `provider/model`: the session's activities use it from the next one on
+    /// (a running one ends on its own), and `session.model` is recorded.
+    pub model: Option<String>,
+}
+
+/// Changes a session: its model.
+#[utoipa::path(patch, path = "/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "The session")), request_body = SessionChange,
+    responses((status = 200, body = SessionRecord), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn update(
+    Running(runtime): Running,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<SessionChange>,
+) -> Result<Json<SessionRecord>, ApiError> {
+    match &body.model {
+        Some(model) => Ok(Json(switch_model(&runtime, &id, model).await?)),
+        None => Ok(Json(runtime.store().session(&id).await?)),
+    }
+}
+
+/// Switches session `id` to `model`; an unknown model is a 400 on `model` that lists those
+/// there are.
+async fn switch_model(runtime: &crate::agent::AgentRuntime, id: &str, model: &str) -> Result<SessionRecord, ApiError> {
+    runtime.set_model(id, model).await.map_err(|e| match e {
+        AgentError::Provider(CompletionError::UnknownModel { available, .. }) => {
+            ApiError::invalid_field("model", format!("no model `{model}`"))
+                .with_details(json!({ "field": "model", "available": available }))
+        }
+        other => other.into(),
+    })
 }
 
 /// What a cancel did.
