@@ -336,8 +336,21 @@ async fn a_session_switches_from_an_openai_model_to_an_anthropic_one_and_carries
         ws.file("notes.txt", "the notes");
     })
     .await;
-    let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();
+    // The session brings its own OpenAI key, which must never reach another provider's API.
+    let spec = plugboard::agent::SessionSpec {
+        id: None,
+        agent: "build".into(),
+        model: None,
+        title: "t".into(),
+        options: Default::default(),
+        overrides: plugboard::agent::ProviderOverrides {
+            api_key: Some(plugboard::capability::Secret::new("sk-session-only".into())),
+            api_endpoint: None,
+        },
+    };
+    let session = f.runtime.create_session_with(spec).await.unwrap();
     assert_eq!(f.runtime.prompt(&session.id, "read the notes").await.unwrap().text, "openai here");
+    assert_eq!(f.server.received()[0].header("authorization"), Some("Bearer sk-session-only"));
     let unknown = f.runtime.set_model(&session.id, "anthropic/nope").await.unwrap_err();
     let text = unknown.to_string();
     assert!(
@@ -348,7 +361,10 @@ async fn a_session_switches_from_an_openai_model_to_an_anthropic_one_and_carries
     assert_eq!(switched.model, "anthropic/claude-test");
     assert_eq!(f.runtime.prompt(&session.id, "and now?").await.unwrap().text, "claude here");
 
-    let body: Value = serde_json::from_str(&claude.received()[0].body).unwrap();
+    let sent = &claude.received()[0];
+    assert_eq!(sent.header("x-api-key"), Some("sk-ant"), "the configured key of the new provider");
+    assert!(!format!("{:?}", sent.headers).contains("sk-session-only"), "{:?}", sent.headers);
+    let body: Value = serde_json::from_str(&sent.body).unwrap();
     assert_eq!(body["model"], "claude-test");
     let messages = body["messages"].as_array().unwrap();
     let roles: Vec<&str> = messages.iter().map(|m| m["role"].as_str().unwrap()).collect();
