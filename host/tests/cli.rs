@@ -600,3 +600,44 @@ fn piped_run_output_holds_the_answer_alone_without_the_text_of_a_failed_attempt(
     assert!(text(&out.stderr).contains("retrying"), "the retry is told on stderr: {}", text(&out.stderr));
     assert_eq!(server.received().len(), 2);
 }
+
+#[test]
+fn session_list_shows_when_where_and_on_what_model_filters_by_workspace_and_pages() {
+    let server = plugboard_tests::ScriptedServer::start(vec![
+        streamed_words(&["one"], std::time::Duration::ZERO),
+        streamed_words(&["two"], std::time::Duration::ZERO),
+    ]);
+    let tmp = TempDir::new("list-pages");
+    let data = tmp.0.join("data");
+    let data_arg = data.to_str().unwrap();
+    let other = tmp.0.join("other");
+    for ws in [tmp.workspace(), other.clone()] {
+        std::fs::create_dir_all(&ws).unwrap();
+        std::fs::write(ws.join("plugboard.toml"), provider_config(&server.url())).unwrap();
+        trust(&ws, Some(data_arg));
+        let out = plugboard(&ws, &["run", "--data-dir", data_arg, "hello"]);
+        assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    }
+    let other_dir = other.canonicalize().unwrap();
+    let listed = json_of(&plugboard(
+        &tmp.workspace(),
+        &["session", "list", "--json", "--data-dir", data_arg, "--workspace", other_dir.to_str().unwrap()],
+    ));
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["workspace"], other_dir.display().to_string());
+
+    let out = plugboard(&tmp.workspace(), &["session", "list", "--data-dir", data_arg, "--limit", "1"]);
+    let lines: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("openai/test-model") && lines[0].contains(&other_dir.display().to_string()),
+        "the newest, with its model and workspace: {}",
+        lines[0]
+    );
+    assert!(lines[0].contains(" 20") && lines[0].contains('$'), "its date and cost: {}", lines[0]);
+    assert!(text(&out.stderr).contains("more: --offset 1"), "{}", text(&out.stderr));
+    let out = plugboard(&tmp.workspace(), &["session", "list", "--data-dir", data_arg, "--limit", "1", "--offset", "1"]);
+    assert!(text(&out.stdout).contains(&tmp.workspace().canonicalize().unwrap().display().to_string()), "{}", text(&out.stdout));
+    assert!(!text(&out.stderr).contains("more:"), "the last page: {}", text(&out.stderr));
+}

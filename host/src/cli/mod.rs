@@ -160,8 +160,17 @@ pub enum ToolCommand {
 /// `plugboard session ...`
 #[derive(Debug, Subcommand)]
 pub enum SessionCommand {
-    /// Sessions, newest first.
+    /// Sessions, newest first: id, last change, status, agent, model, cost, workspace, title.
     List {
+        /// Only the sessions of this workspace directory.
+        #[arg(long, value_name = "DIR")]
+        workspace: Option<PathBuf>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Skip this many (the next page).
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -326,7 +335,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Session(command) = &cli.command {
         let store = crate::store::SessionStore::open_in(cli.data_dir.as_deref())?;
         let shown = match command {
-            SessionCommand::List { json } => crate::cli::run::list(&store, *json).await,
+            SessionCommand::List { workspace, limit, offset, json } => {
+                let page =
+                    crate::cli::run::ListOptions { workspace: workspace.clone(), limit: (*limit).max(1), offset: *offset, json: *json };
+                crate::cli::run::list(&store, &page).await
+            }
             SessionCommand::Show { id, json } => crate::cli::run::show(&store, id, *json).await,
         };
         close(&store).await;

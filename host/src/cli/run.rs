@@ -239,16 +239,52 @@ fn compact(value: &Value) -> String {
 }
 
 /// `plugboard session list`.
-pub async fn list(store: &SessionStore, json: bool) -> anyhow::Result<ExitCode> {
-    let sessions = store.list_sessions(100, 0).await?;
-    if json {
+pub async fn list(store: &SessionStore, page: &ListOptions) -> anyhow::Result<ExitCode> {
+    let workspace = match &page.workspace {
+        Some(dir) => Some(crate::runtime::workspace_dir(Some(dir))?.display().to_string()),
+        None => None,
+    };
+    let mut sessions = store.list_sessions_in(workspace, page.limit + 1, page.offset).await?;
+    let more = sessions.len() > page.limit;
+    sessions.truncate(page.limit);
+    if page.json {
         println!("{}", serde_json::to_string_pretty(&sessions)?);
         return Ok(ExitCode::SUCCESS);
     }
+    if sessions.is_empty() {
+        eprintln!("no sessions");
+    }
     for s in sessions {
-        println!("{}  {:<6} {:<8} {:<28} ${:.4}  {}", s.id, s.status, s.agent, s.model, s.cost, s.title);
+        // Minutes are enough to tell sessions apart: `2026-12-04 03:28`.
+        let updated = crate::server::error::rfc3339(s.updated_at).replacen('T', " ", 1);
+        println!(
+            "{}  {}  {:<6} {:<8} {:<28} ${:<8.4} {}  {}",
+            s.id,
+            &updated[..16.min(updated.len())],
+            s.status,
+            s.agent,
+            s.model,
+            s.cost,
+            s.workspace,
+            s.title
+        );
+    }
+    if more {
+        eprintln!("more: --offset {}", page.offset + page.limit);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `plugboard session list`'s filter and page.
+pub struct ListOptions {
+    /// Only this workspace's sessions.
+    pub workspace: Option<std::path::PathBuf>,
+    /// At most this many.
+    pub limit: usize,
+    /// Skip this many.
+    pub offset: usize,
+    /// Print JSON.
+    pub json: bool,
 }
 
 /// `plugboard session show ID`.

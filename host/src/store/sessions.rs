@@ -219,10 +219,17 @@ impl SessionStore {
 
     /// Sessions, newest first.
     pub async fn list_sessions(&self, limit: usize, offset: usize) -> Result<Vec<SessionRecord>, StoreError> {
+        self.list_sessions_in(None, limit, offset).await
+    }
+
+    /// Sessions of `workspace` (all when `None`), newest first.
+    pub async fn list_sessions_in(&self, workspace: Option<String>, limit: usize, offset: usize) -> Result<Vec<SessionRecord>, StoreError> {
         self.read(move |conn| {
-            let mut stmt =
-                conn.prepare(&format!("SELECT {SESSION_COLUMNS} FROM sessions ORDER BY created_at DESC, id DESC LIMIT ?1 OFFSET ?2"))?;
-            let rows = stmt.query_map(params![limit as i64, offset as i64], session_from_row)?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE ?1 IS NULL OR workspace = ?1
+                 ORDER BY created_at DESC, id DESC LIMIT ?2 OFFSET ?3"
+            ))?;
+            let rows = stmt.query_map(params![workspace, limit as i64, offset as i64], session_from_row)?;
             rows.collect()
         })
         .await

@@ -153,6 +153,8 @@ pub struct Page {
     pub limit: Option<usize>,
     /// Skip this many.
     pub offset: Option<usize>,
+    /// Only the sessions of this workspace (its absolute path, as sessions record it).
+    pub workspace: Option<String>,
 }
 
 /// A page of sessions.
@@ -176,7 +178,7 @@ pub async fn list(
         return Err(ApiError::invalid_field("limit", "must be between 1 and 500"));
     }
     let offset = page.offset.unwrap_or(0);
-    let mut sessions = runtime.store().list_sessions(limit + 1, offset).await?;
+    let mut sessions = runtime.store().list_sessions_in(page.workspace, limit + 1, offset).await?;
     let next_offset = (sessions.len() > limit).then_some(offset + limit);
     sessions.truncate(limit);
     Ok(Json(SessionList { sessions, next_offset }))
