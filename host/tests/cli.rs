@@ -181,6 +181,15 @@ fn a_scaffolded_hook_plugin_builds_and_declares_its_hooks() {
     );
 }
 
+/// `tmp`'s workspace with `plugboard.toml` pointing the `openai` provider at `url`, trusted
+/// for the data directory `tmp/data`: the workspace and that directory.
+fn provider_workspace(tmp: &TempDir, url: &str) -> (PathBuf, PathBuf) {
+    let (ws, data) = (tmp.workspace(), tmp.0.join("data"));
+    std::fs::write(ws.join("plugboard.toml"), provider_config(url)).unwrap();
+    trust(&ws, Some(data.to_str().unwrap()));
+    (ws, data)
+}
+
 /// `plugboard.toml` pointing the `openai` provider at a local server.
 fn provider_config(url: &str) -> String {
     format!(
@@ -240,11 +249,8 @@ fn slow_words(n: usize) -> plugboard_tests::Scripted {
 fn ctrl_c_cancels_the_run_and_records_the_answer_aborted() {
     let server = plugboard_tests::ScriptedServer::start(vec![slow_words(200)]);
     let tmp = TempDir::new("ctrl-c");
-    let ws = tmp.workspace();
-    let data = tmp.0.join("data");
+    let (ws, data) = provider_workspace(&tmp, &server.url());
     let data_arg = data.to_str().unwrap();
-    std::fs::write(ws.join("plugboard.toml"), provider_config(&server.url())).unwrap();
-    trust(&ws, Some(data_arg));
     let child = run_until_streaming(&ws, data_arg, "w2 ");
     let interrupted = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(interrupted.success());
@@ -265,11 +271,8 @@ fn a_turn_killed_with_sigkill_is_marked_interrupted_and_the_session_goes_on_afte
         streamed_words(&["after ", "the ", "restart"], std::time::Duration::ZERO),
     ]);
     let tmp = TempDir::new("kill9");
-    let ws = tmp.workspace();
-    let data = tmp.0.join("data");
+    let (ws, data) = provider_workspace(&tmp, &server.url());
     let data_arg = data.to_str().unwrap();
-    std::fs::write(ws.join("plugboard.toml"), provider_config(&server.url())).unwrap();
-    trust(&ws, Some(data_arg));
 
     let mut child = run_until_streaming(&ws, data_arg, "w3 ");
     child.kill().unwrap();
@@ -399,11 +402,8 @@ async fn a_session_created_by_run_is_prompted_over_http_by_id() {
         streamed_words(&["over ", "http"], std::time::Duration::ZERO),
     ]);
     let tmp = TempDir::new("resume-http");
-    let ws = tmp.workspace();
-    let data = tmp.0.join("data");
+    let (ws, data) = provider_workspace(&tmp, &server.url());
     let data_arg = data.to_str().unwrap();
-    std::fs::write(ws.join("plugboard.toml"), provider_config(&server.url())).unwrap();
-    trust(&ws, Some(data_arg));
     let out = plugboard(&ws, &["run", "--data-dir", data_arg, "hello"]);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     assert_eq!(wal_bytes(&data), 0, "`run` leaves its write-ahead log checkpointed");
@@ -589,11 +589,8 @@ fn piped_run_output_holds_the_answer_alone_without_the_text_of_a_failed_attempt(
     cut.pieces.pop();
     let server = plugboard_tests::ScriptedServer::start(vec![cut, streamed_words(&["the ", "answer"], std::time::Duration::ZERO)]);
     let tmp = TempDir::new("retry-pipe");
-    let ws = tmp.workspace();
-    let data = tmp.0.join("data");
+    let (ws, data) = provider_workspace(&tmp, &server.url());
     let data_arg = data.to_str().unwrap();
-    std::fs::write(ws.join("plugboard.toml"), provider_config(&server.url())).unwrap();
-    trust(&ws, Some(data_arg));
     let out = plugboard(&ws, &["run", "--data-dir", data_arg, "hello"]);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "the answer\n");
