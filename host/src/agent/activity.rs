@@ -37,8 +37,8 @@ use crate::store::model::{Finish, MessageRole, MessageStatus, PartKind, SessionS
 use crate::store::sessions::{MessageRecord, SessionRecord, Tokens, load_history, new_id};
 use crate::store::{PendingWrite, SessionStore, Tx};
 
-/// Retries of a retryable provider error within one step.
-const MAX_RETRIES: u32 = 4;
+/// The first wait before a retry when the API asks for none; it doubles with each attempt.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest wait between retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Identical consecutive tool calls that trigger the doom-loop guard.
@@ -81,6 +81,8 @@ pub(super) struct Env<'a> {
     pub overrides: Option<Arc<ProviderOverrides>>,
     /// Bumped whenever an input is admitted for the session.
     pub wakeups: &'a AtomicU64,
+    /// Retries of a provider turn that failed with an error worth retrying.
+    pub max_retries: u32,
 }
 
 /// A running activity.
@@ -401,13 +403,13 @@ impl<'a> Activity<'a> {
         loop {
             match self.step(last_step, attempt > 0).await? {
                 Ok(turn) => return Ok(turn),
-                Err(StepFailure { error, retry }) if retry && attempt < MAX_RETRIES => {
+                Err(StepFailure { error, retry }) if retry && attempt < self.env.max_retries => {
                     attempt += 1;
                     let requested = match &error {
                         CompletionError::Api { retry_after_ms: Some(ms), .. } => Some(Duration::from_millis(*ms)),
                         _ => None,
                     };
-                    let delay = requested.unwrap_or(Duration::from_millis(500 * 2u64.pow(attempt - 1))).min(MAX_BACKOFF);
+                    let delay = requested.unwrap_or(FIRST_BACKOFF.saturating_mul(1 << (attempt - 1).min(16))).min(MAX_BACKOFF);
                     let id = self.session.id.clone();
                     let detail = json!({ "attempt": attempt, "delay_ms": delay.as_millis() as u64, "error": error.to_string() });
                     self.later(move |tx| tx.set_status(&id, SessionStatus::Retry, detail));

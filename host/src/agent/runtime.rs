@@ -66,11 +66,16 @@ pub struct SessionSettings {
     /// How long one activity may run, in seconds, before it is stopped (what it recorded
     /// stays, marked aborted); none by default. Queued inputs still run after it.
     pub timeout_seconds: Option<u64>,
+    /// Attempts after the first when a provider turn fails with an error worth retrying
+    /// (a 429, a 5xx, a cut stream). The waits are what the API asks (`retry-after`), else
+    /// 1 s doubling up to 30 s: the default of 6 waits about a minute in all, which outlasts
+    /// a rate limit window or a brief overload.
+    pub max_retries: u32,
 }
 
 impl Default for SessionSettings {
     fn default() -> Self {
-        SessionSettings { max_concurrent: 64, timeout_seconds: None }
+        SessionSettings { max_concurrent: 64, timeout_seconds: None, max_retries: 6 }
     }
 }
 
@@ -151,6 +156,8 @@ pub struct AgentRuntime {
     slots: Arc<Semaphore>,
     /// `[sessions] timeout_seconds`.
     timeout: Option<u64>,
+    /// `[sessions] max_retries`.
+    max_retries: u32,
     drivers: Mutex<HashMap<String, Arc<Driver>>>,
     /// Who waits for which input (by input id: the session and the answer's channel).
     waiters: Mutex<HashMap<String, (String, Waiter)>>,
@@ -194,6 +201,7 @@ impl AgentRuntime {
             agents,
             slots: Arc::new(Semaphore::new(max_concurrent)),
             timeout,
+            max_retries: settings.max_retries,
             drivers: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
             overrides: Mutex::new(HashMap::new()),
@@ -528,6 +536,7 @@ impl AgentRuntime {
                 agents: self.agents(),
                 overrides: self.provider_overrides(id),
                 wakeups: &driver.wakeups,
+                max_retries: self.max_retries,
             };
             let Some(activity) = Activity::begin(env, id, &consumed).await? else { return Ok(None) };
             match self.timeout {

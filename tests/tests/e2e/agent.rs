@@ -272,13 +272,14 @@ async fn a_retryable_error_is_retried_visibly_and_the_failed_attempt_is_not_repl
 #[tokio::test]
 async fn when_the_retries_run_out_the_error_says_so_and_no_longer_calls_itself_retryable() {
     let busy = || Scripted::error(503, &[("retry-after", "0")], r#"{"error":{"message":"busy"}}"#);
-    let f = fixture((0..5).map(|_| busy()).collect(), "", AskMode::DenyAll).await;
+    // Four answers are scripted, but `[sessions] max_retries` allows three attempts in all.
+    let f = fixture((0..4).map(|_| busy()).collect(), "[sessions]\nmax_retries = 2", AskMode::DenyAll).await;
     let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();
     let err = f.runtime.prompt(&session.id, "hi").await.unwrap_err();
-    assert!(matches!(&err, AgentError::GaveUp { attempts: 5, .. }), "{err}");
+    assert!(matches!(&err, AgentError::GaveUp { attempts: 3, .. }), "{err}");
     let text = err.to_string();
-    assert!(text.contains("busy") && text.ends_with("gave up after 5 attempts") && !text.contains("retryable"), "{text}");
-    assert_eq!(f.server.received().len(), 5);
+    assert!(text.contains("busy") && text.ends_with("gave up after 3 attempts") && !text.contains("retryable"), "{text}");
+    assert_eq!(f.server.received().len(), 3);
 }
 
 #[tokio::test]
