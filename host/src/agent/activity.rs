@@ -485,7 +485,12 @@ impl<'a> Activity<'a> {
             tokens: Tokens::default(),
             finish: None,
         };
+        let sent = conversation::request_chars(&request);
         let failure = self.stream(request, &mut turn).await?.err();
+        if turn.tokens == Tokens::default() {
+            let streamed = turn.text.text.len() + turn.reasoning.text.len() + turn.calls.iter().map(|c| c.arguments.len()).sum::<usize>();
+            turn.tokens = conversation::estimated_tokens(sent, streamed);
+        }
         let cost = self.cost(turn.tokens);
         let (id, message, tokens) = (self.session.id.clone(), turn.message_id.clone(), turn.tokens);
         let writes = [turn.text.take(PartKind::Text), turn.reasoning.take(PartKind::Reasoning)];

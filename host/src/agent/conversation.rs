@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::runtime::provider::{ContentPart, FinishReason, Message, ModelPrice, Role, ToolCall, ToolResult};
+use crate::runtime::provider::{CompletionRequest, ContentPart, FinishReason, Message, ModelPrice, Role, ToolCall, ToolResult};
 use crate::store::model::{Finish, MessageRole, MessageStatus, PartKind, ToolPart, ToolState};
 use crate::store::sessions::{MessageRecord, Tokens};
 
@@ -122,10 +122,53 @@ pub(super) fn cost(price: &ModelPrice, tokens: Tokens) -> f64 {
         / 1_000_000.0
 }
 
+/// Characters a token is taken to hold when a provider reports no usage.
+const CHARS_PER_TOKEN: usize = 4;
+
+/// The characters of what a request sends: the system prompt, every part of every message,
+/// and the tools offered.
+pub(super) fn request_chars(request: &CompletionRequest) -> usize {
+    let parts = request.messages.iter().flat_map(|m| &m.parts).map(|part| match part {
+        ContentPart::Text(text) => text.len(),
+        ContentPart::Reasoning((text, _)) => text.len(),
+        ContentPart::ToolCall(call) => call.name.len() + call.arguments.len(),
+        ContentPart::ToolResult(result) => result.content.len(),
+    });
+    let tools = request.tools.iter().map(|t| t.name.len() + t.description.len() + t.parameters_schema.len());
+    request.system.as_ref().map_or(0, String::len) + parts.sum::<usize>() + tools.sum::<usize>()
+}
+
+/// The tokens of a turn whose provider reported no usage (a stream cut before its usage
+/// came, a server that sends none), estimated from what was sent (`sent` characters) and
+/// what streamed back (`streamed`): the tokens were billed all the same. A turn that
+/// failed before anything streamed back is counted as nothing.
+pub(super) fn estimated_tokens(sent: usize, streamed: usize) -> Tokens {
+    if streamed == 0 {
+        return Tokens::default();
+    }
+    Tokens { input: sent.div_ceil(CHARS_PER_TOKEN) as u64, output: streamed.div_ceil(CHARS_PER_TOKEN) as u64, ..Tokens::default() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::sessions::PartRecord;
+
+    #[test]
+    fn a_turn_without_reported_usage_is_estimated_from_what_was_sent_and_what_came_back() {
+        let request = CompletionRequest {
+            model: String::new(),
+            system: Some("s".repeat(40)),
+            messages: vec![Message { role: Role::User, parts: vec![ContentPart::Text("u".repeat(20))] }],
+            tools: Vec::new(),
+            temperature: None,
+            max_output_tokens: None,
+            options: None,
+        };
+        assert_eq!(request_chars(&request), 60);
+        assert_eq!(estimated_tokens(60, 9), Tokens { input: 15, output: 3, ..Tokens::default() });
+        assert_eq!(estimated_tokens(60, 0), Tokens::default(), "nothing came back: nothing to count");
+    }
     use serde_json::json;
 
     fn message(role: MessageRole, status: MessageStatus, parts: Vec<(PartKind, Value)>) -> MessageRecord {

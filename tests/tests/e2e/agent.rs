@@ -25,7 +25,8 @@ pub(crate) fn call(calls: &[(&str, &str, Value)]) -> Scripted {
         .collect();
     let chunk = json!({"choices": [{"index": 0, "delta": {"tool_calls": tool_calls}}]});
     let end = json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]});
-    Scripted::sse(&format!("data: {chunk}\n\ndata: {end}\n\ndata: [DONE]\n\n"), 4096)
+    let usage = json!({"choices": [], "usage": {"prompt_tokens": 50, "completion_tokens": 5}});
+    Scripted::sse(&format!("data: {chunk}\n\ndata: {end}\n\ndata: {usage}\n\ndata: [DONE]\n\n"), 4096)
 }
 
 pub(crate) struct Fixture {
@@ -106,8 +107,8 @@ async fn a_multi_step_task_edits_files_and_records_everything() {
     assert_eq!(history[3].parts.iter().find(|p| p.kind == "text").unwrap().data["text"], "Done: the notes are final.");
     // Usage and cost per message, summed per session.
     let stored = f.store.session(&session.id).await.unwrap();
-    assert_eq!((stored.tokens.input, stored.tokens.output), (100, 10));
-    assert!((stored.cost - (100.0 * 1.0 + 10.0 * 2.0) / 1e6).abs() < 1e-12, "{}", stored.cost);
+    assert_eq!((stored.tokens.input, stored.tokens.output), (50 + 50 + 100, 5 + 5 + 10));
+    assert!((stored.cost - (200.0 * 1.0 + 20.0 * 2.0) / 1e6).abs() < 1e-12, "{}", stored.cost);
     assert_eq!(stored.status, "idle");
 }
 
@@ -267,6 +268,22 @@ async fn a_retryable_error_is_retried_visibly_and_the_failed_attempt_is_not_repl
     let history = f.store.history(&session.id).await.unwrap();
     assert_eq!(history.iter().map(|m| m.status.as_str()).collect::<Vec<_>>(), ["completed", "error", "completed"]);
     assert_eq!(request_body(&f.server, 1)["messages"].as_array().unwrap().len(), 2, "system + user: the failed attempt is not sent");
+}
+
+#[tokio::test]
+async fn a_turn_cut_before_its_usage_came_is_counted_by_estimate_not_as_free() {
+    // 40 characters stream back, then the connection drops: no usage, retried.
+    let text = json!({"choices": [{"index": 0, "delta": {"content": "x".repeat(40)}}]});
+    let cut = Scripted::sse(&format!("data: {text}\n\n"), 4096);
+    let f = fixture(vec![cut, say("done")], "", AskMode::DenyAll).await;
+    let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();
+    assert_eq!(f.runtime.prompt(&session.id, "hi").await.unwrap().text, "done");
+    let history = f.store.history(&session.id).await.unwrap();
+    let failed = history.iter().find(|m| m.status == "error").expect("the cut attempt");
+    assert_eq!(failed.tokens.output, 10, "40 characters at 4 a token");
+    assert!(failed.tokens.input > 0 && failed.cost > 0.0, "{:?} ${}", failed.tokens, failed.cost);
+    let stored = f.store.session(&session.id).await.unwrap();
+    assert_eq!(stored.tokens.output, 10 + 10, "the session counts the cut attempt and the answer");
 }
 
 #[tokio::test]
