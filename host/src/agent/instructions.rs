@@ -106,9 +106,7 @@ fn instruction_files(workspace: &Path, repository: Option<&Path>, user_file: Opt
 /// `None` when it is absent, empty or not a regular file.
 fn read_instructions(path: &Path) -> Option<String> {
     use std::io::Read;
-    if !path.symlink_metadata().ok()?.is_file() {
-        return None;
-    }
+    // `O_NOFOLLOW` refuses a link, and the check after the open refuses anything but a file.
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
     #[cfg(unix)]
