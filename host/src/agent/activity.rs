@@ -6,6 +6,11 @@
 //! The conversation is held in memory for the whole activity (loaded once at its start),
 //! and each step writes in a handful of transactions: the message and its step start; the
 //! streamed text, in batches; the step's end with its tool calls; each tool call's state.
+//!
+//! Before each provider turn the request is held to the model's context ([`super::context`]):
+//! past `[sessions] compact_at` of the budget the conversation is compacted first
+//! ([`super::compaction`]); a request that still does not fit is never sent. An activity
+//! opened by a `compact` input compacts and ends.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,6 +23,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use super::compaction::{self, Compaction};
+use super::context::{self, Estimator, Window};
 use super::conversation::{self, parse_arguments, provider_messages};
 use super::error::AgentError;
 use super::instructions;
@@ -26,15 +33,15 @@ use super::{Agent, agent_named};
 use crate::capability::ProviderOverrides;
 use crate::hooks::{HookContext, HookPoint, ToolDecision};
 use crate::runtime::provider::{
-    CompletionError, CompletionRequest, ContentPart, FinishReason, Message, Role, StreamEvent, ToolCall, ToolResult, ToolSpec,
+    CompletionError, CompletionRequest, ContentPart, FinishReason, Message, ModelInfo, Role, StreamEvent, ToolCall, ToolResult, ToolSpec,
 };
 use crate::runtime::state::ProgressSink;
 use crate::runtime::{CallContext, PluginHost};
 use crate::store::events::now_ms;
 use crate::store::inbox::InputRecord;
 use crate::store::lease::{Claim, OwnerId};
-use crate::store::model::{Finish, MessageRole, MessageStatus, PartKind, SessionStatus, ToolPart};
-use crate::store::sessions::{MessageRecord, SessionRecord, Tokens, load_history, new_id};
+use crate::store::model::{CompactionReason, Finish, InputKind, MessageRole, MessageStatus, PartKind, SessionStatus, ToolPart};
+use crate::store::sessions::{MessageRecord, PartRecord, SessionRecord, Tokens, load_history, new_id};
 use crate::store::{PendingWrite, SessionStore, Tx};
 
 /// The first wait before a retry when the API asks for none; it doubles with each attempt.
@@ -65,6 +72,9 @@ pub struct Outcome {
     pub input_ids: Vec<String>,
     /// Files that its `write` and `edit` calls changed, as the tools resolved them.
     pub files_modified: Vec<String>,
+    /// Its latest compaction, when it compacted the conversation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<Compaction>,
 }
 
 /// What an activity runs with, lent by the runtime for as long as it runs.
@@ -81,8 +91,8 @@ pub(super) struct Env<'a> {
     pub overrides: Option<Arc<ProviderOverrides>>,
     /// Bumped whenever an input is admitted for the session.
     pub wakeups: &'a AtomicU64,
-    /// Retries of a provider turn that failed with an error worth retrying.
-    pub max_retries: u32,
+    /// `[sessions]`: retries, compaction, the tool output limit.
+    pub settings: &'a super::SessionSettings,
 }
 
 /// A running activity.
@@ -106,6 +116,13 @@ pub(super) struct Activity<'a> {
     unsynced: Mutex<Vec<PendingWrite<()>>>,
     /// Files changed by `write` and `edit` calls.
     files_modified: Mutex<std::collections::BTreeSet<String>>,
+    /// What the input that opened it asks for.
+    task: InputKind,
+    /// Tokens per character, as the provider's usage teaches it.
+    estimator: Estimator,
+    /// Its latest compaction, and the tokens and cost of all of them.
+    compaction: Option<Compaction>,
+    compaction_usage: (Tokens, f64),
 }
 
 /// Text or reasoning as it streams: what is stored, and what still waits for the next batch.
@@ -211,7 +228,7 @@ pub(super) type Consumed = Arc<Mutex<Vec<String>>>;
 
 /// What [`Activity::begin`] found in its transaction.
 enum Begin {
-    Started(Box<(SessionRecord, Vec<MessageRecord>, Vec<permission::RuleSpec>)>),
+    Started(Box<(SessionRecord, Vec<MessageRecord>, Vec<permission::RuleSpec>, InputKind)>),
     Empty,
     NotFound,
     HeldBy(String),
@@ -246,15 +263,19 @@ impl<'a> Activity<'a> {
                     return Ok(Begin::Empty);
                 };
                 tx.set_status(&key, SessionStatus::Busy, json!({}))?;
-                add_user_message(tx, &input)?;
+                match input.kind {
+                    InputKind::Prompt => add_user_message(tx, &input)?,
+                    InputKind::Compact => tx.consume_input(&input.id)?,
+                }
+                let kind = input.kind;
                 taken.lock().expect("not poisoned").push(input.id);
                 let session = tx.session(&key)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
                 let history = load_history(tx.conn(), &key)?;
                 let rules = tx.session_rules(&key)?;
-                Ok(Begin::Started(Box::new((session, history, rules))))
+                Ok(Begin::Started(Box::new((session, history, rules, kind))))
             })
             .await?;
-        let (session, history, session_rules) = match begun {
+        let (session, history, session_rules, task) = match begun {
             Begin::Started(b) => *b,
             Begin::Empty => return Ok(None),
             Begin::NotFound => return Err(AgentError::NotFound(id.into())),
@@ -276,18 +297,23 @@ impl<'a> Activity<'a> {
         .map_err(|e| AgentError::Internal(format!("reading the project's instructions: {e}")))?;
         let mut rules = agent.rules.clone();
         rules.extend(session_rules.into_iter().filter_map(|spec| Rule::new(spec).ok()));
+        let messages = provider_messages(&history, env.settings.tool_output_limit);
         Ok(Some(Activity {
             env,
             session,
             agent,
             system_prompt,
             rules: Mutex::new(rules),
-            messages: provider_messages(&history),
+            messages,
             consumed,
             inbox_seen,
             recent_calls: Vec::new(),
             unsynced: Mutex::new(Vec::new()),
             files_modified: Mutex::default(),
+            task,
+            estimator: Estimator::default(),
+            compaction: None,
+            compaction_usage: (Tokens::default(), 0.0),
         }))
     }
 
@@ -334,8 +360,14 @@ impl<'a> Activity<'a> {
             cost: 0.0,
             input_ids: Vec::new(),
             files_modified: Vec::new(),
+            compaction: None,
         };
-        let max_steps = self.agent.max_steps;
+        let max_steps = if self.task == InputKind::Compact { 0 } else { self.agent.max_steps };
+        if self.task == InputKind::Compact {
+            let fixed = self.fixed_chars();
+            self.compact(CompactionReason::Requested, fixed).await?;
+            outcome.finish = Finish::Stop;
+        }
         let mut step = 1;
         while step <= max_steps {
             self.check()?;
@@ -361,6 +393,9 @@ impl<'a> Activity<'a> {
                 self.take_steers().await?;
             }
         }
+        outcome.tokens += self.compaction_usage.0;
+        outcome.cost += self.compaction_usage.1;
+        outcome.compaction = self.compaction.take();
         outcome.input_ids = self.consumed.lock().expect("not poisoned").clone();
         outcome.files_modified = self.files_modified.lock().expect("not poisoned").iter().cloned().collect();
         let (id, ended) = (self.session.id.clone(), serde_json::to_value(&outcome).unwrap_or_default());
@@ -403,7 +438,7 @@ impl<'a> Activity<'a> {
         loop {
             match self.step(last_step, attempt > 0).await? {
                 Ok(turn) => return Ok(turn),
-                Err(StepFailure { error, retry }) if retry && attempt < self.env.max_retries => {
+                Err(StepFailure { error, retry }) if retry && attempt < self.env.settings.max_retries => {
                     attempt += 1;
                     let requested = match &error {
                         CompletionError::Api { retry_after_ms: Some(ms), .. } => Some(Duration::from_millis(*ms)),
@@ -458,7 +493,7 @@ impl<'a> Activity<'a> {
             let params = hooks.chat_params(&self.hook_context(), params).await;
             (system, temperature, max_tokens) = (params.system_prompt, params.temperature, params.max_tokens);
         }
-        let request = CompletionRequest {
+        let mut request = CompletionRequest {
             model: String::new(),
             system: Some(system),
             messages: self.messages.clone(),
@@ -467,6 +502,9 @@ impl<'a> Activity<'a> {
             max_output_tokens: max_tokens,
             options: None,
         };
+        if let Some(info) = self.model_info(&self.session.model) {
+            self.fit_to_context(&mut request, &info).await?;
+        }
         let (id, model, message) = (self.session.id.clone(), self.session.model.clone(), new_id("msg"));
         let key = message.clone();
         self.later(move |tx| {
@@ -485,11 +523,13 @@ impl<'a> Activity<'a> {
             tokens: Tokens::default(),
             finish: None,
         };
-        let sent = conversation::request_chars(&request);
+        let sent = context::request_chars(&request);
         let failure = self.stream(request, &mut turn).await?.err();
         if turn.tokens == Tokens::default() {
             let streamed = turn.text.text.len() + turn.reasoning.text.len() + turn.calls.iter().map(|c| c.arguments.len()).sum::<usize>();
-            turn.tokens = conversation::estimated_tokens(sent, streamed);
+            turn.tokens = context::estimated_usage(sent, streamed);
+        } else {
+            self.estimator.observe(sent, turn.tokens.input + turn.tokens.cache_read + turn.tokens.cache_write);
         }
         let cost = self.cost(turn.tokens);
         let (id, message, tokens) = (self.session.id.clone(), turn.message_id.clone(), turn.tokens);
@@ -648,9 +688,14 @@ impl<'a> Activity<'a> {
         }
         let ends = futures::future::join_all(prepared.iter().map(|p| self.run_tool_call(p, started))).await;
         let mut results = Vec::new();
+        let limit = self.env.settings.tool_output_limit;
         for (p, end) in prepared.iter().zip(ends) {
             let end = end?;
-            results.push(ContentPart::ToolResult(ToolResult { call_id: p.call.id.clone(), content: end.content, is_error: end.is_error }));
+            let content = match context::cut_tool_output(&end.content, limit, &p.part) {
+                std::borrow::Cow::Borrowed(_) => end.content,
+                std::borrow::Cow::Owned(cut) => cut,
+            };
+            results.push(ContentPart::ToolResult(ToolResult { call_id: p.call.id.clone(), content, is_error: end.is_error }));
         }
         if !results.is_empty() {
             self.messages.push(Message { role: Role::Tool, parts: results });
@@ -786,9 +831,145 @@ impl<'a> Activity<'a> {
     /// What `tokens` cost on the session's model, in US dollars (nothing when the model is
     /// no longer loaded).
     fn cost(&self, tokens: Tokens) -> f64 {
-        let registry = self.env.host.registry();
-        registry.models().find(|(r, _, _)| *r == self.session.model).map_or(0.0, |(_, info, _)| conversation::cost(&info.price, tokens))
+        self.cost_on(&self.session.model, tokens)
     }
+
+    /// What `tokens` cost on `model`.
+    fn cost_on(&self, model: &str, tokens: Tokens) -> f64 {
+        self.model_info(model).map_or(0.0, |info| conversation::cost(&info.price, tokens))
+    }
+
+    /// What the registry says of `model` (`None` when it is no longer served).
+    fn model_info(&self, model: &str) -> Option<ModelInfo> {
+        self.env.host.registry().models().find(|(r, _, _)| r == model).map(|(_, info, _)| info.clone())
+    }
+
+    /// The characters a request sends beside the conversation: the system prompt and the
+    /// tools, as a turn now would send them.
+    fn fixed_chars(&self) -> usize {
+        let system = self.system_prompt.len() + self.session.options.system_prompt.as_ref().map_or(0, |s| s.len() + 2);
+        let tools = self.offered_tools(false).iter().map(|t| t.name.len() + t.description.len() + t.parameters_schema.len()).sum::<usize>();
+        system + tools
+    }
+
+    /// Holds `request` to the model's context: past `[sessions] compact_at` of the budget
+    /// the conversation is compacted first; a request that still does not fit is refused
+    /// (never sent); and the answer asked for is no longer than the context has room for.
+    /// A prompt too large for half the budget is not summarized away: it is refused.
+    async fn fit_to_context(&mut self, request: &mut CompletionRequest, info: &ModelInfo) -> Result<(), AgentError> {
+        let window = Window::new(info.context_tokens, info.output_tokens);
+        let budget = window.budget();
+        let mut input = self.estimator.tokens(context::request_chars(request));
+        let settings = self.env.settings;
+        let over_threshold = input as f64 > budget as f64 * settings.compact_at;
+        if settings.auto_compact && over_threshold && !self.newest_prompt_exceeds(budget / 2) {
+            match self.compact(CompactionReason::Auto, context::fixed_chars(request)).await {
+                Ok(Some(_)) => {
+                    request.messages = self.messages.clone();
+                    input = self.estimator.tokens(context::request_chars(request));
+                }
+                Ok(None) => {}
+                Err(e) if input <= budget => {
+                    tracing::warn!(session = %self.session.id, error = %e, "the compaction failed; the request still fits and is sent as it is");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if input > budget {
+            return Err(AgentError::ContextOverflow {
+                model: self.session.model.clone(),
+                estimated: input,
+                budget,
+                context: window.context,
+            });
+        }
+        let wanted = request.max_output_tokens.unwrap_or(info.output_tokens).min(info.output_tokens);
+        request.max_output_tokens = Some(wanted.min(window.room_after(input)).max(1));
+        Ok(())
+    }
+
+    /// Whether the newest prompt alone is estimated at more than `tokens`: the last part of
+    /// the last user message (prompts in a row are sent as one message, newest last).
+    fn newest_prompt_exceeds(&self, tokens: u64) -> bool {
+        let newest = self.messages.iter().rev().find(|m| m.role == Role::User).and_then(|m| m.parts.last());
+        newest.is_some_and(|part| self.estimator.tokens(context::part_chars(part)) > tokens)
+    }
+
+    /// Compacts the conversation ([`compaction`]): summarizes what [`compaction::plan`]
+    /// picks with `[sessions] compaction_model` (the session's model by default), records
+    /// it as a message of its own (`session.compacting`, then `session.compacted` or
+    /// `session.compaction_failed`), and goes on with the summary in place of what it
+    /// covers. `fixed_chars` is what the request sends beside the conversation (for the
+    /// tokens before and after). `None` when there is nothing to compact.
+    async fn compact(&mut self, reason: CompactionReason, fixed_chars: usize) -> Result<Option<Compaction>, AgentError> {
+        let model = self.env.settings.compaction_model.clone().unwrap_or_else(|| self.session.model.clone());
+        let Some(summarizer) = self.model_info(&model) else {
+            let available = self.env.host.registry().models().map(|(r, _, _)| r).collect();
+            return Err(CompletionError::UnknownModel { model, available }.into());
+        };
+        let own = self.model_info(&self.session.model).unwrap_or_else(|| summarizer.clone());
+        let budget = Window::new(own.context_tokens, own.output_tokens).budget();
+        let limit = self.env.settings.tool_output_limit;
+        self.sync().await?;
+        let mut history = self.env.store.history(&self.session.id).await?;
+        let Some(plan) = compaction::plan(&history, budget, limit, &self.estimator) else { return Ok(None) };
+        let tokens_before = self.estimator.tokens(fixed_chars + context::message_chars(&self.messages));
+        let (id, message, writer) = (self.session.id.clone(), new_id("msg"), model.clone());
+        let started = json!({ "message_id": message, "reason": reason, "model": model, "tokens_before": tokens_before });
+        let key = message.clone();
+        self.later(move |tx| {
+            tx.emit(Some(&id), "session.compacting", started)?;
+            tx.insert_message(&key, &id, MessageRole::Assistant, Some(&writer), MessageStatus::Running, None)
+        });
+        let request =
+            compaction::request(&plan.summarized, Window::new(summarizer.context_tokens, summarizer.output_tokens), &self.estimator);
+        let same_provider = provider_of(&model) == provider_of(&self.session.model);
+        let overrides = if same_provider { self.env.overrides.clone() } else { None };
+        let (summary, tokens) = match compaction::summarize(self.env.host, &model, request, overrides.as_deref()).await {
+            Ok(done) => done,
+            Err(error) => {
+                let (id, key, text) = (self.session.id.clone(), message.clone(), error.to_string());
+                self.later(move |tx| {
+                    tx.finish_message(&id, &key, MessageStatus::Error, Tokens::default(), 0.0, Some(&text))?;
+                    tx.emit(Some(&id), "session.compaction_failed", json!({ "message_id": key, "error": text }))
+                });
+                return Err(error.into());
+            }
+        };
+        let cost = self.cost_on(&model, tokens);
+        let mut data = json!({ "summary": summary, "through": plan.through, "reason": reason });
+        let part = PartRecord { id: new_id("prt"), kind: PartKind::Compaction, data: data.clone() };
+        history.push(MessageRecord {
+            id: message.clone(),
+            role: MessageRole::Assistant,
+            status: MessageStatus::Completed,
+            model: Some(model.clone()),
+            error: None,
+            tokens,
+            cost,
+            created_at: now_ms(),
+            parts: vec![part.clone()],
+        });
+        self.messages = provider_messages(&history, limit);
+        let tokens_after = self.estimator.tokens(fixed_chars + context::message_chars(&self.messages));
+        let done = Compaction { message_id: message, through: plan.through, reason, model, tokens_before, tokens_after, tokens, cost };
+        (data["tokens_before"], data["tokens_after"]) = (json!(tokens_before), json!(tokens_after));
+        let (id, key, event) = (self.session.id.clone(), done.message_id.clone(), serde_json::to_value(&done).unwrap_or_default());
+        self.later(move |tx| {
+            tx.insert_part(&part.id, &id, &key, PartKind::Compaction, &data)?;
+            tx.finish_message(&id, &key, MessageStatus::Completed, tokens, cost, None)?;
+            tx.emit(Some(&id), "session.compacted", event)
+        });
+        self.compaction_usage.0 += tokens;
+        self.compaction_usage.1 += cost;
+        self.compaction = Some(done.clone());
+        Ok(Some(done))
+    }
+}
+
+/// The provider part of `provider/model`.
+fn provider_of(model: &str) -> &str {
+    model.split_once('/').map_or(model, |(provider, _)| provider)
 }
 
 /// A user message from an inbox input, which is consumed.

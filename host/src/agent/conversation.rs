@@ -4,51 +4,101 @@
 
 use serde_json::Value;
 
-use crate::runtime::provider::{CompletionRequest, ContentPart, FinishReason, Message, ModelPrice, Role, ToolCall, ToolResult};
+use super::context::cut_tool_output;
+use crate::runtime::provider::{ContentPart, FinishReason, Message, ModelPrice, Role, ToolCall, ToolResult};
 use crate::store::model::{Finish, MessageRole, MessageStatus, PartKind, ToolPart, ToolState};
 use crate::store::sessions::{MessageRecord, Tokens};
 
 /// What the model is told of a call that never finished.
 const UNFINISHED: &str = "interrupted: the call did not finish";
 
-/// The conversation as the provider sees it. Failed attempts are left out; every tool call
-/// gets a result (an unfinished one is reported as interrupted).
-pub fn provider_messages(history: &[MessageRecord]) -> Vec<Message> {
+/// The conversation as the provider sees it. What the latest compaction summarized is sent
+/// as its summary; failed attempts are left out; every tool call gets a result (an
+/// unfinished one is reported as interrupted), cut to `tool_output_limit` bytes; user
+/// messages in a row are sent as one.
+pub fn provider_messages(history: &[MessageRecord], tool_output_limit: usize) -> Vec<Message> {
+    let (summary, records) = live_records(history);
+    let mut out: Vec<Message> = summary.map(summary_message).into_iter().collect();
+    for record in records {
+        for message in record_messages(record, tool_output_limit) {
+            match (out.last_mut(), message) {
+                (Some(last), Message { role: Role::User, parts }) if last.role == Role::User => last.parts.extend(parts),
+                (_, message) => out.push(message),
+            }
+        }
+    }
+    out
+}
+
+/// What the provider still sees of a history: the summary of its latest compaction (if
+/// any), and the messages after what that summary covers (compactions left out).
+pub fn live_records(history: &[MessageRecord]) -> (Option<&str>, Vec<&MessageRecord>) {
+    let latest = history.iter().enumerate().rev().find_map(|(i, m)| compaction_of(m).map(|c| (i, c)));
+    let Some((at, compaction)) = latest else {
+        return (None, history.iter().filter(|m| compaction_of(m).is_none()).collect());
+    };
+    let through = compaction["through"].as_str();
+    let first = history[..at].iter().position(|m| Some(m.id.as_str()) == through).map_or(at, |i| i + 1);
+    let records = history[first..].iter().filter(|m| compaction_of(m).is_none()).collect();
+    (compaction["summary"].as_str(), records)
+}
+
+/// The data of a message's compaction part, when it is a finished compaction.
+pub fn compaction_of(message: &MessageRecord) -> Option<&Value> {
+    message.parts.iter().find(|p| p.kind == PartKind::Compaction).map(|p| &p.data)
+}
+
+/// The summary of a compaction, as the model is told it: the first user message.
+pub fn summary_message(summary: &str) -> Message {
+    let text = format!(
+        "The conversation so far was compacted to fit the model's context. This summary of its earlier part \
+         stands in for it; what followed comes after it.\n\n<summary>\n{summary}\n</summary>"
+    );
+    Message { role: Role::User, parts: vec![ContentPart::Text(text)] }
+}
+
+/// One stored message as the provider sees it: nothing for a failed attempt; a user
+/// message; or the assistant's turn, then its calls' results.
+pub fn record_messages(message: &MessageRecord, tool_output_limit: usize) -> Vec<Message> {
     let mut out = Vec::new();
-    for message in history.iter().filter(|m| m.status != MessageStatus::Error) {
-        match message.role {
-            MessageRole::User => {
-                let parts: Vec<ContentPart> =
-                    message.parts.iter().filter(|p| p.kind == PartKind::Text).map(|p| ContentPart::Text(text_of(&p.data))).collect();
-                if !parts.is_empty() {
-                    out.push(Message { role: Role::User, parts });
+    if message.status == MessageStatus::Error {
+        return out;
+    }
+    match message.role {
+        MessageRole::User => {
+            let parts: Vec<ContentPart> =
+                message.parts.iter().filter(|p| p.kind == PartKind::Text).map(|p| ContentPart::Text(text_of(&p.data))).collect();
+            if !parts.is_empty() {
+                out.push(Message { role: Role::User, parts });
+            }
+        }
+        MessageRole::Assistant => {
+            let mut parts = Vec::new();
+            let mut results = Vec::new();
+            for part in &message.parts {
+                match part.kind {
+                    PartKind::Text => parts.push(ContentPart::Text(text_of(&part.data))),
+                    PartKind::Reasoning => {
+                        let signature = part.data["signature"].as_str().map(str::to_string);
+                        parts.push(ContentPart::Reasoning((text_of(&part.data), signature)));
+                    }
+                    PartKind::Tool => {
+                        let Some(tool) = ToolPart::from_value(&part.data) else { continue };
+                        let (call, mut result) = call_and_result(tool);
+                        if result.content.len() > tool_output_limit {
+                            result.content = cut_tool_output(&result.content, tool_output_limit, &part.id).into_owned();
+                        }
+                        parts.push(ContentPart::ToolCall(call));
+                        results.push(ContentPart::ToolResult(result));
+                    }
+                    PartKind::StepStart | PartKind::StepFinish | PartKind::Compaction => {}
                 }
             }
-            MessageRole::Assistant => {
-                let mut parts = Vec::new();
-                let mut results = Vec::new();
-                for part in &message.parts {
-                    match part.kind {
-                        PartKind::Text => parts.push(ContentPart::Text(text_of(&part.data))),
-                        PartKind::Reasoning => {
-                            let signature = part.data["signature"].as_str().map(str::to_string);
-                            parts.push(ContentPart::Reasoning((text_of(&part.data), signature)));
-                        }
-                        PartKind::Tool => {
-                            let Some(tool) = ToolPart::from_value(&part.data) else { continue };
-                            let (call, result) = call_and_result(tool);
-                            parts.push(ContentPart::ToolCall(call));
-                            results.push(ContentPart::ToolResult(result));
-                        }
-                        PartKind::StepStart | PartKind::StepFinish => {}
-                    }
-                }
-                if !parts.is_empty() {
-                    out.push(Message { role: Role::Assistant, parts });
-                }
-                if !results.is_empty() {
-                    out.push(Message { role: Role::Tool, parts: results });
-                }
+            if !parts.is_empty() {
+                out.push(Message { role: Role::Assistant, parts });
+            }
+            if !results.is_empty() {
+                out.push(Message { role: Role::Tool, parts: results });
             }
         }
     }
@@ -122,53 +172,11 @@ pub(super) fn cost(price: &ModelPrice, tokens: Tokens) -> f64 {
         / 1_000_000.0
 }
 
-/// Characters a token is taken to hold when a provider reports no usage.
-const CHARS_PER_TOKEN: usize = 4;
-
-/// The characters of what a request sends: the system prompt, every part of every message,
-/// and the tools offered.
-pub(super) fn request_chars(request: &CompletionRequest) -> usize {
-    let parts = request.messages.iter().flat_map(|m| &m.parts).map(|part| match part {
-        ContentPart::Text(text) => text.len(),
-        ContentPart::Reasoning((text, _)) => text.len(),
-        ContentPart::ToolCall(call) => call.name.len() + call.arguments.len(),
-        ContentPart::ToolResult(result) => result.content.len(),
-    });
-    let tools = request.tools.iter().map(|t| t.name.len() + t.description.len() + t.parameters_schema.len());
-    request.system.as_ref().map_or(0, String::len) + parts.sum::<usize>() + tools.sum::<usize>()
-}
-
-/// The tokens of a turn whose provider reported no usage (a stream cut before its usage
-/// came, a server that sends none), estimated from what was sent (`sent` characters) and
-/// what streamed back (`streamed`): the tokens were billed all the same. A turn that
-/// failed before anything streamed back is counted as nothing.
-pub(super) fn estimated_tokens(sent: usize, streamed: usize) -> Tokens {
-    if streamed == 0 {
-        return Tokens::default();
-    }
-    Tokens { input: sent.div_ceil(CHARS_PER_TOKEN) as u64, output: streamed.div_ceil(CHARS_PER_TOKEN) as u64, ..Tokens::default() }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::sessions::PartRecord;
 
-    #[test]
-    fn a_turn_without_reported_usage_is_estimated_from_what_was_sent_and_what_came_back() {
-        let request = CompletionRequest {
-            model: String::new(),
-            system: Some("s".repeat(40)),
-            messages: vec![Message { role: Role::User, parts: vec![ContentPart::Text("u".repeat(20))] }],
-            tools: Vec::new(),
-            temperature: None,
-            max_output_tokens: None,
-            options: None,
-        };
-        assert_eq!(request_chars(&request), 60);
-        assert_eq!(estimated_tokens(60, 9), Tokens { input: 15, output: 3, ..Tokens::default() });
-        assert_eq!(estimated_tokens(60, 0), Tokens::default(), "nothing came back: nothing to count");
-    }
     use serde_json::json;
 
     fn message(role: MessageRole, status: MessageStatus, parts: Vec<(PartKind, Value)>) -> MessageRecord {
@@ -218,7 +226,7 @@ mod tests {
                 ],
             ),
         ];
-        let messages = provider_messages(&history);
+        let messages = provider_messages(&history, usize::MAX);
         assert_eq!(messages.len(), 3, "{messages:?}");
         same(&messages[0], &Message { role: Role::User, parts: vec![ContentPart::Text("list the files".into())] });
         let Message { role: Role::Assistant, parts } = &messages[1] else { panic!("{:?}", messages[1]) };
@@ -237,6 +245,49 @@ mod tests {
             results,
             vec![("c1".into(), "a.txt".into(), false), ("c2".into(), UNFINISHED.into(), true), ("c3".into(), "denied".into(), true)]
         );
+    }
+
+    fn with_id(mut message: MessageRecord, id: &str) -> MessageRecord {
+        message.id = id.into();
+        message
+    }
+
+    #[test]
+    fn after_a_compaction_its_summary_stands_in_for_what_it_covers_and_long_outputs_are_cut() {
+        let done = |output: &str| ToolPart::pending("c1", "read", json!({})).running(1).completed(2, output.into(), None, None).to_value();
+        let history = vec![
+            with_id(message(MessageRole::User, MessageStatus::Completed, vec![text("first prompt")]), "m1"),
+            with_id(message(MessageRole::Assistant, MessageStatus::Completed, vec![text("first answer")]), "m2"),
+            with_id(message(MessageRole::User, MessageStatus::Completed, vec![text("second prompt")]), "m3"),
+            with_id(message(MessageRole::Assistant, MessageStatus::Completed, vec![(PartKind::Tool, done(&"x".repeat(5_000)))]), "m4"),
+            with_id(
+                message(
+                    MessageRole::Assistant,
+                    MessageStatus::Completed,
+                    vec![(PartKind::Compaction, json!({ "summary": "the user asked twice", "through": "m2" }))],
+                ),
+                "m5",
+            ),
+            with_id(message(MessageRole::User, MessageStatus::Completed, vec![text("third prompt")]), "m6"),
+        ];
+        let messages = provider_messages(&history, 1_000);
+        let texts: Vec<String> = messages
+            .iter()
+            .flat_map(|m| &m.parts)
+            .map(|p| match p {
+                ContentPart::Text(t) => t.clone(),
+                ContentPart::ToolCall(c) => format!("call {}", c.name),
+                ContentPart::ToolResult(r) => format!("result {}", r.content.len()),
+                ContentPart::Reasoning(_) => "reasoning".into(),
+            })
+            .collect();
+        assert_eq!(messages.len(), 4, "summary and second prompt as one user message, the call, its result, the third prompt");
+        assert!(texts[0].contains("<summary>\nthe user asked twice\n</summary>") && texts[1] == "second prompt", "{texts:?}");
+        assert!(!texts.iter().any(|t| t.contains("first")), "what the summary covers is not sent: {texts:?}");
+        assert_eq!(texts[2], "call read");
+        let ContentPart::ToolResult(result) = &messages[2].parts[0] else { panic!() };
+        assert!(result.content.len() < 1_400 && result.content.contains("bytes of 5000 cut here"), "{}", result.content);
+        assert_eq!((messages[3].role == Role::User, texts[4].as_str()), (true, "third prompt"));
     }
 
     #[test]

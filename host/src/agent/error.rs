@@ -53,6 +53,24 @@ pub enum AgentError {
         /// The process holding it (`host:pid:nonce`).
         owner: String,
     },
+    /// A request would not fit the model's context even after compaction; it was not sent.
+    #[error(
+        "the request to `{model}` would hold about {estimated} tokens, more than the {budget} that its context of {context} tokens \
+         leaves beside the answer; it was not sent. Shorten the prompt, start a new session, or switch to a model with a larger context"
+    )]
+    ContextOverflow {
+        /// The model.
+        model: String,
+        /// The request's estimated tokens.
+        estimated: u64,
+        /// What the request may hold: the context less the room kept for the answer.
+        budget: u64,
+        /// The model's context, in tokens.
+        context: u64,
+    },
+    /// A compaction was asked for, and what the model sees already fits in what is kept.
+    #[error("session `{0}` has nothing to compact: its recent messages are kept as they are, and there is nothing older")]
+    NothingToCompact(String),
     /// The activity was cancelled.
     #[error("cancelled")]
     Cancelled,

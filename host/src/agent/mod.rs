@@ -2,6 +2,8 @@
 //! prompt through provider turns and tool calls, recording everything durably.
 
 mod activity;
+pub mod compaction;
+pub mod context;
 pub mod conversation;
 pub mod error;
 pub mod event_hooks;

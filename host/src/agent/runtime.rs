@@ -22,6 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::activity::{Activity, Consumed, Env, Outcome};
+use super::compaction::Compaction;
 use super::error::AgentError;
 use super::permission::{AskMode, PermissionBroker, Reply};
 use super::{Agent, Agents, AgentsFeed, agent_named};
@@ -29,7 +30,7 @@ use crate::capability::ProviderOverrides;
 use crate::runtime::PluginHost;
 use crate::runtime::provider::CompletionError;
 use crate::store::events::now_ms;
-use crate::store::inbox::{Delivery, InputRecord};
+use crate::store::inbox::{Delivery, InputKind, InputRecord};
 use crate::store::lease::{Claim, LEASE_RENEWAL, OwnerId};
 use crate::store::model::{Finish, MessageStatus, SessionStatus};
 use crate::store::sessions::{SessionOptions, SessionRecord, new_id};
@@ -71,11 +72,29 @@ pub struct SessionSettings {
     /// 1 s doubling up to 30 s: the default of 6 waits about a minute in all, which outlasts
     /// a rate limit window or a brief overload.
     pub max_retries: u32,
+    /// Compact a session's conversation before a provider turn whose request passes this
+    /// share of the model's budget (its context less the room kept for the answer).
+    pub compact_at: f64,
+    /// Whether to compact on its own (`compact_at`); requested compactions run either way.
+    pub auto_compact: bool,
+    /// The model that writes summaries (`provider/model`); the session's own by default.
+    pub compaction_model: Option<String>,
+    /// Longest tool output the model sees, in bytes: a longer one is cut in the middle,
+    /// with a note of where the whole of it is stored.
+    pub tool_output_limit: usize,
 }
 
 impl Default for SessionSettings {
     fn default() -> Self {
-        SessionSettings { max_concurrent: 64, timeout_seconds: None, max_retries: 6 }
+        SessionSettings {
+            max_concurrent: 64,
+            timeout_seconds: None,
+            max_retries: 6,
+            compact_at: 0.8,
+            auto_compact: true,
+            compaction_model: None,
+            tool_output_limit: 32 * 1024,
+        }
     }
 }
 
@@ -154,10 +173,8 @@ pub struct AgentRuntime {
     /// The agents in force (a configuration reload sends new ones).
     agents: AgentsFeed,
     slots: Arc<Semaphore>,
-    /// `[sessions] timeout_seconds`.
-    timeout: Option<u64>,
-    /// `[sessions] max_retries`.
-    max_retries: u32,
+    /// `[sessions]`.
+    settings: SessionSettings,
     drivers: Mutex<HashMap<String, Arc<Driver>>>,
     /// Who waits for which input (by input id: the session and the answer's channel).
     waiters: Mutex<HashMap<String, (String, Waiter)>>,
@@ -184,9 +201,17 @@ impl AgentRuntime {
         if max_concurrent == 0 {
             return Err(AgentError::Config("[sessions] max_concurrent must be at least 1".into()));
         }
-        let timeout = settings.timeout_seconds;
-        if timeout == Some(0) {
+        if settings.timeout_seconds == Some(0) {
             return Err(AgentError::Config("[sessions] timeout_seconds must be at least 1".into()));
+        }
+        if !(settings.compact_at > 0.0 && settings.compact_at <= 1.0) {
+            return Err(AgentError::Config(format!("[sessions] compact_at must be above 0 and at most 1 (is {})", settings.compact_at)));
+        }
+        if settings.tool_output_limit < 1024 {
+            return Err(AgentError::Config(format!(
+                "[sessions] tool_output_limit must be at least 1024 bytes (is {})",
+                settings.tool_output_limit
+            )));
         }
         let broker = Arc::new(PermissionBroker::new(store.clone(), mode));
         let log = store.clone();
@@ -200,8 +225,7 @@ impl AgentRuntime {
             broker,
             agents,
             slots: Arc::new(Semaphore::new(max_concurrent)),
-            timeout,
-            max_retries: settings.max_retries,
+            settings: settings.clone(),
             drivers: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
             overrides: Mutex::new(HashMap::new()),
@@ -350,7 +374,7 @@ impl AgentRuntime {
     /// idle; otherwise a `steer` joins the running activity at its next provider-turn
     /// boundary and a `queue` waits for an activity of its own.
     pub async fn submit(self: &Arc<Self>, id: &str, text: &str, delivery: Delivery) -> Result<Admission, AgentError> {
-        let input = self.admit(id, new_id("inp"), text, delivery).await?;
+        let input = self.admit(id, new_id("inp"), InputKind::Prompt, text, delivery).await?;
         self.wake(id);
         Ok(Admission { input_id: input.id, session_id: input.session_id, delivery })
     }
@@ -364,10 +388,24 @@ impl AgentRuntime {
     /// Runs one prompt in session `id` (queued behind the running activity, if any) and
     /// waits for the end of the activity it opens.
     pub async fn prompt(self: &Arc<Self>, id: &str, text: &str) -> Result<Outcome, AgentError> {
+        self.run_input(id, InputKind::Prompt, text).await
+    }
+
+    /// Compacts session `id` (after the inputs queued before this one): the older part of
+    /// what its model sees is summarized and the summary sent in its place from then on.
+    /// Fails when there is nothing to compact.
+    pub async fn compact(self: &Arc<Self>, id: &str) -> Result<Compaction, AgentError> {
+        let outcome = self.run_input(id, InputKind::Compact, "").await?;
+        outcome.compaction.ok_or_else(|| AgentError::NothingToCompact(id.to_string()))
+    }
+
+    /// Stores an input of `kind` for session `id`, queued, and waits for the end of the
+    /// activity it opens.
+    async fn run_input(self: &Arc<Self>, id: &str, kind: InputKind, text: &str) -> Result<Outcome, AgentError> {
         let input_id = new_id("inp");
         let (sender, answer) = oneshot::channel();
         self.waiters.lock().expect("not poisoned").insert(input_id.clone(), (id.to_string(), sender));
-        if let Err(e) = self.admit(id, input_id.clone(), text, Delivery::Queue).await {
+        if let Err(e) = self.admit(id, input_id.clone(), kind, text, Delivery::Queue).await {
             self.waiters.lock().expect("not poisoned").remove(&input_id);
             return Err(e);
         }
@@ -377,14 +415,16 @@ impl AgentRuntime {
 
     /// Validates and stores an input, taking the session's lease (so a session that a live
     /// process runs refuses it, and one a dead process left is recovered first).
-    async fn admit(&self, id: &str, input_id: String, text: &str, delivery: Delivery) -> Result<InputRecord, AgentError> {
+    async fn admit(&self, id: &str, input_id: String, kind: InputKind, text: &str, delivery: Delivery) -> Result<InputRecord, AgentError> {
         if self.closing.load(Ordering::SeqCst) {
             return Err(AgentError::ShuttingDown);
         }
-        super::check_prompt(text).map_err(|reason| AgentError::InvalidInput(format!("the prompt {reason}")))?;
         let mut text = text.to_string();
         let hooks = self.host.hooks();
-        if hooks.handles(crate::hooks::HookPoint::PromptBefore) {
+        if kind == InputKind::Prompt {
+            super::check_prompt(&text).map_err(|reason| AgentError::InvalidInput(format!("the prompt {reason}")))?;
+        }
+        if kind == InputKind::Prompt && hooks.handles(crate::hooks::HookPoint::PromptBefore) {
             let session = self.store.session(id).await?;
             let ctx = crate::hooks::HookContext { session_id: session.id, agent: session.agent };
             text = hooks.prompt_before(&ctx, text).await?;
@@ -393,7 +433,7 @@ impl AgentRuntime {
         self.store
             .write(move |tx| match claim(tx, &key, OwnerId::current())? {
                 Err(refused) => Ok(Err(refused)),
-                Ok(_) => Ok(Ok(tx.admit_input(&key, &input_id, delivery, &text)?)),
+                Ok(_) => Ok(Ok(tx.admit(&key, &input_id, kind, delivery, &text)?)),
             })
             .await?
     }
@@ -536,10 +576,10 @@ impl AgentRuntime {
                 agents: self.agents(),
                 overrides: self.provider_overrides(id),
                 wakeups: &driver.wakeups,
-                max_retries: self.max_retries,
+                settings: &self.settings,
             };
             let Some(activity) = Activity::begin(env, id, &consumed).await? else { return Ok(None) };
-            match self.timeout {
+            match self.settings.timeout_seconds {
                 Some(limit) => tokio::time::timeout(std::time::Duration::from_secs(limit), activity.run())
                     .await
                     .unwrap_or(Err(AgentError::TimedOut(limit))),

@@ -183,6 +183,16 @@ pub enum SessionCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Summarize the older part of a session's conversation, so that its model sees the
+    /// summary in its place from now on (the history stays whole). Runs after what is
+    /// queued in the session.
+    Compact {
+        /// The session id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `plugboard plugin ...`
@@ -332,7 +342,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         };
         return crate::cli::trust::run(&workspace_trust(&cli)?, action, *json);
     }
-    if let Command::Session(command) = &cli.command {
+    if let Command::Session(command) = &cli.command
+        && !matches!(command, SessionCommand::Compact { .. })
+    {
         let store = crate::store::SessionStore::open_in(cli.data_dir.as_deref())?;
         let shown = match command {
             SessionCommand::List { workspace, limit, offset, json } => {
@@ -341,6 +353,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 crate::cli::run::list(&store, &page).await
             }
             SessionCommand::Show { id, json } => crate::cli::run::show(&store, id, *json).await,
+            SessionCommand::Compact { .. } => unreachable!("needs the plugins: handled after the host starts"),
         };
         close(&store).await;
         return shown;
@@ -376,6 +389,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Plugin(PluginCommand::Inspect { plugin, json }) => inspect(host, &plugin, json).await,
         Command::Plugin(PluginCommand::New { .. } | PluginCommand::Reload { .. }) => unreachable!("handled before the host starts"),
+        Command::Session(SessionCommand::Compact { id, json }) => {
+            let store = crate::store::SessionStore::open_in(cli.data_dir.as_deref())?;
+            let compacted = crate::cli::run::compact_session(&app, store.clone(), &id, json).await;
+            close(&store).await;
+            compacted
+        }
         Command::Session(_) | Command::Serve(_) | Command::Trust { .. } => unreachable!("handled before the host starts"),
         Command::Run { prompt, model, agent, session, yes, stream } => {
             let store = crate::store::SessionStore::open_in(cli.data_dir.as_deref())?;

@@ -287,6 +287,27 @@ pub struct ListOptions {
     pub json: bool,
 }
 
+/// `plugboard session compact ID`.
+pub async fn compact_session(app: &crate::app::App, store: SessionStore, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let runtime = app.agent_runtime(store, AskMode::DenyAll)?;
+    let done = match runtime.compact(id).await {
+        Ok(done) => done,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
+    } else {
+        println!(
+            "compacted session {id}: about {} → {} tokens, through message {}; summary by {} ({} in / {} out tokens, ${:.4})",
+            done.tokens_before, done.tokens_after, done.through, done.model, done.tokens.input, done.tokens.output, done.cost
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `plugboard session show ID`.
 pub async fn show(store: &SessionStore, id: &str, json: bool) -> anyhow::Result<ExitCode> {
     let session = match store.session(id).await {
@@ -327,6 +348,14 @@ pub async fn show(store: &SessionStore, id: &str, json: bool) -> anyhow::Result<
                     };
                     println!("[{}] {} {}", t.tool, compact(&t.input), outcome);
                 }
+                PartKind::Compaction => println!(
+                    "(compaction, {}: about {} → {} tokens; the model sees this summary in place of what came before, through {})\n{}",
+                    d["reason"].as_str().unwrap_or(""),
+                    d["tokens_before"],
+                    d["tokens_after"],
+                    d["through"].as_str().unwrap_or(""),
+                    d["summary"].as_str().unwrap_or("")
+                ),
                 PartKind::StepStart | PartKind::StepFinish => {}
             }
         }

@@ -117,7 +117,11 @@ impl From<AgentError> for ApiError {
             AgentError::PromptRejected(r) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
                 .with_details(json!({ "field": "prompt", "hook": r.hook, "reason": r.reason })),
             AgentError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message),
-            AgentError::Cancelled | AgentError::TimedOut(_) => ApiError::new(StatusCode::CONFLICT, message),
+            AgentError::Cancelled | AgentError::TimedOut(_) | AgentError::NothingToCompact(_) => {
+                ApiError::new(StatusCode::CONFLICT, message)
+            }
+            AgentError::ContextOverflow { estimated, budget, context, .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+                .with_details(json!({ "estimated_tokens": estimated, "budget_tokens": budget, "context_tokens": context })),
             AgentError::Provider(_) | AgentError::GaveUp { .. } => ApiError::new(StatusCode::BAD_GATEWAY, message),
             AgentError::Config(_) | AgentError::Store(_) | AgentError::Internal(_) => ApiError::internal(message),
         }

@@ -9,8 +9,8 @@ use serde_json::json;
 use super::Tx;
 use crate::store::events::now_ms;
 
-pub use super::model::Delivery;
 use super::model::InputStatus;
+pub use super::model::{Delivery, InputKind};
 
 /// An input as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -21,24 +21,37 @@ pub struct InputRecord {
     pub session_id: String,
     /// How it is delivered.
     pub delivery: Delivery,
-    /// The prompt.
+    /// What it asks for.
+    pub kind: InputKind,
+    /// The prompt (empty for a compaction).
     pub prompt: String,
     /// When it arrived (ms since the epoch).
     pub created_at: i64,
 }
 
 fn input_from_row(r: &rusqlite::Row) -> rusqlite::Result<InputRecord> {
-    Ok(InputRecord { id: r.get(0)?, session_id: r.get(1)?, delivery: r.get(2)?, prompt: r.get(3)?, created_at: r.get(4)? })
+    Ok(InputRecord { id: r.get(0)?, session_id: r.get(1)?, delivery: r.get(2)?, prompt: r.get(3)?, created_at: r.get(4)?, kind: r.get(5)? })
 }
 
 impl Tx<'_> {
-    /// Stores input `id` (`input.admitted`).
+    /// Stores prompt `id` (`input.admitted`).
     pub fn admit_input(&mut self, session: &str, id: &str, delivery: Delivery, prompt: &str) -> rusqlite::Result<InputRecord> {
-        let input = InputRecord { id: id.into(), session_id: session.into(), delivery, prompt: prompt.into(), created_at: now_ms() };
+        self.admit(session, id, InputKind::Prompt, delivery, prompt)
+    }
+
+    /// Stores input `id` of `kind` (`input.admitted`).
+    pub fn admit(&mut self, session: &str, id: &str, kind: InputKind, delivery: Delivery, prompt: &str) -> rusqlite::Result<InputRecord> {
+        let input = InputRecord { id: id.into(), session_id: session.into(), delivery, kind, prompt: prompt.into(), created_at: now_ms() };
         self.conn()
-            .prepare_cached("INSERT INTO inbox (id, session_id, delivery, prompt, created_at, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-            .execute(params![input.id, session, delivery, prompt, input.created_at, InputStatus::Pending])?;
-        self.emit(Some(session), "input.admitted", json!({ "input_id": input.id, "delivery": delivery, "prompt": prompt }))?;
+            .prepare_cached(
+                "INSERT INTO inbox (id, session_id, delivery, prompt, created_at, status, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![input.id, session, delivery, prompt, input.created_at, InputStatus::Pending, kind])?;
+        let mut admitted = json!({ "input_id": input.id, "delivery": delivery, "prompt": prompt });
+        if kind != InputKind::Prompt {
+            admitted["kind"] = json!(kind);
+        }
+        self.emit(Some(session), "input.admitted", admitted)?;
         Ok(input)
     }
 
@@ -46,7 +59,7 @@ impl Tx<'_> {
     pub fn next_input(&self, session: &str) -> rusqlite::Result<Option<InputRecord>> {
         self.conn()
             .prepare_cached(
-                "SELECT id, session_id, delivery, prompt, created_at FROM inbox
+                "SELECT id, session_id, delivery, prompt, created_at, kind FROM inbox
                  WHERE session_id = ?1 AND status = ?2 ORDER BY rowid LIMIT 1",
             )?
             .query_row(params![session, InputStatus::Pending], input_from_row)
@@ -57,7 +70,7 @@ impl Tx<'_> {
     pub fn pending_steers(&self, session: &str) -> rusqlite::Result<Vec<InputRecord>> {
         self.conn()
             .prepare_cached(
-                "SELECT id, session_id, delivery, prompt, created_at FROM inbox
+                "SELECT id, session_id, delivery, prompt, created_at, kind FROM inbox
                  WHERE session_id = ?1 AND status = ?2 AND delivery = ?3 ORDER BY rowid",
             )?
             .query_map(params![session, InputStatus::Pending, Delivery::Steer], input_from_row)?

@@ -151,6 +151,10 @@ text_enum! {
         StepStart = "step-start",
         /// The end of a provider turn (`{"finish": …, "tokens": …, "cost": …}`).
         StepFinish = "step-finish",
+        /// A summary of the conversation up to a message, sent in place of it
+        /// (`{"summary": …, "through": <message id>, "reason": …, "tokens_before": …,
+        /// "tokens_after": …}`); see [`crate::agent::compaction`].
+        Compaction = "compaction",
     }
 }
 
@@ -208,6 +212,26 @@ text_enum! {
         Steer = "steer",
         /// Wait for the running activity to end, then open a new one (first in, first out).
         Queue = "queue",
+    }
+}
+
+text_enum! {
+    /// Why a compaction ran.
+    pub enum CompactionReason ("a compaction reason") {
+        /// The request passed `[sessions] compact_at` of the model's budget.
+        Auto = "auto",
+        /// Someone asked (`plugboard session compact`, `POST /sessions/{id}/compact`).
+        Requested = "requested",
+    }
+}
+
+text_enum! {
+    /// What an inbox input asks for.
+    pub enum InputKind ("an input kind (`prompt` or `compact`)") {
+        /// A prompt: it becomes a user message and opens (or joins) an activity.
+        Prompt = "prompt",
+        /// Compact the conversation, in turn with the session's other inputs.
+        Compact = "compact",
     }
 }
 

@@ -104,6 +104,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE sessions ADD COLUMN options TEXT NOT NULL DEFAULT '{}';
     CREATE INDEX events_by_session_seq ON events(session_id, seq);
     DROP INDEX events_by_session;",
+    // 5: what an input asks for (a prompt, or a compaction on request).
+    "ALTER TABLE inbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'prompt';",
 ];
 
 /// Brings the database to the newest schema. Processes that open one database at once

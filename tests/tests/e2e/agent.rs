@@ -44,11 +44,23 @@ pub(crate) async fn fixture(script: Vec<Scripted>, extra_config: &str, mode: Ask
 
 /// [`fixture`], with `setup` run on the workspace before the host starts (to add plugins).
 pub(crate) async fn fixture_with(script: Vec<Scripted>, extra_config: &str, mode: AskMode, setup: impl FnOnce(&Workspace)) -> Fixture {
+    fixture_of(script, extra_config, mode, setup, "").await
+}
+
+/// [`fixture_with`], the model `openai/test-model` described further by `model_fields`
+/// (`context_tokens = 1000, `, each followed by a comma).
+pub(crate) async fn fixture_of(
+    script: Vec<Scripted>,
+    extra_config: &str,
+    mode: AskMode,
+    setup: impl FnOnce(&Workspace),
+    model_fields: &str,
+) -> Fixture {
     let server = ScriptedServer::start(script);
     let ws = Workspace::new();
     setup(&ws);
     ws.operator_config(&format!(
-        "default_model = \"openai/test-model\"\n{extra_config}\n[plugins.openai]\nnetwork = [\"{url}\"]\napi_key = \"sk-test\"\nsettings = {{ base_url = \"{url}/v1\", models = [{{ id = \"test-model\", input_price = 1.0, output_price = 2.0 }}] }}\n",
+        "default_model = \"openai/test-model\"\n{extra_config}\n[plugins.openai]\nnetwork = [\"{url}\"]\napi_key = \"sk-test\"\nsettings = {{ base_url = \"{url}/v1\", models = [{{ id = \"test-model\", {model_fields}input_price = 1.0, output_price = 2.0 }}] }}\n",
         url = server.url()
     ));
     let db = ws.data.join("plugboard.db");

@@ -44,7 +44,11 @@ pub(crate) async fn api(script: Vec<Scripted>, extra_config: &str, secret: Optio
 
 /// [`api`] with `[server]` settings of its own (heartbeats are always 1 s).
 pub(crate) async fn api_with(script: Vec<Scripted>, extra_config: &str, secret: Option<&str>, config: ServerConfig) -> Api {
-    let f = fixture(script, extra_config, AskMode::Prompt).await;
+    serve_fixture(fixture(script, extra_config, AskMode::Prompt).await, secret, config).await
+}
+
+/// Serves the runtime of `f` over HTTP.
+pub(crate) async fn serve_fixture(f: Fixture, secret: Option<&str>, config: ServerConfig) -> Api {
     let config = ServerConfig { heartbeat_seconds: 1, ..config };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -2,6 +2,7 @@
 
 mod agent;
 mod config_reload;
+mod context;
 mod first_party;
 mod hooks;
 mod hostile;

@@ -26,6 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::create, sessions::list))
         .routes(routes!(sessions::get, sessions::cancel, sessions::update))
         .routes(routes!(sessions::status))
+        .routes(routes!(sessions::compact))
         .routes(routes!(sessions::messages, sessions::send))
         .routes(routes!(streams::session_stream))
         .routes(routes!(streams::all_events))

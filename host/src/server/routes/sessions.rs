@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use serde_json::json;
 
+use crate::agent::compaction::Compaction;
 use crate::agent::{Admission, AgentError, Delivery, ProviderOverrides, SessionOptions, SessionSpec};
 use crate::capability::Secret;
 use crate::runtime::provider::CompletionError;
@@ -276,6 +277,15 @@ async fn switch_model(runtime: &crate::agent::AgentRuntime, id: &str, model: &st
         }
         other => other.into(),
     })
+}
+
+/// Compacts a session's conversation: the older part of what its model sees is summarized
+/// and the summary sent in its place from then on; the history stays whole. It runs after
+/// the session's queued inputs, and answers when done.
+#[utoipa::path(post, path = "/sessions/{id}/compact", tag = "sessions", params(("id" = String, Path, description = "The session")),
+    responses((status = 200, body = Compaction), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "Nothing to compact, or cancelled"), (status = 502, body = ErrorBody)))]
+pub async fn compact(Running(runtime): Running, ApiPath(id): ApiPath<String>) -> Result<Json<Compaction>, ApiError> {
+    Ok(Json(runtime.compact(&id).await?))
 }
 
 /// What a cancel did.
