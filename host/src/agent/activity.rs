@@ -33,7 +33,8 @@ use super::{Agent, agent_named};
 use crate::capability::ProviderOverrides;
 use crate::hooks::{HookContext, HookPoint, ToolDecision};
 use crate::runtime::provider::{
-    CompletionError, CompletionRequest, ContentPart, FinishReason, Message, ModelInfo, Role, StreamEvent, ToolCall, ToolResult, ToolSpec,
+    CompletionError, CompletionRequest, ContentPart, FinishReason, Message, ModelInfo, ModelPrice, Role, StreamEvent, ToolCall, ToolResult,
+    ToolSpec,
 };
 use crate::runtime::state::ProgressSink;
 use crate::runtime::{CallContext, PluginHost};
@@ -93,6 +94,8 @@ pub(super) struct Env<'a> {
     pub wakeups: &'a AtomicU64,
     /// `[sessions]`: retries, compaction, the tool output limit.
     pub settings: &'a super::SessionSettings,
+    /// The turn being streamed, for the runtime to record if the activity is stopped.
+    pub in_flight: InFlight,
 }
 
 /// A running activity.
@@ -221,6 +224,30 @@ struct CallEnd {
     content: String,
     is_error: bool,
 }
+
+/// The provider turn an activity is streaming, as far as it got: what a cancel, a timeout
+/// or a shutdown records as spent (the tokens were billed all the same). Shared with the
+/// runtime, which outlives the activity's future.
+#[derive(Debug, Clone)]
+pub(super) struct TurnInFlight {
+    message: String,
+    price: Option<ModelPrice>,
+    sent: usize,
+    streamed: usize,
+    reported: Option<Tokens>,
+}
+
+impl TurnInFlight {
+    /// Its message, with the tokens it used (as reported, else estimated) and their cost.
+    pub(super) fn spent(&self) -> (String, Tokens, f64) {
+        let tokens = self.reported.unwrap_or_else(|| context::estimated_usage(self.sent, self.streamed));
+        let cost = self.price.as_ref().map_or(0.0, |price| conversation::cost(price, tokens));
+        (self.message.clone(), tokens, cost)
+    }
+}
+
+/// See [`TurnInFlight`].
+pub(super) type InFlight = Arc<Mutex<Option<TurnInFlight>>>;
 
 /// The inputs an activity took from the inbox. They are noted inside the transaction that
 /// takes them, so that a cancelled activity still knows whom to answer.
@@ -524,7 +551,11 @@ impl<'a> Activity<'a> {
             finish: None,
         };
         let sent = context::request_chars(&request);
+        let price = self.model_info(&self.session.model).map(|info| info.price);
+        let tracked = TurnInFlight { message: turn.message_id.clone(), price, sent, streamed: 0, reported: None };
+        *self.env.in_flight.lock().expect("not poisoned") = Some(tracked);
         let failure = self.stream(request, &mut turn).await?.err();
+        *self.env.in_flight.lock().expect("not poisoned") = None;
         if turn.tokens == Tokens::default() {
             let streamed = turn.text.text.len() + turn.reasoning.text.len() + turn.calls.iter().map(|c| c.arguments.len()).sum::<usize>();
             turn.tokens = context::estimated_usage(sent, streamed);
@@ -595,6 +626,7 @@ impl<'a> Activity<'a> {
                 Ok(None) => break,
                 Err(e) => return Ok(Err(e)),
             };
+            self.track(&event);
             match event {
                 StreamEvent::TextDelta(delta) => turn.text.push(&delta),
                 StreamEvent::ReasoningDelta(delta) => turn.reasoning.push(&delta),
@@ -627,6 +659,25 @@ impl<'a> Activity<'a> {
         }
         turn.calls = calls.into_values().collect();
         Ok(Ok(()))
+    }
+
+    /// Notes what `event` adds to the turn in flight.
+    fn track(&self, event: &StreamEvent) {
+        let mut in_flight = self.env.in_flight.lock().expect("not poisoned");
+        let Some(turn) = in_flight.as_mut() else { return };
+        match event {
+            StreamEvent::TextDelta(delta) | StreamEvent::ReasoningDelta(delta) => turn.streamed += delta.len(),
+            StreamEvent::ToolCallDelta(delta) => turn.streamed += delta.arguments.len(),
+            StreamEvent::Usage(u) => {
+                turn.reported = Some(Tokens {
+                    input: u.input_tokens,
+                    output: u.output_tokens,
+                    cache_read: u.cache_read_tokens,
+                    cache_write: u.cache_write_tokens,
+                })
+            }
+            _ => {}
+        }
     }
 
     /// Writes the streamed text not yet written, as one batch.

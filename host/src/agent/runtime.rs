@@ -21,7 +21,7 @@ use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::activity::{Activity, Consumed, Env, Outcome};
+use super::activity::{Activity, Consumed, Env, InFlight, Outcome};
 use super::compaction::Compaction;
 use super::error::AgentError;
 use super::permission::{AskMode, PermissionBroker, Reply};
@@ -33,7 +33,7 @@ use crate::store::events::now_ms;
 use crate::store::inbox::{Delivery, InputKind, InputRecord};
 use crate::store::lease::{Claim, LEASE_RENEWAL, OwnerId};
 use crate::store::model::{Finish, MessageStatus, SessionStatus};
-use crate::store::sessions::{SessionOptions, SessionRecord, new_id};
+use crate::store::sessions::{SessionOptions, SessionRecord, Tokens, new_id};
 use crate::store::{SessionStore, Tx};
 
 /// An input that was stored and will be delivered.
@@ -535,7 +535,7 @@ impl AgentRuntime {
             if !self.closing.load(Ordering::SeqCst)
                 && let Some(handled) = driver.take_cancel()
             {
-                let dropped = self.abort(&id, &[], Stop::Cancelled).await;
+                let dropped = self.abort(&id, &[], Stop::Cancelled, None).await;
                 self.resolve(&dropped, &Err(AgentError::Cancelled));
                 driver.acks.send_replace(handled);
             }
@@ -567,6 +567,7 @@ impl AgentRuntime {
     async fn run_next(&self, id: &str, driver: &Driver) -> Result<bool, AgentError> {
         let token = driver.token();
         let consumed: Consumed = Arc::default();
+        let in_flight: InFlight = Arc::default();
         let work = async {
             let Some(_slot) = self.acquire_slot(id).await? else { return Ok(None) };
             let env = Env {
@@ -577,6 +578,7 @@ impl AgentRuntime {
                 overrides: self.provider_overrides(id),
                 wakeups: &driver.wakeups,
                 settings: &self.settings,
+                in_flight: in_flight.clone(),
             };
             let Some(activity) = Activity::begin(env, id, &consumed).await? else { return Ok(None) };
             match self.settings.timeout_seconds {
@@ -596,24 +598,25 @@ impl AgentRuntime {
             }),
         };
         let consumed = std::mem::take(&mut *consumed.lock().expect("not poisoned"));
+        let spent = in_flight.lock().expect("not poisoned").take().map(|turn| turn.spent());
         let result = match result {
             Ok(None) => return Ok(false),
             Ok(Some(outcome)) => Ok(outcome),
             Err(AgentError::Cancelled) if self.closing.load(Ordering::SeqCst) => {
-                self.abort(id, &consumed, Stop::Shutdown).await;
+                self.abort(id, &consumed, Stop::Shutdown, spent).await;
                 self.resolve(&consumed, &Err(AgentError::ShuttingDown));
                 return Ok(true);
             }
             Err(AgentError::Cancelled) => {
                 let handled = driver.take_cancel().unwrap_or(0);
-                let mut dropped = self.abort(id, &consumed, Stop::Cancelled).await;
+                let mut dropped = self.abort(id, &consumed, Stop::Cancelled, spent).await;
                 dropped.extend(consumed);
                 self.resolve(&dropped, &Err(AgentError::Cancelled));
                 driver.acks.send_replace(handled);
                 return Ok(true);
             }
             Err(AgentError::TimedOut(limit)) => {
-                self.abort(id, &consumed, Stop::TimedOut(limit)).await;
+                self.abort(id, &consumed, Stop::TimedOut(limit), spent).await;
                 Err(AgentError::TimedOut(limit))
             }
             Err(e @ (AgentError::Store(_) | AgentError::NotFound(_))) if consumed.is_empty() => return Err(e),
@@ -631,7 +634,7 @@ impl AgentRuntime {
                     .store
                     .write(move |tx| {
                         if internal {
-                            tx.close_unfinished(&key, MessageStatus::Interrupted, &format!("interrupted: {error}"))?;
+                            tx.close_unfinished(&key, MessageStatus::Interrupted, &format!("interrupted: {error}"), spent.as_ref())?;
                         }
                         tx.session_error(&key, &error)?;
                         tx.emit(Some(&key), "activity.completed", ended)?;
@@ -681,8 +684,9 @@ impl AgentRuntime {
     /// unfinished messages and tool calls are aborted, questions it left are answered
     /// `reject`, and the session is idle. A cancel also drops pending inputs; a timeout
     /// leaves them to run; a shutdown records the activity as interrupted and leaves them
-    /// for the next process. Returns the dropped inputs.
-    async fn abort(&self, id: &str, inputs: &[String], stop: Stop) -> Vec<String> {
+    /// for the next process. `spent` is what the turn in flight had used. Returns the
+    /// dropped inputs.
+    async fn abort(&self, id: &str, inputs: &[String], stop: Stop, spent: Option<(String, Tokens, f64)>) -> Vec<String> {
         let abandoned = self.broker.take_abandoned(id);
         let key = id.to_string();
         let (finish, status, reason) = match stop {
@@ -698,7 +702,7 @@ impl AgentRuntime {
         let result = self
             .store
             .write(move |tx| {
-                tx.close_unfinished(&key, status, &reason)?;
+                tx.close_unfinished(&key, status, &reason, spent.as_ref())?;
                 let reply = serde_json::to_value(Reply::Reject(Some(reason.clone()))).unwrap_or_default();
                 for ask in &abandoned {
                     tx.emit(Some(&key), "permission.replied", json!({ "id": ask, "reply": reply }))?;

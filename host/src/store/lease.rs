@@ -124,7 +124,7 @@ impl Tx<'_> {
         status: SessionStatus,
         previous: Option<&str>,
     ) -> rusqlite::Result<Option<(usize, usize)>> {
-        let (messages, calls) = self.close_unfinished(session, MessageStatus::Interrupted, INTERRUPTED)?;
+        let (messages, calls) = self.close_unfinished(session, MessageStatus::Interrupted, INTERRUPTED, None)?;
         if messages == 0 && calls == 0 && status == SessionStatus::Idle {
             return Ok(None);
         }

@@ -427,8 +427,15 @@ impl Tx<'_> {
 
     /// Closes what an activity left unfinished: running messages get `status` (aborted or
     /// interrupted) and tool calls still pending or running become errors saying `reason`.
-    /// Returns how many messages and tool calls were closed.
-    pub fn close_unfinished(&mut self, session: &str, status: MessageStatus, reason: &str) -> rusqlite::Result<(usize, usize)> {
+    /// `spent` is what the running turn had already used (its message, tokens and cost):
+    /// billed all the same, so counted. Returns how many messages and tool calls were closed.
+    pub fn close_unfinished(
+        &mut self,
+        session: &str,
+        status: MessageStatus,
+        reason: &str,
+        spent: Option<&(String, Tokens, f64)>,
+    ) -> rusqlite::Result<(usize, usize)> {
         let messages: Vec<String> = self
             .conn()
             .prepare_cached("SELECT id FROM messages WHERE session_id = ?1 AND status = ?2 ORDER BY seq")?
@@ -451,7 +458,8 @@ impl Tx<'_> {
             self.update_tool(session, part, &tool.failed(now, reason.to_string(), None))?;
         }
         for message in &messages {
-            self.finish_message(session, message, status, Tokens::default(), 0.0, Some(reason))?;
+            let (tokens, cost) = spent.filter(|(m, _, _)| m == message).map_or((Tokens::default(), 0.0), |(_, t, c)| (*t, *c));
+            self.finish_message(session, message, status, tokens, cost, Some(reason))?;
         }
         Ok((messages.len(), tools.len()))
     }

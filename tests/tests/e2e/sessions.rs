@@ -120,6 +120,10 @@ async fn cancel_mid_stream_stops_the_stream_records_it_aborted_and_leaves_the_se
     assert_eq!(history.iter().map(|m| m.status.as_str()).collect::<Vec<_>>(), ["completed", "aborted"]);
     let text = history[1].parts.iter().find(|p| p.kind == "text").expect("the streamed text was kept").data["text"].as_str().unwrap();
     assert!(text.starts_with("w0 ") && !text.contains("w99"), "the partial answer, and no more: {text}");
+    // What was streamed was billed: the cut turn counts, estimated (its usage never came).
+    let aborted = &history[1];
+    assert!(aborted.tokens.input > 0 && aborted.tokens.output > 0 && aborted.cost > 0.0, "{:?} ${}", aborted.tokens, aborted.cost);
+    assert_eq!((stored.tokens, stored.cost), (aborted.tokens, aborted.cost), "the session counts it");
 
     // The session takes the next prompt; the model sees the interrupted answer.
     let outcome = f.runtime.prompt(&session.id, "start again").await.unwrap();
