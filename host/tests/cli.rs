@@ -638,3 +638,37 @@ fn session_list_shows_when_where_and_on_what_model_filters_by_workspace_and_page
     assert!(text(&out.stdout).contains(&tmp.workspace().canonicalize().unwrap().display().to_string()), "{}", text(&out.stdout));
     assert!(!text(&out.stderr).contains("more:"), "the last page: {}", text(&out.stderr));
 }
+
+#[test]
+fn a_session_is_exported_imported_into_another_data_dir_forked_and_deleted_from_the_command_line() {
+    let server = plugboard_tests::ScriptedServer::start(vec![streamed_words(&["hello ", "there"], std::time::Duration::ZERO)]);
+    let tmp = TempDir::new("life-cycle");
+    let (ws, data) = provider_workspace(&tmp, &server.url());
+    let data_arg = data.to_str().unwrap();
+    assert!(plugboard(&ws, &["run", "--data-dir", data_arg, "hi"]).status.success());
+    let id = json_of(&plugboard(&ws, &["session", "list", "--json", "--data-dir", data_arg]))[0]["id"].as_str().unwrap().to_string();
+
+    let out = plugboard(&ws, &["session", "export", &id, "--data-dir", data_arg]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let file = tmp.0.join("session.json");
+    std::fs::write(&file, &out.stdout).unwrap();
+    let elsewhere = tmp.0.join("elsewhere");
+    let imported =
+        json_of(&plugboard(&ws, &["session", "import", file.to_str().unwrap(), "--json", "--data-dir", elsewhere.to_str().unwrap()]));
+    assert_eq!(imported["id"], id.as_str());
+    let show = |dir: &Path| text(&plugboard(&ws, &["session", "show", &id, "--data-dir", dir.to_str().unwrap()]).stdout);
+    assert_eq!(show(&elsewhere), show(&data), "the same history in both data dirs");
+    assert!(show(&elsewhere).contains("hello there"));
+
+    let forked = json_of(&plugboard(&ws, &["session", "fork", &id, "--as", "branch", "--json", "--data-dir", data_arg]));
+    assert_eq!(forked["id"], "branch");
+    let out = plugboard(&ws, &["session", "compact", "branch", "--data-dir", data_arg]);
+    assert!(!out.status.success() && text(&out.stderr).contains("nothing to compact"), "{}", text(&out.stderr));
+
+    let out = plugboard(&ws, &["session", "delete", &id, "--data-dir", data_arg]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with(&format!("deleted session {id}: 2 messages")), "{}", text(&out.stdout));
+    let out = plugboard(&ws, &["session", "show", &id, "--data-dir", data_arg]);
+    assert!(!out.status.success() && text(&out.stderr).contains("no session"), "{}", text(&out.stderr));
+    assert!(show(&elsewhere).contains("hello there"), "the copy stays");
+}

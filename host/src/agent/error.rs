@@ -36,6 +36,10 @@ pub enum AgentError {
         /// Why.
         reason: String,
     },
+    /// A request that cannot be carried out, and why (an export that cannot be imported, a
+    /// message that is not in the session).
+    #[error("{0}")]
+    Invalid(String),
     /// A session with this id exists already.
     #[error("a session `{0}` already exists")]
     Exists(String),
@@ -104,6 +108,7 @@ impl From<StoreError> for AgentError {
         match e {
             StoreError::NotFound(id) => AgentError::NotFound(id),
             StoreError::Exists(id) => AgentError::Exists(id),
+            StoreError::Invalid(why) => AgentError::Invalid(why),
             other => AgentError::Store(Arc::new(other)),
         }
     }

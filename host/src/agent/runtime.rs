@@ -32,6 +32,7 @@ use crate::runtime::provider::CompletionError;
 use crate::store::events::now_ms;
 use crate::store::inbox::{Delivery, InputKind, InputRecord};
 use crate::store::lease::{Claim, LEASE_RENEWAL, OwnerId};
+use crate::store::lifecycle::{Removed, SessionExport, check_export};
 use crate::store::model::{Finish, MessageStatus, SessionStatus};
 use crate::store::sessions::{SessionOptions, SessionRecord, Tokens, new_id};
 use crate::store::{SessionStore, Tx};
@@ -269,10 +270,7 @@ impl AgentRuntime {
     pub async fn create_session_with(&self, spec: SessionSpec) -> Result<SessionRecord, AgentError> {
         let invalid = |field: &str, reason: String| AgentError::InvalidField { field: field.into(), reason };
         if let Some(id) = &spec.id {
-            let valid = !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-            if !valid {
-                return Err(invalid("session_id", "use 1 to 128 letters, digits, `_`, `-` or `.`".into()));
-            }
+            check_session_id(id)?;
         }
         let profile = self.agent(&spec.agent)?;
         let model = self.choose_model(spec.model.clone(), &profile)?;
@@ -310,6 +308,58 @@ impl AgentRuntime {
             let ctx = crate::hooks::HookContext { session_id: record.id.clone(), agent: record.agent.clone() };
             let (model, title) = (record.model.clone(), record.title.clone());
             tokio::spawn(async move { hooks.session_created(&ctx, &model, &title).await });
+        }
+        Ok(record)
+    }
+
+    /// Deletes session `id` with everything it recorded: what it is doing stops first, as
+    /// with [`Self::cancel`]. Refused while another live process runs it. Says what was
+    /// removed.
+    pub async fn delete(self: &Arc<Self>, id: &str) -> Result<Removed, AgentError> {
+        self.cancel(id).await?;
+        // The driver leaves as soon as it finds the inbox empty.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.drivers.lock().expect("not poisoned").contains_key(id) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let key = id.to_string();
+        let removed = self
+            .store
+            .write(move |tx| match claim(tx, &key, OwnerId::current())? {
+                Err(refused) => Ok(Err(refused)),
+                Ok(_) => Ok(tx.delete_session(&key)?.ok_or(AgentError::NotFound(key))),
+            })
+            .await??;
+        self.overrides.lock().expect("not poisoned").remove(id);
+        Ok(removed)
+    }
+
+    /// A new session (`new`, or a new id) from session `id` up to and including its message
+    /// `through` (all of it when `None`); see [`crate::store::Tx::fork_session`].
+    pub async fn fork(
+        &self,
+        id: &str,
+        through: Option<String>,
+        new: Option<String>,
+        title: Option<String>,
+    ) -> Result<SessionRecord, AgentError> {
+        if let Some(new) = &new {
+            check_session_id(new)?;
+        }
+        let (source, new) = (id.to_string(), new.unwrap_or_else(|| new_id("ses")));
+        Ok(self.store.write(move |tx| tx.fork_session(&source, through.as_deref(), &new, title.as_deref())).await??)
+    }
+
+    /// Stores an exported session as it was (see [`crate::store::Tx::import_session`]); the
+    /// inputs it left pending run here.
+    pub async fn import(self: &Arc<Self>, doc: SessionExport) -> Result<SessionRecord, AgentError> {
+        if let Some(why) = check_export(&doc) {
+            return Err(AgentError::Invalid(format!("the export cannot be imported: {why}")));
+        }
+        let pending = doc.inputs.iter().any(|i| i.status == crate::store::model::InputStatus::Pending);
+        let record = self.store.write(move |tx| tx.import_session(&doc)).await??;
+        if pending {
+            self.wake(&record.id);
         }
         Ok(record)
     }
@@ -742,6 +792,14 @@ impl AgentRuntime {
             }
         }
     }
+}
+
+/// Checks a session id chosen by the caller.
+fn check_session_id(id: &str) -> Result<(), AgentError> {
+    if crate::store::sessions::valid_session_id(id) {
+        return Ok(());
+    }
+    Err(AgentError::InvalidField { field: "session_id".into(), reason: "use 1 to 128 letters, digits, `_`, `-` or `.`".into() })
 }
 
 /// Takes the lease of session `key` for `me` (what a dead holder left is closed first), or

@@ -193,6 +193,54 @@ pub enum SessionCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Delete a session with its messages and events (what it is doing stops first).
+    Delete {
+        /// The session id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a session as one JSON document (its messages, parts, inbox, rules and events)
+    /// to stdout, for `session import` here or in another data dir.
+    Export {
+        /// The session id.
+        id: String,
+    },
+    /// Store a session exported with `session export` (`-` reads stdin). It is idle, and
+    /// takes prompts as any session.
+    Import {
+        /// The export file.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a new session from one of a session's messages: copies of the messages up to
+    /// and including it, same agent, model and workspace.
+    Fork {
+        /// The session id.
+        id: String,
+        /// The last message to copy (all of them by default).
+        #[arg(long, value_name = "MESSAGE")]
+        message: Option<String>,
+        /// The new session's id (a new one by default).
+        #[arg(long = "as", value_name = "ID")]
+        new_id: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl SessionCommand {
+    /// Whether it needs the plugins (it runs through the agent runtime).
+    fn needs_host(&self) -> bool {
+        matches!(
+            self,
+            SessionCommand::Compact { .. } | SessionCommand::Delete { .. } | SessionCommand::Import { .. } | SessionCommand::Fork { .. }
+        )
+    }
 }
 
 /// `plugboard plugin ...`
@@ -343,7 +391,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return crate::cli::trust::run(&workspace_trust(&cli)?, action, *json);
     }
     if let Command::Session(command) = &cli.command
-        && !matches!(command, SessionCommand::Compact { .. })
+        && !command.needs_host()
     {
         let store = crate::store::SessionStore::open_in(cli.data_dir.as_deref())?;
         let shown = match command {
@@ -353,7 +401,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 crate::cli::run::list(&store, &page).await
             }
             SessionCommand::Show { id, json } => crate::cli::run::show(&store, id, *json).await,
-            SessionCommand::Compact { .. } => unreachable!("needs the plugins: handled after the host starts"),
+            SessionCommand::Export { id } => crate::cli::run::export(&store, id).await,
+            other => unreachable!("{other:?} needs the plugins: handled after the host starts"),
         };
         close(&store).await;
         return shown;
@@ -389,13 +438,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Plugin(PluginCommand::Inspect { plugin, json }) => inspect(host, &plugin, json).await,
         Command::Plugin(PluginCommand::New { .. } | PluginCommand::Reload { .. }) => unreachable!("handled before the host starts"),
-        Command::Session(SessionCommand::Compact { id, json }) => {
+        Command::Session(command) => {
             let store = crate::store::SessionStore::open_in(cli.data_dir.as_deref())?;
-            let compacted = crate::cli::run::compact_session(&app, store.clone(), &id, json).await;
+            let done = crate::cli::run::session_change(&app, store.clone(), command).await;
             close(&store).await;
-            compacted
+            done
         }
-        Command::Session(_) | Command::Serve(_) | Command::Trust { .. } => unreachable!("handled before the host starts"),
+        Command::Serve(_) | Command::Trust { .. } => unreachable!("handled before the host starts"),
         Command::Run { prompt, model, agent, session, yes, stream } => {
             let store = crate::store::SessionStore::open_in(cli.data_dir.as_deref())?;
             let ran =

@@ -287,25 +287,71 @@ pub struct ListOptions {
     pub json: bool,
 }
 
-/// `plugboard session compact ID`.
-pub async fn compact_session(app: &crate::app::App, store: SessionStore, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+/// `plugboard session compact|delete|import|fork`: changes that run through the agent
+/// runtime (with the plugins loaded), each printing what it did.
+pub async fn session_change(app: &crate::app::App, store: SessionStore, command: crate::cli::SessionCommand) -> anyhow::Result<ExitCode> {
+    use crate::cli::SessionCommand;
     let runtime = app.agent_runtime(store, AskMode::DenyAll)?;
-    let done = match runtime.compact(id).await {
-        Ok(done) => done,
+    let (json, done): (bool, Result<(Value, String), AgentError>) = match command {
+        SessionCommand::Compact { id, json } => (
+            json,
+            runtime.compact(&id).await.map(|c| {
+                let text = format!(
+                    "compacted session {id}: about {} → {} tokens, through message {}; summary by {} ({} in / {} out tokens, ${:.4})",
+                    c.tokens_before, c.tokens_after, c.through, c.model, c.tokens.input, c.tokens.output, c.cost
+                );
+                (serde_json::to_value(&c).unwrap_or_default(), text)
+            }),
+        ),
+        SessionCommand::Delete { id, json } => (
+            json,
+            runtime.delete(&id).await.map(|r| {
+                let text = format!(
+                    "deleted session {id}: {} messages, {} parts, {} events, {} inputs, {} rules",
+                    r.messages, r.parts, r.events, r.inputs, r.rules
+                );
+                (serde_json::json!({ "session_id": id, "removed": r }), text)
+            }),
+        ),
+        SessionCommand::Import { file, json } => {
+            let text = if file.as_os_str() == "-" { std::io::read_to_string(std::io::stdin()) } else { std::fs::read_to_string(&file) };
+            let text = text.map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let doc = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{} is not a session export: {e}", file.display()))?;
+            (json, runtime.import(doc).await.map(|s| (serde_json::to_value(&s).unwrap_or_default(), format!("imported session {}", s.id))))
+        }
+        SessionCommand::Fork { id, message, new_id, json } => (
+            json,
+            runtime
+                .fork(&id, message, new_id, None)
+                .await
+                .map(|s| (serde_json::to_value(&s).unwrap_or_default(), format!("forked {id} into {}", s.id))),
+        ),
+        other => unreachable!("{other:?} does not change a session"),
+    };
+    match done {
+        Ok((value, text)) => {
+            println!("{}", if json { serde_json::to_string_pretty(&value)? } else { text });
+            Ok(ExitCode::SUCCESS)
+        }
         Err(e) => {
             eprintln!("error: {e}");
-            return Ok(ExitCode::FAILURE);
+            Ok(ExitCode::FAILURE)
         }
-    };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&done)?);
-    } else {
-        println!(
-            "compacted session {id}: about {} → {} tokens, through message {}; summary by {} ({} in / {} out tokens, ${:.4})",
-            done.tokens_before, done.tokens_after, done.through, done.model, done.tokens.input, done.tokens.output, done.cost
-        );
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// `plugboard session export ID`: the session as one JSON document, on stdout.
+pub async fn export(store: &SessionStore, id: &str) -> anyhow::Result<ExitCode> {
+    match store.export_session(id).await {
+        Ok(doc) => {
+            println!("{}", serde_json::to_string(&doc)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// `plugboard session show ID`.

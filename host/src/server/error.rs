@@ -109,6 +109,7 @@ impl From<AgentError> for ApiError {
                     .with_details(json!({ "field": "model_config.model", "reason": format!("no model `{model}`"), "available": available }))
             }
             AgentError::InvalidInput(reason) => ApiError::invalid_field("prompt", reason),
+            AgentError::Invalid(_) => ApiError::new(StatusCode::BAD_REQUEST, message),
             AgentError::InvalidField { field, reason } => ApiError::invalid_field(&field, reason),
             AgentError::Exists(id) => ApiError::new(StatusCode::CONFLICT, message).with_details(json!({ "session_id": id })),
             AgentError::HeldElsewhere { session, owner } => {

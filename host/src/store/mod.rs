@@ -17,6 +17,7 @@
 pub mod events;
 pub mod inbox;
 pub mod lease;
+pub mod lifecycle;
 pub mod model;
 mod schema;
 pub mod session_rules;
@@ -57,6 +58,10 @@ pub enum StoreError {
     /// A session id that is taken.
     #[error("a session `{0}` already exists")]
     Exists(String),
+    /// A request the store cannot carry out, and why (an export that cannot be imported, a
+    /// message that is not in the session).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Delivers a write's answer once its batch committed (`Ok`) or failed (`Err`).

@@ -9,7 +9,7 @@ use super::{SessionStore, StoreError, Tx};
 use crate::store::events::now_ms;
 
 /// Token counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Tokens {
     /// Input tokens.
     pub input: u64,
@@ -109,6 +109,11 @@ pub struct MessageRecord {
     pub created_at: i64,
     /// Its parts, in order.
     pub parts: Vec<PartRecord>,
+}
+
+/// Whether `id` may name a session: 1 to 128 letters, digits, `_`, `-` or `.`.
+pub fn valid_session_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 /// A new time-ordered id with a type prefix (`ses_`, `msg_`, `prt_`, `inp_`).

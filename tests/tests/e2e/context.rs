@@ -115,8 +115,12 @@ async fn a_compaction_on_request_over_http_summarizes_the_older_part_and_says_wh
     assert!(body["error"].as_str().unwrap().contains("nothing to compact"), "{body}");
 
     runtime.prompt(&session.id, &format!("NOTES {}", "a note worth keeping ".repeat(1_000))).await.unwrap();
+    let mut stream = api.stream(&format!("/sessions/{}/stream?types=session.compacting,session.compacted", session.id), None).await;
     let (status, body) = api.post(&format!("/sessions/{}/compact", session.id), json!({})).await;
     assert_eq!(status, 200, "{body}");
+    let frames = stream.until("session.compacted", std::time::Duration::from_secs(30)).await;
+    let kinds: Vec<&str> = frames.iter().map(|f| f.event.as_str()).filter(|k| *k != "heartbeat").collect();
+    assert_eq!(kinds, ["session.compacting", "session.compacted"], "a stream can follow compactions alone");
     assert_eq!(body["reason"], "requested");
     assert!(body["tokens_after"].as_u64().unwrap() < body["tokens_before"].as_u64().unwrap(), "{body}");
     let history = runtime.store().history(&session.id).await.unwrap();

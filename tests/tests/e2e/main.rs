@@ -7,6 +7,7 @@ mod first_party;
 mod hooks;
 mod hostile;
 mod http;
+mod lifecycle;
 mod providers;
 mod reload;
 mod runtime;

@@ -1,7 +1,6 @@
 //! Sessions: create (optionally with a first prompt), list, read, send input, cancel.
 
 use axum::Json;
-use axum::extract::Query;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -12,8 +11,9 @@ use crate::agent::{Admission, AgentError, Delivery, ProviderOverrides, SessionOp
 use crate::capability::Secret;
 use crate::runtime::provider::CompletionError;
 use crate::server::error::{ApiError, ErrorBody, rfc3339};
-use crate::server::extract::{ApiJson, ApiPath};
+use crate::server::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::server::state::Running;
+use crate::store::lifecycle::{Removed, SessionExport};
 use crate::store::sessions::{MessageRecord, SessionRecord, Tokens};
 
 /// `POST /sessions`.
@@ -169,11 +169,7 @@ pub struct SessionList {
 
 /// Sessions, newest first, a page at a time.
 #[utoipa::path(get, path = "/sessions", tag = "sessions", params(Page), responses((status = 200, body = SessionList), (status = 400, body = ErrorBody)))]
-pub async fn list(
-    Running(runtime): Running,
-    query: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<SessionList>, ApiError> {
-    let Query(page) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+pub async fn list(Running(runtime): Running, ApiQuery(page): ApiQuery<Page>) -> Result<Json<SessionList>, ApiError> {
     let limit = page.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::invalid_field("limit", "must be between 1 and 500"));
@@ -299,10 +295,96 @@ pub struct Cancelled {
     pub was_running: bool,
 }
 
+/// `?purge=true` on `DELETE /sessions/{id}`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    /// Remove the session with its messages, parts, inbox, rules and events, instead of
+    /// only stopping what it does.
+    #[serde(default)]
+    pub purge: bool,
+}
+
+/// What `DELETE /sessions/{id}?purge=true` removed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Deleted {
+    /// The session.
+    pub session_id: String,
+    /// How many rows of each kind were removed.
+    pub removed: Removed,
+}
+
+/// What `DELETE /sessions/{id}` did: a cancel, or with `purge` a deletion.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum DeleteAnswer {
+    /// Without `purge`.
+    Cancelled(Cancelled),
+    /// With `purge`.
+    Deleted(Deleted),
+}
+
 /// Cancels what a session is doing (its activity and pending inputs); the history stays.
-#[utoipa::path(delete, path = "/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "The session")),
-    responses((status = 200, body = Cancelled), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn cancel(Running(runtime): Running, ApiPath(id): ApiPath<String>) -> Result<Json<Cancelled>, ApiError> {
+/// With `?purge=true`, then removes the session and everything it recorded
+/// (`session.deleted` is its only event left).
+#[utoipa::path(delete, path = "/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "The session"), DeleteQuery),
+    responses((status = 200, body = DeleteAnswer), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn cancel(
+    Running(runtime): Running,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<DeleteQuery>,
+) -> Result<Json<DeleteAnswer>, ApiError> {
+    if query.purge {
+        let removed = runtime.delete(&id).await?;
+        return Ok(Json(DeleteAnswer::Deleted(Deleted { session_id: id, removed })));
+    }
     let c = runtime.cancel(&id).await?;
-    Ok(Json(Cancelled { session_id: c.session_id, cancelled_at: rfc3339(c.cancelled_at), was_running: c.was_running }))
+    Ok(Json(DeleteAnswer::Cancelled(Cancelled {
+        session_id: c.session_id,
+        cancelled_at: rfc3339(c.cancelled_at),
+        was_running: c.was_running,
+    })))
+}
+
+/// The session as one JSON document: the session, its messages and parts, its inbox, its
+/// rules and its events, as stored. `POST /sessions/import` reads it back.
+#[utoipa::path(get, path = "/sessions/{id}/export", tag = "sessions", params(("id" = String, Path, description = "The session")),
+    responses((status = 200, body = SessionExport), (status = 404, body = ErrorBody)))]
+pub async fn export(Running(runtime): Running, ApiPath(id): ApiPath<String>) -> Result<Json<SessionExport>, ApiError> {
+    Ok(Json(runtime.store().export_session(&id).await?))
+}
+
+/// Stores an exported session as it was, idle; the inputs it left pending run here. A
+/// session whose id (or one of whose messages) is stored already is refused (409).
+#[utoipa::path(post, path = "/sessions/import", tag = "sessions", request_body = SessionExport,
+    responses((status = 201, body = SessionRecord), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn import(
+    Running(runtime): Running,
+    ApiJson(doc): ApiJson<SessionExport>,
+) -> Result<(StatusCode, Json<SessionRecord>), ApiError> {
+    Ok((StatusCode::CREATED, Json(runtime.import(doc).await?)))
+}
+
+/// A fork: where the new session starts from.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForkRequest {
+    /// The last message to copy (all of them when absent).
+    pub message_id: Option<String>,
+    /// The new session's id (a new one when absent).
+    pub session_id: Option<String>,
+    /// Its title (the old one's, with "(fork)", when absent).
+    pub title: Option<String>,
+}
+
+/// A new session from this one, up to and including one of its messages: same agent,
+/// model, workspace and options, copies of the messages, no usage of its own yet.
+#[utoipa::path(post, path = "/sessions/{id}/fork", tag = "sessions", params(("id" = String, Path, description = "The session")), request_body = ForkRequest,
+    responses((status = 201, body = SessionRecord), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn fork(
+    Running(runtime): Running,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<ForkRequest>,
+) -> Result<(StatusCode, Json<SessionRecord>), ApiError> {
+    Ok((StatusCode::CREATED, Json(runtime.fork(&id, body.message_id, body.session_id, body.title).await?)))
 }
