@@ -18,6 +18,7 @@
 //!
 //! Of this crate, lowest first:
 //! - [`store`]: durable sessions and the sequenced event log (SQLite);
+//! - [`snapshot`]: workspace snapshots, for undoing what tools changed;
 //! - [`agent`]: agents, permission rules and the agent loop;
 //! - [`config`]: the format of `plugboard.toml`;
 //! - [`app`]: the top layer: reads and reloads `plugboard.toml`, hands each layer its part,
@@ -34,4 +35,5 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod server;
+pub mod snapshot;
 pub mod store;

@@ -672,3 +672,35 @@ fn a_session_is_exported_imported_into_another_data_dir_forked_and_deleted_from_
     assert!(!out.status.success() && text(&out.stderr).contains("no session"), "{}", text(&out.stderr));
     assert!(show(&elsewhere).contains("hello there"), "the copy stays");
 }
+
+#[test]
+fn session_revert_puts_back_a_file_the_agent_edited_and_show_prints_the_diff() {
+    let call = serde_json::json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "c1", "type": "function",
+        "function": {"name": "edit", "arguments": "{\"path\":\"notes.txt\",\"old_string\":\"draft\",\"new_string\":\"final\"}"}}]}, "finish_reason": "tool_calls"}]});
+    let edit = plugboard_tests::Scripted::sse(&format!("data: {call}\n\ndata: [DONE]\n\n"), 4096);
+    let server = plugboard_tests::ScriptedServer::start(vec![
+        streamed_words(&["hello"], std::time::Duration::ZERO),
+        edit,
+        streamed_words(&["edited"], std::time::Duration::ZERO),
+    ]);
+    let tmp = TempDir::new("revert");
+    let (ws, data) = provider_workspace(&tmp, &server.url());
+    std::fs::write(ws.join("notes.txt"), "status: draft\n").unwrap();
+    let data_arg = data.to_str().unwrap();
+    assert!(plugboard(&ws, &["run", "--data-dir", data_arg, "hi"]).status.success());
+    let id = json_of(&plugboard(&ws, &["session", "list", "--json", "--data-dir", data_arg]))[0]["id"].as_str().unwrap().to_string();
+    let out = plugboard(&ws, &["run", "--data-dir", data_arg, "--session", &id, "--yes", "finish the notes"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(ws.join("notes.txt")).unwrap(), "status: final\n");
+    let shown = text(&plugboard(&ws, &["session", "show", &id, "--data-dir", data_arg]).stdout);
+    assert!(shown.contains("(changed) modified notes.txt") && shown.contains("-status: draft\n+status: final"), "{shown}");
+
+    let history = json_of(&plugboard(&ws, &["session", "show", &id, "--json", "--data-dir", data_arg]));
+    let hello = history["messages"][1]["id"].as_str().unwrap().to_string();
+    let out = plugboard(&ws, &["session", "revert", &id, "--to", &hello, "--data-dir", data_arg]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("restored notes.txt"), "{}", text(&out.stdout));
+    assert_eq!(std::fs::read_to_string(ws.join("notes.txt")).unwrap(), "status: draft\n");
+    let shown = text(&plugboard(&ws, &["session", "show", &id, "--data-dir", data_arg]).stdout);
+    assert_eq!(shown.matches("[reverted]").count(), 3, "the prompt and its two turns: {shown}");
+}

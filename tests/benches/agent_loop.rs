@@ -87,7 +87,74 @@ async fn run() {
         );
     }
 
+    long_session(&runtime, &agent.store).await;
     wal_under_load(&runtime, &agent.store).await;
+}
+
+/// A session whose history holds `count` messages (user and assistant text in turn, 200
+/// characters each), written straight into the store.
+async fn seeded_session(runtime: &std::sync::Arc<plugboard::agent::AgentRuntime>, store: &plugboard::store::SessionStore, count: usize) -> String {
+    use plugboard::store::model::{MessageRole, MessageStatus, PartKind};
+    use plugboard::store::sessions::{Tokens, new_id};
+    let id = runtime.create_session(None, "build", None, "long").await.unwrap().id;
+    let key = id.clone();
+    store
+        .write(move |tx| {
+            for i in 0..count {
+                let (message, role) = (new_id("msg"), if i % 2 == 0 { MessageRole::User } else { MessageRole::Assistant });
+                tx.insert_message(&message, &key, role, None, MessageStatus::Running, None)?;
+                let text = format!("message {i}: {}", "words of a long working session ".repeat(6));
+                tx.insert_part(&new_id("prt"), &key, &message, PartKind::Text, &serde_json::json!({ "text": text }))?;
+                tx.finish_message(&key, &message, MessageStatus::Completed, Tokens::default(), 0.0, None)?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    id
+}
+
+/// Host overhead per turn on a session of 1,000 messages, against a fresh one, and what a
+/// compaction of such a session costs besides the model's time (the instant provider writes
+/// the summary at once).
+async fn long_session(runtime: &std::sync::Arc<plugboard::agent::AgentRuntime>, store: &plugboard::store::SessionStore) {
+    let prompts: usize = std::env::var("PLUGBOARD_BENCH_LONG_PROMPTS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    println!("\nlong sessions ({prompts} prompts each; one text turn per prompt once the history has tool results)");
+    for messages in [0usize, 1_000] {
+        let id = seeded_session(runtime, store, messages).await;
+        runtime.prompt(&id, "go").await.unwrap();
+        let mut per_turn = Vec::with_capacity(prompts);
+        for _ in 0..prompts {
+            let started = Instant::now();
+            let outcome = runtime.prompt(&id, "go on").await.unwrap();
+            per_turn.push(started.elapsed() / outcome.steps.max(1));
+        }
+        per_turn.sort();
+        let total = store.history(&id).await.unwrap().len();
+        println!(
+            "  {messages:>5} messages seeded ({total} at the end): per turn median {:.2} ms   p99 {:.2} ms",
+            ms(per_turn[prompts / 2]),
+            ms(per_turn[prompts * 99 / 100])
+        );
+    }
+    let mut compactions = Vec::new();
+    let mut sizes = (0, 0);
+    for _ in 0..10 {
+        let id = seeded_session(runtime, store, 1_000).await;
+        let started = Instant::now();
+        let done = runtime.compact(&id).await.unwrap();
+        compactions.push(started.elapsed());
+        sizes = (done.tokens_before, done.tokens_after);
+    }
+    compactions.sort();
+    println!(
+        "  compaction of 1,000 messages (about {} → {} tokens), the model's time excluded: median {:.2} ms   max {:.2} ms",
+        sizes.0,
+        sizes.1,
+        ms(compactions[compactions.len() / 2]),
+        ms(compactions[compactions.len() - 1])
+    );
 }
 
 /// Prompts back to back, the log's size after each; then closes the store.

@@ -29,6 +29,7 @@ use super::conversation::{self, parse_arguments, provider_messages};
 use super::error::AgentError;
 use super::instructions;
 use super::permission::{self, Action, AskMode, PermissionBroker, Reply, Rule};
+use super::undo::{self, RestoredFile, Reverted};
 use super::{Agent, agent_named};
 use crate::capability::ProviderOverrides;
 use crate::hooks::{HookContext, HookPoint, ToolDecision};
@@ -76,6 +77,9 @@ pub struct Outcome {
     /// Its latest compaction, when it compacted the conversation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compaction: Option<Compaction>,
+    /// What it reverted, when it was a revert.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reverted: Option<Reverted>,
 }
 
 /// What an activity runs with, lent by the runtime for as long as it runs.
@@ -96,6 +100,19 @@ pub(super) struct Env<'a> {
     pub settings: &'a super::SessionSettings,
     /// The turn being streamed, for the runtime to record if the activity is stopped.
     pub in_flight: InFlight,
+    /// The workspace's snapshots (`[sessions] snapshots`), for undo.
+    pub snapshots: Option<Arc<crate::snapshot::Snapshots>>,
+}
+
+/// What the input that opened an activity asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Task {
+    /// Answer a prompt.
+    Prompt,
+    /// Compact the conversation.
+    Compact,
+    /// Revert the session to this message.
+    Revert(String),
 }
 
 /// A running activity.
@@ -120,7 +137,7 @@ pub(super) struct Activity<'a> {
     /// Files changed by `write` and `edit` calls.
     files_modified: Mutex<std::collections::BTreeSet<String>>,
     /// What the input that opened it asks for.
-    task: InputKind,
+    task: Task,
     /// Tokens per character, as the provider's usage teaches it.
     estimator: Estimator,
     /// Its latest compaction, and the tokens and cost of all of them.
@@ -255,7 +272,7 @@ pub(super) type Consumed = Arc<Mutex<Vec<String>>>;
 
 /// What [`Activity::begin`] found in its transaction.
 enum Begin {
-    Started(Box<(SessionRecord, Vec<MessageRecord>, Vec<permission::RuleSpec>, InputKind)>),
+    Started(Box<(SessionRecord, Vec<MessageRecord>, Vec<permission::RuleSpec>, Task)>),
     Empty,
     NotFound,
     HeldBy(String),
@@ -290,11 +307,15 @@ impl<'a> Activity<'a> {
                     return Ok(Begin::Empty);
                 };
                 tx.set_status(&key, SessionStatus::Busy, json!({}))?;
+                let kind = match input.kind {
+                    InputKind::Prompt => Task::Prompt,
+                    InputKind::Compact => Task::Compact,
+                    InputKind::Revert => Task::Revert(input.prompt.clone()),
+                };
                 match input.kind {
                     InputKind::Prompt => add_user_message(tx, &input)?,
-                    InputKind::Compact => tx.consume_input(&input.id)?,
+                    InputKind::Compact | InputKind::Revert => tx.consume_input(&input.id)?,
                 }
-                let kind = input.kind;
                 taken.lock().expect("not poisoned").push(input.id);
                 let session = tx.session(&key)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
                 let history = load_history(tx.conn(), &key)?;
@@ -388,12 +409,20 @@ impl<'a> Activity<'a> {
             input_ids: Vec::new(),
             files_modified: Vec::new(),
             compaction: None,
+            reverted: None,
         };
-        let max_steps = if self.task == InputKind::Compact { 0 } else { self.agent.max_steps };
-        if self.task == InputKind::Compact {
-            let fixed = self.fixed_chars();
-            self.compact(CompactionReason::Requested, fixed).await?;
-            outcome.finish = Finish::Stop;
+        let max_steps = if self.task == Task::Prompt { self.agent.max_steps } else { 0 };
+        match self.task.clone() {
+            Task::Prompt => {}
+            Task::Compact => {
+                let fixed = self.fixed_chars();
+                self.compact(CompactionReason::Requested, fixed).await?;
+                outcome.finish = Finish::Stop;
+            }
+            Task::Revert(to) => {
+                outcome.reverted = Some(self.revert(&to).await?);
+                outcome.finish = Finish::Stop;
+            }
         }
         let mut step = 1;
         while step <= max_steps {
@@ -719,6 +748,13 @@ impl<'a> Activity<'a> {
             }
             prepared.push(PreparedCall { call: call.clone(), part: part.clone(), input, subject, decision, doom_loop, hook_refusal });
         }
+        // What the calls change in the workspace is seen between two snapshots.
+        let writers = prepared.iter().any(|p| p.decision != Action::Deny && self.may_change_files(&p.call.name));
+        let snapshots = self.env.snapshots.clone().filter(|_| writers);
+        let before = match &snapshots {
+            Some(s) => self.snapshot(s).await,
+            None => None,
+        };
         // The calls the rules settle start (or are refused) together, in one transaction.
         let started = now_ms();
         let settled: Vec<(String, ToolPart)> = prepared
@@ -751,7 +787,79 @@ impl<'a> Activity<'a> {
         if !results.is_empty() {
             self.messages.push(Message { role: Role::Tool, parts: results });
         }
+        if let (Some(snapshots), Some(before)) = (snapshots, before)
+            && let Some(after) = self.snapshot(&snapshots).await
+        {
+            let mut changes = tokio::task::spawn_blocking(move || snapshots.changes(&before, &after)).await.unwrap_or_default();
+            // A diff can hold what a command copied from anywhere: the secrets are masked, as
+            // in any tool output (every plugin's redactor masks the same values).
+            let registry = self.env.host.registry();
+            if let Some(plugin) = turn.calls.iter().find_map(|c| registry.tool_plugin(&c.name)) {
+                for change in &mut changes {
+                    change.diff = plugin.policy().redactor.redact(&change.diff).into_owned();
+                }
+            }
+            if !changes.is_empty() {
+                let (id, message, data) = (self.session.id.clone(), turn.message_id.clone(), json!({ "files": changes }));
+                self.later(move |tx| tx.insert_part(&new_id("prt"), &id, &message, PartKind::Patch, &data));
+            }
+        }
         Ok(())
+    }
+
+    /// Whether a call of `tool` may change files: its plugin may write somewhere, or run
+    /// commands.
+    fn may_change_files(&self, tool: &str) -> bool {
+        self.env.host.registry().tool_plugin(tool).is_some_and(|plugin| {
+            let policy = plugin.policy();
+            let writes = policy.filesystem.iter().any(|g| g.access == crate::capability::filesystem::Access::ReadWrite);
+            writes || !policy.process.policy.granted.is_empty()
+        })
+    }
+
+    /// The workspace as it is now; `None` (with a warning) when it cannot be taken.
+    async fn snapshot(&self, snapshots: &Arc<crate::snapshot::Snapshots>) -> Option<crate::snapshot::Tree> {
+        let snapshots = snapshots.clone();
+        match tokio::task::spawn_blocking(move || snapshots.take()).await {
+            Ok(Ok(tree)) => Some(tree),
+            Ok(Err(why)) => {
+                tracing::warn!(session = %self.session.id, "cannot snapshot the workspace, so this turn's changes cannot be undone: {why}");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(session = %self.session.id, error = %e, "the workspace snapshot failed");
+                None
+            }
+        }
+    }
+
+    /// Reverts the session to its message `to` ([`undo::plan`]): puts back the files the
+    /// later turns changed, then marks those turns reverted (`session.reverted`).
+    async fn revert(&mut self, to: &str) -> Result<Reverted, AgentError> {
+        self.sync().await?;
+        let history = self.env.store.history(&self.session.id).await?;
+        let plan = undo::plan(&history, to).map_err(AgentError::Invalid)?;
+        let done = match (&self.env.snapshots, plan.files.is_empty()) {
+            (_, true) => Vec::new(),
+            (None, false) => {
+                return Err(AgentError::Invalid("the files cannot be put back: [sessions] snapshots is off".into()));
+            }
+            (Some(snapshots), false) => {
+                let (snapshots, files) = (snapshots.clone(), plan.files.clone());
+                tokio::task::spawn_blocking(move || snapshots.put_back(&files))
+                    .await
+                    .map_err(|e| AgentError::Internal(format!("putting the files back: {e}")))?
+                    .map_err(AgentError::Invalid)?
+            }
+        };
+        let files = done
+            .into_iter()
+            .map(|(path, restored)| RestoredFile { path, action: if restored { "restored" } else { "removed" }.into() })
+            .collect();
+        let reverted = Reverted { to: to.to_string(), messages: plan.messages, files };
+        let (id, ids, detail) = (self.session.id.clone(), reverted.messages.clone(), serde_json::to_value(&reverted).unwrap_or_default());
+        self.env.store.write(move |tx| tx.revert_messages(&id, &ids, detail)).await?;
+        Ok(reverted)
     }
 
     /// What the `tool.before` hooks decided for each call of the turn, in order; `None` for
@@ -999,6 +1107,7 @@ impl<'a> Activity<'a> {
             tokens,
             cost,
             created_at: now_ms(),
+            reverted_at: None,
             parts: vec![part.clone()],
         });
         self.messages = provider_messages(&history, limit);

@@ -219,6 +219,7 @@ mod tests {
             tokens: Tokens::default(),
             cost: 0.0,
             created_at: 0,
+            reverted_at: None,
             parts: vec![PartRecord { id: format!("prt_{id}"), kind: PartKind::Text, data: json!({ "text": text }) }],
         }
     }

@@ -32,14 +32,16 @@ pub fn provider_messages(history: &[MessageRecord], tool_output_limit: usize) ->
 
 /// What the provider still sees of a history: the summary of its latest compaction (if
 /// any), and the messages after what that summary covers (compactions left out).
+/// Reverted messages are left out, as if they had never been.
 pub fn live_records(history: &[MessageRecord]) -> (Option<&str>, Vec<&MessageRecord>) {
-    let latest = history.iter().enumerate().rev().find_map(|(i, m)| compaction_of(m).map(|c| (i, c)));
+    let kept: Vec<&MessageRecord> = history.iter().filter(|m| m.reverted_at.is_none()).collect();
+    let latest = kept.iter().enumerate().rev().find_map(|(i, m)| compaction_of(m).map(|c| (i, c)));
     let Some((at, compaction)) = latest else {
-        return (None, history.iter().filter(|m| compaction_of(m).is_none()).collect());
+        return (None, kept.into_iter().filter(|m| compaction_of(m).is_none()).collect());
     };
     let through = compaction["through"].as_str();
-    let first = history[..at].iter().position(|m| Some(m.id.as_str()) == through).map_or(at, |i| i + 1);
-    let records = history[first..].iter().filter(|m| compaction_of(m).is_none()).collect();
+    let first = kept[..at].iter().position(|m| Some(m.id.as_str()) == through).map_or(at, |i| i + 1);
+    let records = kept[first..].iter().copied().filter(|m| compaction_of(m).is_none()).collect();
     (compaction["summary"].as_str(), records)
 }
 
@@ -91,7 +93,7 @@ pub fn record_messages(message: &MessageRecord, tool_output_limit: usize) -> Vec
                         parts.push(ContentPart::ToolCall(call));
                         results.push(ContentPart::ToolResult(result));
                     }
-                    PartKind::StepStart | PartKind::StepFinish | PartKind::Compaction => {}
+                    PartKind::StepStart | PartKind::StepFinish | PartKind::Compaction | PartKind::Patch => {}
                 }
             }
             if !parts.is_empty() {
@@ -189,6 +191,7 @@ mod tests {
             tokens: Tokens::default(),
             cost: 0.0,
             created_at: 0,
+            reverted_at: None,
             parts: parts.into_iter().map(|(kind, data)| PartRecord { id: "prt".into(), kind, data }).collect(),
         }
     }

@@ -25,6 +25,7 @@ use super::activity::{Activity, Consumed, Env, InFlight, Outcome};
 use super::compaction::Compaction;
 use super::error::AgentError;
 use super::permission::{AskMode, PermissionBroker, Reply};
+use super::undo::Reverted;
 use super::{Agent, Agents, AgentsFeed, agent_named};
 use crate::capability::ProviderOverrides;
 use crate::runtime::PluginHost;
@@ -83,6 +84,9 @@ pub struct SessionSettings {
     /// Longest tool output the model sees, in bytes: a longer one is cut in the middle,
     /// with a note of where the whole of it is stored.
     pub tool_output_limit: usize,
+    /// Snapshot the workspace around tool calls that may change files, so that their
+    /// changes are recorded with diffs and can be reverted.
+    pub snapshots: bool,
 }
 
 impl Default for SessionSettings {
@@ -95,6 +99,7 @@ impl Default for SessionSettings {
             auto_compact: true,
             compaction_model: None,
             tool_output_limit: 32 * 1024,
+            snapshots: true,
         }
     }
 }
@@ -176,6 +181,8 @@ pub struct AgentRuntime {
     slots: Arc<Semaphore>,
     /// `[sessions]`.
     settings: SessionSettings,
+    /// The workspace's snapshots, when `[sessions] snapshots` is on.
+    snapshots: Option<Arc<crate::snapshot::Snapshots>>,
     drivers: Mutex<HashMap<String, Arc<Driver>>>,
     /// Who waits for which input (by input id: the session and the answer's channel).
     waiters: Mutex<HashMap<String, (String, Waiter)>>,
@@ -214,6 +221,10 @@ impl AgentRuntime {
                 settings.tool_output_limit
             )));
         }
+        let snapshots = settings.snapshots.then(|| {
+            let data_dir = store.path().parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+            Arc::new(crate::snapshot::Snapshots::new(host.workspace(), &data_dir))
+        });
         let broker = Arc::new(PermissionBroker::new(store.clone(), mode));
         let log = store.clone();
         host.attach_events(Arc::new(move |session, events| {
@@ -227,6 +238,7 @@ impl AgentRuntime {
             agents,
             slots: Arc::new(Semaphore::new(max_concurrent)),
             settings: settings.clone(),
+            snapshots,
             drivers: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
             overrides: Mutex::new(HashMap::new()),
@@ -449,6 +461,17 @@ impl AgentRuntime {
         outcome.compaction.ok_or_else(|| AgentError::NothingToCompact(id.to_string()))
     }
 
+    /// Reverts session `id` to its message `to` (after the inputs queued before this one):
+    /// the files its later turns changed are put back as they were before them, and those
+    /// turns are marked reverted (the model no longer sees them; the history keeps them).
+    pub async fn revert(self: &Arc<Self>, id: &str, to: &str) -> Result<Reverted, AgentError> {
+        if to.is_empty() {
+            return Err(AgentError::InvalidField { field: "message_id".into(), reason: "name the message to revert to".into() });
+        }
+        let outcome = self.run_input(id, InputKind::Revert, to).await?;
+        outcome.reverted.ok_or_else(|| AgentError::Internal("the revert ended without saying what it did".into()))
+    }
+
     /// Stores an input of `kind` for session `id`, queued, and waits for the end of the
     /// activity it opens.
     async fn run_input(self: &Arc<Self>, id: &str, kind: InputKind, text: &str) -> Result<Outcome, AgentError> {
@@ -629,6 +652,7 @@ impl AgentRuntime {
                 wakeups: &driver.wakeups,
                 settings: &self.settings,
                 in_flight: in_flight.clone(),
+                snapshots: self.snapshots.clone(),
             };
             let Some(activity) = Activity::begin(env, id, &consumed).await? else { return Ok(None) };
             match self.settings.timeout_seconds {

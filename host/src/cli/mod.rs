@@ -216,6 +216,18 @@ pub enum SessionCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Undo a session's turns after one of its messages: the files they changed are put
+    /// back as they were, and they are marked reverted (`session show` lists message ids).
+    Revert {
+        /// The session id.
+        id: String,
+        /// The message to go back to.
+        #[arg(long, value_name = "MESSAGE")]
+        to: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Start a new session from one of a session's messages: copies of the messages up to
     /// and including it, same agent, model and workspace.
     Fork {
@@ -234,12 +246,10 @@ pub enum SessionCommand {
 }
 
 impl SessionCommand {
-    /// Whether it needs the plugins (it runs through the agent runtime).
+    /// Whether it needs the plugins (it runs through the agent runtime); only reading the
+    /// store does not.
     fn needs_host(&self) -> bool {
-        matches!(
-            self,
-            SessionCommand::Compact { .. } | SessionCommand::Delete { .. } | SessionCommand::Import { .. } | SessionCommand::Fork { .. }
-        )
+        !matches!(self, SessionCommand::List { .. } | SessionCommand::Show { .. } | SessionCommand::Export { .. })
     }
 }
 

@@ -319,6 +319,16 @@ pub async fn session_change(app: &crate::app::App, store: SessionStore, command:
             let doc = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{} is not a session export: {e}", file.display()))?;
             (json, runtime.import(doc).await.map(|s| (serde_json::to_value(&s).unwrap_or_default(), format!("imported session {}", s.id))))
         }
+        SessionCommand::Revert { id, to, json } => (
+            json,
+            runtime.revert(&id, &to).await.map(|r| {
+                let mut text = format!("reverted session {id} to {to}: {} later messages undone", r.messages.len());
+                for file in &r.files {
+                    text.push_str(&format!("\n  {} {}", file.action, file.path));
+                }
+                (serde_json::to_value(&r).unwrap_or_default(), text)
+            }),
+        ),
         SessionCommand::Fork { id, message, new_id, json } => (
             json,
             runtime
@@ -379,7 +389,8 @@ pub async fn show(store: &SessionStore, id: &str, json: bool) -> anyhow::Result<
     );
     for message in history {
         let status = if message.status == MessageStatus::Completed { String::new() } else { format!(" [{}]", message.status) };
-        println!("\n── {}{status}", message.role);
+        let reverted = if message.reverted_at.is_some() { " [reverted]" } else { "" };
+        println!("\n── {}{status}{reverted} · {}", message.role, message.id);
         for part in &message.parts {
             let d = &part.data;
             match part.kind {
@@ -402,6 +413,12 @@ pub async fn show(store: &SessionStore, id: &str, json: bool) -> anyhow::Result<
                     d["through"].as_str().unwrap_or(""),
                     d["summary"].as_str().unwrap_or("")
                 ),
+                PartKind::Patch => {
+                    for file in d["files"].as_array().into_iter().flatten() {
+                        println!("(changed) {} {}", file["change"].as_str().unwrap_or(""), file["path"].as_str().unwrap_or(""));
+                        print!("{}", file["diff"].as_str().unwrap_or(""));
+                    }
+                }
                 PartKind::StepStart | PartKind::StepFinish => {}
             }
         }

@@ -39,6 +39,7 @@ pub const TYPES: &[&str] = &[
     "session.compaction_failed",
     "session.imported",
     "session.deleted",
+    "session.reverted",
     "input.admitted",
     "input.cancelled",
     "input.failed",

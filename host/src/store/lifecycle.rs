@@ -99,6 +99,9 @@ pub struct MessageRow {
     pub created_at: i64,
     /// When it ended.
     pub completed_at: Option<i64>,
+    /// When a revert undid it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted_at: Option<i64>,
 }
 
 /// A part as stored.
@@ -223,7 +226,7 @@ fn export(conn: &rusqlite::Connection, id: &str) -> rusqlite::Result<Option<Sess
     let messages = conn
         .prepare_cached(
             "SELECT id, seq, role, status, model, error, input_id, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
-             cost, created_at, completed_at FROM messages WHERE session_id = ?1 ORDER BY seq",
+             cost, created_at, completed_at, reverted_at FROM messages WHERE session_id = ?1 ORDER BY seq",
         )?
         .query_map(params![id], |r| {
             Ok(MessageRow {
@@ -238,6 +241,7 @@ fn export(conn: &rusqlite::Connection, id: &str) -> rusqlite::Result<Option<Sess
                 cost: r.get(11)?,
                 created_at: r.get(12)?,
                 completed_at: r.get(13)?,
+                reverted_at: r.get(14)?,
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -374,8 +378,8 @@ impl Tx<'_> {
             self.conn()
                 .prepare_cached(
                     "INSERT INTO messages (id, session_id, seq, role, status, model, error, input_id, input_tokens, output_tokens,
-                     cache_read_tokens, cache_write_tokens, cost, created_at, completed_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                     cache_read_tokens, cache_write_tokens, cost, created_at, completed_at, reverted_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 )?
                 .execute(params![
                     m.id,
@@ -392,7 +396,8 @@ impl Tx<'_> {
                     w,
                     m.cost,
                     m.created_at,
-                    m.completed_at
+                    m.completed_at,
+                    m.reverted_at
                 ])?;
         }
         for p in &doc.parts {
@@ -477,7 +482,7 @@ impl Tx<'_> {
                 None => return Ok(Err(StoreError::Invalid(format!("session `{source}` has no message `{message}`")))),
             },
         };
-        let ended = |m: &&MessageRow| m.seq <= last && m.status != MessageStatus::Running;
+        let ended = |m: &&MessageRow| m.seq <= last && m.status != MessageStatus::Running && m.reverted_at.is_none();
         let ids: HashMap<&str, String> = doc.messages.iter().filter(ended).map(|m| (m.id.as_str(), new_id("msg"))).collect();
         let now = now_ms();
         let title = title.map_or_else(|| format!("{} (fork)", doc.session.title), str::to_string);

@@ -155,6 +155,10 @@ text_enum! {
         /// (`{"summary": …, "through": <message id>, "reason": …, "tokens_before": …,
         /// "tokens_after": …}`); see [`crate::agent::compaction`].
         Compaction = "compaction",
+        /// The files a turn's tool calls changed, each with its diff
+        /// (`{"files": [{"path", "change", "before", "after", "diff"}]}`); see
+        /// [`crate::snapshot`].
+        Patch = "patch",
     }
 }
 
@@ -232,6 +236,9 @@ text_enum! {
         Prompt = "prompt",
         /// Compact the conversation, in turn with the session's other inputs.
         Compact = "compact",
+        /// Revert the session to the message its prompt names: the files its later turns
+        /// changed are put back, and those turns are marked reverted.
+        Revert = "revert",
     }
 }
 

@@ -106,6 +106,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     DROP INDEX events_by_session;",
     // 5: what an input asks for (a prompt, or a compaction on request).
     "ALTER TABLE inbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'prompt';",
+    // 6: messages undone by a revert (the model no longer sees them).
+    "ALTER TABLE messages ADD COLUMN reverted_at INTEGER;",
 ];
 
 /// Brings the database to the newest schema. Processes that open one database at once

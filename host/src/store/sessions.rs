@@ -107,6 +107,9 @@ pub struct MessageRecord {
     pub cost: f64,
     /// Creation time (ms since the epoch).
     pub created_at: i64,
+    /// When a revert undid it (the model no longer sees it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reverted_at: Option<i64>,
     /// Its parts, in order.
     pub parts: Vec<PartRecord>,
 }
@@ -251,8 +254,8 @@ impl SessionStore {
 pub fn load_history(conn: &rusqlite::Connection, session: &str) -> rusqlite::Result<Vec<MessageRecord>> {
     let mut messages: Vec<MessageRecord> = conn
         .prepare_cached(
-            "SELECT id, role, status, model, error, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost, created_at
-             FROM messages WHERE session_id = ?1 ORDER BY seq",
+            "SELECT id, role, status, model, error, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost, created_at,
+             reverted_at FROM messages WHERE session_id = ?1 ORDER BY seq",
         )?
         .query_map(params![session], |r| {
             Ok(MessageRecord {
@@ -264,6 +267,7 @@ pub fn load_history(conn: &rusqlite::Connection, session: &str) -> rusqlite::Res
                 tokens: tokens_at(r, 5)?,
                 cost: r.get(9)?,
                 created_at: r.get(10)?,
+                reverted_at: r.get(11)?,
                 parts: Vec::new(),
             })
         })?
@@ -423,6 +427,17 @@ impl Tx<'_> {
             self.emit(Some(session), "session.updated", totals)?;
         }
         Ok(())
+    }
+
+    /// Marks `messages` of `session` reverted (`session.reverted`, with `detail`).
+    pub fn revert_messages(&mut self, session: &str, messages: &[String], detail: Value) -> rusqlite::Result<()> {
+        let now = now_ms();
+        for message in messages {
+            self.conn()
+                .prepare_cached("UPDATE messages SET reverted_at = ?3 WHERE id = ?1 AND session_id = ?2")?
+                .execute(params![message, session, now])?;
+        }
+        self.emit(Some(session), "session.reverted", detail)
     }
 
     /// Records an error of the session (e.g. a provider failure after retries).

@@ -129,3 +129,71 @@ async fn a_fork_from_a_message_copies_the_conversation_up_to_it_and_goes_its_own
     let (status, _) = api.post(&format!("/sessions/{}/fork", session.id), json!({ "session_id": "branch" })).await;
     assert_eq!(status, 409);
 }
+
+#[tokio::test]
+async fn a_revert_puts_back_what_edit_and_a_command_changed_and_leaves_other_files_alone() {
+    let config = "[plugins.shell]\nfilesystem = [{ path = \".\", access = \"read-write\" }]\nprocess = [\"cp *\", \"rm *\"]\n\
+                  [plugins.anthropic]\napi_key = \"sk-ant-test-secret-0001\"\n\
+                  [sandbox]\nunconfined_commands = \"allow\"\n\
+                  [agents.build]\npermissions = [{ tool = \"shell\", pattern = \"*\", action = \"allow\" }]\n";
+    let script = vec![
+        say("hello"),
+        call(&[("c1", "edit", json!({"path": "notes.txt", "old_string": "draft", "new_string": "final"}))]),
+        call(&[("c2", "shell", json!({"command": "cp notes.txt copy.txt && cp key.env leak.txt && rm old.txt"}))]),
+        say("done"),
+        say("fresh"),
+    ];
+    let api = serve_fixture(fixture(script, config, AskMode::DenyAll).await, None, ServerConfig::default()).await;
+    let ws = &api.f.ws;
+    ws.file("notes.txt", "status: draft\n")
+        .file("old.txt", "old\n")
+        .file("other.txt", "mine\n")
+        .file("key.env", "KEY=sk-ant-test-secret-0001\n");
+    let session = api.f.runtime.create_session(None, "build", None, "t").await.unwrap();
+    api.f.runtime.prompt(&session.id, "hi").await.unwrap();
+    api.f.runtime.prompt(&session.id, "tidy up").await.unwrap();
+    assert_eq!(std::fs::read_to_string(ws.dir.join("notes.txt")).unwrap(), "status: final\n");
+    assert!(ws.dir.join("copy.txt").exists() && !ws.dir.join("old.txt").exists());
+    ws.file("other.txt", "mine, edited by me\n");
+
+    // Each turn that changed files records them, with diffs.
+    let history = api.f.store.history(&session.id).await.unwrap();
+    let patches: Vec<&Value> = history.iter().flat_map(|m| &m.parts).filter(|p| p.kind == "patch").map(|p| &p.data).collect();
+    assert_eq!(patches.len(), 2, "{patches:?}");
+    assert_eq!(patches[0]["files"][0]["path"], "notes.txt");
+    assert!(patches[0]["files"][0]["diff"].as_str().unwrap().contains("-status: draft\n+status: final\n"), "{}", patches[0]);
+    let second: Vec<(&str, &str)> =
+        patches[1]["files"].as_array().unwrap().iter().map(|f| (f["path"].as_str().unwrap(), f["change"].as_str().unwrap())).collect();
+    assert_eq!(second, [("copy.txt", "added"), ("leak.txt", "added"), ("old.txt", "deleted")]);
+    let leak = patches[1]["files"][1]["diff"].as_str().unwrap();
+    assert!(leak.contains("+KEY=[redacted]") && !leak.contains("sk-ant-test"), "a configured secret is masked in diffs: {leak}");
+
+    let hello = history.iter().find(|m| m.parts.iter().any(|p| p.data["text"] == "hello")).unwrap().id.clone();
+    let (status, body) = api.post(&format!("/sessions/{}/revert", session.id), json!({ "message_id": hello })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["messages"].as_array().unwrap().len(), 4, "the prompt and its three turns: {body}");
+    assert_eq!(
+        body["files"],
+        json!([
+            { "path": "copy.txt", "action": "removed" },
+            { "path": "leak.txt", "action": "removed" },
+            { "path": "notes.txt", "action": "restored" },
+            { "path": "old.txt", "action": "restored" }
+        ])
+    );
+    assert_eq!(std::fs::read_to_string(ws.dir.join("notes.txt")).unwrap(), "status: draft\n");
+    assert_eq!(std::fs::read_to_string(ws.dir.join("old.txt")).unwrap(), "old\n");
+    assert!(!ws.dir.join("copy.txt").exists());
+    assert_eq!(std::fs::read_to_string(ws.dir.join("other.txt")).unwrap(), "mine, edited by me\n", "left alone");
+
+    // The reverted turns stay in the history, marked, and the model no longer sees them.
+    let history = api.f.store.history(&session.id).await.unwrap();
+    assert_eq!(history.iter().filter(|m| m.reverted_at.is_some()).count(), 4);
+    let events = api.f.store.events_after(0, Some(session.id.clone()), 10_000).await.unwrap();
+    assert!(events.iter().any(|e| e.kind == "session.reverted" && e.data["to"] == hello.as_str()));
+    api.f.runtime.prompt(&session.id, "again").await.unwrap();
+    let texts: Vec<String> = sent(&request_body(&api.f.server, 4)).into_iter().map(|(_, t)| t).collect();
+    assert_eq!(texts, ["hi", "hello", "again"]);
+    let (status, body) = api.post(&format!("/sessions/{}/revert", session.id), json!({ "message_id": "msg_nowhere" })).await;
+    assert!(status == 400 && body["error"].as_str().unwrap().contains("no message `msg_nowhere`"), "{body}");
+}

@@ -30,6 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::export))
         .routes(routes!(sessions::import))
         .routes(routes!(sessions::fork))
+        .routes(routes!(sessions::revert))
         .routes(routes!(sessions::messages, sessions::send))
         .routes(routes!(streams::session_stream))
         .routes(routes!(streams::all_events))

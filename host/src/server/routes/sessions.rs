@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::agent::compaction::Compaction;
+use crate::agent::undo::Reverted;
 use crate::agent::{Admission, AgentError, Delivery, ProviderOverrides, SessionOptions, SessionSpec};
 use crate::capability::Secret;
 use crate::runtime::provider::CompletionError;
@@ -363,6 +364,28 @@ pub async fn import(
     ApiJson(doc): ApiJson<SessionExport>,
 ) -> Result<(StatusCode, Json<SessionRecord>), ApiError> {
     Ok((StatusCode::CREATED, Json(runtime.import(doc).await?)))
+}
+
+/// A revert: the message to go back to.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevertRequest {
+    /// The message to go back to: the turns after it are undone.
+    pub message_id: String,
+}
+
+/// Undoes a session's turns after one of its messages: the files they changed (by any
+/// tool, commands included) are put back as they were before them, other files are left
+/// alone, and the turns are marked reverted (the model no longer sees them). It runs after
+/// the session's queued inputs, and answers when done.
+#[utoipa::path(post, path = "/sessions/{id}/revert", tag = "sessions", params(("id" = String, Path, description = "The session")), request_body = RevertRequest,
+    responses((status = 200, body = Reverted), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn revert(
+    Running(runtime): Running,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<RevertRequest>,
+) -> Result<Json<Reverted>, ApiError> {
+    Ok(Json(runtime.revert(&id, &body.message_id).await?))
 }
 
 /// A fork: where the new session starts from.
