@@ -1,5 +1,6 @@
 //! A provider that answers at once, without a network: while the conversation has no tool
-//! results yet, it asks for three parallel `echo` calls; then it answers with text. It
+//! results yet and tools are offered, it asks for three parallel `echo` calls; then it
+//! answers with text. It
 //! measures the agent loop's own overhead.
 
 use std::collections::VecDeque;
@@ -27,7 +28,8 @@ impl Provider for Instant {
     }
 
     fn complete(request: CompletionRequest) -> Result<Box<dyn CompletionStream>, ProviderError> {
-        let answered = request.messages.iter().any(|m| m.role == Role::Tool);
+        // Without tools to call (a summary, the last step) it can only answer.
+        let answered = request.tools.is_empty() || request.messages.iter().any(|m| m.role == Role::Tool);
         let mut events = VecDeque::new();
         if answered {
             events.push_back(StreamEvent::TextDelta("All three echoed.".into()));
