@@ -93,7 +93,11 @@ async fn run() {
 
 /// A session whose history holds `count` messages (user and assistant text in turn, 200
 /// characters each), written straight into the store.
-async fn seeded_session(runtime: &std::sync::Arc<plugboard::agent::AgentRuntime>, store: &plugboard::store::SessionStore, count: usize) -> String {
+async fn seeded_session(
+    runtime: &std::sync::Arc<plugboard::agent::AgentRuntime>,
+    store: &plugboard::store::SessionStore,
+    count: usize,
+) -> String {
     use plugboard::store::model::{MessageRole, MessageStatus, PartKind};
     use plugboard::store::sessions::{Tokens, new_id};
     let id = runtime.create_session(None, "build", None, "long").await.unwrap().id;

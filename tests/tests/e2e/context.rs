@@ -161,3 +161,35 @@ async fn a_long_tool_output_is_cut_for_the_model_and_stored_whole() {
     let stored = part.data["output"].as_str().unwrap();
     assert!(stored.contains("line 0500") && stored.len() > 30_000, "stored whole: {} bytes", stored.len());
 }
+
+#[tokio::test]
+#[ignore = "needs Node.js for @copilotkit/aimock; .ci/run runs it with --include-ignored"]
+async fn against_aimock_a_long_history_is_compacted_and_the_session_goes_on() {
+    // Fixtures are tried in order; each matches a substring of the last user message.
+    let aimock = plugboard_tests::Aimock::start(&json!({ "fixtures": [
+        { "match": { "userMessage": "Summarize the conversation above" }, "response": { "content": "Summary: two long notes." } },
+        { "match": { "userMessage": "Summary: two long notes." }, "response": { "content": "Going on from the summary." } },
+        { "match": { "userMessage": "first note" }, "response": { "content": "Noted." } }
+    ]}));
+    let ws = plugboard_tests::Workspace::new();
+    ws.operator_config(&format!(
+        "default_model = \"openai/gpt-4o\"\n[plugins.openai]\nnetwork = [\"{url}\"]\napi_key = \"test-key\"\n\
+         settings = {{ base_url = \"{url}/v1\", models = [{{ id = \"gpt-4o\", {WINDOW}input_price = 1.0 }}] }}\n",
+        url = aimock.url
+    ));
+    let app = ws.app().await;
+    let store = plugboard::store::SessionStore::open(&ws.data.join("plugboard.db")).unwrap();
+    let runtime = app.agent_runtime(store.clone(), AskMode::DenyAll).unwrap();
+    let session = runtime.create_session(None, "build", None, "t").await.unwrap();
+    let note = "a long note that has to be kept in mind ".repeat(500);
+    assert_eq!(runtime.prompt(&session.id, &format!("first note: {note}")).await.unwrap().text, "Noted.");
+    let outcome = runtime.prompt(&session.id, &format!("first note, again: {note}")).await.unwrap();
+    let compaction = outcome.compaction.expect("the second note passes 80% of the budget");
+    assert!(compaction.tokens_before > 11_200 && compaction.tokens_after < compaction.tokens_before / 3, "{compaction:?}");
+    assert_eq!(outcome.text, "Going on from the summary.");
+    let history = store.history(&session.id).await.unwrap();
+    let summary = history.iter().flat_map(|m| &m.parts).find(|p| p.kind == "compaction").expect("stored");
+    assert_eq!(summary.data["summary"], "Summary: two long notes.");
+    let stored = store.session(&session.id).await.unwrap();
+    assert!(stored.cost > 0.0 && stored.tokens.input > 0, "aimock's usage, summaries included: {:?}", stored.tokens);
+}
