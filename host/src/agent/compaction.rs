@@ -210,18 +210,7 @@ mod tests {
     use serde_json::json;
 
     fn record(id: &str, role: MessageRole, text: &str) -> MessageRecord {
-        MessageRecord {
-            id: id.into(),
-            role,
-            status: MessageStatus::Completed,
-            model: None,
-            error: None,
-            tokens: Tokens::default(),
-            cost: 0.0,
-            created_at: 0,
-            reverted_at: None,
-            parts: vec![PartRecord { id: format!("prt_{id}"), kind: PartKind::Text, data: json!({ "text": text }) }],
-        }
+        MessageRecord::of(id, role, MessageStatus::Completed, vec![(PartKind::Text, json!({ "text": text }))])
     }
 
     #[test]

@@ -177,23 +177,11 @@ pub(super) fn cost(price: &ModelPrice, tokens: Tokens) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::sessions::PartRecord;
 
     use serde_json::json;
 
     fn message(role: MessageRole, status: MessageStatus, parts: Vec<(PartKind, Value)>) -> MessageRecord {
-        MessageRecord {
-            id: "msg".into(),
-            role,
-            status,
-            model: None,
-            error: None,
-            tokens: Tokens::default(),
-            cost: 0.0,
-            created_at: 0,
-            reverted_at: None,
-            parts: parts.into_iter().map(|(kind, data)| PartRecord { id: "prt".into(), kind, data }).collect(),
-        }
+        MessageRecord::of("msg", role, status, parts)
     }
 
     /// The WIT types have no `PartialEq`: they compare by their debug form.

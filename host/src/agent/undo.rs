@@ -63,7 +63,7 @@ pub fn plan(history: &[MessageRecord], to: &str) -> Result<RevertPlan, String> {
 mod tests {
     use super::*;
     use crate::store::model::{MessageRole, MessageStatus};
-    use crate::store::sessions::{PartRecord, Tokens};
+
     use serde_json::json;
 
     fn message(id: &str, changes: &[(&str, Option<&str>, Option<&str>)]) -> MessageRecord {
@@ -71,22 +71,8 @@ mod tests {
             .iter()
             .map(|(path, before, after)| json!({ "path": path, "change": "modified", "before": before, "after": after, "diff": "" }))
             .collect();
-        MessageRecord {
-            id: id.into(),
-            role: MessageRole::Assistant,
-            status: MessageStatus::Completed,
-            model: None,
-            error: None,
-            tokens: Tokens::default(),
-            cost: 0.0,
-            created_at: 0,
-            reverted_at: None,
-            parts: if files.is_empty() {
-                vec![]
-            } else {
-                vec![PartRecord { id: format!("prt_{id}"), kind: PartKind::Patch, data: json!({ "files": files }) }]
-            },
-        }
+        let parts = if files.is_empty() { vec![] } else { vec![(PartKind::Patch, json!({ "files": files }))] };
+        MessageRecord::of(id, MessageRole::Assistant, MessageStatus::Completed, parts)
     }
 
     #[test]

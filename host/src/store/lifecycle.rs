@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::events::now_ms;
 use super::model::{Action, Delivery, InputKind, InputStatus, MessageRole, MessageStatus, PartKind, SessionStatus};
-use super::sessions::{SessionOptions, SessionRecord, Tokens, new_id, valid_session_id};
+use super::sessions::{SessionOptions, SessionRecord, Tokens, new_id, tokens_at, valid_session_id};
 use super::{SessionStore, StoreError, Tx};
 
 /// The format an export declares, and the only one import reads.
@@ -198,10 +198,6 @@ impl SessionStore {
 
 /// Reads session `id` as an export; `None` when there is no such session.
 fn export(conn: &rusqlite::Connection, id: &str) -> rusqlite::Result<Option<SessionExport>> {
-    let tokens = |r: &rusqlite::Row, first: usize| -> rusqlite::Result<Tokens> {
-        let n = |i: usize| r.get::<_, i64>(first + i).map(|v| v as u64);
-        Ok(Tokens { input: n(0)?, output: n(1)?, cache_read: n(2)?, cache_write: n(3)? })
-    };
     let session = conn
         .prepare_cached(
             "SELECT id, title, agent, model, workspace, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost,
@@ -214,7 +210,7 @@ fn export(conn: &rusqlite::Connection, id: &str) -> rusqlite::Result<Option<Sess
                 agent: r.get(2)?,
                 model: r.get(3)?,
                 workspace: r.get(4)?,
-                tokens: tokens(r, 5)?,
+                tokens: tokens_at(r, 5)?,
                 cost: r.get(9)?,
                 created_at: r.get(10)?,
                 updated_at: r.get(11)?,
@@ -237,7 +233,7 @@ fn export(conn: &rusqlite::Connection, id: &str) -> rusqlite::Result<Option<Sess
                 model: r.get(4)?,
                 error: r.get(5)?,
                 input_id: r.get(6)?,
-                tokens: tokens(r, 7)?,
+                tokens: tokens_at(r, 7)?,
                 cost: r.get(11)?,
                 created_at: r.get(12)?,
                 completed_at: r.get(13)?,

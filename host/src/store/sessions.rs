@@ -114,6 +114,26 @@ pub struct MessageRecord {
     pub parts: Vec<PartRecord>,
 }
 
+#[cfg(test)]
+impl MessageRecord {
+    /// A stored message for tests: `id`, of `role`, ended with `status`, holding `parts`
+    /// (each part's id is `prt_<id>_<n>`).
+    pub fn of(id: &str, role: MessageRole, status: MessageStatus, parts: Vec<(PartKind, Value)>) -> Self {
+        MessageRecord {
+            id: id.into(),
+            role,
+            status,
+            model: None,
+            error: None,
+            tokens: Tokens::default(),
+            cost: 0.0,
+            created_at: 0,
+            reverted_at: None,
+            parts: parts.into_iter().enumerate().map(|(n, (kind, data))| PartRecord { id: format!("prt_{id}_{n}"), kind, data }).collect(),
+        }
+    }
+}
+
 /// Whether `id` may name a session: 1 to 128 letters, digits, `_`, `-` or `.`.
 pub fn valid_session_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
@@ -125,7 +145,7 @@ pub fn new_id(prefix: &str) -> String {
 }
 
 /// Four token columns (input, output, cache read, cache write) starting at `first`.
-fn tokens_at(r: &rusqlite::Row, first: usize) -> rusqlite::Result<Tokens> {
+pub(super) fn tokens_at(r: &rusqlite::Row, first: usize) -> rusqlite::Result<Tokens> {
     let n = |i: usize| r.get::<_, i64>(first + i).map(|v| v as u64);
     Ok(Tokens { input: n(0)?, output: n(1)?, cache_read: n(2)?, cache_write: n(3)? })
 }
