@@ -12,9 +12,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -26,8 +27,17 @@ pub const MAX_FILES: usize = 50_000;
 /// Longest diff recorded for one file, in bytes.
 const MAX_DIFF_BYTES: usize = 64 * 1024;
 
-/// What a snapshot saw: each file's path (relative, `/`-separated) and content hash.
-pub type Tree = BTreeMap<String, String>;
+/// What a snapshot saw: each file's path (relative, `/`-separated) and state.
+pub type Tree = BTreeMap<String, FileState>;
+
+/// A file as a snapshot saw it: its content, and whether it was executable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileState {
+    /// The content's SHA-256, hex.
+    pub hash: String,
+    /// Whether its owner could execute it.
+    pub executable: bool,
+}
 
 /// How a file changed between two snapshots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -40,6 +50,9 @@ pub struct FileChange {
     pub before: Option<String>,
     /// Its content hash after (none when it was deleted).
     pub after: Option<String>,
+    /// Whether it was executable before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub executable_before: bool,
     /// A unified diff (empty for a binary file).
     pub diff: String,
 }
@@ -48,8 +61,11 @@ pub struct FileChange {
 pub struct Snapshots {
     workspace: PathBuf,
     objects: PathBuf,
-    /// What each file was when last read: (size, mtime, ctime, inode) and its hash.
-    known: Mutex<HashMap<String, (Stamp, String)>>,
+    /// What each file was when last read: (size, mtime, ctime, inode) and its state.
+    known: Mutex<HashMap<String, (Stamp, FileState)>>,
+    /// Set once the workspace was found to hold more than [`MAX_FILES`] files: snapshots
+    /// are not tried again (each try would walk that many files).
+    too_large: AtomicBool,
 }
 
 type Stamp = (u64, i64, i64, i64, i64, u64);
@@ -61,12 +77,21 @@ fn stamp(meta: &std::fs::Metadata) -> Stamp {
 impl Snapshots {
     /// The snapshots of `workspace`, their contents kept under `data_dir/snapshots`.
     pub fn new(workspace: &Path, data_dir: &Path) -> Self {
-        Snapshots { workspace: workspace.to_path_buf(), objects: data_dir.join("snapshots").join("objects"), known: Mutex::default() }
+        Snapshots {
+            workspace: workspace.to_path_buf(),
+            objects: data_dir.join("snapshots").join("objects"),
+            known: Mutex::default(),
+            too_large: AtomicBool::new(false),
+        }
     }
 
     /// The workspace as it is now, each file's content stored. Blocking: run it off the
     /// async threads.
     pub fn take(&self) -> Result<Tree, String> {
+        let too_large = || format!("the workspace has more than {MAX_FILES} files; changes are not tracked ([sessions] snapshots = false)");
+        if self.too_large.load(Ordering::Relaxed) {
+            return Err(too_large());
+        }
         std::fs::create_dir_all(&self.objects).map_err(|e| format!("cannot create {}: {e}", self.objects.display()))?;
         let walk = ignore::WalkBuilder::new(&self.workspace)
             .hidden(false)
@@ -89,21 +114,21 @@ impl Snapshots {
                 continue;
             }
             if tree.len() == MAX_FILES {
-                return Err(format!(
-                    "the workspace has more than {MAX_FILES} files; changes are not tracked ([sessions] snapshots = false)"
-                ));
+                self.too_large.store(true, Ordering::Relaxed);
+                return Err(too_large());
             }
-            let hash = match known.get(&relative) {
-                Some((seen, hash)) if *seen == stamp(&meta) => hash.clone(),
+            let state = match known.get(&relative) {
+                Some((seen, state)) if *seen == stamp(&meta) => state.clone(),
                 _ => match self.store(entry.path()) {
                     Some((hash, meta)) => {
-                        known.insert(relative.clone(), (stamp(&meta), hash.clone()));
-                        hash
+                        let state = FileState { hash, executable: meta.mode() & 0o100 != 0 };
+                        known.insert(relative.clone(), (stamp(&meta), state.clone()));
+                        state
                     }
                     None => continue,
                 },
             };
-            tree.insert(relative, hash);
+            tree.insert(relative, state);
         }
         Ok(tree)
     }
@@ -155,8 +180,15 @@ impl Snapshots {
                     (Some(_), None) => "deleted",
                     (Some(_), Some(_)) => "modified",
                 };
-                let diff = self.diff(path, old.map(String::as_str), new.map(String::as_str));
-                Some(FileChange { path: path.clone(), change: change.into(), before: old.cloned(), after: new.cloned(), diff })
+                let (old_hash, new_hash) = (old.map(|s| s.hash.as_str()), new.map(|s| s.hash.as_str()));
+                Some(FileChange {
+                    path: path.clone(),
+                    change: change.into(),
+                    before: old_hash.map(str::to_string),
+                    after: new_hash.map(str::to_string),
+                    executable_before: old.is_some_and(|s| s.executable),
+                    diff: self.diff(path, old_hash, new_hash),
+                })
             })
             .collect()
     }
@@ -181,43 +213,45 @@ impl Snapshots {
         unified
     }
 
-    /// Puts each file back (a content hash, or none to remove it), after checking that
-    /// every content is stored. Says what it did to each.
-    pub fn put_back(&self, files: &BTreeMap<String, Option<String>>) -> Result<Vec<(String, bool)>, String> {
-        if let Some((path, hash)) = files.iter().find_map(|(p, h)| h.as_ref().filter(|h| self.content(h).is_none()).map(|h| (p, h))) {
+    /// Puts each file back as it was (or removes it, for none), after checking that every
+    /// content is stored. Says for each whether it was restored (or removed).
+    pub fn put_back(&self, files: &BTreeMap<String, Option<FileState>>) -> Result<Vec<(String, bool)>, String> {
+        let missing = files.iter().find_map(|(p, s)| s.as_ref().filter(|s| self.content(&s.hash).is_none()).map(|s| (p, &s.hash)));
+        if let Some((path, hash)) = missing {
             return Err(format!("the content of {path} before the change ({hash}) is not stored; nothing was put back"));
         }
         let mut done = Vec::new();
-        for (path, hash) in files {
-            self.restore(path, hash.as_deref())?;
-            done.push((path.clone(), hash.is_some()));
+        for (path, state) in files {
+            self.restore(path, state.as_ref())?;
+            done.push((path.clone(), state.is_some()));
         }
         Ok(done)
     }
 
-    /// Puts `path` back as it was: the stored content `to`, or no file when `None`. Writes
-    /// only beneath the workspace.
-    pub fn restore(&self, path: &str, to: Option<&str>) -> Result<(), String> {
+    /// Puts `path` back as it was: the stored content of `to` with its executable bit, or
+    /// no file when `None`. Writes only beneath the workspace.
+    pub fn restore(&self, path: &str, to: Option<&FileState>) -> Result<(), String> {
         let relative = Path::new(path);
         if path.is_empty() || !relative.components().all(|c| matches!(c, Component::Normal(_))) {
             return Err(format!("`{path}` is not a path inside the workspace"));
         }
         let dir = cap_std::fs::Dir::open_ambient_dir(&self.workspace, cap_std::ambient_authority())
             .map_err(|e| format!("cannot open the workspace {}: {e}", self.workspace.display()))?;
-        match to {
-            None => match dir.remove_file(relative) {
+        let Some(state) = to else {
+            return match dir.remove_file(relative) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("cannot remove {path}: {e}")),
                 _ => Ok(()),
-            },
-            Some(hash) => {
-                let content =
-                    self.content(hash).ok_or_else(|| format!("the content of {path} before the change ({hash}) is not stored"))?;
-                if let Some(parent) = relative.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    dir.create_dir_all(parent).map_err(|e| format!("cannot create the directory of {path}: {e}"))?;
-                }
-                dir.write(relative, content).map_err(|e| format!("cannot write {path}: {e}"))
-            }
+            };
+        };
+        let hash = &state.hash;
+        let content = self.content(hash).ok_or_else(|| format!("the content of {path} before the change ({hash}) is not stored"))?;
+        if let Some(parent) = relative.parent().filter(|p| !p.as_os_str().is_empty()) {
+            dir.create_dir_all(parent).map_err(|e| format!("cannot create the directory of {path}: {e}"))?;
         }
+        dir.write(relative, content).map_err(|e| format!("cannot write {path}: {e}"))?;
+        let mode = if state.executable { 0o755 } else { 0o644 };
+        let permissions = cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(mode));
+        dir.set_permissions(relative, permissions).map_err(|e| format!("cannot set the permissions of {path}: {e}"))
     }
 }
 
@@ -256,11 +290,35 @@ mod tests {
         assert!(changes[1].diff.contains("-two\n+TWO\n") && changes[1].diff.starts_with("--- a/a.txt"), "{}", changes[1].diff);
 
         for change in &changes {
-            snapshots.restore(&change.path, change.before.as_deref()).unwrap();
+            let state = change.before.clone().map(|hash| FileState { hash, executable: change.executable_before });
+            snapshots.restore(&change.path, state.as_ref()).unwrap();
         }
         assert_eq!(std::fs::read_to_string(ws.join("a.txt")).unwrap(), "one\ntwo\n");
         assert!(ws.join(".gitignore").exists() && !ws.join("src/new.rs").exists());
         assert_eq!(snapshots.take().unwrap(), before);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_deleted_script_comes_back_executable_and_a_mode_change_is_a_change() {
+        let root = temp("modes");
+        let ws = root.join("ws");
+        std::fs::write(ws.join("run.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(ws.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(ws.join("data"), "x").unwrap();
+        let snapshots = Snapshots::new(&ws, &root.join("data-dir"));
+        let before = snapshots.take().unwrap();
+        std::fs::remove_file(ws.join("run.sh")).unwrap();
+        std::fs::set_permissions(ws.join("data"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let changes = snapshots.changes(&before, &snapshots.take().unwrap());
+        let summary: Vec<(&str, &str, bool)> = changes.iter().map(|c| (c.path.as_str(), c.change.as_str(), c.executable_before)).collect();
+        assert_eq!(summary, [("data", "modified", false), ("run.sh", "deleted", true)]);
+        for change in &changes {
+            let state = change.before.clone().map(|hash| FileState { hash, executable: change.executable_before });
+            snapshots.restore(&change.path, state.as_ref()).unwrap();
+        }
+        assert_eq!(std::fs::metadata(ws.join("run.sh")).unwrap().permissions().mode() & 0o777, 0o755);
+        assert_eq!(std::fs::metadata(ws.join("data")).unwrap().permissions().mode() & 0o777, 0o644);
         let _ = std::fs::remove_dir_all(&root);
     }
 
@@ -272,12 +330,13 @@ mod tests {
         std::os::unix::fs::symlink(root.join("outside"), ws.join("out")).unwrap();
         let snapshots = Snapshots::new(&ws, &root.join("data"));
         std::fs::write(ws.join("f"), "x").unwrap();
-        let hash = snapshots.take().unwrap()["f"].clone();
-        assert!(snapshots.restore("../escaped", Some(&hash)).unwrap_err().contains("not a path inside"));
-        assert!(snapshots.restore("/etc/escaped", Some(&hash)).is_err());
-        assert!(snapshots.restore("out/escaped", Some(&hash)).is_err(), "not through a link to elsewhere");
+        let state = snapshots.take().unwrap()["f"].clone();
+        assert!(snapshots.restore("../escaped", Some(&state)).unwrap_err().contains("not a path inside"));
+        assert!(snapshots.restore("/etc/escaped", Some(&state)).is_err());
+        assert!(snapshots.restore("out/escaped", Some(&state)).is_err(), "not through a link to elsewhere");
         assert!(!root.join("outside/escaped").exists() && !root.join("escaped").exists());
-        assert!(snapshots.restore("f", Some("../../etc/passwd")).is_err(), "a hash is a hash");
+        let forged = FileState { hash: "../../etc/passwd".into(), executable: false };
+        assert!(snapshots.restore("f", Some(&forged)).is_err(), "a hash is a hash");
         let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::snapshot::FileChange;
+use crate::snapshot::{FileChange, FileState};
 use crate::store::model::PartKind;
 use crate::store::sessions::MessageRecord;
 
@@ -17,8 +17,8 @@ use crate::store::sessions::MessageRecord;
 pub struct RevertPlan {
     /// The messages it marks reverted, in order.
     pub messages: Vec<String>,
-    /// Each file to put back: its content hash, or none to remove it.
-    pub files: BTreeMap<String, Option<String>>,
+    /// Each file to put back as it was, or none to remove it.
+    pub files: BTreeMap<String, Option<FileState>>,
 }
 
 /// What a revert did, as its event and answers report it.
@@ -53,7 +53,8 @@ pub fn plan(history: &[MessageRecord], to: &str) -> Result<RevertPlan, String> {
     for part in later.iter().flat_map(|m| &m.parts).filter(|p| p.kind == PartKind::Patch) {
         let changes: Vec<FileChange> = serde_json::from_value(part.data["files"].clone()).unwrap_or_default();
         for change in changes {
-            files.entry(change.path).or_insert(change.before);
+            let before = change.before.map(|hash| FileState { hash, executable: change.executable_before });
+            files.entry(change.path).or_insert(before);
         }
     }
     Ok(RevertPlan { messages: later.iter().map(|m| m.id.clone()).collect(), files })
@@ -85,7 +86,7 @@ mod tests {
         ];
         let plan = plan(&history, "m2").unwrap();
         assert_eq!(plan.messages, ["m3", "m4"]);
-        let files: Vec<(&str, Option<&str>)> = plan.files.iter().map(|(p, h)| (p.as_str(), h.as_deref())).collect();
+        let files: Vec<(&str, Option<&str>)> = plan.files.iter().map(|(p, s)| (p.as_str(), s.as_ref().map(|s| s.hash.as_str()))).collect();
         assert_eq!(files, [("a.txt", Some("a0")), ("b.txt", Some("b0")), ("new.txt", None)], "kept.txt changed before m2: left alone");
         assert!(super::plan(&history, "m9").unwrap_err().contains("no message `m9`"));
         let mut reverted = history.clone();
