@@ -2,7 +2,6 @@
 //! at load, and again when its settings change), streamed completions, and their errors.
 
 use serde::Serialize;
-use wasmtime::Store;
 use wasmtime::component::ResourceAny;
 
 use super::error::{CallError, LoadError};
@@ -240,7 +239,7 @@ pub struct ProviderStream {
     sandbox: Sandbox,
     /// The store and instance between steps; `None` once the stream ended, or when a step
     /// was abandoned midway (its future dropped).
-    live: Option<(Store<CallState>, ProviderPlugin)>,
+    live: Option<(super::sandbox::SlottedStore, ProviderPlugin)>,
     completion: ResourceAny,
     ended: bool,
 }

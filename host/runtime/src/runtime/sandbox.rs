@@ -14,11 +14,39 @@ use wasmtime::Store;
 use super::error::CallError;
 use super::state::{CallState, ProgressSink};
 use crate::capability::CapabilityPolicy;
-use crate::runtime::engine::PluginEngine;
+use crate::runtime::engine::{InstanceSlot, PluginEngine};
 
 /// What a call may run past its time limit: host calls bounded by the same limit (a
 /// command, an HTTP request) end first and report their own, more precise error.
 pub const GRACE: Duration = Duration::from_millis(100);
+
+/// A call's store with the engine's instance slot it holds (`slot`), released only once
+/// the store is gone. Fields drop in order: the store first, which gives its instances back
+/// to the pool, then the slot. (wasmtime drops a store's data before it gives the instances
+/// back, so a slot kept in the data would let the next caller in while the pool is still
+/// full, and its instantiation would fail.)
+pub struct Slotted<S = Store<CallState>, L = Option<InstanceSlot>> {
+    store: S,
+    #[allow(dead_code)]
+    slot: L,
+}
+
+/// See [`Slotted`].
+pub type SlottedStore = Slotted;
+
+impl<S, L> std::ops::Deref for Slotted<S, L> {
+    type Target = S;
+
+    fn deref(&self) -> &S {
+        &self.store
+    }
+}
+
+impl<S, L> std::ops::DerefMut for Slotted<S, L> {
+    fn deref_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+}
 
 /// A plugin's engine and policy: where and under which limits its instances run.
 #[derive(Clone)]
@@ -46,7 +74,7 @@ impl Sandbox {
 
     /// Runs `run` on a fresh store; the store comes back for what the caller reads from it
     /// afterwards (denials, a provider's stream).
-    pub(crate) async fn run<T, F>(&self, progress: Option<ProgressSink>, run: F) -> Result<(T, Store<CallState>), CallError>
+    pub(crate) async fn run<T, F>(&self, progress: Option<ProgressSink>, run: F) -> Result<(T, SlottedStore), CallError>
     where
         T: Send + 'static,
         F: for<'s> FnOnce(&'s mut Store<CallState>) -> BoxFuture<'s, wasmtime::Result<T>> + Send + 'static,
@@ -58,14 +86,14 @@ impl Sandbox {
     /// Runs `run` on `store` on the guest threads, under the plugin's time limit plus
     /// [`GRACE`]. Epochs only make a computing guest yield; this limit ends it, and ends one
     /// that waits inside a host call.
-    pub(crate) async fn resume<T, F>(&self, mut store: Store<CallState>, run: F) -> Result<(T, Store<CallState>), CallError>
+    pub(crate) async fn resume<T, F>(&self, mut store: SlottedStore, run: F) -> Result<(T, SlottedStore), CallError>
     where
         T: Send + 'static,
         F: for<'s> FnOnce(&'s mut Store<CallState>) -> BoxFuture<'s, wasmtime::Result<T>> + Send + 'static,
     {
         let limits = self.policy.limits;
         let (outcome, mut store) = crate::runtime::engine::on_guest_threads(async move {
-            let outcome = tokio::time::timeout(limits.timeout() + GRACE, run(&mut store)).await;
+            let outcome = tokio::time::timeout(limits.timeout() + GRACE, run(&mut store.store)).await;
             (outcome, store)
         })
         .await;
@@ -79,21 +107,20 @@ impl Sandbox {
     /// A store for one instance: it first takes an instance slot of the engine (waiting up
     /// to the plugin's time limit), held until the store is dropped. The guest yields to
     /// the async runtime at every epoch tick, so a spinning guest never holds a worker.
-    async fn new_store(&self, progress: Option<ProgressSink>) -> Result<Store<CallState>, CallError> {
+    async fn new_store(&self, progress: Option<ProgressSink>) -> Result<SlottedStore, CallError> {
         let slot = self.engine.acquire_slot(self.policy.limits.timeout()).await.map_err(|busy| {
             let error =
                 CallError::Busy { plugin: self.plugin.to_string(), capacity: busy.capacity, waited_ms: busy.waited.as_millis() as u64 };
             tracing::warn!(%error, "a call found no instance slot");
             error
         })?;
-        let mut state = CallState::new(self.policy.clone(), progress)
+        let state = CallState::new(self.policy.clone(), progress)
             .map_err(|e| CallError::Host { plugin: self.plugin.to_string(), message: format!("{e:#}") })?;
-        state.slot = slot;
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
-        Ok(store)
+        Ok(Slotted { store, slot })
     }
 
     fn explain_trap(&self, error: wasmtime::Error, store: &mut Store<CallState>) -> CallError {
@@ -156,5 +183,36 @@ mod tests {
         let message = pool_exhausted(&error).expect("a pool limit");
         assert!(message.contains("maximum concurrent") && message.contains("[engine] max_instances"), "{message}");
         assert_eq!(pool_exhausted(&wasmtime::Error::msg("a trap")), None);
+    }
+
+    /// Stands in for a slot: when it is released, it tries to instantiate in the pool.
+    struct ReleaseProbe {
+        engine: wasmtime::Engine,
+        module: wasmtime::Module,
+        pool_had_room: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Drop for ReleaseProbe {
+        fn drop(&mut self) {
+            let mut store = Store::new(&self.engine, ());
+            let room = wasmtime::Instance::new(&mut store, &self.module, &[]).is_ok();
+            self.pool_had_room.store(room, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_store_gives_its_instance_back_to_the_pool_before_its_slot_is_released() {
+        let engine = PluginEngine::new(&EngineSettings { max_instances: 1, max_memory_mib: 1, ..EngineSettings::default() }).unwrap();
+        if engine.allocator != crate::runtime::engine::AllocatorKind::Pooling {
+            eprintln!("the pooling allocator is not in use here; there is no pool to wait for");
+            return;
+        }
+        let module = wasmtime::Module::new(&engine.engine, "(module (memory 1))").unwrap();
+        let mut store = Store::new(&engine.engine, ());
+        wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+        let pool_had_room = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let probe = ReleaseProbe { engine: engine.engine.clone(), module, pool_had_room: pool_had_room.clone() };
+        drop(Slotted { store, slot: probe });
+        assert!(pool_had_room.load(std::sync::atomic::Ordering::SeqCst), "the slot was released while the pool was still full");
     }
 }

@@ -52,8 +52,6 @@ pub struct CallState {
     progress: Option<ProgressSink>,
     pub(crate) stderr: MemoryOutputPipe,
     pub(crate) denials: Vec<HostDenial>,
-    /// The engine's instance slot this store holds, until it is dropped.
-    pub(crate) slot: Option<crate::runtime::engine::InstanceSlot>,
 }
 
 impl CallState {
@@ -98,7 +96,6 @@ impl CallState {
             progress,
             stderr,
             denials: Vec::new(),
-            slot: None,
         })
     }
 
