@@ -193,3 +193,29 @@ async fn against_aimock_a_long_history_is_compacted_and_the_session_goes_on() {
     let stored = store.session(&session.id).await.unwrap();
     assert!(stored.cost > 0.0 && stored.tokens.input > 0, "aimock's usage, summaries included: {:?}", stored.tokens);
 }
+
+#[tokio::test]
+#[ignore = "needs Node.js for @copilotkit/aimock; .ci/run runs it with --include-ignored"]
+async fn against_aimock_a_session_switches_from_an_openai_model_to_an_anthropic_one() {
+    let aimock = plugboard_tests::Aimock::start(&json!({ "fixtures": [
+        { "match": { "userMessage": "second question" }, "response": { "content": "Claude, going on." } },
+        { "match": { "userMessage": "first question" }, "response": { "content": "GPT, first." } }
+    ]}));
+    let ws = plugboard_tests::Workspace::new();
+    ws.operator_config(&format!(
+        "default_model = \"openai/gpt-4o\"\n\
+         [plugins.openai]\nnetwork = [\"{url}\"]\napi_key = \"test-key\"\nsettings = {{ base_url = \"{url}/v1\", models = [{{ id = \"gpt-4o\" }}] }}\n\
+         [plugins.anthropic]\nnetwork = [\"{url}\"]\napi_key = \"test-key\"\nsettings = {{ base_url = \"{url}\", models = [{{ id = \"claude-sonnet-4-5\" }}] }}\n",
+        url = aimock.url
+    ));
+    let app = ws.app().await;
+    let store = plugboard::store::SessionStore::open(&ws.data.join("plugboard.db")).unwrap();
+    let runtime = app.agent_runtime(store.clone(), AskMode::DenyAll).unwrap();
+    let session = runtime.create_session(None, "build", None, "t").await.unwrap();
+    assert_eq!(runtime.prompt(&session.id, "first question").await.unwrap().text, "GPT, first.");
+    runtime.set_model(&session.id, "anthropic/claude-sonnet-4-5").await.unwrap();
+    assert_eq!(runtime.prompt(&session.id, "second question").await.unwrap().text, "Claude, going on.");
+    let history = store.history(&session.id).await.unwrap();
+    let models: Vec<Option<&str>> = history.iter().filter(|m| m.role == "assistant").map(|m| m.model.as_deref()).collect();
+    assert_eq!(models, [Some("openai/gpt-4o"), Some("anthropic/claude-sonnet-4-5")]);
+}
