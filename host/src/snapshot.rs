@@ -222,7 +222,11 @@ impl Snapshots {
         }
         let mut done = Vec::new();
         for (path, state) in files {
-            self.restore(path, state.as_ref())?;
+            if let Err(why) = self.restore(path, state.as_ref()) {
+                let earlier: Vec<&str> = done.iter().map(|(p, _): &(String, bool)| p.as_str()).collect();
+                let earlier = if earlier.is_empty() { "none".to_string() } else { earlier.join(", ") };
+                return Err(format!("{why}; put back before it: {earlier}"));
+            }
             done.push((path.clone(), state.is_some()));
         }
         Ok(done)

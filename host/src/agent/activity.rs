@@ -35,7 +35,7 @@ use crate::capability::ProviderOverrides;
 use crate::hooks::{HookContext, HookPoint, ToolDecision};
 use crate::runtime::provider::{
     CompletionError, CompletionRequest, ContentPart, FinishReason, Message, ModelInfo, ModelPrice, Role, StreamEvent, ToolCall, ToolResult,
-    ToolSpec,
+    ToolSpec, provider_of,
 };
 use crate::runtime::state::ProgressSink;
 use crate::runtime::{CallContext, PluginHost};
@@ -308,14 +308,19 @@ impl<'a> Activity<'a> {
                 };
                 tx.set_status(&key, SessionStatus::Busy, json!({}))?;
                 let kind = match input.kind {
-                    InputKind::Prompt => Task::Prompt,
-                    InputKind::Compact => Task::Compact,
-                    InputKind::Revert => Task::Revert(input.prompt.clone()),
+                    InputKind::Prompt => {
+                        add_user_message(tx, &input)?;
+                        Task::Prompt
+                    }
+                    InputKind::Compact => {
+                        tx.consume_input(&input.id)?;
+                        Task::Compact
+                    }
+                    InputKind::Revert => {
+                        tx.consume_input(&input.id)?;
+                        Task::Revert(input.prompt.clone())
+                    }
                 };
-                match input.kind {
-                    InputKind::Prompt => add_user_message(tx, &input)?,
-                    InputKind::Compact | InputKind::Revert => tx.consume_input(&input.id)?,
-                }
                 taken.lock().expect("not poisoned").push(input.id);
                 let session = tx.session(&key)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
                 let history = load_history(tx.conn(), &key)?;
@@ -558,8 +563,9 @@ impl<'a> Activity<'a> {
             max_output_tokens: max_tokens,
             options: None,
         };
-        if let Some(info) = self.model_info(&self.session.model) {
-            self.fit_to_context(&mut request, &info).await?;
+        let info = self.model_info(&self.session.model);
+        if let Some(info) = &info {
+            self.fit_to_context(&mut request, info).await?;
         }
         let (id, model, message) = (self.session.id.clone(), self.session.model.clone(), new_id("msg"));
         let key = message.clone();
@@ -580,7 +586,7 @@ impl<'a> Activity<'a> {
             finish: None,
         };
         let sent = context::request_chars(&request);
-        let price = self.model_info(&self.session.model).map(|info| info.price);
+        let price = info.map(|info| info.price);
         let tracked = TurnInFlight { message: turn.message_id.clone(), price, sent, streamed: 0, reported: None };
         *self.env.in_flight.lock().expect("not poisoned") = Some(tracked);
         let failure = self.stream(request, &mut turn).await?.err();
@@ -671,14 +677,7 @@ impl<'a> Activity<'a> {
                         call.arguments.push_str(&delta.arguments);
                     }
                 }
-                StreamEvent::Usage(u) => {
-                    turn.tokens = Tokens {
-                        input: u.input_tokens,
-                        output: u.output_tokens,
-                        cache_read: u.cache_read_tokens,
-                        cache_write: u.cache_write_tokens,
-                    };
-                }
+                StreamEvent::Usage(u) => turn.tokens = conversation::reported_tokens(&u),
                 StreamEvent::Finish(reason) => turn.finish = Some(reason),
             }
             let unwritten = !turn.text.unwritten.is_empty() || !turn.reasoning.unwritten.is_empty() || turn.reasoning.signature_changed;
@@ -697,14 +696,7 @@ impl<'a> Activity<'a> {
         match event {
             StreamEvent::TextDelta(delta) | StreamEvent::ReasoningDelta(delta) => turn.streamed += delta.len(),
             StreamEvent::ToolCallDelta(delta) => turn.streamed += delta.arguments.len(),
-            StreamEvent::Usage(u) => {
-                turn.reported = Some(Tokens {
-                    input: u.input_tokens,
-                    output: u.output_tokens,
-                    cache_read: u.cache_read_tokens,
-                    cache_write: u.cache_write_tokens,
-                })
-            }
+            StreamEvent::Usage(u) => turn.reported = Some(conversation::reported_tokens(u)),
             _ => {}
         }
     }
@@ -1007,8 +999,7 @@ impl<'a> Activity<'a> {
     /// tools, as a turn now would send them.
     fn fixed_chars(&self) -> usize {
         let system = self.system_prompt.len() + self.session.options.system_prompt.as_ref().map_or(0, |s| s.len() + 2);
-        let tools = self.offered_tools(false).iter().map(|t| t.name.len() + t.description.len() + t.parameters_schema.len()).sum::<usize>();
-        system + tools
+        system + context::tools_chars(&self.offered_tools(false))
     }
 
     /// Holds `request` to the model's context: past `[sessions] compact_at` of the budget
@@ -1125,11 +1116,6 @@ impl<'a> Activity<'a> {
         self.compaction = Some(done.clone());
         Ok(Some(done))
     }
-}
-
-/// The provider part of `provider/model`.
-fn provider_of(model: &str) -> &str {
-    model.split_once('/').map_or(model, |(provider, _)| provider)
 }
 
 /// A user message from an inbox input, which is consumed.

@@ -181,21 +181,14 @@ pub async fn summarize(
     while let Some(event) = stream.next().await? {
         match event {
             StreamEvent::TextDelta(delta) => summary.push_str(&delta),
-            StreamEvent::Usage(u) => {
-                tokens = Some(Tokens {
-                    input: u.input_tokens,
-                    output: u.output_tokens,
-                    cache_read: u.cache_read_tokens,
-                    cache_write: u.cache_write_tokens,
-                })
-            }
+            StreamEvent::Usage(u) => tokens = Some(super::conversation::reported_tokens(&u)),
             _ => {}
         }
     }
     let tokens = tokens.unwrap_or_else(|| super::context::estimated_usage(sent, summary.len()));
     let summary = summary.trim().to_string();
     if summary.is_empty() {
-        let provider = model.split_once('/').map_or(model, |(p, _)| p).to_string();
+        let provider = crate::runtime::provider::provider_of(model).to_string();
         let message = format!("`{model}` answered with an empty summary");
         return Err(CompletionError::Api { provider, message, status: None, retryable: true, retry_after_ms: None });
     }

@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use crate::runtime::provider::{CompletionRequest, ContentPart, Message};
+use crate::runtime::provider::{CompletionRequest, ContentPart, Message, ToolSpec};
 use crate::store::sessions::Tokens;
 
 /// Characters a token is taken to hold until a provider's reported usage says it holds
@@ -32,8 +32,12 @@ pub fn part_chars(part: &ContentPart) -> usize {
 
 /// The characters a request sends beside its messages: the system prompt and the tools.
 pub fn fixed_chars(request: &CompletionRequest) -> usize {
-    let tools = request.tools.iter().map(|t| t.name.len() + t.description.len() + t.parameters_schema.len());
-    request.system.as_ref().map_or(0, String::len) + tools.sum::<usize>()
+    request.system.as_ref().map_or(0, String::len) + tools_chars(&request.tools)
+}
+
+/// The characters of the tools a request offers.
+pub fn tools_chars(tools: &[ToolSpec]) -> usize {
+    tools.iter().map(|t| t.name.len() + t.description.len() + t.parameters_schema.len()).sum()
 }
 
 /// The characters of what a request sends: the system prompt, every part of every message,

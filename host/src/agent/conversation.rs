@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::context::cut_tool_output;
-use crate::runtime::provider::{ContentPart, FinishReason, Message, ModelPrice, Role, ToolCall, ToolResult};
+use crate::runtime::provider::{ContentPart, FinishReason, Message, ModelPrice, Role, ToolCall, ToolResult, Usage};
 use crate::store::model::{Finish, MessageRole, MessageStatus, PartKind, ToolPart, ToolState};
 use crate::store::sessions::{MessageRecord, Tokens};
 
@@ -162,6 +162,16 @@ pub(super) fn activity_finish(turn: Finish) -> Finish {
     match turn {
         Finish::Length | Finish::ContentFilter => turn,
         _ => Finish::Stop,
+    }
+}
+
+/// The tokens a provider reported.
+pub fn reported_tokens(usage: &Usage) -> Tokens {
+    Tokens {
+        input: usage.input_tokens,
+        output: usage.output_tokens,
+        cache_read: usage.cache_read_tokens,
+        cache_write: usage.cache_write_tokens,
     }
 }
 

@@ -29,7 +29,7 @@ use super::undo::Reverted;
 use super::{Agent, Agents, AgentsFeed, agent_named};
 use crate::capability::ProviderOverrides;
 use crate::runtime::PluginHost;
-use crate::runtime::provider::CompletionError;
+use crate::runtime::provider::{CompletionError, provider_of};
 use crate::store::events::now_ms;
 use crate::store::inbox::{Delivery, InputKind, InputRecord};
 use crate::store::lease::{Claim, LEASE_RENEWAL, OwnerId};
@@ -852,9 +852,4 @@ async fn renew_leases(runtime: Weak<AgentRuntime>) {
             tracing::warn!(error = %e, "cannot renew session leases");
         }
     }
-}
-
-/// The provider part of `provider/model`.
-fn provider_of(model: &str) -> &str {
-    model.split_once('/').map_or(model, |(provider, _)| provider)
 }

@@ -345,64 +345,9 @@ impl Tx<'_> {
                 return Ok(Err(StoreError::Invalid(what)));
             }
         }
-        let t = |t: Tokens| [t.input as i64, t.output as i64, t.cache_read as i64, t.cache_write as i64];
-        let [i, o, r, w] = t(s.tokens);
-        let options = serde_json::to_string(&s.options).unwrap_or_else(|_| "{}".into());
-        self.conn()
-            .prepare_cached(
-                "INSERT INTO sessions (id, title, agent, model, workspace, status, input_tokens, output_tokens, cache_read_tokens,
-                 cache_write_tokens, cost, created_at, updated_at, options) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            )?
-            .execute(params![
-                s.id,
-                s.title,
-                s.agent,
-                s.model,
-                s.workspace,
-                SessionStatus::Idle,
-                i,
-                o,
-                r,
-                w,
-                s.cost,
-                s.created_at,
-                s.updated_at,
-                options
-            ])?;
-        for m in &doc.messages {
-            let [i, o, r, w] = t(m.tokens);
-            self.conn()
-                .prepare_cached(
-                    "INSERT INTO messages (id, session_id, seq, role, status, model, error, input_id, input_tokens, output_tokens,
-                     cache_read_tokens, cache_write_tokens, cost, created_at, completed_at, reverted_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-                )?
-                .execute(params![
-                    m.id,
-                    s.id,
-                    m.seq,
-                    m.role,
-                    m.status,
-                    m.model,
-                    m.error,
-                    m.input_id,
-                    i,
-                    o,
-                    r,
-                    w,
-                    m.cost,
-                    m.created_at,
-                    m.completed_at,
-                    m.reverted_at
-                ])?;
-        }
-        for p in &doc.parts {
-            self.conn()
-                .prepare_cached(
-                    "INSERT INTO parts (id, message_id, session_id, seq, kind, data, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?
-                .execute(params![p.id, p.message_id, s.id, p.seq, p.kind, p.data.to_string(), p.created_at, p.updated_at])?;
-        }
+        self.insert_session_row(s)?;
+        self.insert_message_rows(&s.id, &doc.messages)?;
+        self.insert_part_rows(&s.id, &doc.parts)?;
         for input in &doc.inputs {
             self.conn()
                 .prepare_cached(
@@ -410,11 +355,7 @@ impl Tx<'_> {
                 )?
                 .execute(params![input.id, s.id, input.delivery, input.kind, input.prompt, input.status, input.created_at, input.consumed_at])?;
         }
-        for rule in &doc.rules {
-            self.conn()
-                .prepare_cached("INSERT INTO session_rules (session_id, tool, pattern, action, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
-                .execute(params![s.id, rule.tool, rule.pattern, rule.action, rule.created_at])?;
-        }
+        self.insert_rule_rows(&s.id, &doc.rules)?;
         for event in &doc.events {
             self.conn()
                 .prepare_cached("INSERT INTO events (session_id, session_seq, type, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
@@ -481,57 +422,35 @@ impl Tx<'_> {
         let ended = |m: &&MessageRow| m.seq <= last && m.status != MessageStatus::Running && m.reverted_at.is_none();
         let ids: HashMap<&str, String> = doc.messages.iter().filter(ended).map(|m| (m.id.as_str(), new_id("msg"))).collect();
         let now = now_ms();
-        let title = title.map_or_else(|| format!("{} (fork)", doc.session.title), str::to_string);
-        let options = serde_json::to_string(&doc.session.options).unwrap_or_else(|_| "{}".into());
-        let s = &doc.session;
-        self.conn()
-            .prepare_cached(
-                "INSERT INTO sessions (id, title, agent, model, workspace, created_at, updated_at, options) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
-            )?
-            .execute(params![new, title, s.agent, s.model, s.workspace, now, options])?;
-        for m in doc.messages.iter().filter(ended) {
-            let [i, o, r, w] = [m.tokens.input as i64, m.tokens.output as i64, m.tokens.cache_read as i64, m.tokens.cache_write as i64];
-            self.conn()
-                .prepare_cached(
-                    "INSERT INTO messages (id, session_id, seq, role, status, model, error, input_tokens, output_tokens,
-                     cache_read_tokens, cache_write_tokens, cost, created_at, completed_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-                )?
-                .execute(params![
-                    ids[m.id.as_str()],
-                    new,
-                    m.seq,
-                    m.role,
-                    m.status,
-                    m.model,
-                    m.error,
-                    i,
-                    o,
-                    r,
-                    w,
-                    m.cost,
-                    m.created_at,
-                    m.completed_at
-                ])?;
-        }
-        for p in doc.parts.iter().filter(|p| ids.contains_key(p.message_id.as_str())) {
-            let mut data = p.data.clone();
-            if p.kind == PartKind::Compaction
-                && let Some(copy) = data["through"].as_str().and_then(|t| ids.get(t))
-            {
-                data["through"] = json!(copy);
-            }
-            self.conn()
-                .prepare_cached(
-                    "INSERT INTO parts (id, message_id, session_id, seq, kind, data, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?
-                .execute(params![new_id("prt"), ids[p.message_id.as_str()], new, p.seq, p.kind, data.to_string(), p.created_at, p.updated_at])?;
-        }
-        for rule in &doc.rules {
-            self.conn()
-                .prepare_cached("INSERT INTO session_rules (session_id, tool, pattern, action, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
-                .execute(params![new, rule.tool, rule.pattern, rule.action, rule.created_at])?;
-        }
+        let session = SessionRow {
+            id: new.to_string(),
+            title: title.map_or_else(|| format!("{} (fork)", doc.session.title), str::to_string),
+            tokens: Tokens::default(),
+            cost: 0.0,
+            created_at: now,
+            updated_at: now,
+            ..doc.session.clone()
+        };
+        let messages: Vec<MessageRow> =
+            doc.messages.iter().filter(ended).map(|m| MessageRow { id: ids[m.id.as_str()].clone(), input_id: None, ..m.clone() }).collect();
+        let parts: Vec<PartRow> = doc
+            .parts
+            .iter()
+            .filter(|p| ids.contains_key(p.message_id.as_str()))
+            .map(|p| {
+                let mut data = p.data.clone();
+                if p.kind == PartKind::Compaction
+                    && let Some(copy) = data["through"].as_str().and_then(|t| ids.get(t))
+                {
+                    data["through"] = json!(copy);
+                }
+                PartRow { id: new_id("prt"), message_id: ids[p.message_id.as_str()].clone(), data, ..p.clone() }
+            })
+            .collect();
+        self.insert_session_row(&session)?;
+        self.insert_message_rows(new, &messages)?;
+        self.insert_part_rows(new, &parts)?;
+        self.insert_rule_rows(new, &doc.rules)?;
         let Some(record) = self.session(new)? else { return Ok(Err(StoreError::NotFound(new.to_string()))) };
         let mut created = serde_json::to_value(&record).unwrap_or(Value::Null);
         let from_message = doc.messages.iter().rfind(|m| ids.contains_key(m.id.as_str())).map(|m| m.id.clone());
@@ -539,4 +458,91 @@ impl Tx<'_> {
         self.emit(Some(new), "session.created", created)?;
         Ok(Ok(record))
     }
+
+    /// Stores a session row, idle and held by no one.
+    fn insert_session_row(&mut self, s: &SessionRow) -> rusqlite::Result<()> {
+        let [i, o, r, w] = token_columns(s.tokens);
+        let options = serde_json::to_string(&s.options).unwrap_or_else(|_| "{}".into());
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO sessions (id, title, agent, model, workspace, status, input_tokens, output_tokens, cache_read_tokens,
+                 cache_write_tokens, cost, created_at, updated_at, options) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )?
+            .execute(params![
+                s.id,
+                s.title,
+                s.agent,
+                s.model,
+                s.workspace,
+                SessionStatus::Idle,
+                i,
+                o,
+                r,
+                w,
+                s.cost,
+                s.created_at,
+                s.updated_at,
+                options
+            ])?;
+        Ok(())
+    }
+
+    /// Stores message rows of `session` as they are.
+    fn insert_message_rows(&mut self, session: &str, messages: &[MessageRow]) -> rusqlite::Result<()> {
+        for m in messages {
+            let [i, o, r, w] = token_columns(m.tokens);
+            self.conn()
+                .prepare_cached(
+                    "INSERT INTO messages (id, session_id, seq, role, status, model, error, input_id, input_tokens, output_tokens,
+                     cache_read_tokens, cache_write_tokens, cost, created_at, completed_at, reverted_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                )?
+                .execute(params![
+                    m.id,
+                    session,
+                    m.seq,
+                    m.role,
+                    m.status,
+                    m.model,
+                    m.error,
+                    m.input_id,
+                    i,
+                    o,
+                    r,
+                    w,
+                    m.cost,
+                    m.created_at,
+                    m.completed_at,
+                    m.reverted_at
+                ])?;
+        }
+        Ok(())
+    }
+
+    /// Stores part rows of `session` as they are.
+    fn insert_part_rows(&mut self, session: &str, parts: &[PartRow]) -> rusqlite::Result<()> {
+        for p in parts {
+            self.conn()
+                .prepare_cached(
+                    "INSERT INTO parts (id, message_id, session_id, seq, kind, data, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![p.id, p.message_id, session, p.seq, p.kind, p.data.to_string(), p.created_at, p.updated_at])?;
+        }
+        Ok(())
+    }
+
+    /// Stores the rules of `session`.
+    fn insert_rule_rows(&mut self, session: &str, rules: &[RuleRow]) -> rusqlite::Result<()> {
+        for rule in rules {
+            self.conn()
+                .prepare_cached("INSERT INTO session_rules (session_id, tool, pattern, action, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(params![session, rule.tool, rule.pattern, rule.action, rule.created_at])?;
+        }
+        Ok(())
+    }
+}
+
+/// The four token columns of `tokens`: input, output, cache read, cache write.
+fn token_columns(t: Tokens) -> [i64; 4] {
+    [t.input as i64, t.output as i64, t.cache_read as i64, t.cache_write as i64]
 }

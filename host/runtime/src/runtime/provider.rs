@@ -9,6 +9,11 @@ use super::sandbox::Sandbox;
 use super::state::CallState;
 use crate::runtime::bindings::{ProviderPlugin, ProviderPluginPre, provider_types as wit};
 
+/// The provider part of a model reference, `provider/model`.
+pub fn provider_of(model: &str) -> &str {
+    model.split_once('/').map_or(model, |(provider, _)| provider)
+}
+
 pub use wit::{
     CompletionRequest, ContentPart, FinishReason, Message, Role, StreamEvent, ToolCall, ToolCallDelta, ToolCallStart, ToolResult, ToolSpec,
     Usage,
