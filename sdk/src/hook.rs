@@ -31,6 +31,7 @@
 //! | `tool_before` | `fn(&HookContext, &ToolCall) -> ToolVerdict` |
 //! | `tool_after` | `fn(&HookContext, &ToolCall, &mut ToolResult)` |
 //! | `chat_params` | `fn(&HookContext, &mut ChatParams)` |
+//! | `compacting` | `fn(&HookContext, &Compaction, &mut CompactionDraft)` |
 //! | `on_event` | `fn(&HookContext, &Event) -> R` |
 //!
 //! `R` is `()` or `Result<(), E>` with `E: Display`; an error is reported by the host as a
@@ -39,6 +40,7 @@
 
 use std::path::PathBuf;
 
+use crate::compaction_bindings::exports::plugboard::plugin::compaction as cwit;
 use crate::hook_bindings::exports::plugboard::plugin::hooks as wit;
 
 /// Where a hook runs.
@@ -116,6 +118,42 @@ pub struct ChatParams {
     pub max_tokens: Option<u32>,
     /// The system prompt (not empty).
     pub system_prompt: String,
+}
+
+/// Why a compaction runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompactionReason {
+    /// The conversation passed `[sessions] compact_at` of the model's context.
+    Auto,
+    /// Someone asked for it.
+    Requested,
+}
+
+/// A compaction about to run: the session's older messages are to be summarized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compaction {
+    /// Why.
+    pub reason: CompactionReason,
+    /// The model that will write the summary, as `provider/model`.
+    pub model: String,
+    /// How many messages the summary replaces.
+    pub messages: u32,
+    /// The conversation to summarize, as the summarizer reads it.
+    pub transcript: String,
+}
+
+/// What the summarizer gets after the transcript; change it, or write the summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactionDraft {
+    /// The instructions (not empty).
+    pub prompt: String,
+    /// Paragraphs added after the instructions, e.g. what the summary must keep.
+    pub context: Vec<String>,
+    /// Set it to write the summary yourself: the model is not asked. Not empty, and at
+    /// most `max_summary_bytes`.
+    pub summary: Option<String>,
+    /// The longest summary the host accepts, in bytes (a change is ignored).
+    pub max_summary_bytes: u32,
 }
 
 /// An event of the log.
@@ -227,6 +265,33 @@ pub mod adapt {
         };
         f(&context.into(), &mut p);
         wit::TurnParams { model: p.model, temperature: p.temperature, max_tokens: p.max_tokens, system_prompt: p.system_prompt }
+    }
+
+    /// `compacting`.
+    pub fn compacting(
+        f: impl Fn(&HookContext, &Compaction, &mut CompactionDraft),
+        context: cwit::CompactionContext,
+        compaction: cwit::CompactionInfo,
+        draft: cwit::CompactionDraft,
+    ) -> cwit::CompactionDraft {
+        let context = HookContext {
+            session_id: context.session_id,
+            agent: context.agent,
+            working_directory: context.working_directory.into(),
+        };
+        let reason = match compaction.reason {
+            cwit::CompactionReason::Auto => CompactionReason::Auto,
+            cwit::CompactionReason::Requested => CompactionReason::Requested,
+        };
+        let compaction = Compaction { reason, model: compaction.model, messages: compaction.messages, transcript: compaction.transcript };
+        let mut d = CompactionDraft {
+            prompt: draft.prompt,
+            context: draft.context,
+            summary: draft.summary,
+            max_summary_bytes: draft.max_summary_bytes,
+        };
+        f(&context, &compaction, &mut d);
+        cwit::CompactionDraft { prompt: d.prompt, context: d.context, summary: d.summary, max_summary_bytes: draft.max_summary_bytes }
     }
 
     /// `on-event`.

@@ -63,8 +63,8 @@ pub mod provider_bindings {
         export_macro_name: "export_provider_world",
         default_bindings_module: "plugboard_sdk::provider_bindings",
         with: {
-            "plugboard:plugin/host@0.1.0": crate::bindings::plugboard::plugin::host,
-            "plugboard:plugin/types@0.1.0": crate::bindings::plugboard::plugin::types,
+            "plugboard:plugin/host@0.1.1": crate::bindings::plugboard::plugin::host,
+            "plugboard:plugin/types@0.1.1": crate::bindings::plugboard::plugin::types,
         },
     });
 }
@@ -80,9 +80,28 @@ pub mod hook_bindings {
         export_macro_name: "export_hook_world",
         default_bindings_module: "plugboard_sdk::hook_bindings",
         with: {
-            "plugboard:plugin/host@0.1.0": crate::bindings::plugboard::plugin::host,
-            "plugboard:plugin/process@0.1.0": crate::bindings::plugboard::plugin::process,
-            "plugboard:plugin/types@0.1.0": crate::bindings::plugboard::plugin::types,
+            "plugboard:plugin/host@0.1.1": crate::bindings::plugboard::plugin::host,
+            "plugboard:plugin/process@0.1.1": crate::bindings::plugboard::plugin::process,
+            "plugboard:plugin/types@0.1.1": crate::bindings::plugboard::plugin::types,
+        },
+    });
+}
+
+/// The generated bindings of the `compaction-hook` world (since WIT 0.1.1), which a hook
+/// plugin exports beside [`hook_bindings`] when it handles compactions; it shares the
+/// `host`, `process` and `types` interfaces with [`bindings`].
+#[doc(hidden)]
+pub mod compaction_bindings {
+    wit_bindgen::generate!({
+        path: "../wit/since_v0.1.0",
+        world: "compaction-hook",
+        pub_export_macro: true,
+        export_macro_name: "export_compaction_world",
+        default_bindings_module: "plugboard_sdk::compaction_bindings",
+        with: {
+            "plugboard:plugin/host@0.1.1": crate::bindings::plugboard::plugin::host,
+            "plugboard:plugin/process@0.1.1": crate::bindings::plugboard::plugin::process,
+            "plugboard:plugin/types@0.1.1": crate::bindings::plugboard::plugin::types,
         },
     });
 }

@@ -1064,18 +1064,31 @@ impl<'a> Activity<'a> {
         let mut history = self.env.store.history(&self.session.id).await?;
         let Some(plan) = compaction::plan(&history, budget, limit, &self.estimator) else { return Ok(None) };
         let tokens_before = self.estimator.tokens(fixed_chars + context::message_chars(&self.messages));
-        let (id, message, writer) = (self.session.id.clone(), new_id("msg"), model.clone());
-        let started = json!({ "message_id": message, "reason": reason, "model": model, "tokens_before": tokens_before });
+        let window = Window::new(summarizer.context_tokens, summarizer.output_tokens);
+        let max_summary = self.estimator.chars(u64::from(compaction::summary_tokens(Window::new(own.context_tokens, own.output_tokens))));
+        let (instructions, written) = self.compaction_hooks(&plan, reason, &model, window, max_summary).await;
+        let by_hook = written.as_ref().and_then(|(_, _, hook)| hook.clone());
+        let (id, message) = (self.session.id.clone(), new_id("msg"));
+        let writer = by_hook.is_none().then(|| model.clone());
+        let mut started = json!({ "message_id": message, "reason": reason, "model": model, "tokens_before": tokens_before });
+        if let Some(hook) = by_hook {
+            started["hook"] = json!(hook);
+        }
         let key = message.clone();
         self.later(move |tx| {
             tx.emit(Some(&id), "session.compacting", started)?;
-            tx.insert_message(&key, &id, MessageRole::Assistant, Some(&writer), MessageStatus::Running, None)
+            tx.insert_message(&key, &id, MessageRole::Assistant, writer.as_deref(), MessageStatus::Running, None)
         });
-        let request =
-            compaction::request(&plan.summarized, Window::new(summarizer.context_tokens, summarizer.output_tokens), &self.estimator);
-        let same_provider = provider_of(&model) == provider_of(&self.session.model);
-        let overrides = if same_provider { self.env.overrides.clone() } else { None };
-        let (summary, tokens) = match compaction::summarize(self.env.host, &model, request, overrides.as_deref()).await {
+        let summarized = match written {
+            Some(by_hook) => Ok(by_hook),
+            None => {
+                let request = compaction::request(&plan.summarized, window, &self.estimator, &instructions);
+                let same_provider = provider_of(&model) == provider_of(&self.session.model);
+                let overrides = if same_provider { self.env.overrides.clone() } else { None };
+                compaction::summarize(self.env.host, &model, request, overrides.as_deref()).await.map(|(s, t)| (s, t, None))
+            }
+        };
+        let (summary, tokens, hook) = match summarized {
             Ok(done) => done,
             Err(error) => {
                 let (id, key, text) = (self.session.id.clone(), message.clone(), error.to_string());
@@ -1088,12 +1101,15 @@ impl<'a> Activity<'a> {
         };
         let cost = self.cost_on(&model, tokens);
         let mut data = json!({ "summary": summary, "through": plan.through, "reason": reason });
+        if let Some(hook) = &hook {
+            data["hook"] = json!(hook);
+        }
         let part = PartRecord { id: new_id("prt"), kind: PartKind::Compaction, data: data.clone() };
         history.push(MessageRecord {
             id: message.clone(),
             role: MessageRole::Assistant,
             status: MessageStatus::Completed,
-            model: Some(model.clone()),
+            model: hook.is_none().then(|| model.clone()),
             error: None,
             tokens,
             cost,
@@ -1103,7 +1119,7 @@ impl<'a> Activity<'a> {
         });
         self.messages = provider_messages(&history, limit);
         let tokens_after = self.estimator.tokens(fixed_chars + context::message_chars(&self.messages));
-        let done = Compaction { message_id: message, through: plan.through, reason, model, tokens_before, tokens_after, tokens, cost };
+        let done = Compaction { message_id: message, through: plan.through, reason, model, hook, tokens_before, tokens_after, tokens, cost };
         (data["tokens_before"], data["tokens_after"]) = (json!(tokens_before), json!(tokens_after));
         let (id, key, event) = (self.session.id.clone(), done.message_id.clone(), serde_json::to_value(&done).unwrap_or_default());
         self.later(move |tx| {
@@ -1115,6 +1131,34 @@ impl<'a> Activity<'a> {
         self.compaction_usage.1 += cost;
         self.compaction = Some(done.clone());
         Ok(Some(done))
+    }
+
+    /// Runs the `session.compacting` hooks on what `plan` summarizes: the instructions to
+    /// send after the transcript, and the summary with the hook that wrote it when one did.
+    async fn compaction_hooks(
+        &self,
+        plan: &compaction::Plan,
+        reason: CompactionReason,
+        model: &str,
+        window: Window,
+        max_summary: usize,
+    ) -> (compaction::Instructions, Option<(String, Tokens, Option<String>)>) {
+        let hooks = self.env.host.hooks();
+        let instructions = compaction::Instructions::default();
+        if !hooks.handles(HookPoint::Compacting) {
+            return (instructions, None);
+        }
+        let transcript = compaction::fitted_transcript(&plan.summarized, window, &self.estimator, &instructions.prompt);
+        let info = crate::hooks::CompactionInfo {
+            reason: reason.into(),
+            model: model.to_string(),
+            messages: u32::try_from(plan.messages).unwrap_or(u32::MAX),
+            transcript,
+        };
+        let draft = crate::hooks::CompactionDraft { prompt: instructions.prompt, context: instructions.context, summary: None, summary_by: None };
+        let draft = hooks.compacting(&self.hook_context(), &info, draft, max_summary).await;
+        let written = draft.summary.map(|summary| (summary.trim().to_string(), Tokens::default(), draft.summary_by));
+        (compaction::Instructions { prompt: draft.prompt, context: draft.context }, written)
     }
 }
 

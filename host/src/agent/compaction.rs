@@ -8,6 +8,9 @@
 //!   recent ones that fit in a quarter of the budget, which stay word for word.
 //! - [`transcript`] renders it as text for the summarizer (so any model can summarize any
 //!   provider's history), cut to what the summarizer's context holds.
+//! - [`Instructions`] follow the transcript: [`SUMMARY_REQUEST`], unless `session.compacting`
+//!   hooks replaced them, with the paragraphs hooks added. A hook may also write the
+//!   summary itself; the model is then not asked.
 //! - [`summarize`] asks the model, without tools, and collects the summary and its usage.
 //!
 //! The activity ([`super::activity`]) decides when: before a provider turn whose request
@@ -50,8 +53,11 @@ pub struct Compaction {
     pub through: String,
     /// Why it ran.
     pub reason: CompactionReason,
-    /// The model that wrote the summary.
+    /// The model that wrote the summary, or would have when `hook` did.
     pub model: String,
+    /// The `session.compacting` hook that wrote the summary instead of the model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hook: Option<String>,
     /// Estimated tokens of the request before and after.
     pub tokens_before: u64,
     /// See `tokens_before`.
@@ -68,6 +74,8 @@ pub struct Plan {
     pub through: String,
     /// The messages to summarize, as the model sees them (a previous summary first).
     pub summarized: Vec<Message>,
+    /// How many stored messages they are.
+    pub messages: usize,
 }
 
 /// What to summarize of `history`, keeping as they are the most recent messages that fit in
@@ -91,7 +99,7 @@ pub fn plan(history: &[MessageRecord], budget: u64, tool_output_limit: usize, es
     if first_kept == 0 || summarized.is_empty() {
         return None;
     }
-    Some(Plan { through: records[first_kept - 1].id.clone(), summarized })
+    Some(Plan { through: records[first_kept - 1].id.clone(), summarized, messages: first_kept })
 }
 
 /// `messages` as a plain transcript of at most `limit` bytes: a previous summary whole,
@@ -149,13 +157,54 @@ fn clip(text: &str, limit: usize) -> String {
     format!("{} […{} more bytes]", &text[..end], text.len() - end)
 }
 
+/// What the summarizer is asked after the transcript.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instructions {
+    /// The request ([`SUMMARY_REQUEST`] unless a hook replaced it).
+    pub prompt: String,
+    /// Paragraphs hooks added after it.
+    pub context: Vec<String>,
+}
+
+impl Default for Instructions {
+    fn default() -> Self {
+        Instructions { prompt: SUMMARY_REQUEST.into(), context: Vec::new() }
+    }
+}
+
+impl Instructions {
+    fn text(&self) -> String {
+        std::iter::once(self.prompt.as_str()).chain(self.context.iter().map(String::as_str)).collect::<Vec<_>>().join("\n\n")
+    }
+}
+
+impl From<CompactionReason> for crate::hooks::CompactionReason {
+    fn from(reason: CompactionReason) -> Self {
+        match reason {
+            CompactionReason::Auto => crate::hooks::CompactionReason::Auto,
+            CompactionReason::Requested => crate::hooks::CompactionReason::Requested,
+        }
+    }
+}
+
+/// The longest summary asked of a model with `window`, in tokens.
+pub fn summary_tokens(window: Window) -> u32 {
+    (window.reserve.min(u64::from(u32::MAX)) as u32).clamp(1, SUMMARY_TOKENS)
+}
+
+/// `summarized` as the summarizer with `window` reads it, after which `instructions` fit.
+pub fn fitted_transcript(summarized: &[Message], window: Window, estimate: &Estimator, instructions: &str) -> String {
+    let fixed = estimate.tokens(SUMMARY_SYSTEM.len() + instructions.len()) + 64;
+    let room = window.context.saturating_sub(u64::from(summary_tokens(window)) + fixed);
+    transcript(summarized, estimate.chars(room))
+}
+
 /// The summarizer's request for `summarized`, fitted to the window of the model that
 /// writes it.
-pub fn request(summarized: &[Message], window: Window, estimate: &Estimator) -> CompletionRequest {
-    let max_output = (window.reserve as u32).clamp(1, SUMMARY_TOKENS);
-    let fixed = estimate.tokens(SUMMARY_SYSTEM.len() + SUMMARY_REQUEST.len()) + 64;
-    let room = window.context.saturating_sub(u64::from(max_output) + fixed);
-    let text = format!("{}\n\n{SUMMARY_REQUEST}", transcript(summarized, estimate.chars(room)));
+pub fn request(summarized: &[Message], window: Window, estimate: &Estimator, instructions: &Instructions) -> CompletionRequest {
+    let instructions = instructions.text();
+    let text = format!("{}\n\n{instructions}", fitted_transcript(summarized, window, estimate, &instructions));
+    let max_output = summary_tokens(window);
     CompletionRequest {
         model: String::new(),
         system: Some(SUMMARY_SYSTEM.into()),

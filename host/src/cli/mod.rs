@@ -686,7 +686,7 @@ async fn inspect(host: &PluginHost, plugin: &str, json: bool) -> anyhow::Result<
     }
     println!("source      {}", plugin.source);
     println!("sha256      {}", plugin.content_hash);
-    println!("world       {} ({})", m.world, m.wit.as_deref().unwrap_or("plugboard:plugin@0.1.0"));
+    println!("world       {} ({})", m.world, m.wit.as_deref().unwrap_or("WIT version not stated"));
     println!("load        {} in {:.1} ms", value["load"]["cache"].as_str().unwrap_or(""), plugin.stats.micros as f64 / 1000.0);
     if let Some(info) = plugin.provider() {
         println!(

@@ -248,7 +248,8 @@ const HOOK_POINTS: &[(&str, &str)] = &[
 /// ```
 ///
 /// Keys: `session_created`, `prompt_before`, `tool_before`, `tool_after`, `chat_params`,
-/// `on_event` (each takes a function path, see `plugboard_sdk::hook`), and `event_types`
+/// `compacting`, `on_event` (each takes a function path, see `plugboard_sdk::hook`), and
+/// `event_types`
 /// (the event types `on_event` wants; default all).
 #[proc_macro]
 pub fn export_hooks(input: TokenStream) -> TokenStream {
@@ -276,7 +277,7 @@ fn expand_export_hooks(input: proc_macro2::TokenStream) -> syn::Result<proc_macr
     let entries = Punctuated::<HookEntry, Token![,]>::parse_terminated.parse2(input)?;
     let mut handlers: std::collections::BTreeMap<String, syn::Expr> = Default::default();
     let mut event_types: Vec<syn::LitStr> = Vec::new();
-    let known: Vec<&str> = HOOK_POINTS.iter().map(|(k, _)| *k).chain(["event_types"]).collect();
+    let known: Vec<&str> = HOOK_POINTS.iter().map(|(k, _)| *k).chain(["compacting", "event_types"]).collect();
     for entry in entries {
         let key = entry.key.to_string();
         if key == "event_types" {
@@ -289,7 +290,7 @@ fn expand_export_hooks(input: proc_macro2::TokenStream) -> syn::Result<proc_macr
                     other => return Err(syn::Error::new_spanned(other, "an event type is a string, e.g. \"tool.state\" or \"plugin.*\"")),
                 }
             }
-        } else if HOOK_POINTS.iter().any(|(k, _)| *k == key) {
+        } else if key == "compacting" || HOOK_POINTS.iter().any(|(k, _)| *k == key) {
             if handlers.insert(key.clone(), entry.value).is_some() {
                 return Err(syn::Error::new_spanned(&entry.key, format!("`{key}` is given twice")));
             }
@@ -333,6 +334,21 @@ fn expand_export_hooks(input: proc_macro2::TokenStream) -> syn::Result<proc_macr
     let tool_after = call("tool_after", quote! { context, call, outcome }, quote! { { let _ = (context, call, outcome); None } });
     let chat_params = call("chat_params", quote! { context, params }, quote! { { let _ = context; params } });
     let on_event = call("on_event", quote! { context, event }, quote! { { let _ = (context, event); Ok(()) } });
+    let compaction = handlers.get("compacting").map(|f| {
+        let wit = quote! { ::plugboard_sdk::compaction_bindings::exports::plugboard::plugin::compaction };
+        quote! {
+            #[doc(hidden)]
+            struct __PlugboardCompactionHook;
+
+            impl #wit::Guest for __PlugboardCompactionHook {
+                fn compacting(context: #wit::CompactionContext, compaction: #wit::CompactionInfo, draft: #wit::CompactionDraft) -> #wit::CompactionDraft {
+                    #adapt::compacting(#f, context, compaction, draft)
+                }
+            }
+
+            ::plugboard_sdk::compaction_bindings::export_compaction_world!(__PlugboardCompactionHook with_types_in ::plugboard_sdk::compaction_bindings);
+        }
+    });
     let manifest = manifest::from_cargo_env("hook-plugin").map_err(|e| syn::Error::new(Span::call_site(), e))?;
     let embedded = embed_manifest(&manifest);
     let wit = quote! { ::plugboard_sdk::hook_bindings::exports::plugboard::plugin::hooks };
@@ -371,6 +387,8 @@ fn expand_export_hooks(input: proc_macro2::TokenStream) -> syn::Result<proc_macr
         }
 
         ::plugboard_sdk::hook_bindings::export_hook_world!(__PlugboardHookPlugin with_types_in ::plugboard_sdk::hook_bindings);
+
+        #compaction
 
         #embedded
     })

@@ -73,7 +73,7 @@ pub fn from_cargo_env(world: &str) -> Result<String, String> {
         "version": version,
         "description": description,
         "world": world,
-        "wit": "plugboard:plugin@0.1.0",
+        "wit": "plugboard:plugin@0.1.1",
         "sdk": env!("CARGO_PKG_VERSION"),
         "capabilities": capabilities,
         "credentials": credentials,

@@ -351,3 +351,143 @@ async fn audit_log_appends_one_line_per_tool_call_to_its_granted_file() {
     assert_eq!(unknown["state"], "error");
     assert!(events(&f, "hook.failed").await.is_empty());
 }
+
+/// [`hooked`] with a model of 16,000 tokens that answers with up to 2,000, and a session
+/// holding one long prompt (about 5,000 tokens) for a compaction on request to summarize.
+async fn hooked_with_notes(script: Vec<plugboard_tests::Scripted>, config: &str) -> (Fixture, String) {
+    let config = format!("[agents.build]\npermissions = [{{ tool = \"echo\", action = \"allow\" }}]\n{config}");
+    let f = crate::agent::fixture_of(
+        script,
+        &config,
+        AskMode::DenyAll,
+        |ws: &Workspace| {
+            for component in [components::HOOK_A, components::HOOK_B] {
+                std::fs::copy(component, ws.plugins.join(Path::new(component).file_name().unwrap())).unwrap();
+            }
+        },
+        "context_tokens = 16000, output_tokens = 2000, ",
+    )
+    .await;
+    let session = f.runtime.create_session(None, "build", None, "t").await.unwrap();
+    f.runtime.prompt(&session.id, &format!("NOTES {}", "a note worth keeping ".repeat(1_000))).await.unwrap();
+    (f, session.id)
+}
+
+#[tokio::test]
+async fn compaction_hooks_replace_the_summarizers_instructions_and_add_context_in_order() {
+    let (f, session) = hooked_with_notes(
+        vec![say("ok"), say("The user shared notes."), say("ok")],
+        r#"
+        [hooks.hook-b]
+        priority = -1
+        [plugins.hook-a.settings]
+        compacting = "context:Keep the ticket number PB-7."
+        [plugins.hook-b.settings]
+        compacting = "prompt:Summarize in one line."
+        "#,
+    )
+    .await;
+    assert_eq!(f.runtime.host().hooks().order(plugboard::hooks::HookPoint::Compacting), ["hook-b", "hook-a"]);
+    let compaction = f.runtime.compact(&session).await.unwrap();
+    assert_eq!((compaction.hook.as_deref(), compaction.tokens.output), (None, 10), "the model wrote the summary");
+    let summarizing = request_body(&f.server, 1);
+    let asked = summarizing["messages"].as_array().unwrap().last().unwrap()["content"].as_str().unwrap().to_string();
+    assert!(asked.contains("## User\nNOTES a note worth keeping"), "the transcript comes first: {asked}");
+    assert!(asked.ends_with("\n\nSummarize in one line.\n\nKeep the ticket number PB-7."), "b replaced, then a added: {asked}");
+    assert!(!asked.contains("Summarize the conversation above"), "the default instructions are gone: {asked}");
+    f.runtime.prompt(&session, "go on").await.unwrap();
+    assert!(request_body(&f.server, 2).to_string().contains("The user shared notes."));
+    assert!(events(&f, "hook.failed").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_compaction_hook_can_write_the_summary_and_the_model_is_not_asked() {
+    let (f, session) = hooked_with_notes(
+        vec![say("ok"), say("after the summary")],
+        r#"
+        [plugins.hook-a.settings]
+        compacting = "summary:Notes about PB-7"
+        [plugins.hook-b.settings]
+        compacting = "context:ignored, since no model is asked"
+        "#,
+    )
+    .await;
+    let compaction = f.runtime.compact(&session).await.unwrap();
+    assert_eq!(f.server.received().len(), 1, "no summarizer request was sent");
+    assert_eq!(compaction.hook.as_deref(), Some("hook-a"));
+    assert_eq!((compaction.tokens.input, compaction.tokens.output, compaction.cost), (0, 0, 0.0));
+    let expected = "Notes about PB-7 (1 messages; ## User)";
+    let history = f.store.history(&session).await.unwrap();
+    let message = history.iter().find(|m| m.id == compaction.message_id).unwrap();
+    assert_eq!((message.model.as_deref(), message.parts[0].data["summary"].as_str()), (None, Some(expected)));
+    assert_eq!(message.parts[0].data["hook"], "hook-a");
+    let compacted = events(&f, "session.compacted").await;
+    assert_eq!(compacted[0].data["hook"], "hook-a");
+    let outcome = f.runtime.prompt(&session, "go on").await.unwrap();
+    assert_eq!(outcome.text, "after the summary");
+    let turn = request_body(&f.server, 1).to_string();
+    assert!(turn.contains(expected) && !turn.contains("NOTES"), "the hook's summary replaces the notes: {turn}");
+}
+
+#[tokio::test]
+async fn a_compaction_hook_that_traps_or_writes_an_empty_summary_is_discarded_and_the_model_summarizes() {
+    let (f, session) = hooked_with_notes(
+        vec![say("ok"), say("The user shared notes.")],
+        r#"
+        [plugins.hook-a.settings]
+        compacting = "empty"
+        [plugins.hook-b.settings]
+        compacting = "trap"
+        "#,
+    )
+    .await;
+    let compaction = f.runtime.compact(&session).await.unwrap();
+    assert_eq!(compaction.hook, None);
+    let asked = request_body(&f.server, 1).to_string();
+    assert!(asked.contains("Summarize the conversation above"), "the default instructions: {asked}");
+    let failed = events(&f, "hook.failed").await;
+    let reasons: Vec<(String, String)> =
+        failed.iter().map(|e| (e.data["hook"].as_str().unwrap().to_string(), e.data["reason"].as_str().unwrap().to_string())).collect();
+    assert_eq!(failed.len(), 2, "{reasons:?}");
+    assert!(failed.iter().all(|e| e.data["point"] == "session.compacting"));
+    assert!(reasons[0].0 == "hook-a" && reasons[0].1.contains("the summary would be empty"), "{reasons:?}");
+    assert!(reasons[1].0 == "hook-b" && reasons[1].1.contains("scripted trap in compacting"), "{reasons:?}");
+}
+
+#[tokio::test]
+async fn plugins_built_against_wit_0_1_0_still_load_and_run() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/v0.1.0");
+    let f = fixture_with(
+        vec![say("unused: the instant provider answers")],
+        r#"
+        [agents.build]
+        permissions = [{ tool = "echo", action = "allow" }]
+        [plugins.hook-a.settings]
+        prompt_before = "rewrite:(seen by an old hook)"
+        "#,
+        AskMode::DenyAll,
+        |ws: &Workspace| {
+            // The workspace's echo and instant provider, replaced by their 0.1.0 builds.
+            for (old, current) in [("echo.wasm", components::ECHO), ("instant-provider.wasm", components::INSTANT_PROVIDER)] {
+                std::fs::copy(fixtures.join(old), ws.plugins.join(Path::new(current).file_name().unwrap())).unwrap();
+            }
+            std::fs::copy(fixtures.join("hook-a.wasm"), ws.plugins.join("hook-a.wasm")).unwrap();
+        },
+    )
+    .await;
+    let registry = f.runtime.host().registry();
+    for id in ["echo", "instant", "hook-a"] {
+        let plugin = registry.plugin(id).unwrap_or_else(|| panic!("`{id}` loaded"));
+        assert_eq!(plugin.manifest.wit.as_deref(), Some("plugboard:plugin@0.1.0"), "{id} was built against 0.1.0");
+    }
+    let chain = f.runtime.host().hooks();
+    assert_eq!(chain.order(plugboard::hooks::HookPoint::PromptBefore), ["hook-a"]);
+    assert!(chain.order(plugboard::hooks::HookPoint::Compacting).is_empty(), "0.1.0 has no compaction export");
+    let session = f.runtime.create_session(None, "build", Some("instant/script"), "t").await.unwrap();
+    let outcome = f.runtime.prompt(&session.id, "Echo three times").await.unwrap();
+    assert_eq!(outcome.text, "All three echoed.");
+    let outputs: Vec<Value> = tool_parts(&f, &session.id).await.into_iter().map(|p| p["output"].clone()).collect();
+    assert_eq!(outputs, [json!("hello 0"), json!("hello 1"), json!("hello 2")], "the old echo ran");
+    let history = f.store.history(&session.id).await.unwrap();
+    assert_eq!(history[0].parts[0].data["text"], "Echo three times (seen by an old hook)");
+}

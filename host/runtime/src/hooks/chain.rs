@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::{HookPoint, HookSettings};
+use super::{CompactionReason, HookPoint, HookSettings};
+use crate::runtime::bindings::compaction_types as cwit;
 use crate::runtime::bindings::hook_types as wit;
 use crate::runtime::{EventSink, LoadedPlugin, PluginSource};
 
@@ -83,6 +84,33 @@ pub struct ChatParams {
     pub max_tokens: Option<u32>,
     /// The system prompt.
     pub system_prompt: String,
+}
+
+/// A compaction as `session.compacting` hooks see it.
+#[derive(Debug, Clone)]
+pub struct CompactionInfo {
+    /// Why it runs.
+    pub reason: CompactionReason,
+    /// The model that will write the summary (`provider/model`).
+    pub model: String,
+    /// How many messages the summary replaces.
+    pub messages: u32,
+    /// The conversation to summarize, as the summarizer reads it.
+    pub transcript: String,
+}
+
+/// What the summarizer of a compaction gets after the transcript, or the summary itself,
+/// as `session.compacting` hooks leave it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompactionDraft {
+    /// The instructions.
+    pub prompt: String,
+    /// Paragraphs added after them.
+    pub context: Vec<String>,
+    /// A summary a hook wrote: the model is not asked.
+    pub summary: Option<String>,
+    /// The hook that wrote `summary`.
+    pub summary_by: Option<String>,
 }
 
 /// The enabled hooks of one moment, ordered by priority then id, with where their failures
@@ -324,6 +352,62 @@ impl HookChain {
         params
     }
 
+    /// `session.compacting`: each hook may replace the instructions (not with empty text),
+    /// add paragraphs after them, or write the summary itself (not empty, at most
+    /// `max_summary_bytes`). Each sees the draft the hooks before it left.
+    pub async fn compacting(
+        &self,
+        ctx: &HookContext,
+        info: &CompactionInfo,
+        draft: CompactionDraft,
+        max_summary_bytes: usize,
+    ) -> CompactionDraft {
+        let mut draft = draft;
+        let cap = u32::try_from(max_summary_bytes).unwrap_or(u32::MAX);
+        for hook in self.at(HookPoint::Compacting) {
+            let c = cwit::CompactionContext {
+                session_id: ctx.session_id.clone(),
+                agent: ctx.agent.clone(),
+                working_directory: self.workspace.clone(),
+            };
+            let i = cwit::CompactionInfo {
+                reason: info.reason,
+                model: info.model.clone(),
+                messages: info.messages,
+                transcript: info.transcript.clone(),
+            };
+            let d = cwit::CompactionDraft {
+                prompt: draft.prompt.clone(),
+                context: draft.context.clone(),
+                summary: draft.summary.clone(),
+                max_summary_bytes: cap,
+            };
+            let answer =
+                hook.plugin.run_compaction_hook(move |store, h| Box::pin(async move { h.call_compacting(store, &c, &i, &d).await })).await;
+            let problem = match answer {
+                Ok(d) => match check_compaction_draft(&d, max_summary_bytes) {
+                    Err(why) => Some(format!("invalid draft: {why}")),
+                    Ok(()) => {
+                        if d.summary.is_some() && d.summary != draft.summary {
+                            draft.summary_by = Some(hook.id().to_string());
+                        } else if d.summary.is_none() {
+                            draft.summary_by = None;
+                        }
+                        draft.prompt = hook.mask(d.prompt);
+                        draft.context = d.context.into_iter().map(|p| hook.mask(p)).collect();
+                        draft.summary = d.summary.map(|t| hook.mask(t));
+                        None
+                    }
+                },
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(reason) = problem {
+                self.failed(hook, HookPoint::Compacting, ctx, &reason, json!({}));
+            }
+        }
+        draft
+    }
+
     /// `event`: each hook that wants events of this type observes it. A failure is reported,
     /// except while handling a `hook.failed` event (which would feed on itself).
     pub async fn event(&self, session_id: Option<&str>, record: wit::Event) {
@@ -346,6 +430,24 @@ fn failure(result: Result<Result<(), String>, crate::runtime::CallError>) -> Opt
         Ok(Ok(())) => None,
         Ok(Err(message)) => Some(format!("the hook reported an error: {message}")),
         Err(e) => Some(e.to_string()),
+    }
+}
+
+/// Why a `session.compacting` draft cannot be used, if it cannot.
+fn check_compaction_draft(d: &cwit::CompactionDraft, max_summary_bytes: usize) -> Result<(), String> {
+    if d.prompt.trim().is_empty() {
+        return Err("the instructions would be empty".into());
+    }
+    let added: usize = d.prompt.len() + d.context.iter().map(String::len).sum::<usize>();
+    if added > MAX_PROMPT_BYTES {
+        return Err(format!("the instructions and context would be {added} bytes, over the {MAX_PROMPT_BYTES}-byte limit"));
+    }
+    match &d.summary {
+        Some(summary) if summary.trim().is_empty() => Err("the summary would be empty".into()),
+        Some(summary) if summary.len() > max_summary_bytes => {
+            Err(format!("the summary would be {} bytes, over the {max_summary_bytes} bytes the model's context leaves it", summary.len()))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -13,7 +13,8 @@ pub mod chain;
 
 use serde::{Deserialize, Serialize};
 
-pub use chain::{ChatParams, HookChain, HookContext, PromptRejected, ToolDecision};
+pub use chain::{ChatParams, CompactionDraft, CompactionInfo, HookChain, HookContext, PromptRejected, ToolDecision};
+pub use crate::runtime::bindings::compaction_types::CompactionReason;
 
 use crate::runtime::bindings::hook_types as wit;
 
@@ -35,6 +36,11 @@ pub enum HookPoint {
     /// A provider turn is about to start (adjust temperature, max tokens, system prompt).
     #[serde(rename = "chat.params")]
     ChatParams,
+    /// A session's older messages are about to be summarized (add to the summarizer's
+    /// instructions, replace them, or write the summary). Declared by exporting the
+    /// `compaction` interface (since WIT 0.1.1).
+    #[serde(rename = "session.compacting")]
+    Compacting,
     /// An event was logged (observe, asynchronously).
     #[serde(rename = "event")]
     Event,
@@ -49,6 +55,7 @@ impl HookPoint {
             HookPoint::ToolBefore => "tool.before",
             HookPoint::ToolAfter => "tool.after",
             HookPoint::ChatParams => "chat.params",
+            HookPoint::Compacting => "session.compacting",
             HookPoint::Event => "event",
         }
     }
@@ -93,11 +100,11 @@ impl HookInfo {
     }
 }
 
-impl TryFrom<wit::HookInfo> for HookInfo {
-    type Error = String;
-
-    fn try_from(info: wit::HookInfo) -> Result<Self, String> {
-        let mut points: Vec<HookPoint> = info.points.into_iter().map(HookPoint::from).collect();
+impl HookInfo {
+    /// What a plugin said in `describe`, with `extra`, a point it declared by an export of
+    /// its own (`session.compacting`).
+    pub fn described(info: wit::HookInfo, extra: Option<HookPoint>) -> Result<Self, String> {
+        let mut points: Vec<HookPoint> = info.points.into_iter().map(HookPoint::from).chain(extra).collect();
         points.sort();
         points.dedup();
         if points.is_empty() {

@@ -24,7 +24,7 @@ pub struct PluginManifest {
     /// The WIT world the plugin targets (`tool-plugin` when not said).
     #[serde(default)]
     pub world: World,
-    /// The WIT package version it was built against, e.g. `plugboard:plugin@0.1.0`.
+    /// The WIT package version it was built against, e.g. `plugboard:plugin@0.1.1`.
     #[serde(default)]
     pub wit: Option<String>,
     /// The SDK version that built it, when built with the SDK.
@@ -77,9 +77,9 @@ impl World {
     /// The interface the world exports.
     pub fn export(self) -> &'static str {
         match self {
-            World::ToolPlugin => "plugboard:plugin/tool@0.1.0",
-            World::ProviderPlugin => "plugboard:plugin/provider@0.1.0",
-            World::HookPlugin => "plugboard:plugin/hooks@0.1.0",
+            World::ToolPlugin => "plugboard:plugin/tool@0.1.1",
+            World::ProviderPlugin => "plugboard:plugin/provider@0.1.1",
+            World::HookPlugin => "plugboard:plugin/hooks@0.1.1",
         }
     }
 }

@@ -14,7 +14,7 @@ use wasmtime::component::Linker;
 
 use super::discovery::Candidate;
 use super::error::{CallError, LoadError};
-use super::hook::HookWorld;
+use super::hook::{HookRecipe, HookWorld};
 use super::provider::{CompletionError, CompletionRequest, ProviderInfo, ProviderStream, ProviderWorld};
 use super::sandbox::Sandbox;
 use super::state::{CallState, ProgressSink};
@@ -22,7 +22,7 @@ use super::tool::{CallContext, ToolDefinition, ToolOutput, ToolWorld};
 use crate::capability::{CapabilityPolicy, PolicyContext, ProviderOverrides};
 use crate::hooks::HookInfo;
 use crate::runtime::artifact_cache::{ArtifactCache, CacheOutcome, content_hash};
-use crate::runtime::bindings::{HookPluginPre, ProviderPluginPre, ToolPluginPre, hook_types};
+use crate::runtime::bindings::{ProviderPluginPre, ToolPluginPre, WIT_PACKAGE, compaction_types, hook_types};
 use crate::runtime::config::{GrantSource, RuntimeConfig};
 use crate::runtime::engine::PluginEngine;
 use crate::runtime::manifest::{PluginManifest, World};
@@ -76,7 +76,7 @@ fn serialize_outcome<S: serde::Serializer>(o: &CacheOutcome, s: S) -> Result<S::
 enum Recipe {
     Tool(ToolPluginPre<CallState>),
     Provider(ProviderPluginPre<CallState>),
-    Hook(HookPluginPre<CallState>),
+    Hook(HookRecipe),
 }
 
 impl Recipe {
@@ -103,7 +103,7 @@ impl Served {
         match self {
             Served::Tools(w) => Recipe::Tool(w.pre().clone()),
             Served::Provider(w) => Recipe::Provider(w.pre().clone()),
-            Served::Hooks(w) => Recipe::Hook(w.pre().clone()),
+            Served::Hooks(w) => Recipe::Hook(w.recipe().clone()),
         }
     }
 }
@@ -150,12 +150,12 @@ impl CompiledPlugin {
         let world = manifest.world;
         let instance_pre = linker
             .instantiate_pre(&component)
-            .map_err(|e| LoadError::Component(format!("does not fit the `{world}` world of plugboard:plugin@0.1.0: {e:#}")))?;
+            .map_err(|e| LoadError::Component(format!("does not fit the `{world}` world of {WIT_PACKAGE}: {e:#}")))?;
         let exports = |e: wasmtime::Error| LoadError::Component(format!("does not export `{}`: {e:#}", world.export()));
         let recipe = match world {
             World::ToolPlugin => Recipe::Tool(ToolPluginPre::new(instance_pre).map_err(exports)?),
             World::ProviderPlugin => Recipe::Provider(ProviderPluginPre::new(instance_pre).map_err(exports)?),
-            World::HookPlugin => Recipe::Hook(HookPluginPre::new(instance_pre).map_err(exports)?),
+            World::HookPlugin => Recipe::Hook(HookRecipe::new(instance_pre).map_err(exports)?),
         };
         let stats = LoadStats { cache: cache_outcome, micros: started.elapsed().as_micros() as u64 };
         Ok(CompiledPlugin { manifest, source, content_hash: hash, policy, grant_source, stats, engine: engine.clone(), recipe })
@@ -327,5 +327,20 @@ impl LoadedPlugin {
     {
         let Served::Hooks(hooks) = &self.served else { return Err(self.not_a("hook")) };
         hooks.run(&self.sandbox, run).await
+    }
+
+    /// Runs the `compaction` export of a hook plugin, like [`Self::run_hook`].
+    pub async fn run_compaction_hook<T, F>(&self, run: F) -> Result<T, CallError>
+    where
+        T: Send + 'static,
+        F: for<'s> FnOnce(&'s mut Store<CallState>, &'s compaction_types::Guest) -> BoxFuture<'s, wasmtime::Result<T>>
+            + Send
+            + 'static,
+    {
+        let Served::Hooks(hooks) = &self.served else { return Err(self.not_a("hook")) };
+        match hooks.run_compaction(&self.sandbox, run).await {
+            Some(result) => result,
+            None => Err(CallError::Host { plugin: self.manifest.id.clone(), message: "it does not export the `compaction` interface".into() }),
+        }
     }
 }

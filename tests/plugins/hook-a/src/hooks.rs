@@ -8,6 +8,9 @@
 // - `tool_after`: `tag` (appends `[<tag>]`), `trap`, `spin`, `huge` (an oversized rewrite);
 // - `chat_params`: `temperature:<t>`, `max_tokens:<n>`, `system:<text>` (appends it),
 //   `invalid` (temperature 9);
+// - `compacting`: `context:<text>` (adds a paragraph), `prompt:<text>` (replaces the
+//   instructions), `summary:<text>` (writes the summary, followed by the number of
+//   messages and the transcript's first line), `empty` (an invalid, empty summary), `trap`;
 // - `session_created`, `on_event`: `ok` or `fail`;
 // - `tag`: the text `tool_after` appends.
 
@@ -79,6 +82,23 @@ fn chat_params(_ctx: &HookContext, params: &mut ChatParams) {
     }
 }
 
+fn compacting(_ctx: &HookContext, compaction: &Compaction, draft: &mut CompactionDraft) {
+    let action = action("compacting");
+    match action.split_once(':') {
+        Some(("context", text)) => draft.context.push(text.into()),
+        Some(("prompt", text)) => draft.prompt = text.into(),
+        Some(("summary", text)) => {
+            let first = compaction.transcript.lines().next().unwrap_or_default();
+            draft.summary = Some(format!("{text} ({} messages; {first})", compaction.messages));
+        }
+        _ => match action.as_str() {
+            "empty" => draft.summary = Some(" ".into()),
+            "trap" => panic!("scripted trap in compacting"),
+            _ => {}
+        },
+    }
+}
+
 fn on_event(_ctx: &HookContext, _event: &Event) -> Result<(), String> {
     match action("on_event").as_str() {
         "fail" => Err("scripted failure".into()),
@@ -92,6 +112,7 @@ plugboard_sdk::export_hooks! {
     tool_before: tool_before,
     tool_after: tool_after,
     chat_params: chat_params,
+    compacting: compacting,
     on_event: on_event,
     event_types: ["session.created", "tool.state"],
 }
