@@ -274,11 +274,8 @@ pub mod adapt {
         compaction: cwit::CompactionInfo,
         draft: cwit::CompactionDraft,
     ) -> cwit::CompactionDraft {
-        let context = HookContext {
-            session_id: context.session_id,
-            agent: context.agent,
-            working_directory: context.working_directory.into(),
-        };
+        let context =
+            HookContext { session_id: context.session_id, agent: context.agent, working_directory: context.working_directory.into() };
         let reason = match compaction.reason {
             cwit::CompactionReason::Auto => CompactionReason::Auto,
             cwit::CompactionReason::Requested => CompactionReason::Requested,

@@ -1119,7 +1119,8 @@ impl<'a> Activity<'a> {
         });
         self.messages = provider_messages(&history, limit);
         let tokens_after = self.estimator.tokens(fixed_chars + context::message_chars(&self.messages));
-        let done = Compaction { message_id: message, through: plan.through, reason, model, hook, tokens_before, tokens_after, tokens, cost };
+        let done =
+            Compaction { message_id: message, through: plan.through, reason, model, hook, tokens_before, tokens_after, tokens, cost };
         (data["tokens_before"], data["tokens_after"]) = (json!(tokens_before), json!(tokens_after));
         let (id, key, event) = (self.session.id.clone(), done.message_id.clone(), serde_json::to_value(&done).unwrap_or_default());
         self.later(move |tx| {
@@ -1155,7 +1156,8 @@ impl<'a> Activity<'a> {
             messages: u32::try_from(plan.messages).unwrap_or(u32::MAX),
             transcript,
         };
-        let draft = crate::hooks::CompactionDraft { prompt: instructions.prompt, context: instructions.context, summary: None, summary_by: None };
+        let draft =
+            crate::hooks::CompactionDraft { prompt: instructions.prompt, context: instructions.context, summary: None, summary_by: None };
         let draft = hooks.compacting(&self.hook_context(), &info, draft, max_summary).await;
         let written = draft.summary.map(|summary| (summary.trim().to_string(), Tokens::default(), draft.summary_by));
         (compaction::Instructions { prompt: draft.prompt, context: draft.context }, written)

@@ -125,7 +125,7 @@ async fn hooks_come_and_go_with_their_files_and_their_configuration() {
     assert_eq!(added[0]["id"], "hook-a");
     assert_eq!(
         added[0]["hooks"]["points"],
-        json!(["session.created", "prompt.before", "tool.before", "tool.after", "chat.params", "event"])
+        json!(["session.created", "prompt.before", "tool.before", "tool.after", "chat.params", "session.compacting", "event"])
     );
     assert_eq!(host.hooks().order(HookPoint::ToolBefore), ["hook-a"]);
 

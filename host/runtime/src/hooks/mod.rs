@@ -13,8 +13,8 @@ pub mod chain;
 
 use serde::{Deserialize, Serialize};
 
-pub use chain::{ChatParams, CompactionDraft, CompactionInfo, HookChain, HookContext, PromptRejected, ToolDecision};
 pub use crate::runtime::bindings::compaction_types::CompactionReason;
+pub use chain::{ChatParams, CompactionDraft, CompactionInfo, HookChain, HookContext, PromptRejected, ToolDecision};
 
 use crate::runtime::bindings::hook_types as wit;
 

@@ -78,9 +78,7 @@ impl HookWorld {
     pub(crate) async fn run_compaction<T, F>(&self, sandbox: &Sandbox, run: F) -> Option<Result<T, CallError>>
     where
         T: Send + 'static,
-        F: for<'s> FnOnce(&'s mut Store<CallState>, &'s compaction_types::Guest) -> BoxFuture<'s, wasmtime::Result<T>>
-            + Send
-            + 'static,
+        F: for<'s> FnOnce(&'s mut Store<CallState>, &'s compaction_types::Guest) -> BoxFuture<'s, wasmtime::Result<T>> + Send + 'static,
     {
         let pre = self.recipe.compaction.clone()?;
         let result = sandbox

@@ -333,14 +333,14 @@ impl LoadedPlugin {
     pub async fn run_compaction_hook<T, F>(&self, run: F) -> Result<T, CallError>
     where
         T: Send + 'static,
-        F: for<'s> FnOnce(&'s mut Store<CallState>, &'s compaction_types::Guest) -> BoxFuture<'s, wasmtime::Result<T>>
-            + Send
-            + 'static,
+        F: for<'s> FnOnce(&'s mut Store<CallState>, &'s compaction_types::Guest) -> BoxFuture<'s, wasmtime::Result<T>> + Send + 'static,
     {
         let Served::Hooks(hooks) = &self.served else { return Err(self.not_a("hook")) };
         match hooks.run_compaction(&self.sandbox, run).await {
             Some(result) => result,
-            None => Err(CallError::Host { plugin: self.manifest.id.clone(), message: "it does not export the `compaction` interface".into() }),
+            None => {
+                Err(CallError::Host { plugin: self.manifest.id.clone(), message: "it does not export the `compaction` interface".into() })
+            }
         }
     }
 }
