@@ -61,6 +61,9 @@ pub struct Config {
     /// `[server]`: `plugboard serve`'s address and limits.
     #[serde(default)]
     pub server: ServerConfig,
+    /// `[mcp]`: how the tools are served to MCP clients.
+    #[serde(default)]
+    pub mcp: crate::mcp::McpSettings,
 }
 
 /// Why the configuration could not be used.
@@ -168,6 +171,17 @@ impl Config {
     /// The agent runtime's part.
     pub fn agent_settings(&self) -> AgentSettings {
         AgentSettings { agents: self.agents.clone(), default_model: self.default_model.clone(), sessions: self.sessions.clone() }
+    }
+
+    /// The agents this configuration defines, checked against the one `[mcp] agent` names.
+    pub fn resolve_agents(&self) -> Result<crate::agent::Agents, String> {
+        let agents = self.agent_settings().resolve()?;
+        let mcp = self.mcp.agent();
+        if !agents.profiles.contains_key(mcp) {
+            let known: Vec<&str> = agents.profiles.keys().map(String::as_str).collect();
+            return Err(format!("[mcp] agent `{mcp}` is not an agent; the agents are {}", known.join(", ")));
+        }
+        Ok(agents)
     }
 
     /// Parses the text of a configuration file.

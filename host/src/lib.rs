@@ -23,7 +23,8 @@
 //! - [`config`]: the format of `plugboard.toml`;
 //! - [`app`]: the top layer: reads and reloads `plugboard.toml`, hands each layer its part,
 //!   watches the files that carry policy;
-//! - [`server`]: `plugboard serve`, the HTTP API with Server-Sent Events;
+//! - [`mcp`]: the tools served to MCP clients (stdio and streamable HTTP);
+//! - [`server`]: `plugboard serve`, the HTTP API with Server-Sent Events (and `/mcp`);
 //! - [`cli`]: the `plugboard` command (`plugin new` included).
 
 #![warn(missing_docs)]
@@ -34,6 +35,7 @@ pub mod agent;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod mcp;
 pub mod server;
 pub mod snapshot;
 pub mod store;

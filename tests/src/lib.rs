@@ -11,6 +11,8 @@ use plugboard::app::App;
 use plugboard::runtime::{CallContext, CallError, HostOptions, PluginHost, ToolOutput};
 
 /// Paths of the compiled test plugins.
+pub mod mcp;
+
 pub mod components {
     include!(concat!(env!("OUT_DIR"), "/test_plugins.rs"));
 }

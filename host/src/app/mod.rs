@@ -71,8 +71,7 @@ impl App {
         let file = loaded.path.clone().unwrap_or_else(|| workspace.join(CONFIG_FILE_NAME));
         let agents = loaded
             .config
-            .agent_settings()
-            .resolve()
+            .resolve_agents()
             .map_err(|message| ConfigError::Invalid { path: file.clone(), message: format!("agents: {message}") })?;
         let origin = if options.config_file.is_some() { ConfigOrigin::Operator } else { ConfigOrigin::Workspace };
         let host = PluginHost::start(options, loaded.config.runtime()).await?;

@@ -74,7 +74,7 @@ impl App {
         }
         let restart_required: Vec<String> = sections.iter().filter(|s| RESTART_SECTIONS.contains(&s.as_str())).cloned().collect();
         // Every layer checks its part before any of them changes.
-        let agents = new.agent_settings().resolve().map_err(|e| reject(format!("agents: {e}")))?;
+        let agents = new.resolve_agents().map_err(|e| reject(format!("agents: {e}")))?;
         let runtime = self.host.prepare_config(new.runtime()).await.map_err(reject)?;
         *self.rejected.lock().expect("not poisoned") = None;
         *self.config.write().expect("not poisoned") = Arc::new(new);

@@ -80,6 +80,15 @@ pub enum Command {
     Session(SessionCommand),
     /// Serve the HTTP API: sessions driven over HTTP, followed over Server-Sent Events.
     Serve(ServeArgs),
+    /// Serve the tools to an MCP client over standard input and output (for Claude Code,
+    /// Cursor or any MCP client that starts its servers as commands). Plugins and the
+    /// configuration reload when their files change, and the client is told.
+    Mcp {
+        /// The agent whose permission rules judge the calls (default: `[mcp] agent`, else
+        /// build).
+        #[arg(long)]
+        agent: Option<String>,
+    },
     /// Review the workspace's own plugboard.toml and .plugboard/plugins/, and trust them:
     /// until then (and after any later change) they are not applied.
     Trust {
@@ -455,6 +464,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             done
         }
         Command::Serve(_) | Command::Trust { .. } => unreachable!("handled before the host starts"),
+        Command::Mcp { agent } => {
+            let agent = agent.unwrap_or_else(|| app.config().mcp.agent().to_string());
+            let server = crate::mcp::ToolServer::new(app.host().clone(), app.agents(), &agent)?;
+            let _watching = app.watch().map_err(|e| eprintln!("warning: plugins and configuration will not reload: {e}")).ok();
+            crate::mcp::server::serve_stdio(server).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run { prompt, model, agent, session, yes, stream } => {
             let store = crate::store::SessionStore::open_in(cli.data_dir.as_deref())?;
             let ran =

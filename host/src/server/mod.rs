@@ -50,6 +50,7 @@ pub fn app(state: AppState) -> Router {
     let max_body = state.settings().max_body_bytes;
     let router = router
         .route("/openapi.json", axum::routing::get(move || openapi::document(api.clone())))
+        .nest_service("/mcp", mcp_endpoint(&state))
         .fallback(routes::unknown_route)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_secret));
@@ -65,6 +66,17 @@ pub fn app(state: AppState) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(observe::panic_response))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe::observe_request))
         .with_state(state)
+}
+
+/// `/mcp`: the tools over MCP's streamable HTTP, one [`crate::mcp::ToolServer`] per client
+/// session, under `[mcp]` as it stands when the session starts.
+fn mcp_endpoint(state: &AppState) -> crate::mcp::server::HttpEndpoint {
+    let ready = state.clone();
+    let connect = move || {
+        let app = ready.app().ok_or_else(|| std::io::Error::other("plugboard is starting: its plugins are still loading (see /ready)"))?;
+        crate::mcp::ToolServer::new(app.host().clone(), app.agents(), app.config().mcp.agent()).map_err(std::io::Error::other)
+    };
+    crate::mcp::server::http_service(connect, state.settings().max_body_bytes, state.shutdown_token())
 }
 
 /// Runs the server until SIGTERM or SIGINT: binds first (so `/healthz` answers at once),

@@ -8,6 +8,7 @@ mod hooks;
 mod hostile;
 mod http;
 mod lifecycle;
+mod mcp;
 mod providers;
 mod reload;
 mod runtime;

@@ -123,8 +123,10 @@ pub struct PluginHost {
     confinement: Arc<ConfinementSupport>,
     /// Where plugin files are looked for.
     dirs: discovery::PluginDirs,
-    /// What is loaded now; replaced whole by a reload.
+    /// What is loaded now; replaced whole by a reload ([`Self::install`]).
     registry: RwLock<Arc<Registry>>,
+    /// How many registries were installed: followers learn of each change.
+    installed: tokio::sync::watch::Sender<u64>,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
     /// Where plugin events go (the event log), once attached.
@@ -176,6 +178,7 @@ impl PluginHost {
             confinement,
             dirs,
             registry: RwLock::new(Arc::new(Registry::default())),
+            installed: tokio::sync::watch::Sender::new(0),
             reloading: tokio::sync::Mutex::new(()),
             sink: RwLock::new(None),
             trust,
@@ -207,7 +210,7 @@ impl PluginHost {
                 }
             }
         }
-        *host.registry.write().expect("not poisoned") = Arc::new(registry);
+        host.install(registry);
         host.warn_if_unconfined();
         for warning in host.config_warnings() {
             tracing::warn!("{warning}");
@@ -218,6 +221,18 @@ impl PluginHost {
     /// What is loaded now. A reload replaces it; what a caller holds stays as it was.
     pub fn registry(&self) -> Arc<Registry> {
         self.registry.read().expect("not poisoned").clone()
+    }
+
+    /// Puts `next` in force, whole; calls in flight finish on the plugins they started on.
+    fn install(&self, next: Registry) {
+        *self.registry.write().expect("not poisoned") = Arc::new(next);
+        self.installed.send_modify(|n| *n += 1);
+    }
+
+    /// Follows the registry: the receiver sees a new value each time a reload or a
+    /// reconfiguration puts a new one in force (for `notifications/tools/list_changed`).
+    pub fn registry_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.installed.subscribe()
     }
 
     /// Says at start-up when plugins that run commands cannot be confined by the kernel.

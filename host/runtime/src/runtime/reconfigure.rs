@@ -83,7 +83,7 @@ impl Reconfiguration<'_> {
         // `failed_hashes` stays empty: what failed is tried again under the new grants.
         let mut events = announce;
         events.extend(next.changes(&registry));
-        *host.registry.write().expect("not poisoned") = Arc::new(next);
+        host.install(next);
         for warning in host.config_warnings() {
             tracing::warn!("{warning}");
         }

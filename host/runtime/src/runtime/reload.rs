@@ -223,7 +223,7 @@ impl PluginHost {
         let plugins = next.plugin_changes(&old);
         (report.loaded, report.reloaded, report.unloaded) = (plugins.loaded, plugins.reloaded, plugins.unloaded);
         events.extend(next.changes(&old));
-        *self.registry.write().expect("not poisoned") = Arc::new(next);
+        self.install(next);
         report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(loaded = ?report.loaded, reloaded = ?report.reloaded, unloaded = ?report.unloaded, failed = report.failed.len(), ms = report.elapsed_ms, "plugins reloaded");
         self.emit(events);
