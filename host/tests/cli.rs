@@ -3,6 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "cli/mcp.rs"]
+mod mcp;
+
 fn plugboard(workspace: &Path, args: &[&str]) -> Output {
     isolated(&mut Command::new(env!("CARGO_BIN_EXE_plugboard")), workspace).args(args).output().expect("the binary runs")
 }

@@ -1,0 +1,54 @@
+//! `plugboard mcp`: the tools served over standard input and output to the official Rust
+//! SDK's client, as Claude Code or Cursor start it.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use plugboard_tests::components;
+use plugboard_tests::mcp::{self, Answer, Recorder};
+use serde_json::json;
+
+use super::{TempDir, isolated, plugboard, text};
+
+/// `plugboard mcp` in `workspace`, with `args` before the subcommand.
+fn server(workspace: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_plugboard"));
+    isolated(&mut command, workspace).args(args).arg("mcp").env("LOG_LEVEL", "warn");
+    tokio::process::Command::from(command)
+}
+
+#[tokio::test]
+async fn plugboard_mcp_serves_the_tools_over_stdio_and_announces_a_new_plugin() {
+    let tmp = TempDir::new("mcp-stdio");
+    let ws = tmp.workspace();
+    std::fs::write(ws.join("README.md"), "# Title\n").unwrap();
+    let extra = tmp.0.join("extra-plugins");
+    std::fs::create_dir_all(&extra).unwrap();
+    let recorder = Recorder::new(Answer::CannotBeAsked);
+    let client = mcp::connect_stdio(server(&ws, &["--plugins", extra.to_str().unwrap()]), recorder.clone()).await;
+
+    let read = mcp::call(&client, "read", json!({ "path": "README.md" })).await.unwrap();
+    assert_eq!((read.is_error, mcp::text(&read)), (Some(false), "     1\t# Title\n".to_string()));
+    let shell = mcp::call(&client, "shell", json!({ "command": "touch ran" })).await.unwrap();
+    assert!(mcp::text(&shell).contains("cannot be asked"), "{shell:?}");
+    assert!(!ws.join("ran").exists());
+
+    // The plugin directories are watched: a new plugin reaches the client's list.
+    assert!(!mcp::tool_names(&client).await.contains(&"which".to_string()));
+    std::fs::copy(components::VERSIONED_A, extra.join("versioned.wasm")).unwrap();
+    assert!(recorder.wait_list_changes(1, Duration::from_secs(30)).await, "tools/list_changed arrived");
+    assert!(mcp::tool_names(&client).await.contains(&"which".to_string()));
+    client.cancel().await.unwrap();
+}
+
+#[test]
+fn plugboard_mcp_refuses_an_mcp_agent_that_does_not_exist() {
+    let tmp = TempDir::new("mcp-agent");
+    let config = tmp.0.join("operator.toml");
+    std::fs::write(&config, "[mcp]\nagent = \"reviewer\"\n").unwrap();
+    let out = plugboard(&tmp.workspace(), &["--config", config.to_str().unwrap(), "mcp"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("[mcp] agent `reviewer` is not an agent; the agents are build, plan"), "{stderr}");
+}
