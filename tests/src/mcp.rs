@@ -128,3 +128,147 @@ pub async fn tool_names(client: &Client) -> Vec<String> {
     names.sort();
     names
 }
+
+/// An official MCP SDK in another language, whose client the tests run
+/// (`tests/mcp-clients/`); installed on first use under `target/mcp-clients`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sdk {
+    /// `mcp` from PyPI.
+    Python,
+    /// `@modelcontextprotocol/sdk` from npm.
+    TypeScript,
+}
+
+/// The versions the tests run against.
+pub const PYTHON_SDK: &str = "2.3.0";
+/// See [`PYTHON_SDK`].
+pub const TYPESCRIPT_SDK: &str = "1.32.2";
+
+static PYTHON_INSTALL: std::sync::OnceLock<Result<std::path::PathBuf, String>> = std::sync::OnceLock::new();
+static TYPESCRIPT_INSTALL: std::sync::OnceLock<Result<std::path::PathBuf, String>> = std::sync::OnceLock::new();
+
+fn clients_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/mcp-clients")
+}
+
+fn scripts_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp-clients")
+}
+
+fn run(command: &mut std::process::Command, what: &str) -> Result<String, String> {
+    let out = command.output().map_err(|e| format!("{what} could not run: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{what} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The Python interpreter of a virtual environment holding `mcp` [`PYTHON_SDK`].
+fn python() -> Result<std::path::PathBuf, String> {
+    PYTHON_INSTALL
+        .get_or_init(|| {
+            let venv = clients_dir().join("venv");
+            let python = venv.join("bin/python");
+            let version = |python: &std::path::Path| {
+                run(std::process::Command::new(python).args(["-c", "import importlib.metadata as m; print(m.version('mcp'))"]), "python")
+            };
+            if version(&python).ok().as_deref() != Some(PYTHON_SDK) {
+                run(
+                    std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv),
+                    "`python3 -m venv` (the Python SDK tests need Python 3 with venv)",
+                )?;
+                run(
+                    std::process::Command::new(&python).args(["-m", "pip", "install", "--quiet", &format!("mcp=={PYTHON_SDK}")]),
+                    "pip install mcp",
+                )?;
+            }
+            Ok(python)
+        })
+        .clone()
+}
+
+/// Node.js's directory holding `@modelcontextprotocol/sdk` [`TYPESCRIPT_SDK`] and the
+/// client script.
+fn typescript() -> Result<std::path::PathBuf, String> {
+    TYPESCRIPT_INSTALL
+        .get_or_init(|| {
+            let prefix = clients_dir().join("node");
+            let manifest = prefix.join("node_modules/@modelcontextprotocol/sdk/package.json");
+            let installed = std::fs::read_to_string(&manifest).is_ok_and(|p| p.contains(&format!("\"version\": \"{TYPESCRIPT_SDK}\"")));
+            if !installed {
+                std::fs::create_dir_all(&prefix).map_err(|e| e.to_string())?;
+                run(
+                    std::process::Command::new("npm")
+                        .args(["install", "--no-audit", "--no-fund", "--no-save", "--prefix"])
+                        .arg(&prefix)
+                        .arg(format!("@modelcontextprotocol/sdk@{TYPESCRIPT_SDK}")),
+                    "npm install @modelcontextprotocol/sdk (the TypeScript SDK tests need Node.js and npm)",
+                )?;
+            }
+            // The script runs from beside `node_modules`, where its imports resolve.
+            std::fs::copy(scripts_dir().join("client.mjs"), prefix.join("client.mjs")).map_err(|e| e.to_string())?;
+            Ok(prefix.join("client.mjs"))
+        })
+        .clone()
+}
+
+/// Runs `sdk`'s client with `args` (`http URL SECRET` or `stdio COMMAND ARG...`) in `dir`,
+/// and checks each step it reports (see `tests/mcp-clients/client.py`): the tools listed,
+/// `echo` answered, `read` outside its grant and `shell` without a way to ask refused with
+/// their explanations. When the client waits for `tools/list_changed`, `reload` must make
+/// the tool `which` appear.
+pub async fn check_sdk_client<F: std::future::Future<Output = ()>>(
+    sdk: Sdk,
+    args: &[&str],
+    dir: &std::path::Path,
+    reload: impl FnOnce() -> F,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let mut command = match sdk {
+        Sdk::Python => {
+            let mut c = tokio::process::Command::new(python().unwrap_or_else(|e| panic!("{e}")));
+            c.arg(scripts_dir().join("client.py"));
+            c
+        }
+        Sdk::TypeScript => {
+            let mut c = tokio::process::Command::new("node");
+            c.arg(typescript().unwrap_or_else(|e| panic!("{e}")));
+            c
+        }
+    };
+    let mut child = command
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("the {sdk:?} client starts: {e}"));
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = async || -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
+        let line = line
+            .unwrap_or_else(|_| panic!("the {sdk:?} client answered within 60 s"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("the {sdk:?} client ended early (its errors are above)"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"))
+    };
+    let connected = next().await;
+    assert!(matches!(connected["protocol"].as_str(), None | Some("2025-11-25")), "{sdk:?}: {connected}");
+    let tools = next().await;
+    for tool in ["echo", "read", "shell"] {
+        assert!(tools["names"].as_array().unwrap().contains(&json!(tool)), "{sdk:?} lists {tool}: {tools}");
+    }
+    let echo = next().await;
+    assert!(echo["is_error"] == false && echo["text"].as_str().unwrap().starts_with("from "), "{sdk:?}: {echo}");
+    let read = next().await;
+    assert!(read["is_error"] == true && read["text"].as_str().unwrap().contains("[plugins.read]"), "{sdk:?}: {read}");
+    let shell = next().await;
+    assert!(shell["is_error"] == true && shell["text"].as_str().unwrap().contains("cannot be asked"), "{sdk:?}: {shell}");
+    assert_eq!(next().await["step"], "waiting");
+    reload().await;
+    let changed = next().await;
+    assert_eq!(changed["arrived"], true, "{sdk:?} got tools/list_changed: {changed}");
+    assert!(changed["names"].as_array().unwrap().contains(&json!("which")), "{sdk:?}: {changed}");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("the client ends").unwrap();
+    assert!(status.success(), "{sdk:?} client: {status}");
+}

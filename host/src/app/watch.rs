@@ -27,10 +27,12 @@ impl App {
         let config_file = self.config_file().to_path_buf();
         let host = self.host.clone();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let watched_config = config_file.clone();
+        // Compared as resolved paths: a relative `--plugins` or `--config` is named otherwise
+        // in the events.
+        let watched_config = resolved(&config_file);
         let trust_file = host.trust().file().map(std::path::Path::to_path_buf);
-        let watched_trust = trust_file.clone();
-        let plugin_dirs = host.plugin_dirs();
+        let watched_trust = trust_file.as_deref().and_then(resolved);
+        let plugin_dirs: Vec<std::path::PathBuf> = host.plugin_dirs().iter().filter_map(|d| std::fs::canonicalize(d).ok()).collect();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             use notify::EventKind;
             use notify::event::{AccessKind, AccessMode, ModifyKind};
@@ -43,17 +45,18 @@ impl App {
             };
             // The configuration's directory (the workspace) is watched too: only `.wasm` files
             // of the plugin directories count as plugins.
+            let paths: Vec<std::path::PathBuf> = event.paths.iter().filter_map(|p| resolved(p)).collect();
             let is_plugin = |p: &std::path::PathBuf| {
                 p.extension().is_some_and(|x| x == "wasm") && p.parent().is_some_and(|d| plugin_dirs.iter().any(|w| w == d))
             };
-            if event.paths.iter().any(is_plugin) {
+            if paths.iter().any(is_plugin) {
                 let _ = tx.send((Change::Plugins, complete));
             }
-            if event.paths.contains(&watched_config) {
+            if watched_config.as_ref().is_some_and(|c| paths.contains(c)) {
                 let _ = tx.send((Change::Config, complete));
             }
             // `plugboard trust` renames the trust file into place: what it trusts may apply now.
-            if watched_trust.as_ref().is_some_and(|t| event.paths.contains(t)) {
+            if watched_trust.as_ref().is_some_and(|t| paths.contains(t)) {
                 let _ = tx.send((Change::Config, complete));
                 let _ = tx.send((Change::Plugins, complete));
             }
@@ -114,4 +117,11 @@ impl Drop for WatchGuard {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// `path` with its directory resolved (absolute, links followed), whether or not the file
+/// itself exists; `None` when its directory does not.
+fn resolved(path: &std::path::Path) -> Option<std::path::PathBuf> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    Some(std::fs::canonicalize(dir).ok()?.join(path.file_name()?))
 }

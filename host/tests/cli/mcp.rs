@@ -26,7 +26,8 @@ async fn plugboard_mcp_serves_the_tools_over_stdio_and_announces_a_new_plugin() 
     let extra = tmp.0.join("extra-plugins");
     std::fs::create_dir_all(&extra).unwrap();
     let recorder = Recorder::new(Answer::CannotBeAsked);
-    let client = mcp::connect_stdio(server(&ws, &["--plugins", extra.to_str().unwrap()]), recorder.clone()).await;
+    // The directory is given relative to the workspace, as people type it.
+    let client = mcp::connect_stdio(server(&ws, &["--plugins", "../extra-plugins"]), recorder.clone()).await;
 
     let read = mcp::call(&client, "read", json!({ "path": "README.md" })).await.unwrap();
     assert_eq!((read.is_error, mcp::text(&read)), (Some(false), "     1\t# Title\n".to_string()));
@@ -51,4 +52,48 @@ fn plugboard_mcp_refuses_an_mcp_agent_that_does_not_exist() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("[mcp] agent `reviewer` is not an agent; the agents are build, plan"), "{stderr}");
+}
+
+/// The official Python or TypeScript SDK's client starts `plugboard mcp` itself: lists,
+/// calls, refusals with their explanations, and a new plugin announced.
+async fn another_sdk_over_stdio(sdk: mcp::Sdk, name: &str) {
+    let tmp = TempDir::new(name);
+    let ws = tmp.workspace();
+    let extra = tmp.0.join("extra-plugins");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::copy(components::ECHO, extra.join("echo.wasm")).unwrap();
+    let config = tmp.0.join("operator.toml");
+    std::fs::write(&config, "[agents.build]\npermissions = [{ tool = \"echo\", action = \"allow\" }]\n").unwrap();
+    let bin = env!("CARGO_BIN_EXE_plugboard");
+    // The SDK starts the server with an environment of its own: the directories are given.
+    let (cache, data) = (tmp.0.join("cache"), tmp.0.join("data"));
+    let args = [
+        "stdio",
+        bin,
+        "--config",
+        config.to_str().unwrap(),
+        "--plugins",
+        extra.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "mcp",
+    ];
+    let reload = async || {
+        std::fs::copy(components::VERSIONED_A, extra.join("versioned.wasm")).unwrap();
+    };
+    mcp::check_sdk_client(sdk, &args, &ws, reload).await;
+}
+
+#[tokio::test]
+#[ignore = "needs Python 3 with venv (installs `mcp` from PyPI); run with --include-ignored"]
+async fn the_official_python_sdk_starts_plugboard_mcp_and_uses_the_tools() {
+    another_sdk_over_stdio(mcp::Sdk::Python, "mcp-python").await;
+}
+
+#[tokio::test]
+#[ignore = "needs Node.js and npm (installs `@modelcontextprotocol/sdk`); run with --include-ignored"]
+async fn the_official_typescript_sdk_starts_plugboard_mcp_and_uses_the_tools() {
+    another_sdk_over_stdio(mcp::Sdk::TypeScript, "mcp-typescript").await;
 }

@@ -130,3 +130,29 @@ async fn the_mcp_endpoint_keeps_the_servers_secret_host_and_origin_rules() {
     let body = answered.text().await.unwrap();
     assert!(body.contains("\"protocolVersion\":\"2025-11-25\"") && body.contains("plugboard"), "{body}");
 }
+
+/// The official Python or TypeScript SDK's client over `/mcp`: lists, calls, refusals with
+/// their explanations, and a reload announced.
+async fn another_sdk_over_http(sdk: mcp::Sdk) {
+    let api = served("[agents.build]\npermissions = [{ tool = \"echo\", action = \"allow\" }]").await;
+    let url = api.url("/mcp");
+    let reload = async || {
+        let file = api.f.ws.plugins.join(Path::new(components::VERSIONED_A).file_name().unwrap());
+        std::fs::copy(components::VERSIONED_A, file).unwrap();
+        api.f.runtime.host().reload(None).await.unwrap();
+    };
+    mcp::check_sdk_client(sdk, &["http", &url, SECRET], &api.f.ws.dir, reload).await;
+    assert!(!api.f.ws.dir.join("made-by-python").exists() && !api.f.ws.dir.join("made-by-typescript").exists());
+}
+
+#[tokio::test]
+#[ignore = "needs Python 3 with venv (installs `mcp` from PyPI); run with --include-ignored"]
+async fn the_official_python_sdk_uses_the_tools_over_http() {
+    another_sdk_over_http(mcp::Sdk::Python).await;
+}
+
+#[tokio::test]
+#[ignore = "needs Node.js and npm (installs `@modelcontextprotocol/sdk`); run with --include-ignored"]
+async fn the_official_typescript_sdk_uses_the_tools_over_http() {
+    another_sdk_over_http(mcp::Sdk::TypeScript).await;
+}
