@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, DiscoverRequestMethod, DiscoverResult, Implementation,
-    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult, PaginatedRequestParams,
+    ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -32,7 +32,8 @@ use crate::runtime::{CallContext, PluginHost, ToolOutput};
 
 /// The protocol versions served: those of the `initialize` handshake, up to 2025-11-25.
 /// 2026-07-28 (stateless requests, `server/discover`, `subscriptions/listen`) is not served
-/// yet: its probe fails as an unknown method, and the client falls back to `initialize`.
+/// yet: its probe is refused with the versions served, and the client falls back to
+/// `initialize`.
 const PROTOCOL_VERSIONS: &[ProtocolVersion] =
     &[ProtocolVersion::V_2024_11_05, ProtocolVersion::V_2025_03_26, ProtocolVersion::V_2025_06_18, ProtocolVersion::V_2025_11_25];
 
@@ -189,10 +190,6 @@ impl ServerHandler for ToolServer {
 
     fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {
         std::borrow::Cow::Borrowed(PROTOCOL_VERSIONS)
-    }
-
-    async fn discover(&self, _context: RequestContext<RoleServer>) -> Result<DiscoverResult, ErrorData> {
-        Err(ErrorData::method_not_found::<DiscoverRequestMethod>())
     }
 
     async fn list_tools(

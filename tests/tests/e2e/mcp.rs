@@ -125,6 +125,14 @@ async fn the_mcp_endpoint_keeps_the_servers_secret_host_and_origin_rules() {
     assert_eq!(forged.status(), 403, "a web page of another origin");
     let rebound = post().bearer_auth(SECRET).header("host", "evil.example").send().await.unwrap();
     assert_eq!(rebound.status(), 403, "a rebound DNS name");
+    // The 2026-07-28 probe is refused, naming the versions served, so its clients fall back
+    // to `initialize` (the Python SDK 2.x does: see the test below).
+    let discover = json!({ "jsonrpc": "2.0", "id": 0, "method": "server/discover", "params": {
+        "_meta": { "io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientInfo": { "name": "raw", "version": "0" }, "io.modelcontextprotocol/clientCapabilities": {} } } });
+    let probe = raw.post(api.url("/mcp")).bearer_auth(SECRET).header("accept", "application/json, text/event-stream");
+    let probe = probe.header("mcp-protocol-version", "2026-07-28").header("mcp-method", "server/discover").json(&discover);
+    let probe = probe.send().await.unwrap().text().await.unwrap();
+    assert!(probe.contains("Unsupported protocol version") && probe.contains("\"supported\":[\"2024-11-05\""), "{probe}");
     let answered = post().bearer_auth(SECRET).send().await.unwrap();
     assert_eq!(answered.status(), 200);
     let body = answered.text().await.unwrap();
