@@ -7,6 +7,9 @@
 //! - events per second delivered to 100 concurrent SSE subscribers;
 //! - requests per second of `GET /sessions/{id}/status`, with `wrk` when it is installed
 //!   (`apt install wrk`), else with an in-process client (said so in the output);
+//! - one `echo` call three ways: `POST /tools/echo/call`, `tools/call` through `/mcp` (the
+//!   official Rust SDK's client), and through `plugboard mcp` over stdio (when
+//!   `target/release/plugboard` is built);
 //! - `GET /healthz` latency while 40 calls of a spinning plugin (`hostile`'s `spin`) run on
 //!   the server's 2 workers, against the same figure at rest.
 
@@ -39,7 +42,57 @@ async fn run() {
     first_event(&http, &base).await;
     fan_out(&http, &base, &store).await;
     status_requests(&http, &base).await;
+    mcp_calls(&http, &base, &agent.ws).await;
     healthz_under_cpu_flood(&http).await;
+}
+
+/// One `echo` call, sequentially, directly and through both MCP transports.
+async fn mcp_calls(http: &reqwest::Client, base: &str, ws: &plugboard_tests::Workspace) {
+    use plugboard_tests::mcp::{self, Answer, Recorder};
+    const CALLS: usize = 1000;
+    const WARM_UP: usize = 50;
+    let mut direct = Vec::with_capacity(CALLS);
+    for i in 0..WARM_UP + CALLS {
+        let started = Instant::now();
+        let response = http.post(format!("{base}/tools/echo/call")).json(&json!({ "arguments": { "text": "hi" } })).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+        if i >= WARM_UP {
+            direct.push(started.elapsed());
+        }
+    }
+    let measure = async |client: &mcp::Client| {
+        let mut samples = Vec::with_capacity(CALLS);
+        for i in 0..WARM_UP + CALLS {
+            let started = Instant::now();
+            let result = mcp::call(client, "echo", json!({ "text": "hi" })).await.unwrap();
+            assert_eq!(result.is_error, Some(false), "{result:?}");
+            if i >= WARM_UP {
+                samples.push(started.elapsed());
+            }
+        }
+        samples
+    };
+    let client = mcp::connect_http(&format!("{base}/mcp"), None, Recorder::new(Answer::CannotBeAsked)).await;
+    let mut over_http = measure(&client).await;
+    client.cancel().await.unwrap();
+    println!("one `echo` call, {CALLS} in a row (a fresh sandboxed instance each)");
+    println!("  POST /tools/echo/call           p50 {:>8.2?}  p99 {:>8.2?}", percentile(&mut direct, 50), percentile(&mut direct, 99));
+    println!("  tools/call through /mcp         p50 {:>8.2?}  p99 {:>8.2?}", percentile(&mut over_http, 50), percentile(&mut over_http, 99));
+    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/plugboard");
+    if !bin.exists() {
+        println!("  tools/call through `plugboard mcp` (stdio): skipped, build the binary first (cargo build --release)\n");
+        return;
+    }
+    let config = ws.outside.join("bench-operator.toml");
+    std::fs::write(&config, "[agents.build]\npermissions = [{ tool = \"echo\", action = \"allow\" }]\n").unwrap();
+    let mut command = tokio::process::Command::new(bin);
+    command.current_dir(&ws.dir).env("LOG_LEVEL", "warn").arg("--config").arg(&config).arg("--plugins").arg(&ws.plugins);
+    command.arg("--data-dir").arg(ws.data.join("bench-mcp")).arg("mcp");
+    let client = mcp::connect_stdio(command, Recorder::new(Answer::CannotBeAsked)).await;
+    let mut over_stdio = measure(&client).await;
+    client.cancel().await.unwrap();
+    println!("  tools/call through `plugboard mcp` (stdio) p50 {:>8.2?}  p99 {:>8.2?}\n", percentile(&mut over_stdio, 50), percentile(&mut over_stdio, 99));
 }
 
 /// Serves `runtime` on a loopback port of this process; its base URL.
