@@ -78,7 +78,11 @@ async fn mcp_calls(http: &reqwest::Client, base: &str, ws: &plugboard_tests::Wor
     client.cancel().await.unwrap();
     println!("one `echo` call, {CALLS} in a row (a fresh sandboxed instance each)");
     println!("  POST /tools/echo/call           p50 {:>8.2?}  p99 {:>8.2?}", percentile(&mut direct, 50), percentile(&mut direct, 99));
-    println!("  tools/call through /mcp         p50 {:>8.2?}  p99 {:>8.2?}", percentile(&mut over_http, 50), percentile(&mut over_http, 99));
+    println!(
+        "  tools/call through /mcp         p50 {:>8.2?}  p99 {:>8.2?}",
+        percentile(&mut over_http, 50),
+        percentile(&mut over_http, 99)
+    );
     let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/plugboard");
     if !bin.exists() {
         println!("  tools/call through `plugboard mcp` (stdio): skipped, build the binary first (cargo build --release)\n");
@@ -92,7 +96,11 @@ async fn mcp_calls(http: &reqwest::Client, base: &str, ws: &plugboard_tests::Wor
     let client = mcp::connect_stdio(command, Recorder::new(Answer::CannotBeAsked)).await;
     let mut over_stdio = measure(&client).await;
     client.cancel().await.unwrap();
-    println!("  tools/call through `plugboard mcp` (stdio) p50 {:>8.2?}  p99 {:>8.2?}\n", percentile(&mut over_stdio, 50), percentile(&mut over_stdio, 99));
+    println!(
+        "  tools/call through `plugboard mcp` (stdio) p50 {:>8.2?}  p99 {:>8.2?}\n",
+        percentile(&mut over_stdio, 50),
+        percentile(&mut over_stdio, 99)
+    );
 }
 
 /// Serves `runtime` on a loopback port of this process; its base URL.

@@ -111,6 +111,10 @@ fn is_json(headers: &HeaderMap) -> bool {
     essence.eq_ignore_ascii_case("application/json")
 }
 
+/// The headers of MCP's streamable HTTP transport (`/mcp`).
+const MCP_SESSION: HeaderName = HeaderName::from_static("mcp-session-id");
+const MCP_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+
 /// CORS for the configured origins (none: no CORS headers, same-origin only). Credentials
 /// are allowed, so a page can use the session cookie; the origins are named, never `*`.
 pub fn cors_layer(settings: &ServerSettings) -> Option<tower_http::cors::CorsLayer> {
@@ -122,7 +126,15 @@ pub fn cors_layer(settings: &ServerSettings) -> Option<tower_http::cors::CorsLay
         tower_http::cors::CorsLayer::new()
             .allow_origin(origins)
             .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("last-event-id")])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("last-event-id"),
+                MCP_SESSION,
+                MCP_VERSION,
+            ])
+            // A browser MCP client reads its session's id from the answer to `initialize`.
+            .expose_headers([MCP_SESSION])
             .allow_credentials(true)
             .max_age(std::time::Duration::from_secs(600)),
     )

@@ -164,3 +164,42 @@ async fn the_official_python_sdk_uses_the_tools_over_http() {
 async fn the_official_typescript_sdk_uses_the_tools_over_http() {
     another_sdk_over_http(mcp::Sdk::TypeScript).await;
 }
+
+#[tokio::test]
+async fn a_page_of_an_allowed_origin_may_use_mcp_from_the_browser() {
+    let origin = "https://inspector.example";
+    let config = ServerConfig { allowed_origins: vec![origin.into()], ..ServerConfig::default() };
+    let f = fixture(vec![say("unused")], "", plugboard::agent::permission::AskMode::Prompt).await;
+    let api = serve_fixture(f, Some(SECRET), config).await;
+    let raw = reqwest::Client::new();
+    // The preflight of a request that carries MCP's headers.
+    let preflight = raw
+        .request(reqwest::Method::OPTIONS, api.url("/mcp"))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization,content-type,mcp-session-id,mcp-protocol-version")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let allowed = preflight.headers()["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
+    assert!(allowed.contains("mcp-session-id") && allowed.contains("mcp-protocol-version"), "{allowed}");
+    // `initialize`: the page may read the session id it must send back.
+    let initialize = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": { "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": { "name": "page", "version": "0" } }
+    });
+    let answer = raw
+        .post(api.url("/mcp"))
+        .bearer_auth(SECRET)
+        .header("origin", origin)
+        .header("accept", "application/json, text/event-stream")
+        .json(&initialize)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(answer.headers().contains_key("mcp-session-id"));
+    let exposed = answer.headers()["access-control-expose-headers"].to_str().unwrap().to_ascii_lowercase();
+    assert!(exposed.contains("mcp-session-id"), "{exposed}");
+}
