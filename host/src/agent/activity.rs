@@ -1067,7 +1067,7 @@ impl<'a> Activity<'a> {
         let window = Window::new(summarizer.context_tokens, summarizer.output_tokens);
         let max_summary = self.estimator.chars(u64::from(compaction::summary_tokens(Window::new(own.context_tokens, own.output_tokens))));
         let (instructions, written) = self.compaction_hooks(&plan, reason, &model, window, max_summary).await;
-        let by_hook = written.as_ref().and_then(|(_, _, hook)| hook.clone());
+        let by_hook = written.as_ref().map(|s| s.hook.clone());
         let (id, message) = (self.session.id.clone(), new_id("msg"));
         let writer = by_hook.is_none().then(|| model.clone());
         let mut started = json!({ "message_id": message, "reason": reason, "model": model, "tokens_before": tokens_before });
@@ -1080,7 +1080,7 @@ impl<'a> Activity<'a> {
             tx.insert_message(&key, &id, MessageRole::Assistant, writer.as_deref(), MessageStatus::Running, None)
         });
         let summarized = match written {
-            Some(by_hook) => Ok(by_hook),
+            Some(written) => Ok((written.text, Tokens::default(), Some(written.hook))),
             None => {
                 let request = compaction::request(&plan.summarized, window, &self.estimator, &instructions);
                 let same_provider = provider_of(&model) == provider_of(&self.session.model);
@@ -1143,7 +1143,7 @@ impl<'a> Activity<'a> {
         model: &str,
         window: Window,
         max_summary: usize,
-    ) -> (compaction::Instructions, Option<(String, Tokens, Option<String>)>) {
+    ) -> (compaction::Instructions, Option<crate::hooks::HookSummary>) {
         let hooks = self.env.host.hooks();
         let instructions = compaction::Instructions::default();
         if !hooks.handles(HookPoint::Compacting) {
@@ -1156,10 +1156,9 @@ impl<'a> Activity<'a> {
             messages: u32::try_from(plan.messages).unwrap_or(u32::MAX),
             transcript,
         };
-        let draft =
-            crate::hooks::CompactionDraft { prompt: instructions.prompt, context: instructions.context, summary: None, summary_by: None };
+        let draft = crate::hooks::CompactionDraft { prompt: instructions.prompt, context: instructions.context, summary: None };
         let draft = hooks.compacting(&self.hook_context(), &info, draft, max_summary).await;
-        let written = draft.summary.map(|summary| (summary.trim().to_string(), Tokens::default(), draft.summary_by));
+        let written = draft.summary.map(|s| crate::hooks::HookSummary { text: s.text.trim().to_string(), hook: s.hook });
         (compaction::Instructions { prompt: draft.prompt, context: draft.context }, written)
     }
 }

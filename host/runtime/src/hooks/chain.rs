@@ -108,9 +108,16 @@ pub struct CompactionDraft {
     /// Paragraphs added after them.
     pub context: Vec<String>,
     /// A summary a hook wrote: the model is not asked.
-    pub summary: Option<String>,
-    /// The hook that wrote `summary`.
-    pub summary_by: Option<String>,
+    pub summary: Option<HookSummary>,
+}
+
+/// A compaction's summary written by a hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookSummary {
+    /// The summary.
+    pub text: String,
+    /// The hook that wrote it (the last one that changed it).
+    pub hook: String,
 }
 
 /// The enabled hooks of one moment, ordered by priority then id, with where their failures
@@ -379,7 +386,7 @@ impl HookChain {
             let d = cwit::CompactionDraft {
                 prompt: draft.prompt.clone(),
                 context: draft.context.clone(),
-                summary: draft.summary.clone(),
+                summary: draft.summary.as_ref().map(|s| s.text.clone()),
                 max_summary_bytes: cap,
             };
             let answer =
@@ -388,14 +395,14 @@ impl HookChain {
                 Ok(d) => match check_compaction_draft(&d, max_summary_bytes) {
                     Err(why) => Some(format!("invalid draft: {why}")),
                     Ok(()) => {
-                        if d.summary.is_some() && d.summary != draft.summary {
-                            draft.summary_by = Some(hook.id().to_string());
-                        } else if d.summary.is_none() {
-                            draft.summary_by = None;
-                        }
+                        draft.summary = match d.summary {
+                            None => None,
+                            // Given back as it was: its writer stays.
+                            Some(text) if draft.summary.as_ref().is_some_and(|s| s.text == text) => draft.summary.take(),
+                            Some(text) => Some(HookSummary { text: hook.mask(text), hook: hook.id().to_string() }),
+                        };
                         draft.prompt = hook.mask(d.prompt);
                         draft.context = d.context.into_iter().map(|p| hook.mask(p)).collect();
-                        draft.summary = d.summary.map(|t| hook.mask(t));
                         None
                     }
                 },

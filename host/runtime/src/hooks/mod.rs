@@ -14,7 +14,7 @@ pub mod chain;
 use serde::{Deserialize, Serialize};
 
 pub use crate::runtime::bindings::compaction_types::CompactionReason;
-pub use chain::{ChatParams, CompactionDraft, CompactionInfo, HookChain, HookContext, PromptRejected, ToolDecision};
+pub use chain::{ChatParams, CompactionDraft, CompactionInfo, HookChain, HookContext, HookSummary, PromptRejected, ToolDecision};
 
 use crate::runtime::bindings::hook_types as wit;
 
