@@ -165,6 +165,7 @@ impl Config {
             cache: self.cache.clone(),
             plugins: self.plugins.clone(),
             hooks: self.hooks.clone(),
+            mcp_servers: self.mcp.servers.clone(),
         }
     }
 
@@ -186,7 +187,11 @@ impl Config {
 
     /// Parses the text of a configuration file.
     pub fn parse(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        for (name, server) in &config.mcp.servers {
+            server.validate(name)?;
+        }
+        Ok(config)
     }
 }
 
@@ -251,5 +256,18 @@ mod tests {
         assert!(!err.contains("sk-very-secret"), "{err}");
         assert!(Config::parse_from(text, ConfigOrigin::Operator).is_ok());
         assert!(Config::parse_from("[plugins.openai]\napi_key_env = \"MY_KEY\"\n", ConfigOrigin::Workspace).is_ok());
+    }
+
+    #[test]
+    fn mcp_holds_its_agent_and_server_tables_and_a_misspelt_key_is_named() {
+        let config = Config::parse("[mcp]\nagent = \"plan\"\n[mcp.docs]\nurl = \"https://mcp.example.com/mcp\"\n").unwrap();
+        assert_eq!(config.mcp.agent(), "plan");
+        assert_eq!(config.runtime().mcp_servers["docs"].url.as_deref(), Some("https://mcp.example.com/mcp"));
+        let typo = Config::parse("[mcp]\nagnet = \"plan\"\n").unwrap_err();
+        assert!(typo.contains("`agnet` is not a setting of [mcp]") && typo.contains("line 2"), "{typo}");
+        let unknown = Config::parse("[mcp.docs]\nurl = \"https://a.example/mcp\"\nheader = {}\n").unwrap_err();
+        assert!(unknown.contains("unknown field `header`") && unknown.contains("line 3"), "{unknown}");
+        let invalid = Config::parse("[mcp.docs]\ncommand = \"node\"\nurl = \"https://a.example/mcp\"\n").unwrap_err();
+        assert!(invalid.contains("[mcp.docs]") && invalid.contains("not both"), "{invalid}");
     }
 }

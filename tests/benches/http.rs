@@ -7,6 +7,8 @@
 //! - events per second delivered to 100 concurrent SSE subscribers;
 //! - requests per second of `GET /sessions/{id}/status`, with `wrk` when it is installed
 //!   (`apt install wrk`), else with an in-process client (said so in the output);
+//! - one call of a stdio MCP server's tool (`[mcp.inner]`, a confined `plugboard mcp`)
+//!   against the host's own, in-process;
 //! - one `echo` call three ways: `POST /tools/echo/call`, `tools/call` through `/mcp` (the
 //!   official Rust SDK's client), and through `plugboard mcp` over stdio (when
 //!   `target/release/plugboard` is built);
@@ -90,7 +92,7 @@ async fn mcp_calls(http: &reqwest::Client, base: &str, ws: &plugboard_tests::Wor
     }
     let config = ws.outside.join("bench-operator.toml");
     std::fs::write(&config, "[agents.build]\npermissions = [{ tool = \"echo\", action = \"allow\" }]\n").unwrap();
-    let mut command = tokio::process::Command::new(bin);
+    let mut command = tokio::process::Command::new(&bin);
     command.current_dir(&ws.dir).env("LOG_LEVEL", "warn").arg("--config").arg(&config).arg("--plugins").arg(&ws.plugins);
     command.arg("--data-dir").arg(ws.data.join("bench-mcp")).arg("mcp");
     let client = mcp::connect_stdio(command, Recorder::new(Answer::CannotBeAsked)).await;
@@ -101,6 +103,44 @@ async fn mcp_calls(http: &reqwest::Client, base: &str, ws: &plugboard_tests::Wor
         percentile(&mut over_stdio, 50),
         percentile(&mut over_stdio, 99)
     );
+    mcp_source_calls(&bin, ws, &config).await;
+}
+
+/// The other direction: `echo` of a stdio MCP server (`plugboard mcp` again, started
+/// confined by a host whose `[mcp.inner]` names it), called as `inner_echo` in-process,
+/// against the same host's own `echo`.
+async fn mcp_source_calls(bin: &std::path::Path, ws: &plugboard_tests::Workspace, inner_config: &std::path::Path) {
+    const CALLS: usize = 1000;
+    const WARM_UP: usize = 50;
+    let source = plugboard_tests::Workspace::new();
+    let (data, cache) = (source.outside.join("inner-data"), source.outside.join("inner-cache"));
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&cache).unwrap();
+    let q = |p: &std::path::Path| format!("{:?}", p.display().to_string());
+    source.operator_config(&format!(
+        "[mcp.inner]\ncommand = {}\nargs = [\"--workspace\", {}, \"--config\", {}, \"--plugins\", {}, \"--data-dir\", {}, \"--cache-dir\", {}, \"mcp\"]\nenv = {{ LOG_LEVEL = \"warn\" }}\nfilesystem = [{}, {}, {}, {}, {{ path = {}, access = \"read-write\" }}, {{ path = {}, access = \"read-write\" }}]\n",
+        q(bin), q(&ws.dir), q(inner_config), q(&ws.plugins), q(&data), q(&cache),
+        q(bin.parent().unwrap()), q(&ws.dir), q(inner_config.parent().unwrap()), q(&ws.plugins), q(&data), q(&cache),
+    ));
+    let app = source.app().await;
+    let host = app.host().clone();
+    host.mcp().settled(Duration::from_secs(60)).await;
+    let measure = async |tool: &str| {
+        let mut samples = Vec::with_capacity(CALLS);
+        for i in 0..WARM_UP + CALLS {
+            let started = Instant::now();
+            plugboard_tests::call(&host, tool, json!({ "text": "hi" })).await.unwrap_or_else(|e| panic!("{tool}: {e}"));
+            if i >= WARM_UP {
+                samples.push(started.elapsed());
+            }
+        }
+        samples
+    };
+    let mut direct = measure("echo").await;
+    let mut through = measure("inner_echo").await;
+    println!("one `echo` call in-process, {CALLS} in a row: the host's own, and a stdio MCP server's (confined `plugboard mcp`)");
+    println!("  echo (a plugin)                 p50 {:>8.2?}  p99 {:>8.2?}", percentile(&mut direct, 50), percentile(&mut direct, 99));
+    println!("  inner_echo ([mcp.inner], stdio) p50 {:>8.2?}  p99 {:>8.2?}\n", percentile(&mut through, 50), percentile(&mut through, 99));
 }
 
 /// Serves `runtime` on a loopback port of this process; its base URL.

@@ -98,6 +98,8 @@ pub type Client = RunningService<RoleClient, Recorder>;
 pub async fn connect_http(url: &str, secret: Option<&str>, recorder: Recorder) -> Client {
     use rmcp::transport::StreamableHttpClientTransport;
     use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    // The SDK's HTTP client takes TLS from the process's provider, which the host installs.
+    plugboard::capability::network::install_tls_provider();
     let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string());
     if let Some(secret) = secret {
         config = config.auth_header(secret.to_string());
@@ -271,4 +273,100 @@ pub async fn check_sdk_client<F: std::future::Future<Output = ()>>(
     assert!(changed["names"].as_array().unwrap().contains(&json!("which")), "{sdk:?}: {changed}");
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("the client ends").unwrap();
     assert!(status.success(), "{sdk:?} client: {status}");
+}
+
+/// The version of `@modelcontextprotocol/server-everything` the tests use as a tool source.
+pub const EVERYTHING_SERVER: &str = "2026.8.31";
+
+static EVERYTHING_INSTALL: std::sync::OnceLock<Result<std::path::PathBuf, String>> = std::sync::OnceLock::new();
+
+/// The directory holding `@modelcontextprotocol/server-everything` [`EVERYTHING_SERVER`]
+/// (installed on first use under `target/mcp-servers/node`).
+pub fn everything_server() -> Result<std::path::PathBuf, String> {
+    EVERYTHING_INSTALL
+        .get_or_init(|| {
+            let prefix = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/mcp-servers/node");
+            let manifest = prefix.join("node_modules/@modelcontextprotocol/server-everything/package.json");
+            let installed = std::fs::read_to_string(&manifest).is_ok_and(|p| p.contains(&format!("\"version\": \"{EVERYTHING_SERVER}\"")));
+            if !installed {
+                std::fs::create_dir_all(&prefix).map_err(|e| e.to_string())?;
+                run(
+                    std::process::Command::new("npm")
+                        .args(["install", "--no-audit", "--no-fund", "--no-save", "--prefix"])
+                        .arg(&prefix)
+                        .arg(format!("@modelcontextprotocol/server-everything@{EVERYTHING_SERVER}")),
+                    "npm install @modelcontextprotocol/server-everything (these tests need Node.js and npm)",
+                )?;
+            }
+            prefix.canonicalize().map_err(|e| e.to_string())
+        })
+        .clone()
+}
+
+/// The `[mcp.NAME]` table of server-everything over stdio, granted (read-only) only the
+/// directory it is installed in.
+pub fn everything_table(name: &str) -> String {
+    let prefix = everything_server().unwrap_or_else(|e| panic!("{e}"));
+    let script = prefix.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    format!(
+        "[mcp.{name}]\ncommand = \"node\"\nargs = [{:?}, \"stdio\"]\nfilesystem = [{:?}]\n",
+        script.display().to_string(),
+        prefix.display().to_string()
+    )
+}
+
+/// The Python `MCPServer` of `tests/mcp-servers/server.py`: its interpreter (in the
+/// virtual environment holding `mcp`), the script, and the directories it needs to run.
+pub struct PythonServer {
+    /// The virtual environment's interpreter.
+    pub python: std::path::PathBuf,
+    /// `server.py`.
+    pub script: std::path::PathBuf,
+    /// The virtual environment, the Python installation it was made from, and the script's
+    /// directory.
+    pub dirs: Vec<std::path::PathBuf>,
+}
+
+/// See [`PythonServer`]; installs `mcp` on first use.
+pub fn python_server() -> PythonServer {
+    let python = python().unwrap_or_else(|e| panic!("{e}"));
+    let base = run(std::process::Command::new(&python).args(["-c", "import sys; print(sys.base_prefix)"]), "python").unwrap();
+    let venv = python.parent().and_then(|bin| bin.parent()).expect("venv/bin/python").canonicalize().unwrap();
+    let scripts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp-servers").canonicalize().unwrap();
+    let base = std::path::PathBuf::from(base).canonicalize().unwrap();
+    PythonServer { python, script: scripts.join("server.py"), dirs: vec![venv, base, scripts] }
+}
+
+impl PythonServer {
+    /// The `[mcp.NAME]` table of this server over stdio, granted (read-only) only the
+    /// directories it needs to run, with `extra` lines appended.
+    pub fn stdio_table(&self, name: &str, extra: &str) -> String {
+        let dirs: Vec<String> = self.dirs.iter().map(|d| format!("{:?}", d.display().to_string())).collect();
+        format!(
+            "[mcp.{name}]\ncommand = {:?}\nargs = [{:?}, \"stdio\"]\nfilesystem = [{}]\n{extra}\n",
+            self.python.display().to_string(),
+            self.script.display().to_string(),
+            dirs.join(", ")
+        )
+    }
+
+    /// Starts the server over streamable HTTP on a free port of 127.0.0.1, answering only
+    /// `Authorization: Bearer TOKEN`; killed when the returned child is dropped. Waits until
+    /// it accepts connections.
+    pub async fn serve_http(&self, token: &str) -> (tokio::process::Child, u16) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = tokio::process::Command::new(&self.python)
+            .arg(&self.script)
+            .args(["http", &port.to_string(), token])
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the Python MCP server starts");
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return (child, port);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the Python MCP server did not listen on port {port}");
+    }
 }

@@ -94,8 +94,10 @@ impl Redactor {
 /// The secret values the configuration names: each plugin's `api_key`, the variables of
 /// `api_key_env` (and of the first-party providers' defaults), and the server's shared
 /// secret.
-pub fn configured(plugins: &std::collections::BTreeMap<String, crate::capability::PluginGrants>) -> Vec<String> {
+pub fn configured(config: &crate::runtime::config::RuntimeConfig) -> Vec<String> {
+    let plugins = &config.plugins;
     let mut secrets: Vec<String> = plugins.values().filter_map(|g| g.api_key.as_ref().map(|k| k.expose().to_string())).collect();
+    secrets.extend(config.mcp_servers.values().flat_map(|server| server.secrets()));
     let mut variables: Vec<String> = plugins.values().filter_map(|g| g.api_key_env.clone()).collect();
     variables.extend(["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "PLUGBOARD_SHARED_SECRET"].map(String::from));
     secrets.extend(variables.iter().filter_map(|name| std::env::var(name).ok()));

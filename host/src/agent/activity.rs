@@ -785,11 +785,9 @@ impl<'a> Activity<'a> {
             let mut changes = tokio::task::spawn_blocking(move || snapshots.changes(&before, &after)).await.unwrap_or_default();
             // A diff can hold what a command copied from anywhere: the secrets are masked, as
             // in any tool output (every plugin's redactor masks the same values).
-            let registry = self.env.host.registry();
-            if let Some(plugin) = turn.calls.iter().find_map(|c| registry.tool_plugin(&c.name)) {
-                for change in &mut changes {
-                    change.diff = plugin.policy().redactor.redact(&change.diff).into_owned();
-                }
+            let redactor = self.env.host.redactor();
+            for change in &mut changes {
+                change.diff = redactor.redact(&change.diff).into_owned();
             }
             if !changes.is_empty() {
                 let (id, message, data) = (self.session.id.clone(), turn.message_id.clone(), json!({ "files": changes }));
@@ -802,11 +800,7 @@ impl<'a> Activity<'a> {
     /// Whether a call of `tool` may change files: its plugin may write somewhere, or run
     /// commands.
     fn may_change_files(&self, tool: &str) -> bool {
-        self.env.host.registry().tool_plugin(tool).is_some_and(|plugin| {
-            let policy = plugin.policy();
-            let writes = policy.filesystem.iter().any(|g| g.access == crate::capability::filesystem::Access::ReadWrite);
-            writes || !policy.process.policy.granted.is_empty()
-        })
+        self.env.host.registry().tool(tool).is_some_and(|(_, owner)| owner.may_write())
     }
 
     /// The workspace as it is now; `None` (with a warning) when it cannot be taken.
@@ -863,8 +857,7 @@ impl<'a> Activity<'a> {
         }
         let (ctx, registry) = (self.hook_context(), self.env.host.registry());
         let decisions = turn.calls.iter().map(|call| {
-            let schema =
-                registry.tool_plugin(&call.name).and_then(|p| p.tools().iter().find(|t| t.name == call.name)).map(|t| &t.parameters);
+            let schema = registry.tool(&call.name).map(|(t, _)| &t.parameters);
             let (hooks, ctx) = (&hooks, &ctx);
             async move { Some(hooks.tool_before(ctx, &call.id, &call.name, parse_arguments(&call.arguments), schema).await) }
         });
@@ -950,7 +943,7 @@ impl<'a> Activity<'a> {
         if !hooks.handles(HookPoint::ToolAfter) {
             return result.map_err(|e| failure(&e));
         }
-        let limit = self.env.host.registry().tool_plugin(&p.call.name).map_or(1 << 20, |plugin| plugin.policy().limits.max_output_bytes);
+        let limit = self.env.host.output_limit(&p.call.name);
         let ctx = self.hook_context();
         let (text, title, is_error) = match &result {
             Ok(output) => (output.text.clone(), output.title.clone(), false),

@@ -74,9 +74,10 @@ impl App {
             .resolve_agents()
             .map_err(|message| ConfigError::Invalid { path: file.clone(), message: format!("agents: {message}") })?;
         let origin = if options.config_file.is_some() { ConfigOrigin::Operator } else { ConfigOrigin::Workspace };
-        let host = PluginHost::start(options, loaded.config.runtime()).await?;
+        let host = Arc::new(PluginHost::start(options, loaded.config.runtime()).await?);
+        host.start_mcp();
         Ok(Arc::new(App {
-            host: Arc::new(host),
+            host,
             file,
             origin,
             config: RwLock::new(Arc::new(loaded.config)),

@@ -374,6 +374,9 @@ fn init_logging(level: &str, format: Option<LogFormat>) -> Result<(), String> {
     Ok(())
 }
 
+/// The longest a one-off command waits for the MCP servers to start.
+const MCP_SETTLE: std::time::Duration = std::time::Duration::from_secs(120);
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Plugin(PluginCommand::New { name, dir, hook }) = &cli.command {
         let parent = dir.clone().unwrap_or_else(|| PathBuf::from("."));
@@ -444,6 +447,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     for warning in host.config_warnings() {
         eprintln!("warning: {warning}");
+    }
+    if !matches!(cli.command, Command::Mcp { .. }) {
+        // A command that runs once sees the MCP servers' tools: it waits for each server
+        // to come up or fail (each within its `startup_timeout_ms`).
+        host.mcp().settled(MCP_SETTLE).await;
+        for server in host.mcp().status().iter().filter(|s| s.error.is_some()) {
+            eprintln!("warning: MCP server `{}` is not available: {}", server.name, server.error.as_deref().unwrap_or_default());
+        }
     }
     match cli.command {
         Command::Tool(ToolCommand::List { json }) => {
@@ -536,13 +547,16 @@ fn print_tools(host: &PluginHost, json: bool) {
         let tools: Vec<_> = host
             .registry()
             .tools()
-            .map(|(t, p)| json!({ "name": t.name, "plugin": p.manifest.id, "description": t.description, "parameters": t.parameters }))
+            .map(|(t, owner)| json!({ "name": t.name, "plugin": owner.label(), "description": t.description, "parameters": t.parameters }))
             .collect();
         println!("{}", serde_json::to_string_pretty(&tools).expect("JSON values serialize"));
         return;
     }
-    for (tool, plugin) in host.registry().tools() {
-        println!("{}  (plugin {} {})", tool.name, plugin.manifest.id, plugin.manifest.version);
+    for (tool, owner) in host.registry().tools() {
+        match owner.plugin() {
+            Some(plugin) => println!("{}  (plugin {} {})", tool.name, plugin.manifest.id, plugin.manifest.version),
+            None => println!("{}  ({})", tool.name, owner.label()),
+        }
         for line in tool.description.lines() {
             println!("    {line}");
         }
@@ -638,6 +652,7 @@ fn print_plugins(host: &PluginHost, json: bool) {
             "failures": registry.failures(),
             "shadowed": registry.shadowed(),
             "warnings": host.config_warnings(),
+            "mcp_servers": host.mcp().status(),
         });
         println!("{}", serde_json::to_string_pretty(&document).expect("JSON values serialize"));
         return;
@@ -666,6 +681,14 @@ fn print_plugins(host: &PluginHost, json: bool) {
     }
     for s in host.registry().shadowed() {
         println!("SHADOWED {} [{}]: not loaded, [{}] serves this id", s.id, s.source, s.by);
+    }
+    for server in host.mcp().status() {
+        let state = serde_json::to_value(server.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        let why = server.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+        println!("mcp:{}  [{} {}]  {state}{why}  tools: {}", server.name, server.transport, server.target, server.tools.join(", "));
+        for skipped in &server.skipped {
+            println!("    not offered: {skipped}");
+        }
     }
 }
 

@@ -74,6 +74,10 @@ pub const TYPES: &[&str] = &[
     "hook.added",
     "hook.removed",
     "workspace.untrusted",
+    "mcp.server.started",
+    "mcp.server.crashed",
+    "mcp.server.failed",
+    "mcp.server.stopped",
 ];
 
 /// The in-process bus live subscribers listen on: one channel for observers of the whole

@@ -97,3 +97,55 @@ async fn the_official_python_sdk_starts_plugboard_mcp_and_uses_the_tools() {
 async fn the_official_typescript_sdk_starts_plugboard_mcp_and_uses_the_tools() {
     another_sdk_over_stdio(mcp::Sdk::TypeScript, "mcp-typescript").await;
 }
+
+/// Plugboard's own `plugboard mcp` is a stdio MCP server like any other: another Plugboard
+/// starts it confined, with only the directories its table grants, and offers its tools as
+/// `inner_<tool>` to one-off commands, which wait for it to come up.
+#[test]
+fn another_plugboard_serving_mcp_is_a_confined_tool_source() {
+    let tmp = TempDir::new("mcp-source");
+    let ws = tmp.workspace();
+    let inner = tmp.0.join("inner");
+    let (data, cache) = (tmp.0.join("inner-data"), tmp.0.join("inner-cache"));
+    for dir in [&inner, &data, &cache] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::write(inner.join("notes.txt"), "inner notes\n").unwrap();
+    std::fs::write(ws.join("outer.txt"), "outer only\n").unwrap();
+    let binary = Path::new(env!("CARGO_BIN_EXE_plugboard"));
+    let quoted = |p: &Path| format!("{:?}", p.display().to_string());
+    let config = tmp.0.join("operator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[mcp.inner]\ncommand = {}\nargs = [\"--workspace\", {}, \"--data-dir\", {}, \"--cache-dir\", {}, \"mcp\"]\nenv = {{ LOG_LEVEL = \"warn\" }}\nfilesystem = [{}, {}, {{ path = {}, access = \"read-write\" }}, {{ path = {}, access = \"read-write\" }}]\n",
+            quoted(binary),
+            quoted(&inner),
+            quoted(&data),
+            quoted(&cache),
+            quoted(binary.parent().unwrap()),
+            quoted(&inner),
+            quoted(&data),
+            quoted(&cache),
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+
+    let listed = plugboard(&ws, &["--config", config, "tool", "list"]);
+    let stdout = text(&listed.stdout);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    assert!(stdout.contains("inner_read  (mcp:inner)") && stdout.contains("inner_shell  (mcp:inner)"), "{stdout}");
+
+    let read = plugboard(&ws, &["--config", config, "tool", "call", "inner_read", r#"{"path":"notes.txt"}"#]);
+    assert!(read.status.success(), "{}", text(&read.stderr));
+    assert!(text(&read.stdout).contains("inner notes"), "the inner Plugboard read its own workspace: {}", text(&read.stdout));
+    let outer = ws.join("outer.txt").canonicalize().unwrap();
+    let denied = plugboard(&ws, &["--config", config, "tool", "call", "inner_read", &json!({ "path": outer }).to_string()]);
+    assert!(!denied.status.success());
+    assert!(text(&denied.stderr).contains("outer.txt"), "the outer workspace is not the inner one's: {}", text(&denied.stderr));
+
+    let plugins = plugboard(&ws, &["--config", config, "plugin", "list"]);
+    let stdout = text(&plugins.stdout);
+    assert!(stdout.lines().any(|l| l.starts_with("mcp:inner  [stdio ") && l.contains("running")), "{stdout}");
+}

@@ -9,6 +9,7 @@ mod hostile;
 mod http;
 mod lifecycle;
 mod mcp;
+mod mcp_sources;
 mod providers;
 mod reload;
 mod runtime;

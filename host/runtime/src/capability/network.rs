@@ -60,6 +60,18 @@ pub fn names_plugboard(host: &str, port: u16) -> bool {
 /// The reason given when a destination is Plugboard's own API.
 pub const OWN_API: &str = "it is Plugboard's own API, which no grant reaches";
 
+/// Makes `ring` the process's TLS provider (the one `wasi:http` uses), for the HTTP clients
+/// that take the process's provider: the MCP client's. Idempotent; called at start.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Whether `host` resolves to Plugboard's own API on `port` (looked up only when `port` is
+/// one it serves): a name can point anywhere, so a grant of a name does not reach it either.
+pub async fn resolves_to_plugboard(host: &str, port: u16) -> bool {
+    serves(port) && tokio::net::lookup_host((host, port)).await.is_ok_and(|mut addrs| addrs.any(|a| is_plugboard(a.ip(), port)))
+}
+
 /// One host pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPattern {

@@ -267,53 +267,12 @@ impl CommandRunner {
         live: Option<&(dyn Fn(&str) + Send + Sync)>,
     ) -> Result<CommandResult, CommandError> {
         self.policy.check(line).map_err(CommandError::Denied)?;
-        let denied = |reason: String| {
-            CommandError::Denied(ProcessDenial { kind: super::CapabilityKind::Process, command: line.to_string(), reason })
-        };
         let cwd = self.working_directory(cwd)?;
-        let egress = self.egress().await;
-        let joined = egress.as_ref().map(|e| e.joined());
-        let confinement = match &*self.confinement {
-            ConfinementSupport::Confined(_) => {
-                Some(Confinement::new(&self.grants, &self.system_paths, joined).map_err(CommandError::Failed)?)
-            }
-            ConfinementSupport::Unavailable(reason) => match self.unconfined {
-                UnconfinedCommands::Refuse => {
-                    return Err(denied(format!(
-                        "commands cannot be confined here ({reason}) and the configuration refuses unconfined commands (set `[sandbox] unconfined_commands = \"allow\"` to run them anyway)"
-                    )));
-                }
-                UnconfinedCommands::Allow => None,
-            },
-        };
         let timeout = timeout.map_or(self.max_timeout, |t| t.min(self.max_timeout));
-
         let mut command = tokio::process::Command::new("/bin/sh");
-        command
-            .arg("-c")
-            .arg(line)
-            .current_dir(&cwd)
-            .env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .envs(egress.iter().flat_map(|e| e.env()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .process_group(0);
-        if let Some(confinement) = confinement {
-            let confinement = Arc::new(confinement);
-            // SAFETY: the closure runs in the forked child before exec and makes only the
-            // async-signal-safe calls `Confinement::enter` documents.
-            unsafe {
-                command.pre_exec(move || confinement.enter());
-            }
-        }
-        let mut child = command.spawn().map_err(|e| CommandError::Failed(format!("cannot start `/bin/sh`: {e}")))?;
+        command.arg("-c").arg(line).current_dir(&cwd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let Spawned { mut child, group: _group, egress: _egress } = self.spawn(command, line).await?;
         let pid = child.id();
-        // However the call ends (done, timed out, or dropped because its activity was
-        // cancelled), nothing it started outlives it.
-        let _group = pid.map(ProcessGroup);
         let mut stdout = child.stdout.take().expect("stdout is piped");
         let mut stderr = child.stderr.take().expect("stderr is piped");
         let cap = self.max_output_bytes;
@@ -369,6 +328,52 @@ impl CommandRunner {
         }
     }
 
+    /// Starts `command` (its program, arguments, working directory and standard streams set
+    /// by the caller) under this runner's confinement: only the granted files, the granted
+    /// hosts through the host's proxy, the granted variables, in a process group of its own.
+    /// Nothing it starts outlives the returned [`Spawned`]. `what` names it in a refusal.
+    pub async fn spawn(&self, mut command: tokio::process::Command, what: &str) -> Result<Spawned, CommandError> {
+        let egress = self.egress().await;
+        let joined = egress.as_ref().map(|e| e.joined());
+        let confinement = match &*self.confinement {
+            ConfinementSupport::Confined(_) => {
+                Some(Confinement::new(&self.grants, &self.system_paths, joined).map_err(CommandError::Failed)?)
+            }
+            ConfinementSupport::Unavailable(reason) => match self.unconfined {
+                UnconfinedCommands::Refuse => {
+                    return Err(CommandError::Denied(ProcessDenial {
+                        kind: super::CapabilityKind::Process,
+                        command: what.to_string(),
+                        reason: format!(
+                            "commands cannot be confined here ({reason}) and the configuration refuses unconfined commands (set `[sandbox] unconfined_commands = \"allow\"` to run them anyway)"
+                        ),
+                    }));
+                }
+                UnconfinedCommands::Allow => None,
+            },
+        };
+        command
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(egress.iter().flat_map(|e| e.env()))
+            .kill_on_drop(true)
+            .process_group(0);
+        if let Some(confinement) = confinement {
+            let confinement = Arc::new(confinement);
+            // SAFETY: the closure runs in the forked child before exec and makes only the
+            // async-signal-safe calls `Confinement::enter` documents.
+            unsafe {
+                command.pre_exec(move || confinement.enter());
+            }
+        }
+        let program = command.as_std().get_program().to_string_lossy().into_owned();
+        let child = command.spawn().map_err(|e| CommandError::Failed(format!("cannot start `{program}`: {e}")))?;
+        // However the command ends (done, timed out, or dropped because its activity was
+        // cancelled), nothing it started outlives it.
+        let group = child.id().map(ProcessGroup);
+        Ok(Spawned { child, group, egress })
+    }
+
     /// The proxy of a confined command whose plugin may reach some hosts; `None` leaves the
     /// command without network, also where the namespace cannot be made (said in the log).
     async fn egress(&self) -> Option<super::egress::Egress> {
@@ -384,7 +389,9 @@ impl CommandRunner {
         }
     }
 
-    fn working_directory(&self, cwd: &str) -> Result<PathBuf, CommandError> {
+    /// `cwd` (relative to the workspace; empty: the workspace), when it lies inside the
+    /// workspace or a filesystem grant.
+    pub fn working_directory(&self, cwd: &str) -> Result<PathBuf, CommandError> {
         let requested = if cwd.is_empty() { self.workspace.clone() } else { self.workspace.join(cwd) };
         let canonical =
             requested.canonicalize().map_err(|e| CommandError::Failed(format!("working directory `{}`: {e}", requested.display())))?;
@@ -401,6 +408,15 @@ impl CommandRunner {
         }
         Ok(canonical)
     }
+}
+
+/// A program started by [`CommandRunner::spawn`]: when dropped, its whole process group is
+/// killed and its network proxy stops.
+pub struct Spawned {
+    /// The process.
+    pub child: tokio::process::Child,
+    group: Option<ProcessGroup>,
+    egress: Option<super::egress::Egress>,
 }
 
 /// Passes a stream's bytes on as text, holding back a UTF-8 sequence split between reads.

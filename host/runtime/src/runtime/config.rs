@@ -1,5 +1,5 @@
 //! The runtime's slice of the configuration: `[engine]`, `[limits]`, `[sandbox]`,
-//! `[cache]`, `[plugins.<id>]` and `[hooks.<id>]`, and how a plugin's grants are found in
+//! `[cache]`, `[plugins.<id>]`, `[hooks.<id>]` and the servers of `[mcp.<name>]`, and how a plugin's grants are found in
 //! it. The runtime never sees the rest of the file: the application layer
 //! (`plugboard::app`) reads the file and hands this part over, at start and on each reload.
 
@@ -28,6 +28,8 @@ pub struct RuntimeConfig {
     pub plugins: BTreeMap<String, PluginGrants>,
     /// `[hooks.<id>]`: whether, in which order and how strictly each hook plugin runs.
     pub hooks: BTreeMap<String, crate::hooks::HookSettings>,
+    /// `[mcp.<name>]`: the MCP servers whose tools join the registry.
+    pub mcp_servers: BTreeMap<String, crate::runtime::mcp::McpServerConfig>,
 }
 
 /// `[cache]`.

@@ -117,6 +117,25 @@ pub enum CallError {
         /// How long the call waited.
         waited_ms: u64,
     },
+    /// An MCP server's tool could not be called: the server is not connected, or the
+    /// exchange failed.
+    #[error("MCP server `{server}`: {message}")]
+    McpServer {
+        /// The server (its `[mcp.<name>]` table).
+        server: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// An MCP server did not answer a call within its time limit; the request was cancelled.
+    #[error(
+        "MCP server `{server}` did not answer within its time limit of {limit_ms} ms; the call was cancelled (raise `timeout_ms` in [mcp.{server}] to allow more)"
+    )]
+    McpTimeout {
+        /// The server.
+        server: String,
+        /// The limit.
+        limit_ms: u64,
+    },
     /// The host could not set up the call.
     #[error("cannot run plugin `{plugin}`: {message}")]
     Host {

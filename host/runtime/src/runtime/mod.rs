@@ -17,6 +17,7 @@ pub mod engine;
 pub mod error;
 pub mod hook;
 pub mod manifest;
+pub mod mcp;
 mod open_at;
 pub mod plugin;
 pub mod provider;
@@ -28,7 +29,7 @@ pub mod state;
 pub mod tool;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 
 use serde::Serialize;
 use wasmtime::component::{HasSelf, Linker};
@@ -41,7 +42,7 @@ use crate::runtime::config::RuntimeConfig;
 use crate::runtime::engine::PluginEngine;
 pub use error::{CallError, LoadError};
 pub use plugin::{CompiledPlugin, LoadedPlugin, PluginSource};
-pub use registry::Registry;
+pub use registry::{Registry, ToolOwner};
 pub use reload::{EventSink, ReloadReport};
 use state::{CallState, ProgressSink};
 pub use tool::{CallContext, ToolDefinition, ToolOutput};
@@ -133,6 +134,12 @@ pub struct PluginHost {
     sink: RwLock<Option<EventSink>>,
     /// What the operator trusts of the workspace (its plugins are loaded only if trusted).
     trust: crate::trust::WorkspaceTrust,
+    /// The MCP servers' tasks and status.
+    mcp: mcp::McpSources,
+    /// This host, for the tasks it starts, once shared ([`Self::start_mcp`]).
+    this: OnceLock<Weak<PluginHost>>,
+    /// Events emitted before a sink was attached, given to the first one.
+    pending: std::sync::Mutex<Vec<(&'static str, serde_json::Value)>>,
 }
 
 impl PluginHost {
@@ -142,6 +149,7 @@ impl PluginHost {
     pub async fn start(options: HostOptions, config: RuntimeConfig) -> Result<Self, StartError> {
         let workspace = workspace_dir(options.workspace.as_deref())?;
         let trust = crate::trust::WorkspaceTrust::new(&workspace, options.data_dir.as_deref());
+        crate::capability::network::install_tls_provider();
         let engine = PluginEngine::new(&config.engine).map_err(|e| StartError::Engine(format!("{e:#}")))?;
         let cache_dir = match (&options.cache_dir, config.cache.enabled) {
             (Some(dir), _) => Some(dir.clone()),
@@ -154,7 +162,7 @@ impl PluginHost {
         let protected = crate::trust::protected_dirs(options.data_dir.as_deref(), cache.dir());
         let policy_ctx = PolicyContext {
             protected,
-            secrets: Arc::new(crate::secrets::configured(&config.plugins)),
+            secrets: Arc::new(crate::secrets::configured(&config)),
             workspace: workspace.clone(),
             default_limits: config.limits,
             sandbox: config.sandbox.clone(),
@@ -182,6 +190,9 @@ impl PluginHost {
             reloading: tokio::sync::Mutex::new(()),
             sink: RwLock::new(None),
             trust,
+            mcp: mcp::McpSources::default(),
+            this: OnceLock::new(),
+            pending: std::sync::Mutex::new(Vec::new()),
         };
         let dirs = host.dirs.clone();
         let discovery::Discovered { candidates, errors, untrusted } = tokio::task::spawn_blocking(move || dirs.discover())
@@ -389,15 +400,35 @@ impl PluginHost {
         context: &CallContext,
         progress: Option<ProgressSink>,
     ) -> Result<ToolOutput, CallError> {
-        let plugin = {
+        let owner = {
             let registry = self.registry();
-            match registry.tool_plugin(name) {
-                Some(plugin) => plugin.clone(),
+            match registry.tool(name) {
+                Some((_, owner)) => owner.clone(),
                 None => return Err(CallError::UnknownTool { name: name.to_string(), available: registry.tool_names() }),
             }
         };
         tool::check_arguments_object(name, arguments)?;
-        plugin.call(name, arguments, context, progress).await
+        match owner {
+            ToolOwner::Plugin(plugin) => plugin.call(name, arguments, context, progress).await,
+            ToolOwner::Mcp(server) => {
+                let limits = server.config.limits(self.config().limits);
+                server.call(name, arguments, limits, &self.redactor()).await
+            }
+        }
+    }
+
+    /// The most output a call of `tool` may return.
+    pub fn output_limit(&self, tool: &str) -> u64 {
+        match self.registry().tool(tool) {
+            Some((_, ToolOwner::Plugin(plugin))) => plugin.policy().limits.max_output_bytes,
+            Some((_, ToolOwner::Mcp(server))) => server.config.limits(self.config().limits).max_output_bytes,
+            None => self.config().limits.max_output_bytes,
+        }
+    }
+
+    /// Masks every configured secret (what each plugin's policy masks too).
+    pub fn redactor(&self) -> crate::secrets::Redactor {
+        crate::secrets::Redactor::new(self.policy_ctx.read().expect("not poisoned").secrets.iter().map(String::as_str))
     }
 }
 

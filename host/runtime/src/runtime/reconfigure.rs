@@ -34,7 +34,7 @@ impl PluginHost {
         let mut policy_ctx = self.policy_ctx();
         policy_ctx.default_limits = config.limits;
         policy_ctx.sandbox = config.sandbox.clone();
-        policy_ctx.secrets = Arc::new(crate::secrets::configured(&config.plugins));
+        policy_ctx.secrets = Arc::new(crate::secrets::configured(&config));
         let mut policies = BTreeMap::new();
         for plugin in self.registry().plugins() {
             let first_party = matches!(plugin.source, PluginSource::Bundled { .. });
@@ -56,6 +56,7 @@ impl Reconfiguration<'_> {
     pub async fn apply(self, announce: Vec<(&'static str, Value)>) {
         let Reconfiguration { host, _one_at_a_time, config, policy_ctx, mut policies } = self;
         let registry = host.registry();
+        let config_servers = config.mcp_servers.clone();
         *host.config.write().expect("not poisoned") = Arc::new(config);
         *host.policy_ctx.write().expect("not poisoned") = policy_ctx;
         let mut next = Registry {
@@ -81,9 +82,20 @@ impl Reconfiguration<'_> {
             next.register(Arc::new(updated));
         }
         // `failed_hashes` stays empty: what failed is tried again under the new grants.
+        let unchanged = host.mcp.unchanged(&config_servers);
+        next.adopt_mcp(&registry, |name| unchanged.iter().any(|n| n == name));
         let mut events = announce;
         events.extend(next.changes(&registry));
         host.install(next);
+        if let Some(this) = host.this.get() {
+            let stopped = host.mcp.apply(this, &config_servers);
+            events.extend(
+                stopped
+                    .into_iter()
+                    .filter(|name| !unchanged.contains(name))
+                    .map(|name| ("mcp.server.stopped", serde_json::json!({ "name": name }))),
+            );
+        }
         for warning in host.config_warnings() {
             tracing::warn!("{warning}");
         }

@@ -1,5 +1,5 @@
-//! What is loaded at one moment: plugins by id, tools by name, providers by id, and the
-//! plugins that failed. A registry is never changed in place: a reload builds a new one and
+//! What is loaded at one moment: plugins by id, the connected MCP servers by name, tools by
+//! name (each owned by a plugin or a server), providers by id, and the plugins that failed. A registry is never changed in place: a reload builds a new one and
 //! swaps it in whole, so a call that started keeps the plugin version it started with, and
 //! [`Registry::changes`] says what differs between two of them.
 
@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::mcp::McpTools;
 use super::plugin::LoadedPlugin;
 use super::provider::ModelInfo;
 use super::{LoadFailure, Shadowed, ToolDefinition};
@@ -23,11 +24,61 @@ pub struct PluginChanges {
     pub unloaded: Vec<String>,
 }
 
+/// What provides a tool: a plugin, or an MCP server (`[mcp.<name>]`).
+#[derive(Clone)]
+pub enum ToolOwner {
+    /// A loaded plugin.
+    Plugin(Arc<LoadedPlugin>),
+    /// A connected MCP server.
+    Mcp(Arc<McpTools>),
+}
+
+impl ToolOwner {
+    /// The plugin's id, or `mcp:<server>`.
+    pub fn label(&self) -> String {
+        match self {
+            ToolOwner::Plugin(plugin) => plugin.manifest.id.clone(),
+            ToolOwner::Mcp(server) => super::mcp::owner_label(&server.server),
+        }
+    }
+
+    /// Every tool it provides.
+    pub fn definitions(&self) -> &[ToolDefinition] {
+        match self {
+            ToolOwner::Plugin(plugin) => plugin.tools(),
+            ToolOwner::Mcp(server) => &server.tools,
+        }
+    }
+
+    /// The plugin, when a plugin provides the tool.
+    pub fn plugin(&self) -> Option<&Arc<LoadedPlugin>> {
+        match self {
+            ToolOwner::Plugin(plugin) => Some(plugin),
+            ToolOwner::Mcp(_) => None,
+        }
+    }
+
+    /// Whether a call may change files: a plugin or a server with a directory granted
+    /// read-write, or a plugin that runs commands.
+    pub fn may_write(&self) -> bool {
+        use crate::capability::filesystem::Access;
+        match self {
+            ToolOwner::Plugin(plugin) => {
+                let policy = plugin.policy();
+                policy.filesystem.iter().any(|g| g.access == Access::ReadWrite) || !policy.process.policy.granted.is_empty()
+            }
+            ToolOwner::Mcp(server) => server.config.filesystem.iter().any(|g| g.access() == Access::ReadWrite),
+        }
+    }
+}
+
 /// The loaded plugins and what they provide.
 #[derive(Default, Clone)]
 pub struct Registry {
     pub(super) plugins: BTreeMap<String, Arc<LoadedPlugin>>,
-    pub(super) tools: BTreeMap<String, Arc<LoadedPlugin>>,
+    /// The connected MCP servers, by name.
+    pub(super) mcp: BTreeMap<String, Arc<McpTools>>,
+    pub(super) tools: BTreeMap<String, ToolOwner>,
     pub(super) providers: BTreeMap<String, Arc<LoadedPlugin>>,
     pub(super) hooks: BTreeMap<String, Arc<LoadedPlugin>>,
     pub(super) failures: Vec<LoadFailure>,
@@ -50,9 +101,7 @@ impl Registry {
             self.shadowed.push(Shadowed { id, source: plugin.source.clone(), by: existing.source.clone() });
             return;
         }
-        if let Some(clash) =
-            plugin.tools().iter().find_map(|t| self.tools.get(&t.name).map(|other| (t.name.clone(), other.manifest.id.clone())))
-        {
+        if let Some(clash) = plugin.tools().iter().find_map(|t| self.tools.get(&t.name).map(|other| (t.name.clone(), other.label()))) {
             self.failures.push(LoadFailure {
                 source: plugin.source.clone(),
                 reason: format!("plugin `{id}` provides the tool `{}`, which plugin `{}` already provides", clash.0, clash.1),
@@ -60,7 +109,7 @@ impl Registry {
             return;
         }
         for tool in plugin.tools() {
-            self.tools.insert(tool.name.clone(), plugin.clone());
+            self.tools.insert(tool.name.clone(), ToolOwner::Plugin(plugin.clone()));
         }
         if plugin.provider().is_some() {
             self.providers.insert(id.clone(), plugin.clone());
@@ -71,14 +120,57 @@ impl Registry {
         self.plugins.insert(id, plugin);
     }
 
-    /// Every tool with its plugin, by name.
-    pub fn tools(&self) -> impl Iterator<Item = (&ToolDefinition, &Arc<LoadedPlugin>)> {
-        self.tools.iter().filter_map(|(name, plugin)| plugin.tools().iter().find(|t| &t.name == name).map(|t| (t, plugin)))
+    /// Puts server `name`'s tools in (`Some`) or takes them out (`None`). A tool whose name
+    /// is taken by a plugin is left out; the result names each, with why.
+    pub(crate) fn set_mcp(&mut self, name: &str, server: Option<Arc<McpTools>>) -> Vec<(String, String)> {
+        self.tools.retain(|_, owner| !matches!(owner, ToolOwner::Mcp(m) if m.server == name));
+        self.mcp.remove(name);
+        let Some(server) = server else { return Vec::new() };
+        let mut skipped = Vec::new();
+        for tool in &server.tools {
+            match self.taken(&tool.name, name) {
+                Some(clash) => skipped.push(clash),
+                None => {
+                    self.tools.insert(tool.name.clone(), ToolOwner::Mcp(server.clone()));
+                }
+            }
+        }
+        self.mcp.insert(name.to_string(), server);
+        skipped
     }
 
-    /// The plugin providing tool `name`.
+    /// Why server `server`'s tool `tool` is not offered, when another owner has its name.
+    pub(crate) fn taken(&self, tool: &str, server: &str) -> Option<(String, String)> {
+        let other = self.tools.get(tool).filter(|owner| !matches!(owner, ToolOwner::Mcp(m) if m.server == server))?;
+        Some((tool.to_string(), format!("`{tool}`: the name is taken by {}", other.label())))
+    }
+
+    /// Takes over `old`'s connected servers that `keep` names, after the plugins are in.
+    pub(crate) fn adopt_mcp(&mut self, old: &Registry, keep: impl Fn(&str) -> bool) {
+        for (name, server) in old.mcp.iter().filter(|(name, _)| keep(name)) {
+            self.set_mcp(name, Some(server.clone()));
+        }
+    }
+
+    /// Every tool with what provides it, by name.
+    pub fn tools(&self) -> impl Iterator<Item = (&ToolDefinition, &ToolOwner)> {
+        self.tools.iter().filter_map(|(name, owner)| owner.definitions().iter().find(|t| &t.name == name).map(|t| (t, owner)))
+    }
+
+    /// Tool `name` and what provides it.
+    pub fn tool(&self, name: &str) -> Option<(&ToolDefinition, &ToolOwner)> {
+        let owner = self.tools.get(name)?;
+        owner.definitions().iter().find(|t| t.name == name).map(|t| (t, owner))
+    }
+
+    /// The plugin providing tool `name`, when a plugin does.
     pub fn tool_plugin(&self, name: &str) -> Option<&Arc<LoadedPlugin>> {
-        self.tools.get(name)
+        self.tools.get(name).and_then(ToolOwner::plugin)
+    }
+
+    /// The connected MCP servers, by name.
+    pub fn mcp_servers(&self) -> impl Iterator<Item = &Arc<McpTools>> {
+        self.mcp.values()
     }
 
     /// The names of every tool.
@@ -168,7 +260,7 @@ impl Registry {
             events.push(("plugin.unloaded", json!({ "id": id, "version": before.manifest.version, "source": before.source })));
         }
         let tools = |r: &Registry| -> BTreeMap<String, (ToolDefinition, String)> {
-            r.tools().map(|(t, p)| (t.name.clone(), (t.clone(), p.manifest.id.clone()))).collect()
+            r.tools().map(|(t, owner)| (t.name.clone(), (t.clone(), owner.label()))).collect()
         };
         let (now, then) = (tools(self), tools(old));
         for (name, (tool, plugin)) in &now {

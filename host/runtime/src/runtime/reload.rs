@@ -24,6 +24,9 @@ use crate::runtime::artifact_cache::content_hash;
 /// first argument names it, else of the host.
 pub type EventSink = Arc<dyn Fn(Option<&str>, Vec<(&'static str, Value)>) + Send + Sync>;
 
+/// The most events kept for a sink not attached yet.
+const PENDING_EVENTS: usize = 1024;
+
 /// What a reload did.
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct ReloadReport {
@@ -69,7 +72,11 @@ impl PluginHost {
     /// Sends plugin events (loads, reloads, tools and models added or removed, hook
     /// failures) to `sink`.
     pub fn attach_events(&self, sink: EventSink) {
-        *self.sink.write().expect("not poisoned") = Some(sink);
+        *self.sink.write().expect("not poisoned") = Some(sink.clone());
+        let pending = std::mem::take(&mut *self.pending.lock().expect("not poisoned"));
+        if !pending.is_empty() {
+            sink(None, pending);
+        }
     }
 
     /// Sends `events` to the attached sink (nowhere before one is attached).
@@ -77,8 +84,15 @@ impl PluginHost {
         if events.is_empty() {
             return;
         }
-        if let Some(sink) = self.sink() {
-            sink(None, events);
+        match self.sink() {
+            Some(sink) => sink(None, events),
+            None => {
+                // Before a sink is attached (the MCP servers may come up first), the first
+                // events wait for it; a host that never gets one keeps at most this many.
+                let mut pending = self.pending.lock().expect("not poisoned");
+                let room = PENDING_EVENTS.saturating_sub(pending.len());
+                pending.extend(events.into_iter().take(room));
+            }
         }
     }
 
@@ -218,6 +232,7 @@ impl PluginHost {
                 },
             }
         }
+        next.adopt_mcp(&old, |_| true);
         let mut events = failed_events;
         events.append(&mut untrusted_events);
         let plugins = next.plugin_changes(&old);

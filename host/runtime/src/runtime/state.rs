@@ -206,10 +206,7 @@ impl WasiHttpHooks for NetworkHooks {
         Box::new(async move {
             use http_body_util::BodyExt;
             // A name that resolves to Plugboard's own API (checked only on a port it serves).
-            if crate::capability::network::serves(port)
-                && let Ok(addrs) = tokio::net::lookup_host((host.as_str(), port)).await
-                && addrs.into_iter().any(|a| crate::capability::network::is_plugboard(a.ip(), port))
-            {
+            if crate::capability::network::resolves_to_plugboard(&host, port).await {
                 tracing::info!(target = %format!("{scheme}://{host}:{port}"), "outgoing request to Plugboard's own API refused");
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
             }

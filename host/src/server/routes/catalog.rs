@@ -40,9 +40,9 @@ pub async fn tools(Running(runtime): Running) -> Json<ToolList> {
         .host()
         .registry()
         .tools()
-        .map(|(t, p)| ToolInfo {
+        .map(|(t, owner)| ToolInfo {
             name: t.name.clone(),
-            plugin: p.manifest.id.clone(),
+            plugin: owner.label(),
             description: t.description.clone(),
             parameters: t.parameters.clone(),
         })
@@ -126,6 +126,10 @@ pub struct PluginList {
     pub shadowed: Vec<Value>,
     /// Configuration tables that name no loaded plugin or hook, with the nearest id.
     pub warnings: Vec<String>,
+    /// The MCP servers of `[mcp.<name>]`: `{name, transport, target, state, tools,
+    /// skipped, restarts, error}`.
+    #[schema(value_type = Vec<Object>)]
+    pub mcp_servers: Vec<Value>,
 }
 
 /// Every loaded plugin (what it requested, what it was granted), and those that failed.
@@ -136,6 +140,7 @@ pub async fn plugins(Running(runtime): Running) -> Json<PluginList> {
         plugins: host.registry().plugins().map(|p| p.summary()).collect(),
         failures: host.registry().failures().iter().map(|f| serde_json::to_value(f).unwrap_or(Value::Null)).collect(),
         shadowed: host.registry().shadowed().iter().map(|s| serde_json::to_value(s).unwrap_or(Value::Null)).collect(),
+        mcp_servers: host.mcp().status().iter().map(|s| serde_json::to_value(s).unwrap_or(Value::Null)).collect(),
         warnings: host.config_warnings(),
     })
 }
