@@ -165,6 +165,23 @@ fn run(command: &mut std::process::Command, what: &str) -> Result<String, String
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// Installs `package` at `version` under `prefix` with npm, unless it is there already.
+fn npm_install(prefix: &std::path::Path, package: &str, version: &str, needed_by: &str) -> Result<(), String> {
+    let manifest = prefix.join("node_modules").join(package).join("package.json");
+    if std::fs::read_to_string(&manifest).is_ok_and(|p| p.contains(&format!("\"version\": \"{version}\""))) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(prefix).map_err(|e| e.to_string())?;
+    run(
+        std::process::Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--no-save", "--prefix"])
+            .arg(prefix)
+            .arg(format!("{package}@{version}")),
+        &format!("npm install {package} ({needed_by} need Node.js and npm)"),
+    )
+    .map(drop)
+}
+
 /// The Python interpreter of a virtual environment holding `mcp` [`PYTHON_SDK`].
 fn python() -> Result<std::path::PathBuf, String> {
     PYTHON_INSTALL
@@ -195,18 +212,7 @@ fn typescript() -> Result<std::path::PathBuf, String> {
     TYPESCRIPT_INSTALL
         .get_or_init(|| {
             let prefix = clients_dir().join("node");
-            let manifest = prefix.join("node_modules/@modelcontextprotocol/sdk/package.json");
-            let installed = std::fs::read_to_string(&manifest).is_ok_and(|p| p.contains(&format!("\"version\": \"{TYPESCRIPT_SDK}\"")));
-            if !installed {
-                std::fs::create_dir_all(&prefix).map_err(|e| e.to_string())?;
-                run(
-                    std::process::Command::new("npm")
-                        .args(["install", "--no-audit", "--no-fund", "--no-save", "--prefix"])
-                        .arg(&prefix)
-                        .arg(format!("@modelcontextprotocol/sdk@{TYPESCRIPT_SDK}")),
-                    "npm install @modelcontextprotocol/sdk (the TypeScript SDK tests need Node.js and npm)",
-                )?;
-            }
+            npm_install(&prefix, "@modelcontextprotocol/sdk", TYPESCRIPT_SDK, "the TypeScript SDK tests")?;
             // The script runs from beside `node_modules`, where its imports resolve.
             std::fs::copy(scripts_dir().join("client.mjs"), prefix.join("client.mjs")).map_err(|e| e.to_string())?;
             Ok(prefix.join("client.mjs"))
@@ -286,18 +292,7 @@ pub fn everything_server() -> Result<std::path::PathBuf, String> {
     EVERYTHING_INSTALL
         .get_or_init(|| {
             let prefix = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/mcp-servers/node");
-            let manifest = prefix.join("node_modules/@modelcontextprotocol/server-everything/package.json");
-            let installed = std::fs::read_to_string(&manifest).is_ok_and(|p| p.contains(&format!("\"version\": \"{EVERYTHING_SERVER}\"")));
-            if !installed {
-                std::fs::create_dir_all(&prefix).map_err(|e| e.to_string())?;
-                run(
-                    std::process::Command::new("npm")
-                        .args(["install", "--no-audit", "--no-fund", "--no-save", "--prefix"])
-                        .arg(&prefix)
-                        .arg(format!("@modelcontextprotocol/server-everything@{EVERYTHING_SERVER}")),
-                    "npm install @modelcontextprotocol/server-everything (these tests need Node.js and npm)",
-                )?;
-            }
+            npm_install(&prefix, "@modelcontextprotocol/server-everything", EVERYTHING_SERVER, "the MCP tool source tests")?;
             prefix.canonicalize().map_err(|e| e.to_string())
         })
         .clone()

@@ -149,3 +149,22 @@ fn another_plugboard_serving_mcp_is_a_confined_tool_source() {
     let stdout = text(&plugins.stdout);
     assert!(stdout.lines().any(|l| l.starts_with("mcp:inner  [stdio ") && l.contains("running")), "{stdout}");
 }
+
+/// A Plugboard that was itself started as an MCP server, three deep, starts no more servers:
+/// a configuration that serves Plugboard to itself ends there instead of forking without end.
+#[test]
+fn a_plugboard_nested_three_deep_in_mcp_servers_starts_no_more() {
+    let tmp = TempDir::new("mcp-depth");
+    let ws = tmp.workspace();
+    let config = tmp.0.join("operator.toml");
+    std::fs::write(&config, "[mcp.again]\ncommand = \"plugboard\"\nargs = [\"mcp\"]\n").unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_plugboard"));
+    isolated(&mut command, &ws).env("PLUGBOARD_MCP_DEPTH", "3").args(["--config", config.to_str().unwrap(), "plugin", "list"]);
+    let out = command.output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("mcp:again") && stdout.contains("failed") && stdout.contains("by 3 others"), "{stdout}");
+    let mut shallower = Command::new(env!("CARGO_BIN_EXE_plugboard"));
+    isolated(&mut shallower, &ws).env("PLUGBOARD_MCP_DEPTH", "2").args(["--config", config.to_str().unwrap(), "plugin", "list"]);
+    let stdout = text(&shallower.output().unwrap().stdout);
+    assert!(!stdout.contains("by 2 others"), "two deep still starts its servers: {stdout}");
+}

@@ -211,6 +211,8 @@ async fn spawn(
     if !env.iter().any(|(k, _)| k == "PATH") {
         env.push(("PATH".into(), path.clone()));
     }
+    env.retain(|(k, _)| k != super::DEPTH_VARIABLE);
+    env.push((super::DEPTH_VARIABLE.into(), (super::depth() + 1).to_string()));
     let runner = CommandRunner {
         policy: ProcessPolicy::default(),
         workspace: ctx.workspace.clone(),

@@ -31,6 +31,19 @@ use super::{CallError, ToolDefinition, ToolOutput};
 use crate::capability::Limits;
 use connection::Connection;
 
+/// Set in a stdio server's environment: how many Plugboards started it, one inside the
+/// other. A Plugboard configured to serve itself as its own MCP server would otherwise start
+/// itself without end.
+pub const DEPTH_VARIABLE: &str = "PLUGBOARD_MCP_DEPTH";
+
+/// The deepest a Plugboard started as an MCP server may still start MCP servers.
+pub const MAX_DEPTH: u32 = 3;
+
+/// How many Plugboards started this one as a stdio MCP server (0: none).
+pub fn depth() -> u32 {
+    std::env::var(DEPTH_VARIABLE).ok().and_then(|d| d.parse().ok()).unwrap_or(0)
+}
+
 /// The longest tool name offered to models (what the OpenAI and Anthropic APIs accept).
 pub const MAX_TOOL_NAME: usize = 64;
 

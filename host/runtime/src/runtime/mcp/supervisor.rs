@@ -252,6 +252,16 @@ impl Task {
     async fn connect_and_serve(&self, restarts: u32) -> End {
         let Some(host) = self.host.upgrade() else { return End::Stopped };
         host.mcp().update(&self.name, |s| s.state = McpServerState::Starting);
+        if super::depth() >= super::MAX_DEPTH {
+            return End::Ended {
+                error: ConnectError::Config(format!(
+                    "[mcp.{}]: this Plugboard was started as an MCP server by {} others, one inside the other; it starts no more servers (a configuration that serves Plugboard to itself would not end)",
+                    self.name,
+                    super::depth()
+                )),
+                up: false,
+            };
+        }
         let (ctx, limits) = (host.policy_ctx(), self.config.limits(host.config().limits));
         drop(host);
         let opened = tokio::select! {
