@@ -350,6 +350,11 @@ impl PythonServer {
     /// it accepts connections.
     pub async fn serve_http(&self, token: &str) -> (tokio::process::Child, u16) {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        (self.serve_http_on(port, token).await, port)
+    }
+
+    /// [`Self::serve_http`] on `port`.
+    pub async fn serve_http_on(&self, port: u16, token: &str) -> tokio::process::Child {
         let child = tokio::process::Command::new(&self.python)
             .arg(&self.script)
             .args(["http", &port.to_string(), token])
@@ -358,7 +363,7 @@ impl PythonServer {
             .expect("the Python MCP server starts");
         for _ in 0..200 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return (child, port);
+                return child;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -162,7 +162,7 @@ async fn a_server_that_crashes_is_restarted_and_one_that_hangs_or_floods_is_cut_
 async fn a_remote_server_gets_its_header_secret_from_the_environment_and_the_model_never_sees_it() {
     let py = mcp::python_server();
     let token = "remote-token-4d1c9a";
-    let (_server, port) = py.serve_http(token).await;
+    let (mut server, port) = py.serve_http(token).await;
     // SAFETY: set before the host starts; no other test reads this name.
     unsafe { std::env::set_var("PLUGBOARD_TEST_MCP_TOKEN", token) };
     let table = |network: &str| {
@@ -186,6 +186,23 @@ async fn a_remote_server_gets_its_header_secret_from_the_environment_and_the_mod
     assert_eq!(call_tool(&host, "remote_add", json!({ "a": 20, "b": 22 })).await.unwrap(), "42", "the token was sent");
     let echoed = call_tool(&host, "remote_authorization", json!({})).await.unwrap();
     assert_eq!(echoed, "Bearer [redacted]", "what the server echoes of the secret is masked");
+
+    // The remote server goes away and comes back: a call fails meanwhile, and the host
+    // connects again on its own.
+    server.kill().await.unwrap();
+    let gone = call_tool(&host, "remote_add", json!({ "a": 1, "b": 1 })).await.unwrap_err();
+    assert!(gone.contains("MCP server `remote`"), "{gone}");
+    let _back = py.serve_http_on(port, token).await;
+    let deadline = tokio::time::Instant::now() + UP;
+    loop {
+        let status = host.mcp().status().into_iter().find(|s| s.name == "remote").unwrap();
+        if status.state == McpServerState::Running && status.restarts >= 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the remote server was reconnected: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(call_tool(&host, "remote_add", json!({ "a": 1, "b": 2 })).await.unwrap(), "3");
 }
 
 #[tokio::test]

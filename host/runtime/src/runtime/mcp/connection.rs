@@ -60,6 +60,9 @@ pub struct Connection {
     stderr: Arc<Mutex<Vec<u8>>>,
     /// Told when the server's tool list changed.
     pub changed: Arc<tokio::sync::Notify>,
+    /// Told when a call found the transport broken (a remote server that went away shows
+    /// it only so).
+    pub broken: tokio::sync::Notify,
 }
 
 impl Connection {
@@ -101,10 +104,12 @@ impl Connection {
                             crate::capability::network::OWN_API
                         )));
                     }
-                    let transport_config = StreamableHttpClientTransportConfig::with_uri(url.to_string())
+                    let mut transport_config = StreamableHttpClientTransportConfig::with_uri(url.to_string())
                         .custom_headers(resolved.headers.iter().cloned().collect())
                         .max_json_response_size(max_message)
                         .max_sse_event_size(max_message);
+                    // A server that restarted forgets its sessions: the SDK starts a new one.
+                    transport_config.reinit_on_expired_session = true;
                     let service = client
                         .serve(StreamableHttpClientTransport::from_config(transport_config))
                         .await
@@ -124,7 +129,7 @@ impl Connection {
                 )));
             }
         };
-        Ok(Connection { service, process: Mutex::new(process), stderr, changed })
+        Ok(Connection { service, process: Mutex::new(process), stderr, changed, broken: tokio::sync::Notify::new() })
     }
 
     /// The server's tools, page after page up to [`MAX_PAGES`] or a few more tools than a
@@ -163,7 +168,12 @@ impl Connection {
             Err(_) => Ok(None),
             Ok(Ok(CallToolResponse::Complete(result))) => Ok(Some(result)),
             Ok(Ok(_)) => Err("the server asked for more input or made a task of the call, which Plugboard does not support".into()),
-            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Err(e)) => {
+                if matches!(e, rmcp::ServiceError::TransportSend(_) | rmcp::ServiceError::TransportClosed) {
+                    self.broken.notify_one();
+                }
+                Err(e.to_string())
+            }
         }
     }
 

@@ -320,6 +320,9 @@ impl Task {
                 tokio::select! {
                     _ = self.stop.cancelled() => return End::Stopped,
                     _ = connection.changed.notified() => break,
+                    _ = connection.broken.notified() => {
+                        return End::Ended { error: ConnectError::Failed(format!("a call found the connection broken; {}", connection.end_reason().await)), up: true };
+                    }
                     _ = tokio::time::sleep(POLL) => {
                         if connection.is_closed() {
                             return End::Ended { error: ConnectError::Failed(connection.end_reason().await), up: true };
