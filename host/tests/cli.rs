@@ -707,3 +707,18 @@ fn session_revert_puts_back_a_file_the_agent_edited_and_show_prints_the_diff() {
     let shown = text(&plugboard(&ws, &["session", "show", &id, "--data-dir", data_arg]).stdout);
     assert_eq!(shown.matches("[reverted]").count(), 3, "the prompt and its two turns: {shown}");
 }
+
+#[test]
+fn plugin_wit_writes_the_package_every_line_of_releases_as_in_the_repository() {
+    let tmp = TempDir::new("wit");
+    let out = plugboard(&tmp.workspace(), &["plugin", "wit", "--dir", "../wit-out"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("plugboard:plugin@0.1.1 (serves 0.1.0, 0.1.1)"), "{stdout}");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit/since_v0.1.0");
+    for entry in std::fs::read_dir(&repo).unwrap() {
+        let entry = entry.unwrap();
+        let written = std::fs::read(tmp.0.join("wit-out/since_v0.1.0").join(entry.file_name())).expect("each file is written");
+        assert_eq!(written, std::fs::read(entry.path()).unwrap(), "{:?} is the repository's", entry.file_name());
+    }
+}

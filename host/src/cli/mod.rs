@@ -4,6 +4,7 @@ mod remote;
 mod run;
 pub mod scaffold;
 mod trust;
+pub mod wit;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -296,6 +297,13 @@ pub enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write the WIT package (every line of releases this host serves) into DIR, for
+    /// toolchains other than the SDK: `jco componentize`, `componentize-py`, `wit-bindgen`.
+    Wit {
+        /// Where to write it (default: `./wit`).
+        #[arg(long, value_name = "DIR", default_value = "wit")]
+        dir: PathBuf,
+    },
     /// A plugin's manifest, tools, and requested vs granted capabilities.
     Inspect {
         /// A `.wasm` file, or the id of a loaded plugin.
@@ -395,6 +403,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         println!("  plugboard tool call --plugins target/wasm32-wasip2/release {file} '{{\"name\":\"world\"}}'");
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Plugin(PluginCommand::Wit { dir }) = &cli.command {
+        for (line, folder) in crate::cli::wit::LINES.iter().zip(crate::cli::wit::write(dir)?) {
+            let files: Vec<&str> = line.files.iter().map(|(name, _)| *name).collect();
+            println!("{}  {} (serves {})", folder.display(), crate::runtime::bindings::WIT_PACKAGE, line.serves.join(", "));
+            println!("  {}", files.join(", "));
+        }
+        println!(
+            "Point your toolchain at the folder, e.g. `componentize-py -d {}/since_v0.1.0 -w tool-plugin bindings out`.",
+            dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Command::Plugin(PluginCommand::Reload { id, server, json }) = &cli.command {
         return crate::cli::remote::reload(server, id.as_deref(), *json).await;
     }
@@ -467,7 +487,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin(PluginCommand::Inspect { plugin, json }) => inspect(host, &plugin, json).await,
-        Command::Plugin(PluginCommand::New { .. } | PluginCommand::Reload { .. }) => unreachable!("handled before the host starts"),
+        Command::Plugin(PluginCommand::New { .. } | PluginCommand::Reload { .. } | PluginCommand::Wit { .. }) => {
+            unreachable!("handled before the host starts")
+        }
         Command::Session(command) => {
             let store = crate::store::SessionStore::open_in(cli.data_dir.as_deref())?;
             let done = crate::cli::run::session_change(&app, store.clone(), command).await;
