@@ -4,6 +4,8 @@
 //! changes yet; the reason when one does not resolve), then [`Reconfiguration::apply`]
 //! swaps the configuration and every plugin with its new policy in at once. Calls in flight
 //! keep the policy they started with. A plugin reload cannot run between the two phases.
+//! The MCP servers whose `[mcp.<name>]` table changed or went are stopped (their tools leave
+//! in the same swap) and new or changed tables are started; the others keep running.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -89,12 +91,7 @@ impl Reconfiguration<'_> {
         host.install(next);
         if let Some(this) = host.this.get() {
             let stopped = host.mcp.apply(this, &config_servers);
-            events.extend(
-                stopped
-                    .into_iter()
-                    .filter(|name| !unchanged.contains(name))
-                    .map(|name| ("mcp.server.stopped", serde_json::json!({ "name": name }))),
-            );
+            events.extend(stopped.into_iter().map(|name| ("mcp.server.stopped", serde_json::json!({ "name": name }))));
         }
         for warning in host.config_warnings() {
             tracing::warn!("{warning}");

@@ -221,7 +221,10 @@ impl Task {
                 ConnectError::Config(_) => {
                     host.mcp()
                         .update(&self.name, |s| (s.state, s.error, s.tools) = (McpServerState::Failed, Some(reason.clone()), Vec::new()));
-                    host.emit(vec![("mcp.server.failed", json!({ "name": self.name, "reason": reason, "restart_in_ms": null }))]);
+                    host.emit(vec![(
+                        "mcp.server.failed",
+                        json!({ "name": self.name, "reason": reason, "restart_in_ms": null, "restarts": restarts }),
+                    )]);
                     drop(host);
                     self.stop.cancelled().await;
                     return;
@@ -273,7 +276,11 @@ impl Task {
             Err(error) => return End::Ended { error, up: false },
         };
         let end = self.serve(&connection, restarts).await;
-        connection.shutdown();
+        // A server that ended is made sure to be gone. One told to stop (its table changed or
+        // went) ends when the last call in flight on it lets go of the connection.
+        if !matches!(end, End::Stopped) {
+            connection.shutdown();
+        }
         end
     }
 
