@@ -281,6 +281,16 @@ pub struct PolicyContext {
     pub protected: Vec<PathBuf>,
     /// The secret values to mask (see [`crate::secrets`]).
     pub secrets: Arc<Vec<String>>,
+    /// A redactor of [`Self::secrets`], built once for every plugin and MCP call to share.
+    pub redactor: crate::secrets::Redactor,
+}
+
+impl PolicyContext {
+    /// Puts `secrets` in force, and the redactor that masks them.
+    pub fn set_secrets(&mut self, secrets: Vec<String>) {
+        self.redactor = crate::secrets::Redactor::new(secrets.iter().map(String::as_str));
+        self.secrets = Arc::new(secrets);
+    }
 }
 
 impl CapabilityPolicy {
@@ -370,7 +380,7 @@ impl CapabilityPolicy {
             max_output_bytes: limits.max_output_bytes as usize,
             max_timeout: limits.timeout(),
         };
-        let redactor = crate::secrets::Redactor::new(ctx.secrets.iter().map(String::as_str));
+        let redactor = ctx.redactor.clone();
         Ok(CapabilityPolicy {
             plugin_id: id,
             filesystem,
@@ -504,6 +514,7 @@ mod tests {
             max_memory_mib: None,
             protected: Vec::new(),
             secrets: Arc::default(),
+            redactor: Default::default(),
         };
         CapabilityPolicy::resolve(&manifest, Some(&grants), &ctx).unwrap()
     }

@@ -160,15 +160,17 @@ impl PluginHost {
         let linker = Arc::new(new_linker(&engine).map_err(StartError::Engine)?);
         let confinement = Arc::new(confinement::probe());
         let protected = crate::trust::protected_dirs(options.data_dir.as_deref(), cache.dir());
-        let policy_ctx = PolicyContext {
+        let mut policy_ctx = PolicyContext {
             protected,
-            secrets: Arc::new(crate::secrets::configured(&config)),
+            secrets: Arc::default(),
+            redactor: Default::default(),
             workspace: workspace.clone(),
             default_limits: config.limits,
             sandbox: config.sandbox.clone(),
             confinement: confinement.clone(),
             max_memory_mib: (engine.allocator == crate::runtime::engine::AllocatorKind::Pooling).then_some(config.engine.max_memory_mib),
         };
+        policy_ctx.set_secrets(crate::secrets::configured(&config));
         let user_dir = if options.skip_user_plugins { None } else { discovery::user_plugins_dir() };
         let dirs = discovery::PluginDirs {
             workspace: workspace.clone(),
@@ -428,7 +430,7 @@ impl PluginHost {
 
     /// Masks every configured secret (what each plugin's policy masks too).
     pub fn redactor(&self) -> crate::secrets::Redactor {
-        crate::secrets::Redactor::new(self.policy_ctx.read().expect("not poisoned").secrets.iter().map(String::as_str))
+        self.policy_ctx.read().expect("not poisoned").redactor.clone()
     }
 }
 

@@ -36,7 +36,7 @@ impl PluginHost {
         let mut policy_ctx = self.policy_ctx();
         policy_ctx.default_limits = config.limits;
         policy_ctx.sandbox = config.sandbox.clone();
-        policy_ctx.secrets = Arc::new(crate::secrets::configured(&config));
+        policy_ctx.set_secrets(crate::secrets::configured(&config));
         let mut policies = BTreeMap::new();
         for plugin in self.registry().plugins() {
             let first_party = matches!(plugin.source, PluginSource::Bundled { .. });

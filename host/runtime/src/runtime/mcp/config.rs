@@ -256,32 +256,39 @@ fn parse_url(url: &str) -> Result<http::Uri, String> {
     }
 }
 
-/// The variables `${VAR}` names in `value`.
-fn placeholders(value: &str) -> Result<Vec<&str>, String> {
-    let mut names = Vec::new();
-    let mut rest = value;
+/// `value` with each `${VAR}` replaced by `variable(VAR)`, in one pass (what a variable
+/// holds is never read as a placeholder).
+fn substitute(value: &str, mut variable: impl FnMut(&str) -> Result<String, String>) -> Result<String, String> {
+    let (mut out, mut rest) = (String::new(), value);
     while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let end = after.find('}').ok_or_else(|| format!("`${{` without its `}}` in `{value}`"))?;
         let name = &after[..end];
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(format!("`${{{name}}}` does not name an environment variable"));
         }
-        names.push(name);
+        out.push_str(&variable(name)?);
         rest = &after[end + 1..];
     }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The variables `${VAR}` names in `value`.
+fn placeholders(value: &str) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    substitute(value, |name| {
+        names.push(name.to_string());
+        Ok(String::new())
+    })?;
     Ok(names)
 }
 
 /// `value` with each `${VAR}` replaced by Plugboard's variable; an unset one is an error
 /// that names it.
 fn expand(value: &str) -> Result<String, String> {
-    let mut expanded = value.to_string();
-    for name in placeholders(value)? {
-        let found = std::env::var(name).map_err(|_| format!("the environment variable `{name}` is not set"))?;
-        expanded = expanded.replacen(&format!("${{{name}}}"), &found, 1);
-    }
-    Ok(expanded)
+    substitute(value, |name| std::env::var(name).map_err(|_| format!("the environment variable `{name}` is not set")))
 }
 
 /// Where a server's program is found: `command` as given when it has a `/`, else the
@@ -336,6 +343,7 @@ mod tests {
             max_memory_mib: None,
             protected: Vec::new(),
             secrets: Default::default(),
+            redactor: Default::default(),
         };
         let ungranted = table("url = \"https://mcp.example.com/mcp\"");
         let err = ungranted.resolve("docs", &ctx).unwrap_err();

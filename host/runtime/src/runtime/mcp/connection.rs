@@ -81,7 +81,7 @@ impl Connection {
                     let stdout = spawned.child.stdout.take().expect("stdout is piped");
                     let stdin = spawned.child.stdin.take().expect("stdin is piped");
                     let errors = spawned.child.stderr.take().expect("stderr is piped");
-                    tokio::spawn(read_stderr(name.to_string(), errors, stderr.clone(), ctx.secrets.clone()));
+                    tokio::spawn(read_stderr(name.to_string(), errors, stderr.clone(), ctx.redactor.clone()));
                     let transport =
                         rmcp::transport::async_rw::AsyncRwTransport::new_client(stdout, stdin).with_max_line_length(max_message);
                     let service = client.serve(transport).await.map_err(|e| {
@@ -216,11 +216,16 @@ async fn spawn(
     ctx: &PolicyContext,
     limits: Limits,
 ) -> Result<Spawned, ConnectError> {
-    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
     let mut env = resolved.env.clone();
-    if !env.iter().any(|(k, _)| k == "PATH") {
-        env.push(("PATH".into(), path.clone()));
-    }
+    // The program is looked up on the server's own `PATH`: the table's, else Plugboard's.
+    let path = match env.iter().find(|(k, _)| k == "PATH") {
+        Some((_, path)) => path.clone(),
+        None => {
+            let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+            env.push(("PATH".into(), path.clone()));
+            path
+        }
+    };
     env.retain(|(k, _)| k != super::DEPTH_VARIABLE);
     env.push((super::DEPTH_VARIABLE.into(), (super::depth() + 1).to_string()));
     let runner = CommandRunner {
@@ -259,8 +264,7 @@ fn message_cap(limits: Limits) -> usize {
 
 /// Reads a server's standard error to its end: each line to the log (at debug, secrets
 /// masked), the last few kilobytes kept to explain a crash.
-async fn read_stderr(name: String, mut stderr: tokio::process::ChildStderr, tail: Arc<Mutex<Vec<u8>>>, secrets: Arc<Vec<String>>) {
-    let redactor = crate::secrets::Redactor::new(secrets.iter().map(String::as_str));
+async fn read_stderr(name: String, mut stderr: tokio::process::ChildStderr, tail: Arc<Mutex<Vec<u8>>>, redactor: crate::secrets::Redactor) {
     let mut buffer = vec![0u8; 8 * 1024];
     while let Ok(n) = stderr.read(&mut buffer).await {
         if n == 0 {
