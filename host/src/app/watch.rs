@@ -27,12 +27,14 @@ impl App {
         let config_file = self.config_file().to_path_buf();
         let host = self.host.clone();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        // Compared as resolved paths: a relative `--plugins` or `--config` is named otherwise
-        // in the events.
+        // The directories are watched as resolved paths, so the events name them as they are
+        // compared here (a relative `--plugins` or `--config` would be named otherwise).
         let watched_config = resolved(&config_file);
         let trust_file = host.trust().file().map(std::path::Path::to_path_buf);
         let watched_trust = trust_file.as_deref().and_then(resolved);
         let plugin_dirs: Vec<std::path::PathBuf> = host.plugin_dirs().iter().filter_map(|d| std::fs::canonicalize(d).ok()).collect();
+        let watched_dirs = plugin_dirs.clone();
+        let (config_dir, trust_dir) = (watched_config.clone(), watched_trust.clone());
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             use notify::EventKind;
             use notify::event::{AccessKind, AccessMode, ModifyKind};
@@ -45,7 +47,7 @@ impl App {
             };
             // The configuration's directory (the workspace) is watched too: only `.wasm` files
             // of the plugin directories count as plugins.
-            let paths: Vec<std::path::PathBuf> = event.paths.iter().filter_map(|p| resolved(p)).collect();
+            let paths = &event.paths;
             let is_plugin = |p: &std::path::PathBuf| {
                 p.extension().is_some_and(|x| x == "wasm") && p.parent().is_some_and(|d| plugin_dirs.iter().any(|w| w == d))
             };
@@ -61,18 +63,16 @@ impl App {
                 let _ = tx.send((Change::Plugins, complete));
             }
         })?;
-        for dir in host.plugin_dirs() {
-            if dir.is_dir() {
-                watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
-                tracing::info!(dir = %dir.display(), "watching for plugin changes");
-            }
+        for dir in watched_dirs.iter().filter(|d| d.is_dir()) {
+            watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
+            tracing::info!(dir = %dir.display(), "watching for plugin changes");
         }
         // The directory, not the file: editors replace a file by renaming a new one over it.
-        if let Some(dir) = config_file.parent().filter(|d| d.is_dir()) {
+        if let Some(dir) = config_dir.as_deref().and_then(std::path::Path::parent).filter(|d| d.is_dir()) {
             watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
             tracing::info!(file = %config_file.display(), "watching for configuration changes");
         }
-        if let Some(dir) = trust_file.as_deref().and_then(std::path::Path::parent).filter(|d| d.is_dir()) {
+        if let Some(dir) = trust_dir.as_deref().and_then(std::path::Path::parent).filter(|d| d.is_dir()) {
             watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
             tracing::info!(dir = %dir.display(), "watching for workspace trust");
         }
