@@ -81,6 +81,68 @@ fn tool_call_outside_the_workspace_fails_naming_the_filesystem_grant() {
 }
 
 #[test]
+fn tool_call_with_hooks_masks_the_output_and_records_the_call_for_audit_log() {
+    let tmp = TempDir::new("with-hooks");
+    let ws = tmp.workspace();
+    std::fs::write(ws.join("env.txt"), "OPENAI_API_KEY=sk-proj-abcdefghijklmnopqrstuvwxyz0123\n").unwrap();
+    std::fs::create_dir_all(ws.join("audit")).unwrap();
+    let config = tmp.0.join("operator.toml");
+    std::fs::write(
+        &config,
+        r#"
+        [hooks.redact-secrets]
+        enabled = true
+        [hooks.audit-log]
+        enabled = true
+        [plugins.audit-log]
+        filesystem = [{ path = "audit", access = "read-write" }]
+        settings = { path = "audit/tool-calls.jsonl" }
+        "#,
+    )
+    .unwrap();
+    let data = tmp.0.join("data");
+    let call = |extra: &[&str]| {
+        let mut args = vec!["--config", config.to_str().unwrap(), "--data-dir", data.to_str().unwrap(), "tool", "call"];
+        args.extend(extra);
+        args.extend(["read", r#"{"path":"env.txt"}"#]);
+        plugboard(&ws, &args)
+    };
+    let audit = ws.join("audit/tool-calls.jsonl");
+
+    // Without the flag the call is the plugin's alone: nothing masks it, nothing records it.
+    let plain = call(&[]);
+    assert!(plain.status.success(), "{}", text(&plain.stderr));
+    assert!(text(&plain.stdout).contains("sk-proj-abcdefghijklmnopqrstuvwxyz0123"), "{}", text(&plain.stdout));
+    assert!(!audit.exists(), "a call without hooks is not audited");
+
+    let hooked = call(&["--with-hooks"]);
+    assert!(hooked.status.success(), "{}", text(&hooked.stderr));
+    let out = text(&hooked.stdout);
+    assert!(out.contains("OPENAI_API_KEY=[REDACTED:openai-key]") && !out.contains("sk-proj-abc"), "{out}");
+    // The command ended after audit-log had written its line.
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&audit).unwrap().lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!((lines[0]["tool"].as_str(), lines[0]["state"].as_str()), (Some("read"), Some("completed")));
+    assert_eq!(lines[0]["input"], serde_json::json!({ "path": "env.txt" }));
+    assert_eq!(lines[0]["session_id"], "", "a direct call belongs to no session");
+
+    let as_json = call(&["--with-hooks", "--json"]);
+    assert!(as_json.status.success(), "{}", text(&as_json.stderr));
+    let result: serde_json::Value = serde_json::from_slice(&as_json.stdout).expect("--json prints JSON");
+    assert!(result["text"].as_str().unwrap().contains("[REDACTED:openai-key]"), "{result}");
+    let missing = plugboard(
+        &ws,
+        &["--config", config.to_str().unwrap(), "--data-dir", data.to_str().unwrap(), "tool", "call", "--with-hooks", "read", r#"{"path":"gone.txt"}"#],
+    );
+    assert!(!missing.status.success());
+    assert!(text(&missing.stderr).contains("gone.txt"), "{}", text(&missing.stderr));
+    let lines = std::fs::read_to_string(&audit).unwrap();
+    let last: serde_json::Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+    assert_eq!((lines.lines().count(), last["state"].as_str()), (3, Some("error")), "{lines}");
+}
+
+#[test]
 fn tool_list_json_lists_every_first_party_tool_with_its_schema() {
     let tmp = TempDir::new("list");
     let out = plugboard(&tmp.workspace(), &["tool", "list", "--json"]);

@@ -29,6 +29,7 @@ use super::conversation::{self, parse_arguments, provider_messages};
 use super::error::AgentError;
 use super::instructions;
 use super::permission::{self, Action, AskMode, PermissionBroker, Reply, Rule};
+use super::tool_hooks::{self, CallFailure};
 use super::undo::{self, RestoredFile, Reverted};
 use super::{Agent, agent_named};
 use crate::capability::ProviderOverrides;
@@ -851,16 +852,9 @@ impl<'a> Activity<'a> {
     /// What the `tool.before` hooks decided for each call of the turn, in order; `None` for
     /// every call when no hook handles that point.
     async fn tool_before_hooks(&self, turn: &Turn) -> Vec<Option<ToolDecision>> {
-        let hooks = self.env.host.hooks();
-        if !hooks.handles(HookPoint::ToolBefore) {
-            return turn.calls.iter().map(|_| None).collect();
-        }
-        let (ctx, registry) = (self.hook_context(), self.env.host.registry());
-        let decisions = turn.calls.iter().map(|call| {
-            let schema = registry.tool(&call.name).map(|(t, _)| &t.parameters);
-            let (hooks, ctx) = (&hooks, &ctx);
-            async move { Some(hooks.tool_before(ctx, &call.id, &call.name, parse_arguments(&call.arguments), schema).await) }
-        });
+        let (host, ctx) = (&self.env.host, self.hook_context());
+        let ctx = &ctx;
+        let decisions = turn.calls.iter().map(|call| tool_hooks::before(host, ctx, &call.id, &call.name, parse_arguments(&call.arguments)));
         futures::future::join_all(decisions).await
     }
 
@@ -924,7 +918,7 @@ impl<'a> Activity<'a> {
             Err(failure) => {
                 // The detail is for the operator (the event log, the API): what would grant it.
                 let end = CallEnd { content: failure.for_model.clone(), is_error: true };
-                (end, tool.failed(now_ms(), failure.for_model, Some(failure.detail)))
+                (end, tool.failed(now_ms(), failure.for_model, Some(failure.error.to_string())))
             }
         };
         self.record(&p.part, tool);
@@ -938,22 +932,7 @@ impl<'a> Activity<'a> {
         p: &PreparedCall,
         result: Result<crate::runtime::ToolOutput, crate::runtime::CallError>,
     ) -> Result<crate::runtime::ToolOutput, CallFailure> {
-        let hooks = self.env.host.hooks();
-        let failure = |e: &crate::runtime::CallError| CallFailure { detail: e.to_string(), for_model: e.for_model() };
-        if !hooks.handles(HookPoint::ToolAfter) {
-            return result.map_err(|e| failure(&e));
-        }
-        let limit = self.env.host.output_limit(&p.call.name);
-        let ctx = self.hook_context();
-        let (text, title, is_error) = match &result {
-            Ok(output) => (output.text.clone(), output.title.clone(), false),
-            Err(error) => (error.for_model(), None, true),
-        };
-        let (text, title) = hooks.tool_after(&ctx, &p.call.id, &p.call.name, &p.input, text, title, is_error, limit).await;
-        match result {
-            Ok(output) => Ok(crate::runtime::ToolOutput { text, title, metadata: output.metadata }),
-            Err(error) => Err(CallFailure { detail: error.to_string(), for_model: text }),
-        }
+        tool_hooks::after(&self.env.host, &self.hook_context(), &p.call.id, &p.call.name, &p.input, result).await
     }
 
     /// Where a call's live output goes: `tool.output` events, in order with its states.
@@ -1165,9 +1144,3 @@ fn add_user_message(tx: &mut Tx, input: &InputRecord) -> rusqlite::Result<()> {
     tx.finish_message(&input.session_id, &message, MessageStatus::Completed, Tokens::default(), 0.0, None)
 }
 
-/// A failed call, told two ways: in full for the operator (with the configuration that
-/// would grant what was denied), and as the model is told it (what was denied and why).
-struct CallFailure {
-    detail: String,
-    for_model: String,
-}

@@ -6,21 +6,27 @@
 use std::sync::Weak;
 
 use futures::StreamExt;
+use tokio::sync::watch;
 
 use crate::runtime::PluginHost;
 use crate::runtime::bindings::hook_types::Event as HookEvent;
 use crate::store::SessionStore;
 
 /// Delivers every event from now on to the `event` hooks in force when it arrives, on a
-/// task of its own, until the host is dropped or the store closes.
-pub fn deliver_events(store: &SessionStore, host: Weak<PluginHost>) {
+/// task of its own, until the host is dropped or the store closes. The receiver follows the
+/// sequence number of the last event handled (so a one-off command can wait for its own
+/// events to reach the hooks before it exits).
+pub fn deliver_events(store: &SessionStore, host: Weak<PluginHost>) -> watch::Receiver<i64> {
     let events = store.tail(None);
-    tokio::spawn(deliver(events, host));
+    let (handled, receiver) = watch::channel(0);
+    tokio::spawn(deliver(events, host, handled));
+    receiver
 }
 
-async fn deliver(events: impl futures::Stream<Item = crate::store::events::Event>, host: Weak<PluginHost>) {
+async fn deliver(events: impl futures::Stream<Item = crate::store::events::Event>, host: Weak<PluginHost>, handled: watch::Sender<i64>) {
     futures::pin_mut!(events);
     while let Some(event) = events.next().await {
+        let seq = event.seq;
         let Some(host) = host.upgrade() else { return };
         let chain = host.hooks();
         if chain.wants_event(&event.kind) {
@@ -32,5 +38,6 @@ async fn deliver(events: impl futures::Stream<Item = crate::store::events::Event
             };
             chain.event(event.session_id.as_deref(), record).await;
         }
+        handled.send_replace(seq);
     }
 }

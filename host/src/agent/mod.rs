@@ -10,6 +10,7 @@ pub mod event_hooks;
 pub mod instructions;
 pub mod permission;
 pub mod runtime;
+pub mod tool_hooks;
 pub mod undo;
 
 pub use crate::capability::ProviderOverrides;

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use futures::FutureExt;
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -25,11 +25,13 @@ use super::activity::{Activity, Consumed, Env, InFlight, Outcome};
 use super::compaction::Compaction;
 use super::error::AgentError;
 use super::permission::{AskMode, PermissionBroker, Reply};
+use super::tool_hooks::DirectCall;
 use super::undo::Reverted;
 use super::{Agent, Agents, AgentsFeed, agent_named};
 use crate::capability::ProviderOverrides;
 use crate::runtime::PluginHost;
 use crate::runtime::provider::{CompletionError, provider_of};
+use crate::runtime::state::ProgressSink;
 use crate::store::events::now_ms;
 use crate::store::inbox::{Delivery, InputKind, InputRecord};
 use crate::store::lease::{Claim, LEASE_RENEWAL, OwnerId};
@@ -190,6 +192,8 @@ pub struct AgentRuntime {
     overrides: Mutex<HashMap<String, Arc<ProviderOverrides>>>,
     /// Set by [`AgentRuntime::shutdown`]: no new input, drivers stop at the next input.
     closing: AtomicBool,
+    /// The last event the `event` hooks were offered.
+    hooked: watch::Receiver<i64>,
 }
 
 impl AgentRuntime {
@@ -231,7 +235,9 @@ impl AgentRuntime {
             let session = session.map(str::to_string);
             drop(log.write(move |tx| events.into_iter().try_for_each(|(kind, data)| tx.emit(session.as_deref(), kind, data))));
         }));
+        let hooked = super::event_hooks::deliver_events(&store, Arc::downgrade(&host));
         let runtime = Arc::new(AgentRuntime {
+            hooked,
             host,
             store,
             broker,
@@ -245,8 +251,20 @@ impl AgentRuntime {
             closing: AtomicBool::new(false),
         });
         tokio::spawn(renew_leases(Arc::downgrade(&runtime)));
-        super::event_hooks::deliver_events(&runtime.store, Arc::downgrade(&runtime.host));
         Ok(runtime)
+    }
+
+    /// One call of `tool` outside any session, with the hooks in force, recorded in the
+    /// event log ([`super::tool_hooks`]): for `tool call --with-hooks` and the HTTP API.
+    pub async fn call_tool_with_hooks(&self, tool: &str, arguments: Value, progress: Option<ProgressSink>) -> DirectCall {
+        super::tool_hooks::direct_call(&self.host, &self.store, tool, arguments, progress).await
+    }
+
+    /// Waits until the `event` hooks have been offered every event up to `seq`, at most
+    /// `patience`; whether they have. For a one-off command, before it exits.
+    pub async fn event_hooks_reached(&self, seq: i64, patience: std::time::Duration) -> bool {
+        let mut hooked = self.hooked.clone();
+        tokio::time::timeout(patience, hooked.wait_for(|handled| *handled >= seq)).await.is_ok_and(|r| r.is_ok())
     }
 
     /// The store.

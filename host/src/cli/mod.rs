@@ -164,6 +164,10 @@ pub enum ToolCommand {
         /// Print the whole result (text, title, metadata) as JSON.
         #[arg(long)]
         json: bool,
+        /// Run the `tool.before` and `tool.after` hooks in force around the call, and record
+        /// it in the event log (so `event` hooks such as `audit-log` see it).
+        #[arg(long)]
+        with_hooks: bool,
     },
 }
 
@@ -481,7 +485,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_tools(host, json);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Tool(ToolCommand::Call { name, arguments, json }) => call_tool(host, &name, &arguments, json).await,
+        Command::Tool(ToolCommand::Call { name, arguments, json, with_hooks: false }) => call_tool(host, &name, &arguments, json).await,
+        Command::Tool(ToolCommand::Call { name, arguments, json, with_hooks: true }) => {
+            let store = crate::store::SessionStore::open_in(cli.data_dir.as_deref())?;
+            let called = call_tool_with_hooks(&app, store.clone(), &name, &arguments, json).await;
+            close(&store).await;
+            called
+        }
         Command::Plugin(PluginCommand::List { json }) => {
             print_plugins(host, json);
             Ok(ExitCode::SUCCESS)
@@ -612,8 +622,44 @@ fn parameter_summary(schema: &serde_json::Value) -> String {
 
 async fn call_tool(host: &PluginHost, name: &str, arguments: &str, json: bool) -> anyhow::Result<ExitCode> {
     let context = CallContext { session_id: String::new(), call_id: format!("cli-{}", std::process::id()) };
-    let progress: crate::runtime::state::ProgressSink = Arc::new(|text: &str| eprintln!("… {text}"));
-    match host.call_tool(name, arguments, &context, Some(progress)).await {
+    let result = host.call_tool(name, arguments, &context, Some(print_progress())).await.map_err(|e| e.to_string());
+    print_call(result, json)
+}
+
+/// How long a one-off call waits for the `event` hooks to see it before exiting.
+const EVENT_HOOKS_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `tool call --with-hooks`: the call between the hooks, recorded in the event log; the
+/// command ends once the `event` hooks have seen it.
+async fn call_tool_with_hooks(
+    app: &crate::app::App,
+    store: crate::store::SessionStore,
+    name: &str,
+    arguments: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let arguments: serde_json::Value =
+        serde_json::from_str(arguments).map_err(|e| anyhow::anyhow!("the arguments are not JSON: {e} (give an object, e.g. '{{}}')"))?;
+    if !arguments.is_object() {
+        anyhow::bail!("the arguments must be a JSON object, e.g. '{{\"path\": \"README.md\"}}'");
+    }
+    let runtime = app.agent_runtime(store, crate::agent::permission::AskMode::DenyAll)?;
+    let call = runtime.call_tool_with_hooks(name, arguments, Some(print_progress())).await;
+    if call.seq > 0 && !runtime.event_hooks_reached(call.seq, EVENT_HOOKS_PATIENCE).await {
+        eprintln!("warning: the event hooks did not see this call within {} s", EVENT_HOOKS_PATIENCE.as_secs());
+    }
+    print_call(call.result.map_err(|e| e.for_operator()), json)
+}
+
+/// A call's live output, on stderr.
+fn print_progress() -> crate::runtime::state::ProgressSink {
+    Arc::new(|text: &str| eprintln!("… {text}"))
+}
+
+/// A call's output on stdout (its text, or the whole result as JSON), or its error on
+/// stderr.
+fn print_call(result: Result<crate::runtime::ToolOutput, String>, json: bool) -> anyhow::Result<ExitCode> {
+    match result {
         Ok(output) => {
             if json {
                 println!("{}", serde_json::to_string_pretty(&output)?);

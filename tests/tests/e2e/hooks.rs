@@ -278,6 +278,46 @@ async fn observing_hooks_see_sessions_and_events_and_their_failures_are_reported
 }
 
 #[tokio::test]
+async fn a_direct_call_with_hooks_is_rewritten_refused_and_recorded_without_a_session() {
+    let f = hooked(
+        vec![say("unused")],
+        r#"
+        [plugins.hook-a.settings]
+        tool_before = 'rewrite:{"text":"rewritten"}'
+        tag = "a"
+        tool_after = "tag"
+        "#,
+    )
+    .await;
+    let before = f.store.last_seq().await.unwrap();
+    let call = f.runtime.call_tool_with_hooks("echo", json!({ "text": "original" }), None).await;
+    let output = call.result.expect("the call runs");
+    assert_eq!(output.text, "rewritten[a]", "tool.before rewrote the arguments, tool.after tagged the result");
+    let states: Vec<Event> = events(&f, "tool.state").await.into_iter().filter(|e| e.seq > before).collect();
+    let kinds: Vec<&str> = states.iter().map(|e| e.data["data"]["state"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["running", "completed"]);
+    assert!(states.iter().all(|e| e.session_id.is_none()), "a direct call belongs to no session");
+    assert_eq!(states[1].seq, call.seq, "the call names the event that recorded its end");
+    assert_eq!((states[1].data["data"]["input"].clone(), states[1].data["data"]["output"].as_str()), (json!({ "text": "rewritten" }), Some("rewritten[a]")));
+    assert!(f.runtime.event_hooks_reached(call.seq, std::time::Duration::from_secs(10)).await);
+
+    // A refusal: the tool does not run, the refusal names the hook and is recorded.
+    let f = hooked(vec![say("unused")], "[plugins.hook-b.settings]\ntool_before = \"deny:not today\"\n").await;
+    let call = f.runtime.call_tool_with_hooks("echo", json!({ "text": "x" }), None).await;
+    match call.result {
+        Err(plugboard::agent::tool_hooks::DirectCallError::Refused { hook, reason }) => assert_eq!((hook.as_str(), reason.as_str()), ("hook-b", "not today")),
+        other => panic!("not refused: {other:?}"),
+    }
+    let states = events(&f, "tool.state").await;
+    assert_eq!(states.last().unwrap().data["data"]["error"], "refused by hook `hook-b`: not today");
+    // An unknown tool runs no hook and records nothing.
+    let recorded = events(&f, "tool.state").await.len();
+    let call = f.runtime.call_tool_with_hooks("teleport", json!({}), None).await;
+    assert!(call.result.unwrap_err().for_operator().contains("no tool named `teleport`"));
+    assert_eq!((call.seq, events(&f, "tool.state").await.len()), (0, recorded));
+}
+
+#[tokio::test]
 async fn redact_secrets_masks_keys_in_tool_results_before_the_model_sees_them() {
     let leaked = "config: OPENAI_API_KEY=sk-proj-abcdefghijklmnopqrstuvwxyz0123 and ghp_abcdefghijklmnopqrstuvwxyz0123456789 \
                   and AKIAABCDEFGHIJKLMNOP; Authorization: Bearer abcdefghijklmnopqrstuvwxyz.0123; password = hunter2hunter2; \

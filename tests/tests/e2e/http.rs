@@ -643,6 +643,39 @@ async fn plugins_reload_over_http_and_the_changes_are_events() {
 }
 
 #[tokio::test]
+async fn a_direct_call_over_http_runs_the_hooks_only_when_asked_and_a_refusal_is_a_403() {
+    let config = "[hooks.redact-secrets]\nenabled = true\n[plugins.hook-b.settings]\ntool_before = \"deny:no reads today\"\n";
+    let api = api(vec![say("unused")], config, None).await;
+    std::fs::copy(plugboard_tests::components::HOOK_B, api.f.ws.plugins.join("hook-b.wasm")).unwrap();
+    let (status, report) = api.post("/plugins/reload", json!({})).await;
+    assert_eq!((status, report["loaded"].clone()), (200, json!(["hook-b"])));
+    let key = "OPENAI_API_KEY=sk-proj-abcdefghijklmnopqrstuvwxyz0123";
+
+    let (status, plain) = api.post("/tools/echo/call", json!({ "arguments": { "text": key } })).await;
+    assert_eq!((status, plain["text"].as_str()), (200, Some(key)), "without hooks the call is the plugin's alone");
+    let start = api.f.store.last_seq().await.unwrap();
+    let (status, refused) = api.post("/tools/echo/call", json!({ "arguments": { "text": key }, "hooks": true })).await;
+    assert_eq!(status, 403, "{refused}");
+    assert_error_body(&refused);
+    assert_eq!((refused["details"]["hook"].as_str(), refused["error"].as_str()), (Some("hook-b"), Some("refused by hook `hook-b`: no reads today")));
+
+    // Without the refusal, redact-secrets masks the result; both calls are on the log.
+    let base = std::fs::read_to_string(api.f.ws.operator_config_path()).unwrap();
+    std::fs::write(api.f.ws.operator_config_path(), base.replace("deny:no reads today", "allow")).unwrap();
+    let (status, _) = api.post("/config/reload", json!({})).await;
+    assert_eq!(status, 200);
+    let (status, masked) = api.post("/tools/echo/call", json!({ "arguments": { "text": key }, "hooks": true })).await;
+    assert_eq!((status, masked["text"].as_str()), (200, Some("OPENAI_API_KEY=[REDACTED:openai-key]")), "{masked}");
+    let mut events = api.stream("/events?types=tool.state", Some(start)).await;
+    // The refused call, then the masked one: each a `tool_call`, then its `tool_result`.
+    let mut frames = events.until("tool_result", WITHIN).await;
+    frames.extend(events.until("tool_result", WITHIN).await);
+    let states: Vec<&str> = frames.iter().map(|f| f.data["data"]["data"]["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["running", "error", "running", "completed"]);
+    assert!(frames.iter().all(|f| f.data["session_id"].is_null()), "{:?}", frames.iter().map(|f| &f.data).collect::<Vec<_>>());
+}
+
+#[tokio::test]
 async fn configuration_and_hooks_over_http_and_their_events_replay() {
     let api = api(vec![say("unused")], "", None).await;
     let start = api.f.store.last_seq().await.unwrap();

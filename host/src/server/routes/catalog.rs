@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::agent::tool_hooks::DirectCallError;
 use crate::runtime::error::CallError;
 use crate::runtime::reload::{ReloadError, ReloadReport};
 use crate::runtime::{CallContext, ToolOutput};
@@ -58,6 +59,11 @@ pub struct ToolCallRequest {
     #[serde(default = "empty_object")]
     #[schema(value_type = Object)]
     pub arguments: Value,
+    /// Run the `tool.before` and `tool.after` hooks in force around the call and record it
+    /// in the event log as `tool.state` events without a session, as `plugboard tool call
+    /// --with-hooks` does. A hook's refusal is a 403 naming the hook.
+    #[serde(default)]
+    pub hooks: bool,
 }
 
 fn empty_object() -> Value {
@@ -78,7 +84,7 @@ pub struct ToolCallResult {
 
 /// Runs one call of a tool under its plugin's grants (not an agent's rules): for plugin
 /// authors and scripts. A call the tool refuses or fails is a 422 naming why; one the
-/// grants deny is a 403.
+/// grants deny, or a hook refuses (with `"hooks": true`), is a 403.
 #[utoipa::path(post, path = "/tools/{name}/call", tag = "tools", params(("name" = String, Path, description = "The tool")), request_body = ToolCallRequest,
     responses((status = 200, body = ToolCallResult), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn call_tool(
@@ -89,15 +95,34 @@ pub async fn call_tool(
     if !body.arguments.is_object() {
         return Err(ApiError::invalid_field("arguments", "must be a JSON object"));
     }
+    if body.hooks {
+        let call = runtime.call_tool_with_hooks(&name, body.arguments, None).await;
+        return match call.result {
+            Ok(ToolOutput { text, title, metadata }) => Ok(Json(ToolCallResult { text, title, metadata })),
+            Err(e) => Err(hooked_call_error(&name, e)),
+        };
+    }
     let context = CallContext { session_id: String::new(), call_id: crate::store::sessions::new_id("call") };
     match runtime.host().call_tool(&name, &body.arguments.to_string(), &context, None).await {
         Ok(ToolOutput { text, title, metadata }) => Ok(Json(ToolCallResult { text, title, metadata })),
-        Err(e) => Err(call_error(&name, e)),
+        Err(e) => Err(call_error(&name, e.to_string(), e)),
     }
 }
 
-fn call_error(tool: &str, e: CallError) -> ApiError {
-    let message = e.to_string();
+fn hooked_call_error(tool: &str, e: DirectCallError) -> ApiError {
+    let message = e.for_operator();
+    match e {
+        DirectCallError::Refused { hook, .. } => {
+            ApiError::new(StatusCode::FORBIDDEN, message).with_details(json!({ "tool": tool, "hook": hook }))
+        }
+        DirectCallError::Failed { error, .. } => call_error(tool, message, error),
+        DirectCallError::Store(e) => ApiError::from(e),
+    }
+}
+
+/// The status of a failed call, with `message` (the error's text, or what the hooks left
+/// of it).
+fn call_error(tool: &str, message: String, e: CallError) -> ApiError {
     match e {
         CallError::UnknownTool { available, .. } => {
             ApiError::new(StatusCode::NOT_FOUND, message).with_details(json!({ "tool": tool, "available": available }))
