@@ -189,46 +189,89 @@ fn an_invalid_configuration_stops_with_its_location() {
     assert!(stderr.contains("operator.toml") && stderr.contains("timeout") && stderr.contains("line 2"), "{stderr}");
 }
 
-#[test]
-fn a_scaffolded_plugin_builds_and_runs() {
-    let tmp = TempDir::new("scaffold");
-    let out = plugboard(&tmp.0, &["plugin", "new", "greeter"]);
-    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
-    let crate_dir = tmp.0.join("greeter");
-    // Share the workspace's guest build directory so the SDK's dependencies are not
-    // compiled again.
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/guests");
-    let build = Command::new(env!("CARGO"))
-        .args(["build", "--release"])
-        .current_dir(&crate_dir)
-        .env("CARGO_TARGET_DIR", &target)
+/// `cargo ARGS` in a scaffolded crate, with this build's `plugboard` first on the PATH (it is
+/// the crate's test runner) and the workspace's guest build directory, so that the SDK's
+/// dependencies are not compiled again.
+fn cargo_in(crate_dir: &Path, args: &[&str]) -> Output {
+    let bin = Path::new(env!("CARGO_BIN_EXE_plugboard")).parent().unwrap();
+    let path = std::env::join_paths(std::iter::once(bin.to_path_buf()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())))
+        .unwrap();
+    Command::new(env!("CARGO"))
+        .args(args)
+        .current_dir(crate_dir)
+        .env("PATH", path)
+        .env("CARGO_TARGET_DIR", guest_target())
         .env_remove("CARGO_BUILD_TARGET")
         .output()
-        .unwrap();
-    assert!(build.status.success(), "the scaffolded crate builds: {}", text(&build.stderr));
-    let plugins = tmp.0.join("built");
-    std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::copy(target.join("wasm32-wasip2/release/greeter.wasm"), plugins.join("greeter.wasm")).unwrap();
-    let out = plugboard(&tmp.workspace(), &["tool", "call", "--plugins", plugins.to_str().unwrap(), "greeter", r#"{"name":"world"}"#]);
+        .unwrap()
+}
+
+fn guest_target() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/guests")
+}
+
+/// `plugboard plugin new ARGS` in `tmp`, on this checkout's SDK.
+fn scaffold(tmp: &TempDir, args: &[&str]) {
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
+    let mut all = vec!["plugin", "new"];
+    all.extend(args);
+    all.extend(["--sdk-path", sdk.to_str().unwrap()]);
+    let out = plugboard(&tmp.0, &all);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "Hello, world!\n");
 }
 
 #[test]
-fn a_scaffolded_hook_plugin_builds_and_declares_its_hooks() {
-    let tmp = TempDir::new("scaffold-hook");
-    let out = plugboard(&tmp.0, &["plugin", "new", "guard-rails", "--hook"]);
+fn a_scaffolded_plugin_passes_its_own_tests_builds_and_runs() {
+    let tmp = TempDir::new("scaffold");
+    scaffold(&tmp, &["greeter"]);
+    let crate_dir = tmp.0.join("greeter");
+    let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("plugboard-sdk = { path = "), "--sdk-path is a path dependency: {manifest}");
+    // `cargo test`: the unit tests in the sandbox, then plugboard-test.toml through the host.
+    let test = cargo_in(&crate_dir, &["test"]);
+    let (stdout, stderr) = (text(&test.stdout), text(&test.stderr));
+    assert!(test.status.success(), "the scaffold's own tests pass: {stdout}{stderr}");
+    assert!(stdout.contains("test tests::greets_by_name ... ok"), "{stdout}");
+    assert!(stdout.contains("ok    call greets by name") && stdout.contains("plugboard-test.toml: 3 passed, 0 failed"), "{stdout}");
+    let plugins = tmp.0.join("built");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(guest_target().join("wasm32-wasip2/release/greeter.wasm"), plugins.join("greeter.wasm")).unwrap();
+    let out = plugboard(&tmp.workspace(), &["tool", "call", "--plugins", plugins.to_str().unwrap(), "greeter", r#"{"name":"world"}"#]);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/guests");
-    let build = Command::new(env!("CARGO"))
-        .args(["build", "--release"])
-        .current_dir(tmp.0.join("guard-rails"))
-        .env("CARGO_TARGET_DIR", &target)
-        .env_remove("CARGO_BUILD_TARGET")
+    assert_eq!(text(&out.stdout), "Hello, world!\n");
+
+    // A case that does not hold fails the run and says what differed.
+    let spec = crate_dir.join("plugboard-test.toml");
+    std::fs::write(&spec, std::fs::read_to_string(&spec).unwrap().replace("output = \"Hello, world!\"", "output = \"Hi, world!\"")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_plugboard"))
+        .args(["plugin", "test", "--no-build"])
+        .current_dir(&crate_dir)
+        .env("CARGO_TARGET_DIR", guest_target())
         .output()
         .unwrap();
-    assert!(build.status.success(), "the scaffolded crate builds: {}", text(&build.stderr));
-    let wasm = target.join("wasm32-wasip2/release/guard_rails.wasm");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("FAIL  call greets by name\n        output: expected \"Hi, world!\"\n        got      \"Hello, world!\""), "{stdout}");
+    assert!(stdout.contains("2 passed, 1 failed"), "{stdout}");
+    // A unit test that fails fails `cargo test` before the spec runs.
+    let lib = crate_dir.join("src/lib.rs");
+    std::fs::write(&lib, std::fs::read_to_string(&lib).unwrap().replace("assert_eq!(output.text, \"Hello, world!\")", "assert_eq!(output.text, \"Hey\")")).unwrap();
+    let test = cargo_in(&crate_dir, &["test"]);
+    let (stdout, stderr) = (text(&test.stdout), text(&test.stderr));
+    assert!(!test.status.success() && !stdout.contains("running plugboard-test.toml"), "{stdout}");
+    assert!(stderr.contains("right: \"Hey\"") && stderr.contains("a test panicked"), "{stderr}");
+}
+
+#[test]
+fn a_scaffolded_hook_plugin_passes_its_own_tests_and_declares_its_hooks() {
+    let tmp = TempDir::new("scaffold-hook");
+    scaffold(&tmp, &["guard-rails", "--hook"]);
+    let crate_dir = tmp.0.join("guard-rails");
+    let test = cargo_in(&crate_dir, &["test"]);
+    let stdout = text(&test.stdout);
+    assert!(test.status.success(), "{stdout}{}", text(&test.stderr));
+    assert!(stdout.contains("ok    hook refuses a recursive delete") && stdout.contains("3 passed, 0 failed"), "{stdout}");
+    let wasm = guest_target().join("wasm32-wasip2/release/guard_rails.wasm");
     let out = plugboard(&tmp.workspace(), &["plugin", "inspect", wasm.to_str().unwrap()]);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     let stdout = text(&out.stdout);
@@ -244,6 +287,39 @@ fn a_scaffolded_hook_plugin_builds_and_declares_its_hooks() {
         "{}",
         text(&out.stdout)
     );
+    // A decision other than the one expected is named, with the hook's reason.
+    let spec = crate_dir.join("plugboard-test.toml");
+    let text_of_spec = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, text_of_spec.replacen("decision = \"deny\"", "decision = \"allow\"", 1)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_plugboard"))
+        .args(["plugin", "test", "--no-build"])
+        .current_dir(&crate_dir)
+        .env("CARGO_TARGET_DIR", guest_target())
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("decision: expected allow, got deny (refused by hook `guard-rails`: recursive deletes are not allowed here)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_plugin_test_spec_that_expects_nothing_or_escapes_the_workspace_is_refused_with_its_reason() {
+    let tmp = TempDir::new("bad-spec");
+    let spec = tmp.0.join("plugboard-test.toml");
+    for (content, reason) in [
+        ("plugin = \"x.wasm\"\n[[call]]\ntool = \"echo\"\n", "expects nothing: give `output`, `contains` or `error`"),
+        ("plugin = \"x.wasm\"\n[files]\n\"../escape\" = \"x\"\n", "`../escape` must be a relative path beneath the workspace"),
+        ("plugin = \"x.wasm\"\n[[hook]]\npoint = \"tool.whenever\"\n", "unknown variant `tool.whenever`"),
+        ("plugin = \"x.wasm\"\nbuidl = []\n", "unknown field `buidl`"),
+        ("plugin = \"missing.wasm\"\n", "missing.wasm did not load: there is no such file"),
+    ] {
+        std::fs::write(&spec, content).unwrap();
+        let out = plugboard(&tmp.workspace(), &["plugin", "test", spec.to_str().unwrap()]);
+        assert!(!out.status.success() && text(&out.stderr).contains(reason), "{content}: {}", text(&out.stderr));
+    }
 }
 
 /// `tmp`'s workspace with `plugboard.toml` pointing the `openai` provider at `url`, trusted

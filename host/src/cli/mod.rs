@@ -1,5 +1,6 @@
 //! The `plugboard` command.
 
+pub mod plugin_test;
 mod remote;
 mod run;
 pub mod scaffold;
@@ -287,6 +288,30 @@ pub enum PluginCommand {
         /// The directory to create it in (default: the current directory).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+        /// Depend on this local copy of `plugboard-sdk` (the `sdk` folder of a Plugboard
+        /// checkout) instead of its release on crates.io.
+        #[arg(long, value_name = "DIR")]
+        sdk_path: Option<PathBuf>,
+    },
+    /// Check a plugin against what its author expects: the tool calls and hook decisions of
+    /// a `plugboard-test.toml` (see `plugboard plugin new`), run in a fresh workspace. Exits
+    /// 1 when a case fails, saying what differed.
+    Test {
+        /// The spec (default: `plugboard-test.toml` in the current directory).
+        spec: Option<PathBuf>,
+        /// Do not run the spec's `build` command first.
+        #[arg(long)]
+        no_build: bool,
+    },
+    /// Cargo's runner for a plugin crate's tests (`[target.wasm32-wasip2] runner` in its
+    /// `.cargo/config.toml`): runs the test binary sandboxed, then, for the library's unit
+    /// tests, the crate's `plugboard-test.toml`.
+    TestRunner {
+        /// The test binary cargo built.
+        binary: PathBuf,
+        /// The test harness's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Reload plugins on a running server (`plugboard serve`): every changed plugin file, or
     /// the plugin ID. Prints what changed; exits 1 when a new version failed to load (the old
@@ -390,21 +415,24 @@ fn init_logging(level: &str, format: Option<LogFormat>) -> Result<(), String> {
 const MCP_SETTLE: std::time::Duration = std::time::Duration::from_secs(120);
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Command::Plugin(PluginCommand::New { name, dir, hook }) = &cli.command {
+    if let Command::Plugin(PluginCommand::New { name, dir, hook, sdk_path }) = &cli.command {
+        use crate::cli::scaffold::{self, SdkSource};
         let parent = dir.clone().unwrap_or_else(|| PathBuf::from("."));
         let file = name.replace('-', "_");
-        if *hook {
-            let created = crate::cli::scaffold::new_hook_plugin(name, &parent)?;
-            println!("Created {}. Next:", created.display());
-            println!("  cd {} && cargo build --release", created.display());
-            println!("  plugboard plugin inspect target/wasm32-wasip2/release/{file}.wasm");
-            println!("  copy the .wasm into .plugboard/plugins/ of a workspace: `plugboard serve` picks it up");
-            return Ok(ExitCode::SUCCESS);
-        }
-        let created = crate::cli::scaffold::new_tool_plugin(name, &parent)?;
+        let sdk = sdk_path.clone().map_or_else(SdkSource::published, SdkSource::Path);
+        let created = if *hook { scaffold::new_hook_plugin(name, &parent, &sdk)? } else { scaffold::new_tool_plugin(name, &parent, &sdk)? };
         println!("Created {}. Next:", created.display());
         println!("  cd {} && cargo build --release", created.display());
-        println!("  plugboard tool call --plugins target/wasm32-wasip2/release {file} '{{\"name\":\"world\"}}'");
+        println!("  cargo test        (needs `plugboard` on the PATH: unit tests, then plugboard-test.toml)");
+        if *hook {
+            println!("  plugboard plugin inspect target/wasm32-wasip2/release/{file}.wasm");
+            println!("  copy the .wasm into .plugboard/plugins/ of a workspace: `plugboard serve` picks it up");
+        } else {
+            println!("  plugboard tool call --plugins target/wasm32-wasip2/release {file} '{{\"name\":\"world\"}}'");
+        }
+        if let SdkSource::Version(version) = &sdk {
+            println!("It depends on plugboard-sdk {version} from crates.io; to build against a Plugboard checkout, use --sdk-path CHECKOUT/sdk.");
+        }
         return Ok(ExitCode::SUCCESS);
     }
     if let Command::Plugin(PluginCommand::Wit { dir }) = &cli.command {
@@ -418,6 +446,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dir.display()
         );
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Plugin(PluginCommand::Test { spec, no_build }) = &cli.command {
+        let spec = spec.clone().unwrap_or_else(|| PathBuf::from(crate::cli::plugin_test::SPEC_FILE));
+        return test_plugin(&spec, !*no_build).await;
+    }
+    if let Command::Plugin(PluginCommand::TestRunner { binary, args }) = &cli.command {
+        return run_test_binary(binary, args).await;
     }
     if let Command::Plugin(PluginCommand::Reload { id, server, json }) = &cli.command {
         return crate::cli::remote::reload(server, id.as_deref(), *json).await;
@@ -497,7 +532,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin(PluginCommand::Inspect { plugin, json }) => inspect(host, &plugin, json).await,
-        Command::Plugin(PluginCommand::New { .. } | PluginCommand::Reload { .. } | PluginCommand::Wit { .. }) => {
+        Command::Plugin(
+            PluginCommand::New { .. }
+            | PluginCommand::Reload { .. }
+            | PluginCommand::Wit { .. }
+            | PluginCommand::Test { .. }
+            | PluginCommand::TestRunner { .. },
+        ) => {
             unreachable!("handled before the host starts")
         }
         Command::Session(command) => {
@@ -526,6 +567,39 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `plugboard plugin test`: builds the plugin (unless told not to), runs the spec's cases,
+/// prints each with what differed.
+async fn test_plugin(path: &std::path::Path, build: bool) -> anyhow::Result<ExitCode> {
+    use crate::cli::plugin_test;
+    let spec = plugin_test::read(path)?;
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    if build {
+        plugin_test::build(&spec, folder)?;
+    }
+    let results = plugin_test::run(&spec, folder).await?;
+    Ok(if plugin_test::report(path, &results) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `plugboard plugin test-runner`: the test binary in its sandbox; after the library's unit
+/// tests pass, the crate's `plugboard-test.toml` when it has one.
+async fn run_test_binary(binary: &std::path::Path, args: &[String]) -> anyhow::Result<ExitCode> {
+    let dir = std::env::current_dir()?;
+    let status = crate::runtime::test_binary::run(binary, args, &dir).await?;
+    if status != 0 {
+        return Ok(ExitCode::from(status.clamp(1, 255) as u8));
+    }
+    // cargo names the library's unit tests `<crate>-<hash>.wasm`, and runs them from the
+    // crate's folder with `CARGO_PKG_NAME` set.
+    let library = std::env::var("CARGO_PKG_NAME").map(|name| format!("{}-", name.replace('-', "_"))).unwrap_or_default();
+    let is_library = !library.is_empty() && binary.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&library));
+    let spec = dir.join(crate::cli::plugin_test::SPEC_FILE);
+    if !is_library || !spec.is_file() || args.iter().any(|a| a == "--list") {
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("\nrunning {}", crate::cli::plugin_test::SPEC_FILE);
+    test_plugin(&spec, true).await
 }
 
 /// Closes the session store before the process exits, so it leaves no write-ahead log.

@@ -1,4 +1,9 @@
-//! `plugboard plugin new`: a new tool (or hook) plugin crate, ready to build.
+//! `plugboard plugin new`: a new tool (or hook) plugin crate, ready to build and to test.
+//!
+//! The crate depends on `plugboard-sdk` by version (from crates.io), or on a local copy when
+//! told to (`--sdk-path`, for work on Plugboard itself). Its `.cargo/config.toml` builds for
+//! `wasm32-wasip2` and makes `plugboard plugin test-runner` cargo's runner, so `cargo test`
+//! runs the unit tests in a sandbox and then the calls of its `plugboard-test.toml`.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +16,9 @@ pub enum ScaffoldError {
     /// The directory exists already.
     #[error("{0} already exists; choose another name or remove it")]
     Exists(PathBuf),
+    /// `--sdk-path` is not the SDK's folder.
+    #[error("{0} is not plugboard-sdk's folder (it has no Cargo.toml): give the `sdk` folder of a Plugboard checkout")]
+    NotSdk(PathBuf),
     /// Writing failed.
     #[error("cannot write {path}: {source}")]
     Io {
@@ -21,15 +29,38 @@ pub enum ScaffoldError {
     },
 }
 
-/// Where the SDK's sources are, when this binary was built from a checkout that still
-/// exists (then the new crate depends on them by path).
-fn local_sdk() -> Option<PathBuf> {
-    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
-    sdk.join("Cargo.toml").exists().then(|| sdk.canonicalize().ok()).flatten()
+/// Where the new crate gets `plugboard-sdk` from.
+#[derive(Debug, Clone)]
+pub enum SdkSource {
+    /// crates.io, this version.
+    Version(String),
+    /// A local copy (its folder).
+    Path(PathBuf),
+}
+
+impl SdkSource {
+    /// The version of this binary, from crates.io.
+    pub fn published() -> Self {
+        SdkSource::Version(env!("CARGO_PKG_VERSION").to_string())
+    }
+
+    /// The dependency line of `Cargo.toml`.
+    fn dependency(&self) -> Result<String, ScaffoldError> {
+        match self {
+            SdkSource::Version(version) => Ok(format!("plugboard-sdk = \"{version}\"")),
+            SdkSource::Path(path) => {
+                let path = path.canonicalize().map_err(|source| ScaffoldError::Io { path: path.clone(), source })?;
+                if !path.join("Cargo.toml").is_file() {
+                    return Err(ScaffoldError::NotSdk(path));
+                }
+                Ok(format!("plugboard-sdk = {{ path = {:?} }}", path.display().to_string()))
+            }
+        }
+    }
 }
 
 /// Creates the crate `name` in `parent/name` with one example tool, and returns its path.
-pub fn new_tool_plugin(name: &str, parent: &Path) -> Result<PathBuf, ScaffoldError> {
+pub fn new_tool_plugin(name: &str, parent: &Path, sdk: &SdkSource) -> Result<PathBuf, ScaffoldError> {
     let tool = name.replace('-', "_");
     let lib = format!(
         r#"//! The `{name}` plugin.
@@ -46,22 +77,79 @@ struct {camel}Args {{
 /// Greets someone by name.
 #[tool]
 fn {tool}(args: {camel}Args, _ctx: &Context) -> Result<Output, ToolError> {{
+    if args.name.trim().is_empty() {{
+        return Err(ToolError::InvalidArguments("`name` must not be empty".into()));
+    }}
     Ok(Output::text(format!("Hello, {{}}!", args.name)))
 }}
 
 export_tools!({tool});
+
+// Unit tests run in the sandbox (`cargo test`); the calls through Plugboard are in
+// plugboard-test.toml, which `cargo test` runs next.
+#[cfg(test)]
+mod tests {{
+    use super::*;
+
+    fn context() -> Context {{
+        Context {{ session_id: String::new(), call_id: "test".into(), working_directory: ".".into() }}
+    }}
+
+    #[test]
+    fn greets_by_name() {{
+        let output = {tool}({camel}Args {{ name: "world".into() }}, &context()).unwrap();
+        assert_eq!(output.text, "Hello, world!");
+    }}
+
+    #[test]
+    fn refuses_an_empty_name() {{
+        assert!({tool}({camel}Args {{ name: " ".into() }}, &context()).is_err());
+    }}
+}}
 "#,
         camel = camel_case(name)
     );
-    let readme = format!(
-        "# {name}\n\nA Plugboard tool plugin.\n\n```sh\ncargo build --release                 # builds target/wasm32-wasip2/release/{tool}.wasm\nplugboard tool call --plugins target/wasm32-wasip2/release {tool} '{{\"name\":\"world\"}}'\nplugboard plugin inspect target/wasm32-wasip2/release/{tool}.wasm\n```\n"
+    let spec = format!(
+        r#"# What this plugin should do, checked by `plugboard plugin test` (and by `cargo test`).
+plugin = "{{cargo-target}}/wasm32-wasip2/release/{tool}.wasm"
+build = ["cargo", "build", "--release"]
+
+# The configuration the calls run under, as in plugboard.toml: grants, settings, hooks.
+config = """
+[plugins.{name}]
+"""
+
+# Files of the fresh workspace each run gets.
+[files]
+
+[[call]]
+name = "greets by name"
+tool = "{tool}"
+arguments = {{ name = "world" }}
+output = "Hello, world!"
+
+[[call]]
+name = "refuses an empty name"
+tool = "{tool}"
+arguments = {{ name = "" }}
+error = "must not be empty"
+
+[[call]]
+name = "names the missing argument"
+tool = "{tool}"
+arguments = {{}}
+error = "name"
+"#
     );
-    write_crate(name, parent, "A Plugboard tool plugin", &lib, &readme)
+    let readme = format!(
+        "# {name}\n\nA Plugboard tool plugin.\n\n```sh\ncargo build --release                 # builds target/wasm32-wasip2/release/{tool}.wasm\ncargo test                            # unit tests in the sandbox, then plugboard-test.toml\nplugboard tool call --plugins target/wasm32-wasip2/release {tool} '{{\"name\":\"world\"}}'\nplugboard plugin inspect target/wasm32-wasip2/release/{tool}.wasm\n```\n\n`cargo test` needs `plugboard` on the PATH: it is the runner of `.cargo/config.toml`.\n"
+    );
+    write_crate(name, parent, "A Plugboard tool plugin", sdk, &[("src/lib.rs", &lib), ("plugboard-test.toml", &spec), ("README.md", &readme)])
 }
 
 /// Creates the crate `name` in `parent/name` with example hooks (`tool.before` refuses
 /// recursive deletes, `tool.after` marks outputs), and returns its path.
-pub fn new_hook_plugin(name: &str, parent: &Path) -> Result<PathBuf, ScaffoldError> {
+pub fn new_hook_plugin(name: &str, parent: &Path, sdk: &SdkSource) -> Result<PathBuf, ScaffoldError> {
     let file = name.replace('-', "_");
     let lib = format!(
         r#"//! The `{name}` hook plugin: one plain function per hook point.
@@ -91,14 +179,43 @@ plugboard_sdk::export_hooks! {{
 }}
 "#
     );
-    let readme = format!(
-        "# {name}\n\nA Plugboard hook plugin.\n\n```sh\ncargo build --release                 # builds target/wasm32-wasip2/release/{file}.wasm\nplugboard plugin inspect target/wasm32-wasip2/release/{file}.wasm\ncp target/wasm32-wasip2/release/{file}.wasm ../my-workspace/.plugboard/plugins/   # a running server picks it up\n```\n\nIts order and strictness are set in `plugboard.toml`: `[hooks.{name}] priority = 0, fail_closed = false`.\n"
+    let spec = format!(
+        r#"# What this hook should decide, checked by `plugboard plugin test` (and by `cargo test`).
+plugin = "{{cargo-target}}/wasm32-wasip2/release/{file}.wasm"
+build = ["cargo", "build", "--release"]
+
+[[hook]]
+name = "refuses a recursive delete"
+point = "tool.before"
+tool = "shell"
+arguments = {{ command = "rm -rf build" }}
+decision = "deny"
+reason = "recursive deletes"
+
+[[hook]]
+name = "lets other commands run"
+point = "tool.before"
+tool = "shell"
+arguments = {{ command = "ls" }}
+decision = "allow"
+
+[[hook]]
+name = "marks what it saw"
+point = "tool.after"
+tool = "read"
+text = "1\tfn main() {{}}"
+title = "src/main.rs"
+expect_title = "src/main.rs (checked by {name})"
+"#
     );
-    write_crate(name, parent, "A Plugboard hook plugin", &lib, &readme)
+    let readme = format!(
+        "# {name}\n\nA Plugboard hook plugin.\n\n```sh\ncargo build --release                 # builds target/wasm32-wasip2/release/{file}.wasm\ncargo test                            # plugboard-test.toml: the hooks' decisions on given drafts\nplugboard plugin inspect target/wasm32-wasip2/release/{file}.wasm\ncp target/wasm32-wasip2/release/{file}.wasm ../my-workspace/.plugboard/plugins/   # a running server picks it up\n```\n\nIts order and strictness are set in `plugboard.toml`: `[hooks.{name}] priority = 0, fail_closed = false`.\n"
+    );
+    write_crate(name, parent, "A Plugboard hook plugin", sdk, &[("src/lib.rs", &lib), ("plugboard-test.toml", &spec), ("README.md", &readme)])
 }
 
-/// Writes a plugin crate: its manifest, build settings, `src/lib.rs` and README.
-fn write_crate(name: &str, parent: &Path, description: &str, lib: &str, readme: &str) -> Result<PathBuf, ScaffoldError> {
+/// Writes a plugin crate: its manifest, build and test settings, and `files`.
+fn write_crate(name: &str, parent: &Path, description: &str, sdk: &SdkSource, files: &[(&str, &str)]) -> Result<PathBuf, ScaffoldError> {
     let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if !valid {
@@ -108,10 +225,7 @@ fn write_crate(name: &str, parent: &Path, description: &str, lib: &str, readme: 
     if dir.exists() {
         return Err(ScaffoldError::Exists(dir));
     }
-    let sdk = match local_sdk() {
-        Some(path) => format!("plugboard-sdk = {{ path = {:?} }}", path.display().to_string()),
-        None => format!("plugboard-sdk = \"{}\"", env!("CARGO_PKG_VERSION")),
-    };
+    let sdk = sdk.dependency()?;
     let manifest = format!(
         r#"[package]
 name = "{name}"
@@ -135,14 +249,9 @@ crate-type = ["cdylib"]
 [workspace]
 "#
     );
-    let files = [
-        ("Cargo.toml", manifest.as_str()),
-        (".cargo/config.toml", "[build]\ntarget = \"wasm32-wasip2\"\n"),
-        (".gitignore", "/target\n"),
-        ("src/lib.rs", lib),
-        ("README.md", readme),
-    ];
-    for (relative, content) in files {
+    let cargo_config = "[build]\ntarget = \"wasm32-wasip2\"\n\n# `cargo test`: the tests run in a sandbox, then plugboard-test.toml.\n[target.wasm32-wasip2]\nrunner = \"plugboard plugin test-runner\"\n";
+    let common = [("Cargo.toml", manifest.as_str()), (".cargo/config.toml", cargo_config), (".gitignore", "/target\n")];
+    for (relative, content) in common.iter().chain(files) {
         let path = dir.join(relative);
         std::fs::create_dir_all(path.parent().expect("files have a parent"))
             .map_err(|source| ScaffoldError::Io { path: path.clone(), source })?;
@@ -163,15 +272,22 @@ mod tests {
     fn names_are_checked_and_existing_directories_kept() {
         let parent = std::env::temp_dir().join(format!("plugboard-scaffold-{}", std::process::id()));
         std::fs::create_dir_all(&parent).unwrap();
-        assert!(matches!(new_tool_plugin("Bad Name", &parent), Err(ScaffoldError::InvalidName(_))));
-        let dir = new_tool_plugin("word-count", &parent).unwrap();
+        assert!(matches!(new_tool_plugin("Bad Name", &parent, &SdkSource::published()), Err(ScaffoldError::InvalidName(_))));
+        let dir = new_tool_plugin("word-count", &parent, &SdkSource::published()).unwrap();
         let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
         assert!(lib.contains("struct WordCountArgs") && lib.contains("fn word_count(") && lib.contains("export_tools!(word_count);"));
-        assert!(matches!(new_tool_plugin("word-count", &parent), Err(ScaffoldError::Exists(_))));
-        let hook = new_hook_plugin("guard-rails", &parent).unwrap();
+        assert!(matches!(new_tool_plugin("word-count", &parent, &SdkSource::published()), Err(ScaffoldError::Exists(_))));
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        assert!(manifest.contains(&format!("plugboard-sdk = \"{}\"", env!("CARGO_PKG_VERSION"))), "by version: {manifest}");
+        let spec = crate::cli::plugin_test::read(&dir.join("plugboard-test.toml")).expect("the scaffold's spec is valid");
+        assert_eq!((spec.call.len(), spec.plugin.as_path()), (3, Path::new("{cargo-target}/wasm32-wasip2/release/word_count.wasm")));
+        let hook = new_hook_plugin("guard-rails", &parent, &SdkSource::published()).unwrap();
         let lib = std::fs::read_to_string(hook.join("src/lib.rs")).unwrap();
         assert!(lib.contains("export_hooks!") && lib.contains("tool_before: guard") && lib.contains("checked by guard-rails"));
-        assert!(matches!(new_hook_plugin("Bad", &parent), Err(ScaffoldError::InvalidName(_))));
+        assert_eq!(crate::cli::plugin_test::read(&hook.join("plugboard-test.toml")).unwrap().hook.len(), 3);
+        let not_sdk = new_tool_plugin("other", &parent, &SdkSource::Path(parent.clone()));
+        assert!(matches!(not_sdk, Err(ScaffoldError::NotSdk(_))), "{not_sdk:?}");
+        assert!(matches!(new_hook_plugin("Bad", &parent, &SdkSource::published()), Err(ScaffoldError::InvalidName(_))));
         std::fs::remove_dir_all(&parent).unwrap();
     }
 }

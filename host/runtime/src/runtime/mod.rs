@@ -26,6 +26,7 @@ pub mod registry;
 pub mod reload;
 pub mod sandbox;
 pub mod state;
+pub mod test_binary;
 pub mod tool;
 
 use std::path::{Path, PathBuf};
