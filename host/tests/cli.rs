@@ -133,7 +133,17 @@ fn tool_call_with_hooks_masks_the_output_and_records_the_call_for_audit_log() {
     assert!(result["text"].as_str().unwrap().contains("[REDACTED:openai-key]"), "{result}");
     let missing = plugboard(
         &ws,
-        &["--config", config.to_str().unwrap(), "--data-dir", data.to_str().unwrap(), "tool", "call", "--with-hooks", "read", r#"{"path":"gone.txt"}"#],
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "tool",
+            "call",
+            "--with-hooks",
+            "read",
+            r#"{"path":"gone.txt"}"#,
+        ],
     );
     assert!(!missing.status.success());
     assert!(text(&missing.stderr).contains("gone.txt"), "{}", text(&missing.stderr));
@@ -194,8 +204,8 @@ fn an_invalid_configuration_stops_with_its_location() {
 /// dependencies are not compiled again.
 fn cargo_in(crate_dir: &Path, args: &[&str]) -> Output {
     let bin = Path::new(env!("CARGO_BIN_EXE_plugboard")).parent().unwrap();
-    let path = std::env::join_paths(std::iter::once(bin.to_path_buf()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())))
-        .unwrap();
+    let path =
+        std::env::join_paths(std::iter::once(bin.to_path_buf()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap()))).unwrap();
     Command::new(env!("CARGO"))
         .args(args)
         .current_dir(crate_dir)
@@ -242,7 +252,8 @@ fn a_scaffolded_plugin_passes_its_own_tests_builds_and_runs() {
 
     // A case that does not hold fails the run and says what differed.
     let spec = crate_dir.join("plugboard-test.toml");
-    std::fs::write(&spec, std::fs::read_to_string(&spec).unwrap().replace("output = \"Hello, world!\"", "output = \"Hi, world!\"")).unwrap();
+    std::fs::write(&spec, std::fs::read_to_string(&spec).unwrap().replace("output = \"Hello, world!\"", "output = \"Hi, world!\""))
+        .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_plugboard"))
         .args(["plugin", "test", "--no-build"])
         .current_dir(&crate_dir)
@@ -251,11 +262,18 @@ fn a_scaffolded_plugin_passes_its_own_tests_builds_and_runs() {
         .unwrap();
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
-    assert!(stdout.contains("FAIL  call greets by name\n        output: expected \"Hi, world!\"\n        got      \"Hello, world!\""), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  call greets by name\n        output: expected \"Hi, world!\"\n        got      \"Hello, world!\""),
+        "{stdout}"
+    );
     assert!(stdout.contains("2 passed, 1 failed"), "{stdout}");
     // A unit test that fails fails `cargo test` before the spec runs.
     let lib = crate_dir.join("src/lib.rs");
-    std::fs::write(&lib, std::fs::read_to_string(&lib).unwrap().replace("assert_eq!(output.text, \"Hello, world!\")", "assert_eq!(output.text, \"Hey\")")).unwrap();
+    std::fs::write(
+        &lib,
+        std::fs::read_to_string(&lib).unwrap().replace("assert_eq!(output.text, \"Hello, world!\")", "assert_eq!(output.text, \"Hey\")"),
+    )
+    .unwrap();
     let test = cargo_in(&crate_dir, &["test"]);
     let (stdout, stderr) = (text(&test.stdout), text(&test.stderr));
     assert!(!test.status.success() && !stdout.contains("running plugboard-test.toml"), "{stdout}");

@@ -932,7 +932,7 @@ impl<'a> Activity<'a> {
         p: &PreparedCall,
         result: Result<crate::runtime::ToolOutput, crate::runtime::CallError>,
     ) -> Result<crate::runtime::ToolOutput, CallFailure> {
-        tool_hooks::after(&self.env.host, &self.hook_context(), &p.call.id, &p.call.name, &p.input, result).await
+        tool_hooks::after(self.env.host.as_ref(), &self.hook_context(), &p.call.id, &p.call.name, &p.input, result).await
     }
 
     /// Where a call's live output goes: `tool.output` events, in order with its states.
@@ -1143,4 +1143,3 @@ fn add_user_message(tx: &mut Tx, input: &InputRecord) -> rusqlite::Result<()> {
     tx.insert_part(&new_id("prt"), &input.session_id, &message, PartKind::Text, &json!({ "text": input.prompt }))?;
     tx.finish_message(&input.session_id, &message, MessageStatus::Completed, Tokens::default(), 0.0, None)
 }
-

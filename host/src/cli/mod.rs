@@ -431,7 +431,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("  plugboard tool call --plugins target/wasm32-wasip2/release {file} '{{\"name\":\"world\"}}'");
         }
         if let SdkSource::Version(version) = &sdk {
-            println!("It depends on plugboard-sdk {version} from crates.io; to build against a Plugboard checkout, use --sdk-path CHECKOUT/sdk.");
+            println!(
+                "It depends on plugboard-sdk {version} from crates.io; to build against a Plugboard checkout, use --sdk-path CHECKOUT/sdk."
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }

@@ -223,7 +223,11 @@ pub fn read(path: &Path) -> Result<Spec, SpecError> {
     let spec: Spec = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
     for (n, case) in spec.call.iter().enumerate() {
         if case.output.is_none() && case.contains.is_empty() && case.error.is_none() {
-            return Err(invalid(format!("[[call]] number {} ({}) expects nothing: give `output`, `contains` or `error`", n + 1, case.tool)));
+            return Err(invalid(format!(
+                "[[call]] number {} ({}) expects nothing: give `output`, `contains` or `error`",
+                n + 1,
+                case.tool
+            )));
         }
         if case.error.is_some() && (case.output.is_some() || !case.contains.is_empty() || case.title.is_some()) {
             return Err(invalid(format!("[[call]] number {} ({}) expects both an error and a result", n + 1, case.tool)));
@@ -257,11 +261,11 @@ pub fn read(path: &Path) -> Result<Spec, SpecError> {
 pub fn build(spec: &Spec, folder: &Path) -> Result<(), SpecError> {
     let Some((program, args)) = spec.build.split_first() else { return Ok(()) };
     let command = spec.build.join(" ");
-    let out = std::process::Command::new(program)
-        .args(args)
-        .current_dir(folder)
-        .output()
-        .map_err(|e| SpecError::Build { command: command.clone(), status: String::new(), output: e.to_string() })?;
+    let out = std::process::Command::new(program).args(args).current_dir(folder).output().map_err(|e| SpecError::Build {
+        command: command.clone(),
+        status: String::new(),
+        output: e.to_string(),
+    })?;
     if out.status.success() {
         return Ok(());
     }
@@ -286,7 +290,8 @@ const CARGO_TARGET: &str = "{cargo-target}";
 fn component_path(spec: &Spec, folder: &Path) -> Result<PathBuf, SpecError> {
     let Ok(rest) = spec.plugin.strip_prefix(CARGO_TARGET) else { return Ok(folder.join(&spec.plugin)) };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let failed = |why: String| SpecError::Load { path: spec.plugin.clone(), reason: format!("cannot find the cargo target directory: {why}") };
+    let failed =
+        |why: String| SpecError::Load { path: spec.plugin.clone(), reason: format!("cannot find the cargo target directory: {why}") };
     let out = std::process::Command::new(cargo)
         .args(["metadata", "--format-version", "1", "--no-deps"])
         .current_dir(folder)
@@ -347,14 +352,18 @@ pub async fn run(spec: &Spec, folder: &Path) -> Result<Vec<CaseResult>, SpecErro
     }
     host.mcp().settled(std::time::Duration::from_secs(60)).await;
     let store = crate::store::SessionStore::open_in(Some(&data)).map_err(|e| SpecError::Start(e.to_string()))?;
-    let runtime = app.agent_runtime(store.clone(), crate::agent::permission::AskMode::DenyAll).map_err(|e| SpecError::Start(e.to_string()))?;
+    let runtime =
+        app.agent_runtime(store.clone(), crate::agent::permission::AskMode::DenyAll).map_err(|e| SpecError::Start(e.to_string()))?;
     let mut results = Vec::new();
     for case in &spec.call {
         let since = store.last_seq().await.unwrap_or(0);
         let call = runtime.call_tool_with_hooks(&case.tool, case.arguments.clone(), None).await;
         let mut differences = check_call(case, call.result.map_err(|e| e.for_operator()));
         differences.extend(hook_failures(&store, since).await);
-        results.push(CaseResult { label: format!("call {}", case.name.clone().unwrap_or_else(|| describe(&case.tool, &case.arguments))), differences });
+        results.push(CaseResult {
+            label: format!("call {}", case.name.clone().unwrap_or_else(|| describe(&case.tool, &case.arguments))),
+            differences,
+        });
     }
     for case in &spec.hook {
         let since = store.last_seq().await.unwrap_or(0);
@@ -371,7 +380,8 @@ pub async fn run(spec: &Spec, folder: &Path) -> Result<Vec<CaseResult>, SpecErro
 /// `tool {"a": 1}`, shortened.
 fn describe(tool: &str, arguments: &Value) -> String {
     let arguments = arguments.to_string();
-    let arguments: String = if arguments.chars().count() > 60 { format!("{}…", arguments.chars().take(60).collect::<String>()) } else { arguments };
+    let arguments: String =
+        if arguments.chars().count() > 60 { format!("{}…", arguments.chars().take(60).collect::<String>()) } else { arguments };
     format!("{tool} {arguments}").trim().to_string()
 }
 
@@ -396,7 +406,9 @@ fn check_call(case: &CallCase, result: Result<crate::runtime::ToolOutput, String
                 differences.push(format!("title: expected {expected:?}, got {:?}", output.title));
             }
         }
-        (Ok(output), Some(expected)) => differences.push(format!("expected an error holding {expected:?}, but the call succeeded with {:?}", output.text)),
+        (Ok(output), Some(expected)) => {
+            differences.push(format!("expected an error holding {expected:?}, but the call succeeded with {:?}", output.text))
+        }
         (Err(error), None) => differences.push(format!("the call failed: {error}")),
         (Err(error), Some(expected)) if !error.contains(expected.as_str()) => {
             differences.push(format!("error: expected one holding {expected:?}\n        got {error:?}"));
@@ -418,7 +430,9 @@ async fn check_hook(host: &crate::runtime::PluginHost, case: &HookCase) -> Vec<S
     match case.point {
         Point::ToolBefore => {
             let (decision, detail) = match crate::agent::tool_hooks::before(host, &ctx, "test", &case.tool, case.arguments.clone()).await {
-                Some(ToolDecision::Deny { hook, reason }) => (Decision::Deny, Some(Value::String(format!("refused by hook `{hook}`: {reason}")))),
+                Some(ToolDecision::Deny { hook, reason }) => {
+                    (Decision::Deny, Some(Value::String(format!("refused by hook `{hook}`: {reason}"))))
+                }
                 Some(ToolDecision::Run { arguments }) if arguments == case.arguments => (Decision::Allow, None),
                 Some(ToolDecision::Run { arguments }) => (Decision::Rewrite, Some(arguments)),
                 None => unreachable!("a hook handles the point"),
@@ -435,8 +449,9 @@ async fn check_hook(host: &crate::runtime::PluginHost, case: &HookCase) -> Vec<S
         }
         Point::ToolAfter => {
             let limit = host.output_limit(&case.tool);
-            let (text, title) =
-                hooks.tool_after(&ctx, "test", &case.tool, &case.arguments, case.text.clone(), case.title.clone(), case.is_error, limit).await;
+            let (text, title) = hooks
+                .tool_after(&ctx, "test", &case.tool, &case.arguments, case.text.clone(), case.title.clone(), case.is_error, limit)
+                .await;
             if let Some(expected) = &case.expect_text
                 && *expected != text
             {
@@ -457,7 +472,10 @@ fn compare_decision(case: &HookCase, got: Decision, detail: Option<Value>, diffe
     let shown = detail.as_ref().map(|d| d.as_str().map_or_else(|| d.to_string(), str::to_string)).unwrap_or_default();
     if case.decision != Some(got) {
         let expected = case.decision.map(|d| d.to_string()).unwrap_or_default();
-        differences.push(format!("decision: expected {expected}, got {got}{}", if shown.is_empty() { String::new() } else { format!(" ({shown})") }));
+        differences.push(format!(
+            "decision: expected {expected}, got {got}{}",
+            if shown.is_empty() { String::new() } else { format!(" ({shown})") }
+        ));
         return;
     }
     if let Some(reason) = &case.reason
@@ -480,7 +498,14 @@ async fn hook_failures(store: &crate::store::SessionStore, since: i64) -> Vec<St
     events
         .iter()
         .filter(|e| e.kind == "hook.failed")
-        .map(|e| format!("hook `{}` failed at {}: {}", e.data["hook"].as_str().unwrap_or("?"), e.data["point"].as_str().unwrap_or("?"), e.data["reason"].as_str().unwrap_or("?")))
+        .map(|e| {
+            format!(
+                "hook `{}` failed at {}: {}",
+                e.data["hook"].as_str().unwrap_or("?"),
+                e.data["point"].as_str().unwrap_or("?"),
+                e.data["reason"].as_str().unwrap_or("?")
+            )
+        })
         .collect()
 }
 

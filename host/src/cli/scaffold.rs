@@ -144,7 +144,13 @@ error = "name"
     let readme = format!(
         "# {name}\n\nA Plugboard tool plugin.\n\n```sh\ncargo build --release                 # builds target/wasm32-wasip2/release/{tool}.wasm\ncargo test                            # unit tests in the sandbox, then plugboard-test.toml\nplugboard tool call --plugins target/wasm32-wasip2/release {tool} '{{\"name\":\"world\"}}'\nplugboard plugin inspect target/wasm32-wasip2/release/{tool}.wasm\n```\n\n`cargo test` needs `plugboard` on the PATH: it is the runner of `.cargo/config.toml`.\n"
     );
-    write_crate(name, parent, "A Plugboard tool plugin", sdk, &[("src/lib.rs", &lib), ("plugboard-test.toml", &spec), ("README.md", &readme)])
+    write_crate(
+        name,
+        parent,
+        "A Plugboard tool plugin",
+        sdk,
+        &[("src/lib.rs", &lib), ("plugboard-test.toml", &spec), ("README.md", &readme)],
+    )
 }
 
 /// Creates the crate `name` in `parent/name` with example hooks (`tool.before` refuses
@@ -211,7 +217,13 @@ expect_title = "src/main.rs (checked by {name})"
     let readme = format!(
         "# {name}\n\nA Plugboard hook plugin.\n\n```sh\ncargo build --release                 # builds target/wasm32-wasip2/release/{file}.wasm\ncargo test                            # plugboard-test.toml: the hooks' decisions on given drafts\nplugboard plugin inspect target/wasm32-wasip2/release/{file}.wasm\ncp target/wasm32-wasip2/release/{file}.wasm ../my-workspace/.plugboard/plugins/   # a running server picks it up\n```\n\nIts order and strictness are set in `plugboard.toml`: `[hooks.{name}] priority = 0, fail_closed = false`.\n"
     );
-    write_crate(name, parent, "A Plugboard hook plugin", sdk, &[("src/lib.rs", &lib), ("plugboard-test.toml", &spec), ("README.md", &readme)])
+    write_crate(
+        name,
+        parent,
+        "A Plugboard hook plugin",
+        sdk,
+        &[("src/lib.rs", &lib), ("plugboard-test.toml", &spec), ("README.md", &readme)],
+    )
 }
 
 /// Writes a plugin crate: its manifest, build and test settings, and `files`.

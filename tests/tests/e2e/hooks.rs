@@ -298,14 +298,19 @@ async fn a_direct_call_with_hooks_is_rewritten_refused_and_recorded_without_a_se
     assert_eq!(kinds, ["running", "completed"]);
     assert!(states.iter().all(|e| e.session_id.is_none()), "a direct call belongs to no session");
     assert_eq!(states[1].seq, call.seq, "the call names the event that recorded its end");
-    assert_eq!((states[1].data["data"]["input"].clone(), states[1].data["data"]["output"].as_str()), (json!({ "text": "rewritten" }), Some("rewritten[a]")));
+    assert_eq!(
+        (states[1].data["data"]["input"].clone(), states[1].data["data"]["output"].as_str()),
+        (json!({ "text": "rewritten" }), Some("rewritten[a]"))
+    );
     assert!(f.runtime.event_hooks_reached(call.seq, std::time::Duration::from_secs(10)).await);
 
     // A refusal: the tool does not run, the refusal names the hook and is recorded.
     let f = hooked(vec![say("unused")], "[plugins.hook-b.settings]\ntool_before = \"deny:not today\"\n").await;
     let call = f.runtime.call_tool_with_hooks("echo", json!({ "text": "x" }), None).await;
     match call.result {
-        Err(plugboard::agent::tool_hooks::DirectCallError::Refused { hook, reason }) => assert_eq!((hook.as_str(), reason.as_str()), ("hook-b", "not today")),
+        Err(plugboard::agent::tool_hooks::DirectCallError::Refused { hook, reason }) => {
+            assert_eq!((hook.as_str(), reason.as_str()), ("hook-b", "not today"))
+        }
         other => panic!("not refused: {other:?}"),
     }
     let states = events(&f, "tool.state").await;

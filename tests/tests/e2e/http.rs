@@ -657,7 +657,10 @@ async fn a_direct_call_over_http_runs_the_hooks_only_when_asked_and_a_refusal_is
     let (status, refused) = api.post("/tools/echo/call", json!({ "arguments": { "text": key }, "hooks": true })).await;
     assert_eq!(status, 403, "{refused}");
     assert_error_body(&refused);
-    assert_eq!((refused["details"]["hook"].as_str(), refused["error"].as_str()), (Some("hook-b"), Some("refused by hook `hook-b`: no reads today")));
+    assert_eq!(
+        (refused["details"]["hook"].as_str(), refused["error"].as_str()),
+        (Some("hook-b"), Some("refused by hook `hook-b`: no reads today"))
+    );
 
     // Without the refusal, redact-secrets masks the result; both calls are on the log.
     let base = std::fs::read_to_string(api.f.ws.operator_config_path()).unwrap();
