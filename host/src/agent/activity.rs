@@ -932,7 +932,7 @@ impl<'a> Activity<'a> {
         p: &PreparedCall,
         result: Result<crate::runtime::ToolOutput, crate::runtime::CallError>,
     ) -> Result<crate::runtime::ToolOutput, CallFailure> {
-        tool_hooks::after(self.env.host.as_ref(), &self.hook_context(), &p.call.id, &p.call.name, &p.input, result).await
+        tool_hooks::after(self.env.host, &self.hook_context(), &p.call.id, &p.call.name, &p.input, result).await
     }
 
     /// Where a call's live output goes: `tool.output` events, in order with its states.
