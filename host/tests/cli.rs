@@ -324,6 +324,85 @@ fn a_scaffolded_hook_plugin_passes_its_own_tests_and_declares_its_hooks() {
 }
 
 #[test]
+fn plugin_test_checks_a_provider_plugin_against_recorded_streams() {
+    let tmp = TempDir::new("provider-spec");
+    let chunk = |delta: &str, finish: &str| {
+        format!(
+            "data: {{\"id\":\"1\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":{finish}}}]}}\n\n"
+        )
+    };
+    let words = [
+        chunk(r#"{"role":"assistant","content":"Hel"}"#, "null"),
+        chunk(r#"{"content":"lo!"}"#, "null"),
+        chunk("{}", "\"stop\""),
+        "data: [DONE]\n\n".into(),
+    ]
+    .concat();
+    let call = [
+        chunk(
+            r#"{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"read","arguments":"{\"path\":"}}]}"#,
+            "null",
+        ),
+        chunk(r#"{"tool_calls":[{"index":0,"function":{"arguments":"\"a.txt\"}"}}]}"#, "null"),
+        chunk("{}", "\"tool_calls\""),
+        "data: [DONE]\n\n".into(),
+    ]
+    .concat();
+    std::fs::write(tmp.0.join("text.sse"), words).unwrap();
+    std::fs::write(tmp.0.join("call.sse"), call).unwrap();
+    std::fs::write(tmp.0.join("denied.json"), r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error"}}"#)
+        .unwrap();
+    let openai = guest_target().join("wasm32-wasip2/release/plugboard_plugin_openai.wasm");
+    assert!(openai.is_file(), "the first-party plugins are built into {}", guest_target().display());
+    let spec = |expected_text: &str| {
+        format!(
+            r#"plugin = "{}"
+config = """
+[plugins.openai]
+network = ["{{recorded-server}}"]
+api_key = "sk-test"
+settings = {{ base_url = "{{recorded-server}}/v1", models = [{{ id = "m" }}] }}
+"""
+[[provider]]
+name = "streams text"
+model = "openai/m"
+stream = "text.sse"
+expect_text = "{expected_text}"
+expect_finish = "stop"
+
+[[provider]]
+name = "streams a tool call"
+model = "openai/m"
+stream = "call.sse"
+expect_tool_calls = [{{ name = "read", arguments = {{ path = "a.txt" }} }}]
+expect_finish = "tool-calls"
+
+[[provider]]
+name = "reports a refused key"
+model = "openai/m"
+stream = "denied.json"
+status = 401
+content_type = "application/json"
+expect_error = "Incorrect API key provided"
+"#,
+            openai.display()
+        )
+    };
+    let file = tmp.0.join("plugboard-test.toml");
+    std::fs::write(&file, spec("Hello!")).unwrap();
+    let out = plugboard(&tmp.workspace(), &["plugin", "test", file.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("ok    provider streams a tool call") && stdout.contains("3 passed, 0 failed"), "{stdout}");
+
+    std::fs::write(&file, spec("Goodbye!")).unwrap();
+    let out = plugboard(&tmp.workspace(), &["plugin", "test", file.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("FAIL  provider streams text\n        text: expected \"Goodbye!\"\n        got      \"Hello!\""), "{stdout}");
+}
+
+#[test]
 fn a_plugin_test_spec_that_expects_nothing_or_escapes_the_workspace_is_refused_with_its_reason() {
     let tmp = TempDir::new("bad-spec");
     let spec = tmp.0.join("plugboard-test.toml");

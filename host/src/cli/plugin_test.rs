@@ -24,6 +24,11 @@
 //! reason = "recursive"
 //! ```
 //!
+//! A provider plugin is checked against a recorded stream: each `[[provider]]` case has a
+//! file of the body its API sent (e.g. server-sent events), which a server on 127.0.0.1
+//! replays for the plugin's request; the configuration names that server as
+//! `{recorded-server}` (`network = ["{recorded-server}"]`, `settings = { base_url = … }`).
+//!
 //! Each run is in a fresh workspace (under the system's temporary directory, removed after),
 //! with the plugin and the bundled ones, and no user plugins. Calls go through the hooks in
 //! force (as `tool call --with-hooks`); hook cases ask the hooks directly, and a hook that
@@ -64,6 +69,60 @@ pub struct Spec {
     /// Hook decisions.
     #[serde(default)]
     pub hook: Vec<HookCase>,
+    /// Completions against recorded streams.
+    #[serde(default)]
+    pub provider: Vec<ProviderCase>,
+}
+
+/// One completion, answered by a recorded response, and what the plugin should make of it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderCase {
+    /// What the case checks, for the report.
+    pub name: Option<String>,
+    /// `provider/model`.
+    pub model: String,
+    /// The user's message.
+    #[serde(default = "hello")]
+    pub prompt: String,
+    /// The recorded response body, relative to the spec's folder.
+    pub stream: PathBuf,
+    /// Its HTTP status.
+    #[serde(default = "ok_status")]
+    pub status: u16,
+    /// Its content type.
+    #[serde(default = "event_stream")]
+    pub content_type: String,
+    /// The text the stream should give.
+    pub expect_text: Option<String>,
+    /// The tool calls it should give, in order: `{ name, arguments }`.
+    pub expect_tool_calls: Option<Vec<ExpectedToolCall>>,
+    /// How it should end: `stop`, `tool-calls`, `length`, `content-filter`, `other`.
+    pub expect_finish: Option<String>,
+    /// The completion should fail, with a message holding this.
+    pub expect_error: Option<String>,
+}
+
+/// A tool call a stream should give.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedToolCall {
+    /// The tool.
+    pub name: String,
+    /// Its arguments.
+    pub arguments: Value,
+}
+
+fn hello() -> String {
+    "Hello".into()
+}
+
+fn ok_status() -> u16 {
+    200
+}
+
+fn event_stream() -> String {
+    "text/event-stream".into()
 }
 
 /// One tool call and what it should give.
@@ -248,6 +307,16 @@ pub fn read(path: &Path) -> Result<Spec, SpecError> {
             return Err(invalid(format!("[[hook]] number {} names no `tool`", n + 1)));
         }
     }
+    for (n, case) in spec.provider.iter().enumerate() {
+        let expects = case.expect_text.is_some() || case.expect_tool_calls.is_some() || case.expect_finish.is_some();
+        if expects == case.expect_error.is_some() {
+            return Err(invalid(format!(
+                "[[provider]] number {} ({}) must expect either a result (`expect_text`, `expect_tool_calls`, `expect_finish`) or `expect_error`",
+                n + 1,
+                case.model
+            )));
+        }
+    }
     for file in spec.files.keys() {
         let relative = Path::new(file);
         if relative.is_absolute() || relative.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
@@ -331,8 +400,17 @@ pub async fn run(spec: &Spec, folder: &Path) -> Result<Vec<CaseResult>, SpecErro
     if beside.is_file() {
         std::fs::copy(&beside, plugins.join("plugin.toml")).map_err(|e| io(&beside, e))?;
     }
+    let recorded = if spec.provider.is_empty() {
+        None
+    } else {
+        Some(recorded::Server::start().await.map_err(|e| SpecError::Start(format!("cannot start the recorded server: {e}")))?)
+    };
+    let config_text = match &recorded {
+        Some(server) => spec.config.replace(RECORDED_SERVER, &server.url()),
+        None => spec.config.clone(),
+    };
     let config = scratch.0.join("plugboard.toml");
-    std::fs::write(&config, &spec.config).map_err(|e| io(&config, e))?;
+    std::fs::write(&config, config_text).map_err(|e| io(&config, e))?;
     let options = HostOptions {
         workspace: Some(workspace),
         config_file: Some(config),
@@ -372,9 +450,167 @@ pub async fn run(spec: &Spec, folder: &Path) -> Result<Vec<CaseResult>, SpecErro
         let default = format!("{} {}", case.point.hook_point().name(), describe(&case.tool, &case.arguments));
         results.push(CaseResult { label: format!("hook {}", case.name.clone().unwrap_or(default)), differences });
     }
+    for case in &spec.provider {
+        let server = recorded.as_ref().expect("started when there are provider cases");
+        let differences = match std::fs::read(folder.join(&case.stream)) {
+            Ok(body) => {
+                server.answer(case.status, &case.content_type, body);
+                check_provider(host, case).await
+            }
+            Err(e) => vec![format!("cannot read the recorded stream {}: {e}", folder.join(&case.stream).display())],
+        };
+        results.push(CaseResult { label: format!("provider {}", case.name.clone().unwrap_or_else(|| case.model.clone())), differences });
+    }
     drop(runtime);
     let _ = store.close().await;
     Ok(results)
+}
+
+/// What stands for the recorded server's address in `config`.
+const RECORDED_SERVER: &str = "{recorded-server}";
+
+/// What a stream gave.
+#[derive(Default)]
+struct Streamed {
+    text: String,
+    /// By index: name and the arguments' text.
+    calls: BTreeMap<u32, (String, String)>,
+    finish: Option<String>,
+}
+
+/// What differed between a completion over the recorded stream and the case.
+async fn check_provider(host: &crate::runtime::PluginHost, case: &ProviderCase) -> Vec<String> {
+    use crate::runtime::provider::{CompletionRequest, ContentPart, FinishReason, Message, Role, StreamEvent};
+    let request = CompletionRequest {
+        model: String::new(),
+        system: None,
+        messages: vec![Message { role: Role::User, parts: vec![ContentPart::Text(case.prompt.clone())] }],
+        tools: Vec::new(),
+        temperature: None,
+        max_output_tokens: None,
+        options: None,
+    };
+    let mut streamed = Streamed::default();
+    let outcome: Result<(), String> = async {
+        let mut stream = host.complete(&case.model, request).await.map_err(|e| e.to_string())?;
+        while let Some(event) = stream.next().await.map_err(|e| e.to_string())? {
+            match event {
+                StreamEvent::TextDelta(delta) => streamed.text.push_str(&delta),
+                StreamEvent::ToolCallStart(start) => {
+                    streamed.calls.insert(start.index, (start.name, String::new()));
+                }
+                StreamEvent::ToolCallDelta(delta) => streamed.calls.entry(delta.index).or_default().1.push_str(&delta.arguments),
+                StreamEvent::Finish(reason) => {
+                    let reason = match reason {
+                        FinishReason::Stop => "stop",
+                        FinishReason::ToolCalls => "tool-calls",
+                        FinishReason::Length => "length",
+                        FinishReason::ContentFilter => "content-filter",
+                        FinishReason::Other => "other",
+                    };
+                    streamed.finish = Some(reason.to_string());
+                }
+                StreamEvent::ReasoningDelta(_) | StreamEvent::ReasoningSignature(_) | StreamEvent::Usage(_) => {}
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let mut differences = Vec::new();
+    match (outcome, &case.expect_error) {
+        (Err(error), Some(expected)) if !error.contains(expected.as_str()) => {
+            differences.push(format!("error: expected one holding {expected:?}\n        got {error:?}"));
+        }
+        (Err(_), Some(_)) => {}
+        (Ok(()), Some(expected)) => differences.push(format!("expected an error holding {expected:?}, but the stream ended normally")),
+        (Err(error), None) => differences.push(format!("the completion failed: {error}")),
+        (Ok(()), None) => {
+            if let Some(expected) = &case.expect_text
+                && *expected != streamed.text
+            {
+                differences.push(format!("text: expected {expected:?}\n        got      {:?}", streamed.text));
+            }
+            if let Some(expected) = &case.expect_finish
+                && Some(expected) != streamed.finish.as_ref()
+            {
+                differences.push(format!("finish: expected {expected}, got {}", streamed.finish.as_deref().unwrap_or("none")));
+            }
+            if let Some(expected) = &case.expect_tool_calls {
+                let got: Vec<(String, Value)> = streamed
+                    .calls
+                    .into_values()
+                    .map(|(name, arguments)| (name, serde_json::from_str(&arguments).unwrap_or(Value::String(arguments))))
+                    .collect();
+                let wanted: Vec<(String, Value)> = expected.iter().map(|c| (c.name.clone(), c.arguments.clone())).collect();
+                if got != wanted {
+                    differences.push(format!("tool calls: expected {wanted:?}\n        got        {got:?}"));
+                }
+            }
+        }
+    }
+    differences
+}
+
+/// The server on 127.0.0.1 that answers every request with the current case's recording.
+mod recorded {
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::State;
+    use axum::http::{StatusCode, header};
+    use axum::response::{IntoResponse, Response};
+
+    /// What the next requests get.
+    #[derive(Clone, Default)]
+    struct Answer {
+        status: u16,
+        content_type: String,
+        body: Vec<u8>,
+    }
+
+    /// The server; it stops when dropped.
+    pub struct Server {
+        address: std::net::SocketAddr,
+        answer: Arc<Mutex<Answer>>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Server {
+        /// Listens on a free port of 127.0.0.1.
+        pub async fn start() -> std::io::Result<Server> {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+            let address = listener.local_addr()?;
+            let answer = Arc::new(Mutex::new(Answer::default()));
+            let app = axum::Router::new().fallback(replay).with_state(answer.clone());
+            let task = tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            });
+            Ok(Server { address, answer, task })
+        }
+
+        /// `http://127.0.0.1:PORT`.
+        pub fn url(&self) -> String {
+            format!("http://{}", self.address)
+        }
+
+        /// What every request gets from now on.
+        pub fn answer(&self, status: u16, content_type: &str, body: Vec<u8>) {
+            *self.answer.lock().expect("not poisoned") = Answer { status, content_type: content_type.into(), body };
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    /// Answers once the whole request is read (a reply before the client has sent its body
+    /// makes the connection close under it).
+    async fn replay(State(answer): State<Arc<Mutex<Answer>>>, _request: axum::body::Bytes) -> Response {
+        let answer = answer.lock().expect("not poisoned").clone();
+        let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, [(header::CONTENT_TYPE, answer.content_type)], answer.body).into_response()
+    }
 }
 
 /// `tool {"a": 1}`, shortened.
