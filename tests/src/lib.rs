@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use plugboard::app::App;
 use plugboard::runtime::{CallContext, CallError, HostOptions, PluginHost, ToolOutput};
 
-/// Paths of the compiled test plugins.
 pub mod mcp;
+pub mod toolchains;
 
+/// Paths of the compiled test plugins.
 pub mod components {
     include!(concat!(env!("OUT_DIR"), "/test_plugins.rs"));
 }

@@ -157,7 +157,7 @@ fn scripts_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp-clients")
 }
 
-fn run(command: &mut std::process::Command, what: &str) -> Result<String, String> {
+pub(crate) fn run(command: &mut std::process::Command, what: &str) -> Result<String, String> {
     let out = command.output().map_err(|e| format!("{what} could not run: {e}"))?;
     if !out.status.success() {
         return Err(format!("{what} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr)));

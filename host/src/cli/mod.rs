@@ -112,6 +112,15 @@ pub enum Command {
     },
 }
 
+/// The language of a new plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// A Rust crate on plugboard-sdk.
+    Rust,
+    /// A Python project built with componentize-py.
+    Python,
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -285,6 +294,10 @@ pub enum PluginCommand {
         /// A hook plugin (`tool.before` and `tool.after` examples) instead of a tool.
         #[arg(long)]
         hook: bool,
+        /// The language: `rust` (a crate on plugboard-sdk) or `python` (a project built with
+        /// componentize-py).
+        #[arg(long, value_enum, default_value_t = Lang::Rust)]
+        lang: Lang,
         /// The directory to create it in (default: the current directory).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
@@ -415,7 +428,25 @@ fn init_logging(level: &str, format: Option<LogFormat>) -> Result<(), String> {
 const MCP_SETTLE: std::time::Duration = std::time::Duration::from_secs(120);
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Command::Plugin(PluginCommand::New { name, dir, hook, sdk_path }) = &cli.command {
+    if let Command::Plugin(PluginCommand::New { name, dir, hook: false, sdk_path: None, lang: Lang::Python }) = &cli.command {
+        let parent = dir.clone().unwrap_or_else(|| PathBuf::from("."));
+        let created = crate::cli::scaffold::new_python_tool_plugin(name, &parent)?;
+        println!("Created {}. Next (with componentize-py installed: pip install componentize-py):", created.display());
+        println!(
+            "  cd {} && plugboard plugin test     (builds {}.wasm, then runs plugboard-test.toml)",
+            created.display(),
+            name.replace('-', "_")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Plugin(PluginCommand::New { hook, sdk_path, lang: Lang::Python, .. }) = &cli.command {
+        let what = if *hook { "--hook" } else { "--sdk-path" };
+        let why = if sdk_path.is_some() { "--sdk-path is for Rust crates" } else { "the Python scaffold makes tool plugins" };
+        anyhow::bail!(
+            "{what} does not go with --lang python: {why}; for a hook in Python, target the hook-plugin world of `plugboard plugin wit`"
+        );
+    }
+    if let Command::Plugin(PluginCommand::New { name, dir, hook, sdk_path, lang: Lang::Rust }) = &cli.command {
         use crate::cli::scaffold::{self, SdkSource};
         let parent = dir.clone().unwrap_or_else(|| PathBuf::from("."));
         let file = name.replace('-', "_");

@@ -153,6 +153,102 @@ error = "name"
     )
 }
 
+/// The Python helper every Python plugin carries: the schema derived from a dataclass,
+/// arguments checked against it, errors mapped to the WIT's.
+const PYTHON_HELPER: &str = include_str!("../../../sdk/python/plugboard_tool.py");
+
+/// Creates the Python project `name` in `parent/name`: one typed tool (`app.py`), the helper
+/// (`plugboard_tool.py`), the manifest (`plugin.toml`), the WIT package, a spec whose build
+/// is `componentize-py`, and a README.
+pub fn new_python_tool_plugin(name: &str, parent: &Path) -> Result<PathBuf, ScaffoldError> {
+    let tool = name.replace('-', "_");
+    let folder = crate::cli::wit::LINES.last().expect("one line of releases at least").folder;
+    let app = format!(
+        r#""""The `{name}` plugin: one typed tool."""
+
+from dataclasses import dataclass, field
+
+from plugboard_tool import ToolFailure, export, tool
+
+
+@dataclass
+class {camel}Args:
+    # The fields' types and descriptions become the JSON Schema the model sees; a call
+    # whose arguments do not fit it is refused before this code runs, naming the field.
+    name: str = field(metadata={{"description": "Who to greet."}})
+
+
+@tool(description="Greets someone by name.")
+def {tool}(args: {camel}Args, context) -> str:
+    if not args.name.strip():
+        raise ToolFailure("`name` must not be empty")
+    return f"Hello, {{args.name}}!"
+
+
+# The class componentize-py exports: list every tool here.
+Tool = export({tool})
+"#,
+        camel = camel_case(name)
+    );
+    let manifest = format!(
+        r#"# The manifest Plugboard reads beside {tool}.wasm: what this plugin is and asks for.
+id = "{name}"
+version = "0.1.0"
+description = "A Plugboard tool plugin in Python"
+world = "tool-plugin"
+
+# What it asks for; it gets only what the operator also grants in plugboard.toml.
+# filesystem = "read-only" | "read-write"; network = ["https://api.example.com"]; env = ["MY_TOKEN"]
+[capabilities]
+"#
+    );
+    let build = format!(r#"["componentize-py", "-d", "wit/{folder}", "-w", "tool-plugin", "componentize", "app", "-o", "{tool}.wasm"]"#);
+    let spec = format!(
+        r#"# What this plugin should do, checked by `plugboard plugin test` (it builds first).
+plugin = "{tool}.wasm"
+build = {build}
+
+# The configuration the calls run under, as in plugboard.toml: grants, settings, hooks.
+config = """
+[plugins.{name}]
+"""
+
+[[call]]
+name = "greets by name"
+tool = "{tool}"
+arguments = {{ name = "world" }}
+output = "Hello, world!"
+
+[[call]]
+name = "refuses an empty name"
+tool = "{tool}"
+arguments = {{ name = "" }}
+error = "must not be empty"
+
+[[call]]
+name = "names an argument of the wrong type"
+tool = "{tool}"
+arguments = {{ name = 5 }}
+error = "field `name`: expected string"
+"#
+    );
+    let readme = format!(
+        "# {name}\n\nA Plugboard tool plugin in Python, built with [componentize-py](https://pypi.org/project/componentize-py/).\n\n```sh\npip install componentize-py\ncomponentize-py -d wit/{folder} -w tool-plugin componentize app -o {tool}.wasm\nplugboard plugin test                 # builds, then runs plugboard-test.toml\nplugboard tool call --plugins . {tool} '{{\"name\":\"world\"}}'\n```\n\n`plugin.toml` is the manifest: keep it beside `{tool}.wasm`. `wit/` is Plugboard's WIT package (`plugboard plugin wit` writes it again). Only the standard library and pure-Python packages can be bundled.\n"
+    );
+    let dir = new_folder(name, parent)?;
+    let files = [
+        ("app.py", app.as_str()),
+        ("plugboard_tool.py", PYTHON_HELPER),
+        ("plugin.toml", &manifest),
+        ("plugboard-test.toml", &spec),
+        ("README.md", &readme),
+        (".gitignore", "*.wasm\n__pycache__/\n"),
+    ];
+    write_files(&dir, &files)?;
+    crate::cli::wit::write(&dir.join("wit")).map_err(|source| ScaffoldError::Io { path: dir.join("wit"), source })?;
+    Ok(dir)
+}
+
 /// Creates the crate `name` in `parent/name` with example hooks (`tool.before` refuses
 /// recursive deletes, `tool.after` marks outputs), and returns its path.
 pub fn new_hook_plugin(name: &str, parent: &Path, sdk: &SdkSource) -> Result<PathBuf, ScaffoldError> {
@@ -228,15 +324,7 @@ expect_title = "src/main.rs (checked by {name})"
 
 /// Writes a plugin crate: its manifest, build and test settings, and `files`.
 fn write_crate(name: &str, parent: &Path, description: &str, sdk: &SdkSource, files: &[(&str, &str)]) -> Result<PathBuf, ScaffoldError> {
-    let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !valid {
-        return Err(ScaffoldError::InvalidName(name.to_string()));
-    }
-    let dir = parent.join(name);
-    if dir.exists() {
-        return Err(ScaffoldError::Exists(dir));
-    }
+    let dir = new_folder(name, parent)?;
     let sdk = sdk.dependency()?;
     let manifest = format!(
         r#"[package]
@@ -263,13 +351,34 @@ crate-type = ["cdylib"]
     );
     let cargo_config = "[build]\ntarget = \"wasm32-wasip2\"\n\n# `cargo test`: the tests run in a sandbox, then plugboard-test.toml.\n[target.wasm32-wasip2]\nrunner = \"plugboard plugin test-runner\"\n";
     let common = [("Cargo.toml", manifest.as_str()), (".cargo/config.toml", cargo_config), (".gitignore", "/target\n")];
-    for (relative, content) in common.iter().chain(files) {
+    write_files(&dir, &common)?;
+    write_files(&dir, files)?;
+    Ok(dir)
+}
+
+/// `parent/name`, when `name` is a valid plugin id and nothing is there yet.
+fn new_folder(name: &str, parent: &Path) -> Result<PathBuf, ScaffoldError> {
+    let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !valid {
+        return Err(ScaffoldError::InvalidName(name.to_string()));
+    }
+    let dir = parent.join(name);
+    if dir.exists() {
+        return Err(ScaffoldError::Exists(dir));
+    }
+    Ok(dir)
+}
+
+/// Writes `files` (relative path, content) beneath `dir`.
+fn write_files(dir: &Path, files: &[(&str, &str)]) -> Result<(), ScaffoldError> {
+    for (relative, content) in files {
         let path = dir.join(relative);
         std::fs::create_dir_all(path.parent().expect("files have a parent"))
             .map_err(|source| ScaffoldError::Io { path: path.clone(), source })?;
         std::fs::write(&path, content).map_err(|source| ScaffoldError::Io { path: path.clone(), source })?;
     }
-    Ok(dir)
+    Ok(())
 }
 
 fn camel_case(name: &str) -> String {
@@ -297,6 +406,17 @@ mod tests {
         let lib = std::fs::read_to_string(hook.join("src/lib.rs")).unwrap();
         assert!(lib.contains("export_hooks!") && lib.contains("tool_before: guard") && lib.contains("checked by guard-rails"));
         assert_eq!(crate::cli::plugin_test::read(&hook.join("plugboard-test.toml")).unwrap().hook.len(), 3);
+        let python = new_python_tool_plugin("py-greeter", &parent).unwrap();
+        let app = std::fs::read_to_string(python.join("app.py")).unwrap();
+        assert!(
+            app.contains("class PyGreeterArgs:") && app.contains("def py_greeter(") && app.contains("Tool = export(py_greeter)"),
+            "{app}"
+        );
+        let spec = crate::cli::plugin_test::read(&python.join("plugboard-test.toml")).unwrap();
+        assert_eq!((spec.plugin.as_path(), spec.build[0].as_str()), (Path::new("py_greeter.wasm"), "componentize-py"));
+        assert!(python.join("wit/since_v0.1.0/tool.wit").is_file() && python.join("plugboard_tool.py").is_file());
+        let manifest = std::fs::read_to_string(python.join("plugin.toml")).unwrap();
+        assert!(manifest.contains("id = \"py-greeter\"") && manifest.contains("world = \"tool-plugin\""), "{manifest}");
         let not_sdk = new_tool_plugin("other", &parent, &SdkSource::Path(parent.clone()));
         assert!(matches!(not_sdk, Err(ScaffoldError::NotSdk(_))), "{not_sdk:?}");
         assert!(matches!(new_hook_plugin("Bad", &parent, &SdkSource::published()), Err(ScaffoldError::InvalidName(_))));

@@ -7,6 +7,7 @@ mod first_party;
 mod hooks;
 mod hostile;
 mod http;
+mod languages;
 mod lifecycle;
 mod mcp;
 mod mcp_sources;
