@@ -166,7 +166,7 @@ pub(crate) fn run(command: &mut std::process::Command, what: &str) -> Result<Str
 }
 
 /// Installs `package` at `version` under `prefix` with npm, unless it is there already.
-fn npm_install(prefix: &std::path::Path, package: &str, version: &str, needed_by: &str) -> Result<(), String> {
+pub(crate) fn npm_install(prefix: &std::path::Path, package: &str, version: &str, needed_by: &str) -> Result<(), String> {
     let manifest = prefix.join("node_modules").join(package).join("package.json");
     if std::fs::read_to_string(&manifest).is_ok_and(|p| p.contains(&format!("\"version\": \"{version}\""))) {
         return Ok(());

@@ -40,3 +40,18 @@ pub fn componentize_py() -> Result<PathBuf, String> {
         })
         .clone()
 }
+
+static COMPONENTIZE_JS_INSTALL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+
+/// A `node_modules` folder holding componentize-js at the version the JavaScript scaffold
+/// pins (`plugboard::cli::scaffold::COMPONENTIZE_JS`).
+pub fn componentize_js() -> Result<PathBuf, String> {
+    COMPONENTIZE_JS_INSTALL
+        .get_or_init(|| {
+            let prefix = toolchains_dir().join("node");
+            let version = plugboard::cli::scaffold::COMPONENTIZE_JS;
+            crate::mcp::npm_install(&prefix, "@bytecodealliance/componentize-js", version, "the JavaScript plugin tests")?;
+            Ok(prefix.join("node_modules"))
+        })
+        .clone()
+}

@@ -119,6 +119,8 @@ pub enum Lang {
     Rust,
     /// A Python project built with componentize-py.
     Python,
+    /// A JavaScript project built with componentize-js.
+    Js,
 }
 
 /// How log lines are written.
@@ -294,8 +296,8 @@ pub enum PluginCommand {
         /// A hook plugin (`tool.before` and `tool.after` examples) instead of a tool.
         #[arg(long)]
         hook: bool,
-        /// The language: `rust` (a crate on plugboard-sdk) or `python` (a project built with
-        /// componentize-py).
+        /// The language: `rust` (a crate on plugboard-sdk), `python` (a project built with
+        /// componentize-py) or `js` (a project built with componentize-js).
         #[arg(long, value_enum, default_value_t = Lang::Rust)]
         lang: Lang,
         /// The directory to create it in (default: the current directory).
@@ -439,12 +441,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    if let Command::Plugin(PluginCommand::New { hook, sdk_path, lang: Lang::Python, .. }) = &cli.command {
-        let what = if *hook { "--hook" } else { "--sdk-path" };
-        let why = if sdk_path.is_some() { "--sdk-path is for Rust crates" } else { "the Python scaffold makes tool plugins" };
-        anyhow::bail!(
-            "{what} does not go with --lang python: {why}; for a hook in Python, target the hook-plugin world of `plugboard plugin wit`"
+    if let Command::Plugin(PluginCommand::New { name, dir, hook: false, sdk_path: None, lang: Lang::Js }) = &cli.command {
+        let parent = dir.clone().unwrap_or_else(|| PathBuf::from("."));
+        let created = crate::cli::scaffold::new_js_tool_plugin(name, &parent)?;
+        println!("Created {}. Next (with Node.js and npm):", created.display());
+        println!(
+            "  cd {} && npm install && plugboard plugin test     (builds {}.wasm, then runs plugboard-test.toml)",
+            created.display(),
+            name.replace('-', "_")
         );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Plugin(PluginCommand::New { hook, lang: lang @ (Lang::Python | Lang::Js), .. }) = &cli.command {
+        let lang = if *lang == Lang::Python { "python" } else { "js" };
+        let (what, why) =
+            if *hook { ("--hook", "the scaffold makes tool plugins in this language") } else { ("--sdk-path", "it is for Rust crates") };
+        anyhow::bail!("{what} does not go with --lang {lang}: {why}; for a hook, target the hook-plugin world of `plugboard plugin wit`");
     }
     if let Command::Plugin(PluginCommand::New { name, dir, hook, sdk_path, lang: Lang::Rust }) = &cli.command {
         use crate::cli::scaffold::{self, SdkSource};

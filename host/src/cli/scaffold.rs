@@ -249,6 +249,118 @@ error = "field `name`: expected string"
     Ok(dir)
 }
 
+/// The JavaScript helper and build script every JavaScript plugin carries.
+const JS_HELPER: &str = include_str!("../../../sdk/js/plugboard-tool.js");
+const JS_BUILD: &str = include_str!("../../../sdk/js/build.mjs");
+
+/// The componentize-js release a JavaScript plugin builds with.
+pub const COMPONENTIZE_JS: &str = "0.23.0";
+
+/// Creates the JavaScript project `name` in `parent/name`: one typed tool (`app.js`), the
+/// helper (`plugboard-tool.js`), `build.mjs` and `package.json` (componentize-js from npm),
+/// the manifest (`plugin.toml`), the WIT package, a spec and a README.
+pub fn new_js_tool_plugin(name: &str, parent: &Path) -> Result<PathBuf, ScaffoldError> {
+    let tool = name.replace('-', "_");
+    let app = format!(
+        r#"// The `{name}` plugin: one typed tool.
+import {{ defineTool, exportTools, ToolFailure }} from "./plugboard-tool.js";
+
+const {tool} = defineTool({{
+  name: "{tool}",
+  description: "Greets someone by name.",
+  // The JSON Schema the model sees; a call whose arguments do not fit it is refused
+  // before `run`, naming the field.
+  parameters: {{
+    type: "object",
+    properties: {{ name: {{ type: "string", description: "Who to greet." }} }},
+    required: ["name"],
+    additionalProperties: false,
+  }},
+  run(args, context) {{
+    if (!args.name.trim()) throw new ToolFailure("`name` must not be empty");
+    return `Hello, ${{args.name}}!`;
+  }},
+}});
+
+// The `tool` interface componentize-js exports: list every tool here.
+export const tool = exportTools({tool});
+"#
+    );
+    let package = format!(
+        r#"{{
+  "name": "{name}",
+  "version": "0.1.0",
+  "private": true,
+  "type": "module",
+  "scripts": {{
+    "build": "node build.mjs {tool}.wasm"
+  }},
+  "devDependencies": {{
+    "@bytecodealliance/componentize-js": "{COMPONENTIZE_JS}"
+  }}
+}}
+"#
+    );
+    let manifest = format!(
+        r#"# The manifest Plugboard reads beside {tool}.wasm: what this plugin is and asks for.
+id = "{name}"
+version = "0.1.0"
+description = "A Plugboard tool plugin in JavaScript"
+world = "tool-plugin"
+
+# What it asks for; it gets only what the operator also grants in plugboard.toml.
+# process = ["git *"]; env = ["MY_TOKEN"]
+[capabilities]
+"#
+    );
+    let spec = format!(
+        r#"# What this plugin should do, checked by `plugboard plugin test` (it builds first).
+plugin = "{tool}.wasm"
+build = ["npm", "run", "build"]
+
+# The configuration the calls run under, as in plugboard.toml: grants, settings, hooks.
+config = """
+[plugins.{name}]
+"""
+
+[[call]]
+name = "greets by name"
+tool = "{tool}"
+arguments = {{ name = "world" }}
+output = "Hello, world!"
+
+[[call]]
+name = "refuses an empty name"
+tool = "{tool}"
+arguments = {{ name = "" }}
+error = "must not be empty"
+
+[[call]]
+name = "names an argument of the wrong type"
+tool = "{tool}"
+arguments = {{ name = 5 }}
+error = "field `name`: expected string"
+"#
+    );
+    let readme = format!(
+        "# {name}\n\nA Plugboard tool plugin in JavaScript, built with [componentize-js](https://www.npmjs.com/package/@bytecodealliance/componentize-js).\n\n```sh\nnpm install\nnpm run build                         # builds {tool}.wasm\nplugboard plugin test                 # builds, then runs plugboard-test.toml\nplugboard tool call --plugins . {tool} '{{\"name\":\"world\"}}'\n```\n\n`plugin.toml` is the manifest: keep it beside `{tool}.wasm`. `wit/` is Plugboard's WIT package (`plugboard plugin wit` writes it again). `app.js` may import other modules; they are bundled into the component.\n"
+    );
+    let dir = new_folder(name, parent)?;
+    let files = [
+        ("app.js", app.as_str()),
+        ("plugboard-tool.js", JS_HELPER),
+        ("build.mjs", JS_BUILD),
+        ("package.json", &package),
+        ("plugin.toml", &manifest),
+        ("plugboard-test.toml", &spec),
+        ("README.md", &readme),
+        (".gitignore", "node_modules/\n*.wasm\n"),
+    ];
+    write_files(&dir, &files)?;
+    crate::cli::wit::write(&dir.join("wit")).map_err(|source| ScaffoldError::Io { path: dir.join("wit"), source })?;
+    Ok(dir)
+}
+
 /// Creates the crate `name` in `parent/name` with example hooks (`tool.before` refuses
 /// recursive deletes, `tool.after` marks outputs), and returns its path.
 pub fn new_hook_plugin(name: &str, parent: &Path, sdk: &SdkSource) -> Result<PathBuf, ScaffoldError> {
@@ -417,6 +529,12 @@ mod tests {
         assert!(python.join("wit/since_v0.1.0/tool.wit").is_file() && python.join("plugboard_tool.py").is_file());
         let manifest = std::fs::read_to_string(python.join("plugin.toml")).unwrap();
         assert!(manifest.contains("id = \"py-greeter\"") && manifest.contains("world = \"tool-plugin\""), "{manifest}");
+        let js = new_js_tool_plugin("js-greeter", &parent).unwrap();
+        let app = std::fs::read_to_string(js.join("app.js")).unwrap();
+        assert!(app.contains("name: \"js_greeter\"") && app.contains("export const tool = exportTools(js_greeter);"), "{app}");
+        let package: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(js.join("package.json")).unwrap()).unwrap();
+        assert_eq!(package["devDependencies"]["@bytecodealliance/componentize-js"], COMPONENTIZE_JS);
+        assert_eq!(crate::cli::plugin_test::read(&js.join("plugboard-test.toml")).unwrap().build, ["npm", "run", "build"]);
         let not_sdk = new_tool_plugin("other", &parent, &SdkSource::Path(parent.clone()));
         assert!(matches!(not_sdk, Err(ScaffoldError::NotSdk(_))), "{not_sdk:?}");
         assert!(matches!(new_hook_plugin("Bad", &parent, &SdkSource::published()), Err(ScaffoldError::InvalidName(_))));
