@@ -1,17 +1,20 @@
 // Builds the plugin: app.js (with what it imports) into a WebAssembly component for the
-// `tool-plugin` world of wit/, with componentize-js. Usage: node build.mjs OUT.wasm
+// world its plugin.toml names (`tool-plugin` or `hook-plugin`) in wit/, with
+// componentize-js. Usage: node build.mjs OUT.wasm
 import { componentize } from "@bytecodealliance/componentize-js";
-import { readdirSync, writeFileSync } from "node:fs";
+import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
 const out = process.argv[2] || "plugin.wasm";
 // The newest line of WIT releases Plugboard serves (`plugboard plugin wit` writes them).
 const line = readdirSync(`${here}wit`).filter((d) => d.startsWith("since_v")).sort().at(-1);
+const world = /^world\s*=\s*"([a-z-]+)"/m.exec(readFileSync(`${here}plugin.toml`, "utf8"))?.[1];
+if (!world) throw new Error("plugin.toml names no world: add e.g. world = \"tool-plugin\"");
 const { component } = await componentize({
   sourcePath: `${here}app.js`,
   witPath: `${here}wit/${line}`,
-  worldName: "tool-plugin",
+  worldName: world,
   // Plugins reach the network through wasi:http only when granted; this one needs no fetch.
   disableFeatures: ["http", "fetch-event"],
 });

@@ -430,33 +430,31 @@ fn init_logging(level: &str, format: Option<LogFormat>) -> Result<(), String> {
 const MCP_SETTLE: std::time::Duration = std::time::Duration::from_secs(120);
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Command::Plugin(PluginCommand::New { name, dir, hook: false, sdk_path: None, lang: Lang::Python }) = &cli.command {
+    if let Command::Plugin(PluginCommand::New { name, dir, hook, sdk_path: None, lang: lang @ (Lang::Python | Lang::Js) }) = &cli.command {
+        use crate::cli::scaffold;
         let parent = dir.clone().unwrap_or_else(|| PathBuf::from("."));
-        let created = crate::cli::scaffold::new_python_tool_plugin(name, &parent)?;
-        println!("Created {}. Next (with componentize-py installed: pip install componentize-py):", created.display());
+        let created = match (lang, hook) {
+            (Lang::Python, false) => scaffold::new_python_tool_plugin(name, &parent)?,
+            (Lang::Python, true) => scaffold::new_python_hook_plugin(name, &parent)?,
+            (_, false) => scaffold::new_js_tool_plugin(name, &parent)?,
+            (_, true) => scaffold::new_js_hook_plugin(name, &parent)?,
+        };
+        let (needs, first) = if *lang == Lang::Python {
+            ("componentize-py installed: pip install componentize-py", "")
+        } else {
+            ("Node.js and npm", "npm install && ")
+        };
+        println!("Created {}. Next (with {needs}):", created.display());
         println!(
-            "  cd {} && plugboard plugin test     (builds {}.wasm, then runs plugboard-test.toml)",
+            "  cd {} && {first}plugboard plugin test     (builds {}.wasm, then runs plugboard-test.toml)",
             created.display(),
             name.replace('-', "_")
         );
         return Ok(ExitCode::SUCCESS);
     }
-    if let Command::Plugin(PluginCommand::New { name, dir, hook: false, sdk_path: None, lang: Lang::Js }) = &cli.command {
-        let parent = dir.clone().unwrap_or_else(|| PathBuf::from("."));
-        let created = crate::cli::scaffold::new_js_tool_plugin(name, &parent)?;
-        println!("Created {}. Next (with Node.js and npm):", created.display());
-        println!(
-            "  cd {} && npm install && plugboard plugin test     (builds {}.wasm, then runs plugboard-test.toml)",
-            created.display(),
-            name.replace('-', "_")
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    if let Command::Plugin(PluginCommand::New { hook, lang: lang @ (Lang::Python | Lang::Js), .. }) = &cli.command {
+    if let Command::Plugin(PluginCommand::New { lang: lang @ (Lang::Python | Lang::Js), .. }) = &cli.command {
         let lang = if *lang == Lang::Python { "python" } else { "js" };
-        let (what, why) =
-            if *hook { ("--hook", "the scaffold makes tool plugins in this language") } else { ("--sdk-path", "it is for Rust crates") };
-        anyhow::bail!("{what} does not go with --lang {lang}: {why}; for a hook, target the hook-plugin world of `plugboard plugin wit`");
+        anyhow::bail!("--sdk-path does not go with --lang {lang}: it names plugboard-sdk, for Rust crates");
     }
     if let Command::Plugin(PluginCommand::New { name, dir, hook, sdk_path, lang: Lang::Rust }) = &cli.command {
         use crate::cli::scaffold::{self, SdkSource};

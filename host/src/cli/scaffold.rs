@@ -190,52 +190,17 @@ Tool = export({tool})
 "#,
         camel = camel_case(name)
     );
-    let manifest = format!(
-        r#"# The manifest Plugboard reads beside {tool}.wasm: what this plugin is and asks for.
-id = "{name}"
-version = "0.1.0"
-description = "A Plugboard tool plugin in Python"
-world = "tool-plugin"
-
-# What it asks for; it gets only what the operator also grants in plugboard.toml.
-# filesystem = "read-only" | "read-write"; network = ["https://api.example.com"]; env = ["MY_TOKEN"]
-[capabilities]
-"#
+    let manifest = guest_manifest(
+        name,
+        &tool,
+        "Python",
+        "filesystem = \"read-only\" | \"read-write\"; network = [\"https://api.example.com\"]; env = [\"MY_TOKEN\"]",
     );
     let build = format!(r#"["componentize-py", "-d", "wit/{folder}", "-w", "tool-plugin", "componentize", "app", "-o", "{tool}.wasm"]"#);
-    let spec = format!(
-        r#"# What this plugin should do, checked by `plugboard plugin test` (it builds first).
-plugin = "{tool}.wasm"
-build = {build}
-
-# The configuration the calls run under, as in plugboard.toml: grants, settings, hooks.
-config = """
-[plugins.{name}]
-"""
-
-[[call]]
-name = "greets by name"
-tool = "{tool}"
-arguments = {{ name = "world" }}
-output = "Hello, world!"
-
-[[call]]
-name = "refuses an empty name"
-tool = "{tool}"
-arguments = {{ name = "" }}
-error = "must not be empty"
-
-[[call]]
-name = "names an argument of the wrong type"
-tool = "{tool}"
-arguments = {{ name = 5 }}
-error = "field `name`: expected string"
-"#
-    );
+    let spec = guest_spec(name, &tool, &build);
     let readme = format!(
         "# {name}\n\nA Plugboard tool plugin in Python, built with [componentize-py](https://pypi.org/project/componentize-py/).\n\n```sh\npip install componentize-py\ncomponentize-py -d wit/{folder} -w tool-plugin componentize app -o {tool}.wasm\nplugboard plugin test                 # builds, then runs plugboard-test.toml\nplugboard tool call --plugins . {tool} '{{\"name\":\"world\"}}'\n```\n\n`plugin.toml` is the manifest: keep it beside `{tool}.wasm`. `wit/` is Plugboard's WIT package (`plugboard plugin wit` writes it again). Only the standard library and pure-Python packages can be bundled.\n"
     );
-    let dir = new_folder(name, parent)?;
     let files = [
         ("app.py", app.as_str()),
         ("plugboard_tool.py", PYTHON_HELPER),
@@ -244,9 +209,7 @@ error = "field `name`: expected string"
         ("README.md", &readme),
         (".gitignore", "*.wasm\n__pycache__/\n"),
     ];
-    write_files(&dir, &files)?;
-    crate::cli::wit::write(&dir.join("wit")).map_err(|source| ScaffoldError::Io { path: dir.join("wit"), source })?;
-    Ok(dir)
+    write_guest_project(name, parent, &files)
 }
 
 /// The JavaScript helper and build script every JavaScript plugin carries.
@@ -255,6 +218,115 @@ const JS_BUILD: &str = include_str!("../../../sdk/js/build.mjs");
 
 /// The componentize-js release a JavaScript plugin builds with.
 pub const COMPONENTIZE_JS: &str = "0.23.0";
+
+/// The Python hook helper (`export_hooks`, `Deny`, `Rewrite`).
+const PYTHON_HOOK_HELPER: &str = include_str!("../../../sdk/python/plugboard_hook.py");
+/// The JavaScript hook helper (`exportHooks`).
+const JS_HOOK_HELPER: &str = include_str!("../../../sdk/js/plugboard-hook.js");
+
+/// Creates the Python hook project `name` in `parent/name`: `tool.before` refuses recursive
+/// deletes, `tool.after` marks titles (as the Rust hook scaffold), built with componentize-py.
+pub fn new_python_hook_plugin(name: &str, parent: &Path) -> Result<PathBuf, ScaffoldError> {
+    let file = name.replace('-', "_");
+    let folder = crate::cli::wit::LINES.last().expect("one line of releases at least").folder;
+    let app = format!(
+        r#""""The `{name}` hook plugin: one plain function per hook point."""
+
+from plugboard_hook import Deny, export_hooks
+
+
+def guard(context, tool, arguments):
+    """Refuses shell commands that delete recursively, whatever the permission rules say."""
+    if tool == "shell" and "rm -rf" in str(arguments.get("command", "")):
+        return Deny("recursive deletes are not allowed here")
+    return None
+
+
+def mark(context, tool, arguments, result):
+    """Notes in each call's title that this hook saw it."""
+    return {{"title": f"{{result.title or ''}} (checked by {name})".strip()}}
+
+
+# The class componentize-py exports: only the points given here are called.
+Hooks = export_hooks(tool_before=guard, tool_after=mark)
+"#
+    );
+    let manifest = guest_manifest_of(name, &file, "Python", "hook-plugin", "filesystem = \"read-only\"; process = [\"git *\"]");
+    let build = format!(r#"["componentize-py", "-d", "wit/{folder}", "-w", "hook-plugin", "componentize", "app", "-o", "{file}.wasm"]"#);
+    let spec = hook_spec(name, &format!("{file}.wasm"), &build);
+    let readme = format!(
+        "# {name}\n\nA Plugboard hook plugin in Python, built with componentize-py.\n\n```sh\npip install componentize-py\nplugboard plugin test                 # builds {file}.wasm, then checks the hooks' decisions\n```\n\nKeep `plugin.toml` beside `{file}.wasm`; its order and strictness are set in `plugboard.toml`: `[hooks.{name}] priority = 0, fail_closed = false`.\n"
+    );
+    let files = [
+        ("app.py", app.as_str()),
+        ("plugboard_hook.py", PYTHON_HOOK_HELPER),
+        ("plugin.toml", &manifest),
+        ("plugboard-test.toml", &spec),
+        ("README.md", &readme),
+        (".gitignore", "*.wasm\n__pycache__/\n"),
+    ];
+    write_guest_project(name, parent, &files)
+}
+
+/// Creates the JavaScript hook project `name` in `parent/name`, as
+/// [`new_python_hook_plugin`] does in Python, built with componentize-js.
+pub fn new_js_hook_plugin(name: &str, parent: &Path) -> Result<PathBuf, ScaffoldError> {
+    let file = name.replace('-', "_");
+    let app = format!(
+        r#"// The `{name}` hook plugin: one plain function per hook point.
+import {{ exportHooks }} from "./plugboard-hook.js";
+
+// The `hooks` interface componentize-js exports: only the points given here are called.
+export const hooks = exportHooks({{
+  // Refuses shell commands that delete recursively, whatever the permission rules say.
+  toolBefore(context, call) {{
+    if (call.tool === "shell" && String(call.args.command ?? "").includes("rm -rf")) {{
+      return {{ deny: "recursive deletes are not allowed here" }};
+    }}
+  }},
+  // Notes in each call's title that this hook saw it.
+  toolAfter(context, call, result) {{
+    return {{ title: `${{result.title ?? ""}} (checked by {name})`.trim() }};
+  }},
+}});
+"#
+    );
+    let manifest = guest_manifest_of(name, &file, "JavaScript", "hook-plugin", "process = [\"git *\"]");
+    let spec = hook_spec(name, &format!("{file}.wasm"), r#"["npm", "run", "build"]"#);
+    let readme = format!(
+        "# {name}\n\nA Plugboard hook plugin in JavaScript, built with componentize-js.\n\n```sh\nnpm install\nplugboard plugin test                 # builds {file}.wasm, then checks the hooks' decisions\n```\n\nKeep `plugin.toml` beside `{file}.wasm`; its order and strictness are set in `plugboard.toml`: `[hooks.{name}] priority = 0, fail_closed = false`.\n"
+    );
+    let files = [
+        ("app.js", app.as_str()),
+        ("plugboard-hook.js", JS_HOOK_HELPER),
+        ("build.mjs", JS_BUILD),
+        ("package.json", &js_package(name, &file)),
+        ("plugin.toml", &manifest),
+        ("plugboard-test.toml", &spec),
+        ("README.md", &readme),
+        (".gitignore", "node_modules/\n*.wasm\n"),
+    ];
+    write_guest_project(name, parent, &files)
+}
+
+/// The `package.json` of a JavaScript plugin: `npm run build` makes `<file>.wasm`.
+fn js_package(name: &str, file: &str) -> String {
+    format!(
+        r#"{{
+  "name": "{name}",
+  "version": "0.1.0",
+  "private": true,
+  "type": "module",
+  "scripts": {{
+    "build": "node build.mjs {file}.wasm"
+  }},
+  "devDependencies": {{
+    "@bytecodealliance/componentize-js": "{COMPONENTIZE_JS}"
+  }}
+}}
+"#
+    )
+}
 
 /// Creates the JavaScript project `name` in `parent/name`: one typed tool (`app.js`), the
 /// helper (`plugboard-tool.js`), `build.mjs` and `package.json` (componentize-js from npm),
@@ -286,37 +358,89 @@ const {tool} = defineTool({{
 export const tool = exportTools({tool});
 "#
     );
-    let package = format!(
-        r#"{{
-  "name": "{name}",
-  "version": "0.1.0",
-  "private": true,
-  "type": "module",
-  "scripts": {{
-    "build": "node build.mjs {tool}.wasm"
-  }},
-  "devDependencies": {{
-    "@bytecodealliance/componentize-js": "{COMPONENTIZE_JS}"
-  }}
-}}
-"#
+    let package = js_package(name, &tool);
+    let manifest = guest_manifest(name, &tool, "JavaScript", "process = [\"git *\"]; env = [\"MY_TOKEN\"]");
+    let spec = guest_spec(name, &tool, r#"["npm", "run", "build"]"#);
+    let readme = format!(
+        "# {name}\n\nA Plugboard tool plugin in JavaScript, built with [componentize-js](https://www.npmjs.com/package/@bytecodealliance/componentize-js).\n\n```sh\nnpm install\nnpm run build                         # builds {tool}.wasm\nplugboard plugin test                 # builds, then runs plugboard-test.toml\nplugboard tool call --plugins . {tool} '{{\"name\":\"world\"}}'\n```\n\n`plugin.toml` is the manifest: keep it beside `{tool}.wasm`. `wit/` is Plugboard's WIT package (`plugboard plugin wit` writes it again). `app.js` may import other modules; they are bundled into the component.\n"
     );
-    let manifest = format!(
-        r#"# The manifest Plugboard reads beside {tool}.wasm: what this plugin is and asks for.
+    let files = [
+        ("app.js", app.as_str()),
+        ("plugboard-tool.js", JS_HELPER),
+        ("build.mjs", JS_BUILD),
+        ("package.json", &package),
+        ("plugin.toml", &manifest),
+        ("plugboard-test.toml", &spec),
+        ("README.md", &readme),
+        (".gitignore", "node_modules/\n*.wasm\n"),
+    ];
+    write_guest_project(name, parent, &files)
+}
+
+/// The `plugin.toml` of a tool plugin in `language` (beside its `.wasm`, as the SDK embeds
+/// it in a Rust plugin), with `hint` naming the capabilities it may ask for.
+fn guest_manifest(name: &str, tool: &str, language: &str, hint: &str) -> String {
+    guest_manifest_of(name, tool, language, "tool-plugin", hint)
+}
+
+/// The `plugin.toml` of a plugin of `world` in `language`.
+fn guest_manifest_of(name: &str, file: &str, language: &str, world: &str, hint: &str) -> String {
+    let kind = if world == "hook-plugin" { "hook" } else { "tool" };
+    format!(
+        r#"# The manifest Plugboard reads beside {file}.wasm: what this plugin is and asks for.
 id = "{name}"
 version = "0.1.0"
-description = "A Plugboard tool plugin in JavaScript"
-world = "tool-plugin"
+description = "A Plugboard {kind} plugin in {language}"
+world = "{world}"
 
 # What it asks for; it gets only what the operator also grants in plugboard.toml.
-# process = ["git *"]; env = ["MY_TOKEN"]
+# {hint}
 [capabilities]
 "#
-    );
-    let spec = format!(
+    )
+}
+
+/// The `plugboard-test.toml` of a scaffolded hook plugin (every language's template refuses
+/// `rm -rf` and marks titles): `plugin` built by `build` (a TOML array).
+fn hook_spec(name: &str, plugin: &str, build: &str) -> String {
+    format!(
+        r#"# What this hook should decide, checked by `plugboard plugin test`.
+plugin = "{plugin}"
+build = {build}
+
+[[hook]]
+name = "refuses a recursive delete"
+point = "tool.before"
+tool = "shell"
+arguments = {{ command = "rm -rf build" }}
+decision = "deny"
+reason = "recursive deletes"
+
+[[hook]]
+name = "lets other commands run"
+point = "tool.before"
+tool = "shell"
+arguments = {{ command = "ls" }}
+decision = "allow"
+
+[[hook]]
+name = "marks what it saw"
+point = "tool.after"
+tool = "read"
+text = "1\tfn main() {{}}"
+title = "src/main.rs"
+expect_title = "src/main.rs (checked by {name})"
+"#
+    )
+}
+
+/// The `plugboard-test.toml` of a scaffolded tool plugin in another language, built by
+/// `build` (a TOML array) into `<tool>.wasm`.
+fn guest_spec(name: &str, tool: &str, build: &str) -> String {
+    format!(
         r#"# What this plugin should do, checked by `plugboard plugin test` (it builds first).
 plugin = "{tool}.wasm"
-build = ["npm", "run", "build"]
+build = {build}
 
 # The configuration the calls run under, as in plugboard.toml: grants, settings, hooks.
 config = """
@@ -341,22 +465,13 @@ tool = "{tool}"
 arguments = {{ name = 5 }}
 error = "field `name`: expected string"
 "#
-    );
-    let readme = format!(
-        "# {name}\n\nA Plugboard tool plugin in JavaScript, built with [componentize-js](https://www.npmjs.com/package/@bytecodealliance/componentize-js).\n\n```sh\nnpm install\nnpm run build                         # builds {tool}.wasm\nplugboard plugin test                 # builds, then runs plugboard-test.toml\nplugboard tool call --plugins . {tool} '{{\"name\":\"world\"}}'\n```\n\n`plugin.toml` is the manifest: keep it beside `{tool}.wasm`. `wit/` is Plugboard's WIT package (`plugboard plugin wit` writes it again). `app.js` may import other modules; they are bundled into the component.\n"
-    );
+    )
+}
+
+/// Writes a project in another language: `files`, and the WIT package under `wit/`.
+fn write_guest_project(name: &str, parent: &Path, files: &[(&str, &str)]) -> Result<PathBuf, ScaffoldError> {
     let dir = new_folder(name, parent)?;
-    let files = [
-        ("app.js", app.as_str()),
-        ("plugboard-tool.js", JS_HELPER),
-        ("build.mjs", JS_BUILD),
-        ("package.json", &package),
-        ("plugin.toml", &manifest),
-        ("plugboard-test.toml", &spec),
-        ("README.md", &readme),
-        (".gitignore", "node_modules/\n*.wasm\n"),
-    ];
-    write_files(&dir, &files)?;
+    write_files(&dir, files)?;
     crate::cli::wit::write(&dir.join("wit")).map_err(|source| ScaffoldError::Io { path: dir.join("wit"), source })?;
     Ok(dir)
 }
@@ -393,35 +508,7 @@ plugboard_sdk::export_hooks! {{
 }}
 "#
     );
-    let spec = format!(
-        r#"# What this hook should decide, checked by `plugboard plugin test` (and by `cargo test`).
-plugin = "{{cargo-target}}/wasm32-wasip2/release/{file}.wasm"
-build = ["cargo", "build", "--release"]
-
-[[hook]]
-name = "refuses a recursive delete"
-point = "tool.before"
-tool = "shell"
-arguments = {{ command = "rm -rf build" }}
-decision = "deny"
-reason = "recursive deletes"
-
-[[hook]]
-name = "lets other commands run"
-point = "tool.before"
-tool = "shell"
-arguments = {{ command = "ls" }}
-decision = "allow"
-
-[[hook]]
-name = "marks what it saw"
-point = "tool.after"
-tool = "read"
-text = "1\tfn main() {{}}"
-title = "src/main.rs"
-expect_title = "src/main.rs (checked by {name})"
-"#
-    );
+    let spec = hook_spec(name, &format!("{{cargo-target}}/wasm32-wasip2/release/{file}.wasm"), r#"["cargo", "build", "--release"]"#);
     let readme = format!(
         "# {name}\n\nA Plugboard hook plugin.\n\n```sh\ncargo build --release                 # builds target/wasm32-wasip2/release/{file}.wasm\ncargo test                            # plugboard-test.toml: the hooks' decisions on given drafts\nplugboard plugin inspect target/wasm32-wasip2/release/{file}.wasm\ncp target/wasm32-wasip2/release/{file}.wasm ../my-workspace/.plugboard/plugins/   # a running server picks it up\n```\n\nIts order and strictness are set in `plugboard.toml`: `[hooks.{name}] priority = 0, fail_closed = false`.\n"
     );
@@ -535,6 +622,11 @@ mod tests {
         let package: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(js.join("package.json")).unwrap()).unwrap();
         assert_eq!(package["devDependencies"]["@bytecodealliance/componentize-js"], COMPONENTIZE_JS);
         assert_eq!(crate::cli::plugin_test::read(&js.join("plugboard-test.toml")).unwrap().build, ["npm", "run", "build"]);
+        for hook in [new_python_hook_plugin("py-guard", &parent).unwrap(), new_js_hook_plugin("js-guard", &parent).unwrap()] {
+            let spec = crate::cli::plugin_test::read(&hook.join("plugboard-test.toml")).unwrap();
+            assert_eq!(spec.hook.len(), 3);
+            assert!(std::fs::read_to_string(hook.join("plugin.toml")).unwrap().contains("world = \"hook-plugin\""));
+        }
         let not_sdk = new_tool_plugin("other", &parent, &SdkSource::Path(parent.clone()));
         assert!(matches!(not_sdk, Err(ScaffoldError::NotSdk(_))), "{not_sdk:?}");
         assert!(matches!(new_hook_plugin("Bad", &parent, &SdkSource::published()), Err(ScaffoldError::InvalidName(_))));
