@@ -105,7 +105,8 @@ impl DirectCallError {
 pub struct DirectCall {
     /// The result, after the hooks.
     pub result: Result<ToolOutput, DirectCallError>,
-    /// The `tool.state` event that recorded how it ended (0 when it could not be recorded).
+    /// The `tool.state` event that recorded how it ended (0 when it could not be recorded:
+    /// the result stands, and a warning says so).
     pub seq: i64,
 }
 
@@ -118,8 +119,7 @@ pub async fn direct_call(
     arguments: Value,
     progress: Option<ProgressSink>,
 ) -> DirectCall {
-    if host.registry().tool(tool).is_none() {
-        let unknown = CallError::UnknownTool { name: tool.to_string(), available: host.registry().tool_names() };
+    if let Some(unknown) = unknown_tool(host, tool) {
         return DirectCall { result: Err(DirectCallError::Failed { text: unknown.for_model(), error: unknown }), seq: 0 };
     }
     let call_id = new_id("call");
@@ -151,10 +151,18 @@ pub async fn direct_call(
             (part, Err(DirectCallError::Failed { error, text: for_model }))
         }
     };
-    match record(store, &part).await {
-        Ok(seq) => DirectCall { result, seq },
-        Err(e) => DirectCall { result: Err(e.into()), seq: 0 },
-    }
+    // The call ran: its result is the caller's even when its end cannot be recorded.
+    let seq = record(store, &part).await.unwrap_or_else(|e| {
+        tracing::warn!(%tool, call = %call_id, error = %e, "the end of a direct call cannot be recorded in the event log");
+        0
+    });
+    DirectCall { result, seq }
+}
+
+/// The error for a call of `tool` when no loaded plugin or server provides it.
+fn unknown_tool(host: &PluginHost, tool: &str) -> Option<CallError> {
+    let registry = host.registry();
+    registry.tool(tool).is_none().then(|| CallError::UnknownTool { name: tool.to_string(), available: registry.tool_names() })
 }
 
 /// Records a direct call's state as a `tool.state` event without a session; its sequence

@@ -109,37 +109,12 @@ mod tests {{
 "#,
         camel = camel_case(name)
     );
-    let spec = format!(
-        r#"# What this plugin should do, checked by `plugboard plugin test` (and by `cargo test`).
-plugin = "{{cargo-target}}/wasm32-wasip2/release/{tool}.wasm"
-build = ["cargo", "build", "--release"]
-
-# The configuration the calls run under, as in plugboard.toml: grants, settings, hooks.
-config = """
-[plugins.{name}]
-"""
-
-# Files of the fresh workspace each run gets.
-[files]
-
-[[call]]
-name = "greets by name"
-tool = "{tool}"
-arguments = {{ name = "world" }}
-output = "Hello, world!"
-
-[[call]]
-name = "refuses an empty name"
-tool = "{tool}"
-arguments = {{ name = "" }}
-error = "must not be empty"
-
-[[call]]
-name = "names the missing argument"
-tool = "{tool}"
-arguments = {{}}
-error = "name"
-"#
+    let spec = tool_spec(
+        name,
+        &tool,
+        &format!("{{cargo-target}}/wasm32-wasip2/release/{tool}.wasm"),
+        r#"["cargo", "build", "--release"]"#,
+        ("names the missing argument", "{}", "name"),
     );
     let readme = format!(
         "# {name}\n\nA Plugboard tool plugin.\n\n```sh\ncargo build --release                 # builds target/wasm32-wasip2/release/{tool}.wasm\ncargo test                            # unit tests in the sandbox, then plugboard-test.toml\nplugboard tool call --plugins target/wasm32-wasip2/release {tool} '{{\"name\":\"world\"}}'\nplugboard plugin inspect target/wasm32-wasip2/release/{tool}.wasm\n```\n\n`cargo test` needs `plugboard` on the PATH: it is the runner of `.cargo/config.toml`.\n"
@@ -197,7 +172,7 @@ Tool = export({tool})
         "filesystem = \"read-only\" | \"read-write\"; network = [\"https://api.example.com\"]; env = [\"MY_TOKEN\"]",
     );
     let build = format!(r#"["componentize-py", "-d", "wit/{folder}", "-w", "tool-plugin", "componentize", "app", "-o", "{tool}.wasm"]"#);
-    let spec = guest_spec(name, &tool, &build);
+    let spec = tool_spec(name, &tool, &format!("{tool}.wasm"), &build, WRONG_TYPE);
     let readme = format!(
         "# {name}\n\nA Plugboard tool plugin in Python, built with [componentize-py](https://pypi.org/project/componentize-py/).\n\n```sh\npip install componentize-py\ncomponentize-py -d wit/{folder} -w tool-plugin componentize app -o {tool}.wasm\nplugboard plugin test                 # builds, then runs plugboard-test.toml\nplugboard tool call --plugins . {tool} '{{\"name\":\"world\"}}'\n```\n\n`plugin.toml` is the manifest: keep it beside `{tool}.wasm`. `wit/` is Plugboard's WIT package (`plugboard plugin wit` writes it again). Only the standard library and pure-Python packages can be bundled.\n"
     );
@@ -360,7 +335,7 @@ export const tool = exportTools({tool});
     );
     let package = js_package(name, &tool);
     let manifest = guest_manifest(name, &tool, "JavaScript", "process = [\"git *\"]; env = [\"MY_TOKEN\"]");
-    let spec = guest_spec(name, &tool, r#"["npm", "run", "build"]"#);
+    let spec = tool_spec(name, &tool, &format!("{tool}.wasm"), r#"["npm", "run", "build"]"#, WRONG_TYPE);
     let readme = format!(
         "# {name}\n\nA Plugboard tool plugin in JavaScript, built with [componentize-js](https://www.npmjs.com/package/@bytecodealliance/componentize-js).\n\n```sh\nnpm install\nnpm run build                         # builds {tool}.wasm\nplugboard plugin test                 # builds, then runs plugboard-test.toml\nplugboard tool call --plugins . {tool} '{{\"name\":\"world\"}}'\n```\n\n`plugin.toml` is the manifest: keep it beside `{tool}.wasm`. `wit/` is Plugboard's WIT package (`plugboard plugin wit` writes it again). `app.js` may import other modules; they are bundled into the component.\n"
     );
@@ -434,18 +409,26 @@ expect_title = "src/main.rs (checked by {name})"
     )
 }
 
-/// The `plugboard-test.toml` of a scaffolded tool plugin in another language, built by
-/// `build` (a TOML array) into `<tool>.wasm`.
-fn guest_spec(name: &str, tool: &str, build: &str) -> String {
+/// The third case of the Python and JavaScript specs: their helpers' message for an
+/// argument of the wrong type.
+const WRONG_TYPE: (&str, &str, &str) = ("names an argument of the wrong type", "{ name = 5 }", "field `name`: expected string");
+
+/// The `plugboard-test.toml` of a scaffolded tool plugin (every language's template greets):
+/// `plugin` built by `build` (a TOML array), and a last case `(name, arguments, error)`
+/// with an argument the language's checks refuse.
+fn tool_spec(name: &str, tool: &str, plugin: &str, build: &str, (last, arguments, error): (&str, &str, &str)) -> String {
     format!(
         r#"# What this plugin should do, checked by `plugboard plugin test` (it builds first).
-plugin = "{tool}.wasm"
+plugin = "{plugin}"
 build = {build}
 
 # The configuration the calls run under, as in plugboard.toml: grants, settings, hooks.
 config = """
 [plugins.{name}]
 """
+
+# Files of the fresh workspace each run gets.
+[files]
 
 [[call]]
 name = "greets by name"
@@ -460,10 +443,10 @@ arguments = {{ name = "" }}
 error = "must not be empty"
 
 [[call]]
-name = "names an argument of the wrong type"
+name = "{last}"
 tool = "{tool}"
-arguments = {{ name = 5 }}
-error = "field `name`: expected string"
+arguments = {arguments}
+error = "{error}"
 "#
     )
 }
