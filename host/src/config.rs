@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::{AgentConfig, AgentSettings, SessionSettings};
 use crate::capability::{Limits, PluginGrants, SandboxSettings};
-use crate::runtime::config::{CacheSettings, RuntimeConfig};
+use crate::runtime::config::{CacheSettings, ProvenanceSettings, RuntimeConfig};
 use crate::runtime::engine::EngineSettings;
 use crate::server::settings::ServerConfig;
 
@@ -64,6 +64,9 @@ pub struct Config {
     /// `[mcp]`: how the tools are served to MCP clients.
     #[serde(default)]
     pub mcp: crate::mcp::McpSettings,
+    /// `[provenance]`: whether plugin files must be installed from a registry and signed.
+    #[serde(default)]
+    pub provenance: ProvenanceSettings,
 }
 
 /// Why the configuration could not be used.
@@ -129,7 +132,9 @@ impl Config {
         {
             return Ok(LoadedConfig { config: Config::default(), path: Some(path), untrusted: Some(untrusted) });
         }
-        let config = Config::parse_from(&text, origin).map_err(|message| ConfigError::Invalid { path: path.clone(), message })?;
+        let mut config = Config::parse_from(&text, origin).map_err(|message| ConfigError::Invalid { path: path.clone(), message })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.provenance.read_keys(base).map_err(|message| ConfigError::Invalid { path: path.clone(), message })?;
         Ok(LoadedConfig { config, path: Some(path), untrusted: None })
     }
 
@@ -166,6 +171,7 @@ impl Config {
             plugins: self.plugins.clone(),
             hooks: self.hooks.clone(),
             mcp_servers: self.mcp.servers.clone(),
+            provenance: self.provenance.clone(),
         }
     }
 

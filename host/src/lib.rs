@@ -24,6 +24,7 @@
 //! - [`app`]: the top layer: reads and reloads `plugboard.toml`, hands each layer its part,
 //!   watches the files that carry policy;
 //! - [`mcp`]: the tools served to MCP clients (stdio and streamable HTTP);
+//! - [`oci`]: plugins in OCI registries: push, pull, cosign signatures;
 //! - [`server`]: `plugboard serve`, the HTTP API with Server-Sent Events (and `/mcp`);
 //! - [`cli`]: the `plugboard` command (`plugin new` included).
 
@@ -36,6 +37,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod mcp;
+pub mod oci;
 pub mod server;
 pub mod snapshot;
 pub mod store;

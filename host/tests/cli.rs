@@ -5,6 +5,8 @@ use std::process::{Command, Output};
 
 #[path = "cli/mcp.rs"]
 mod mcp;
+#[path = "cli/registry.rs"]
+mod registry;
 
 fn plugboard(workspace: &Path, args: &[&str]) -> Output {
     isolated(&mut Command::new(env!("CARGO_BIN_EXE_plugboard")), workspace).args(args).output().expect("the binary runs")

@@ -45,6 +45,7 @@ async fn run() {
         first_party: true,
         precedence: 0,
         precompiled,
+        installed: None,
     };
     let (mut cold, mut cached, mut built_in) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..5 {

@@ -11,6 +11,7 @@ use plugboard::app::App;
 use plugboard::runtime::{CallContext, CallError, HostOptions, PluginHost, ToolOutput};
 
 pub mod mcp;
+pub mod registry;
 pub mod toolchains;
 
 /// Paths of the compiled test plugins.

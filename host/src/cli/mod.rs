@@ -1,6 +1,7 @@
 //! The `plugboard` command.
 
 pub mod plugin_test;
+mod publish;
 mod remote;
 mod run;
 pub mod scaffold;
@@ -348,6 +349,57 @@ pub enum PluginCommand {
         #[arg(long, value_name = "DIR", default_value = "wit")]
         dir: PathBuf,
     },
+    /// Push a plugin component to an OCI registry as a wasm artifact (an `application/wasm`
+    /// layer, as `wkg` writes it). Prints the digest to install or sign.
+    Push {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// Where: `oci://registry/repository:tag`.
+        reference: String,
+        /// Also sign it with this private key (see `plugin sign`).
+        #[arg(long, value_name = "KEY")]
+        sign: Option<PathBuf>,
+    },
+    /// Sign a pushed plugin with a private key (cosign-compatible: `cosign verify --key`
+    /// accepts it); the signature goes to the registry beside the plugin.
+    Sign {
+        /// The plugin: `oci://registry/repository:tag` or `…@sha256:…`.
+        reference: String,
+        /// The private key (PEM; `plugboard plugin keygen` writes one).
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+    },
+    /// Install a plugin from an OCI registry (by tag or digest) into a plugins directory, and
+    /// pin it by digest, with its signatures, in that directory's `plugboard.lock`. With
+    /// `--locked`, install exactly what the lock file pins.
+    Install {
+        /// The plugin: `oci://registry/repository:tag` or `…@sha256:…`.
+        #[arg(required_unless_present = "locked")]
+        reference: Option<String>,
+        /// The plugins directory (default: the user's; `.plugboard/plugins` for a workspace,
+        /// whose plugins load only once `plugboard trust` trusts them).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// The file name to install it as (default: the repository's last part).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Install every plugin the directory's lock file pins, by digest.
+        #[arg(long, conflicts_with_all = ["reference", "name"])]
+        locked: bool,
+        /// Require a signature by this public key (besides `[provenance] trusted_keys`).
+        #[arg(long = "key", value_name = "PUBLIC_KEY")]
+        keys: Vec<PathBuf>,
+    },
+    /// Create a key pair to sign plugins with: NAME.key (private, PKCS#8 PEM, mode 0600) and
+    /// NAME.pub (to list in `[provenance] trusted_keys` or give to `cosign verify --key`).
+    Keygen {
+        /// Where to write them.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+        /// The files' name.
+        #[arg(long, default_value = "plugboard")]
+        name: String,
+    },
     /// A plugin's manifest, tools, and requested vs granted capabilities.
     Inspect {
         /// A `.wasm` file, or the id of a loaded plugin.
@@ -497,6 +549,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Plugin(PluginCommand::TestRunner { binary, args }) = &cli.command {
         return run_test_binary(binary, args).await;
     }
+    if let Command::Plugin(
+        command @ (PluginCommand::Push { .. } | PluginCommand::Sign { .. } | PluginCommand::Install { .. } | PluginCommand::Keygen { .. }),
+    ) = &cli.command
+    {
+        return crate::cli::publish::run(&cli, command).await;
+    }
     if let Command::Plugin(PluginCommand::Reload { id, server, json }) = &cli.command {
         return crate::cli::remote::reload(server, id.as_deref(), *json).await;
     }
@@ -580,7 +638,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             | PluginCommand::Reload { .. }
             | PluginCommand::Wit { .. }
             | PluginCommand::Test { .. }
-            | PluginCommand::TestRunner { .. },
+            | PluginCommand::TestRunner { .. }
+            | PluginCommand::Push { .. }
+            | PluginCommand::Sign { .. }
+            | PluginCommand::Install { .. }
+            | PluginCommand::Keygen { .. },
         ) => {
             unreachable!("handled before the host starts")
         }
@@ -828,6 +890,19 @@ fn print_models(host: &PluginHost, json: bool) {
     }
 }
 
+/// Where an installed plugin came from and who signed it, on one line.
+fn provenance_text(provenance: &plugboard_provenance::Provenance) -> String {
+    format!("from {} ({}), signed by {}", provenance.source, provenance.digest, signer_text(provenance))
+}
+
+fn signer_text(provenance: &plugboard_provenance::Provenance) -> String {
+    match (&provenance.signer, provenance.signatures) {
+        (Some(signer), _) => signer.to_string(),
+        (None, 0) => "nobody (unsigned)".to_string(),
+        (None, n) => format!("no trusted key ({n} signature(s) by keys not in [provenance] trusted_keys)"),
+    }
+}
+
 fn print_plugins(host: &PluginHost, json: bool) {
     if json {
         let plugins: Vec<_> = host.registry().plugins().map(|p| p.summary()).collect();
@@ -859,7 +934,8 @@ fn print_plugins(host: &PluginHost, json: bool) {
             let tools: Vec<&str> = p.tools().iter().map(|t| t.name.as_str()).collect();
             format!("tools: {}", tools.join(", "))
         };
-        println!("{} {}  [{}]  {provides}", p.manifest.id, p.manifest.version, p.source);
+        let installed = p.provenance.as_ref().map(|p| format!("  {}", provenance_text(p))).unwrap_or_default();
+        println!("{} {}  [{}]  {provides}{installed}", p.manifest.id, p.manifest.version, p.source);
     }
     for f in host.registry().failures() {
         println!("FAILED {}: {}", f.source, f.reason);
@@ -910,6 +986,10 @@ async fn inspect(host: &PluginHost, plugin: &str, json: bool) -> anyhow::Result<
     }
     println!("source      {}", plugin.source);
     println!("sha256      {}", plugin.content_hash);
+    if let Some(provenance) = &plugin.provenance {
+        println!("installed   {} ({})", provenance.source, provenance.digest);
+        println!("signer      {}", signer_text(provenance));
+    }
     println!("world       {} ({})", m.world, m.wit.as_deref().unwrap_or("WIT version not stated"));
     println!("load        {} in {:.1} ms", value["load"]["cache"].as_str().unwrap_or(""), plugin.stats.micros as f64 / 1000.0);
     if let Some(info) = plugin.provider() {

@@ -1,5 +1,5 @@
 //! The runtime's slice of the configuration: `[engine]`, `[limits]`, `[sandbox]`,
-//! `[cache]`, `[plugins.<id>]`, `[hooks.<id>]` and the servers of `[mcp.<name>]`, and how a plugin's grants are found in
+//! `[cache]`, `[plugins.<id>]`, `[hooks.<id>]`, `[provenance]` and the servers of `[mcp.<name>]`, and how a plugin's grants are found in
 //! it. The runtime never sees the rest of the file: the application layer
 //! (`plugboard::app`) reads the file and hands this part over, at start and on each reload.
 
@@ -30,6 +30,37 @@ pub struct RuntimeConfig {
     pub hooks: BTreeMap<String, crate::hooks::HookSettings>,
     /// `[mcp.<name>]`: the MCP servers whose tools join the registry.
     pub mcp_servers: BTreeMap<String, crate::runtime::mcp::McpServerConfig>,
+    /// `[provenance]`: whether plugin files must be installed and signed, and by whom.
+    pub provenance: ProvenanceSettings,
+}
+
+/// `[provenance]`. With `require_signatures`, a plugin file loads only when its directory's
+/// `plugboard.lock` records it (`plugboard plugin install`), its bytes are the ones
+/// recorded, and one of `trusted_keys` signed it; the embedded first-party plugins are
+/// part of the binary and exempt.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProvenanceSettings {
+    /// Refuse plugin files no trusted key signed.
+    pub require_signatures: bool,
+    /// Public keys (PEM files, as `cosign.pub`) whose signatures count; a relative path is
+    /// relative to the configuration file's directory.
+    pub trusted_keys: Vec<PathBuf>,
+    /// The keys read from `trusted_keys` ([`Self::read_keys`]).
+    #[serde(skip)]
+    pub keys: Vec<plugboard_provenance::TrustedKey>,
+}
+
+impl ProvenanceSettings {
+    /// Reads `trusted_keys` (relative to `base`); the error names the file and what is wrong.
+    pub fn read_keys(&mut self, base: &std::path::Path) -> Result<(), String> {
+        self.keys = self
+            .trusted_keys
+            .iter()
+            .map(|path| plugboard_provenance::TrustedKey::read(&base.join(path)).map_err(|e| format!("[provenance] trusted_keys: {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(())
+    }
 }
 
 /// `[cache]`.

@@ -4,7 +4,8 @@
 //! then the workspace, then the user's directory, then the embedded ones).
 //!
 //! The workspace's plugins load only when trusted (see [`crate::trust`]): a file whose
-//! content the operator has not trusted is set aside as [`UntrustedFile`], not loaded.
+//! content the operator has not trusted is set aside as [`UntrustedFile`], not loaded. Each directory's `plugboard.lock` gives the
+//! files `plugboard plugin install` put there their record (see `plugboard_provenance`).
 
 use std::path::{Path, PathBuf};
 
@@ -26,12 +27,30 @@ pub struct Candidate {
     pub precedence: u8,
     /// Its code compiled ahead of time, which the embedded plugins carry.
     pub precompiled: Option<&'static [u8]>,
+    /// Its record in its directory's lock file, when `plugboard plugin install` put it there.
+    pub installed: Option<plugboard_provenance::LockedPlugin>,
 }
 
 impl Candidate {
     /// A `.wasm` file found in a plugins directory.
     pub fn file(path: PathBuf, bytes: Vec<u8>, precedence: u8) -> Self {
-        Candidate { source: PluginSource::File { path }, bytes: bytes.into(), first_party: false, precedence, precompiled: None }
+        Candidate {
+            source: PluginSource::File { path },
+            bytes: bytes.into(),
+            first_party: false,
+            precedence,
+            precompiled: None,
+            installed: None,
+        }
+    }
+
+    /// This candidate with its record from `lock` (the lock file of its directory).
+    pub fn recorded_in(mut self, lock: Option<&plugboard_provenance::LockFile>) -> Self {
+        if let (Some(lock), PluginSource::File { path }) = (lock, &self.source) {
+            let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+            self.installed = lock.entry(&file).cloned();
+        }
+        self
     }
 }
 
@@ -105,13 +124,20 @@ pub fn discover(workspace: &Path, user_dir: Option<&Path>, extra_dirs: &[PathBuf
             .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
             .collect();
         files.sort();
+        let lock = match plugboard_provenance::LockFile::read(dir) {
+            Ok(lock) => lock,
+            Err(e) => {
+                errors.push((PluginSource::File { path: plugboard_provenance::LockFile::path_in(dir) }, e.to_string()));
+                None
+            }
+        };
         for path in files {
             match std::fs::read(&path) {
                 Ok(bytes) if dir == workspace_dir => match trust.plugin_trusted(record.as_ref().expect("read above"), &path, &bytes) {
-                    Ok(()) => candidates.push(Candidate::file(path, bytes, precedence)),
+                    Ok(()) => candidates.push(Candidate::file(path, bytes, precedence).recorded_in(lock.as_ref())),
                     Err(file) => untrusted.push(file),
                 },
-                Ok(bytes) => candidates.push(Candidate::file(path, bytes, precedence)),
+                Ok(bytes) => candidates.push(Candidate::file(path, bytes, precedence).recorded_in(lock.as_ref())),
                 Err(e) => errors.push((PluginSource::File { path }, format!("cannot read: {e}"))),
             }
         }
@@ -130,6 +156,7 @@ pub fn discover(workspace: &Path, user_dir: Option<&Path>, extra_dirs: &[PathBuf
             first_party: true,
             precedence: 0,
             precompiled: Some(plugin.precompiled),
+            installed: None,
         });
     }
     Discovered { candidates, errors, untrusted }

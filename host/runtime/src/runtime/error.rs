@@ -24,6 +24,10 @@ pub enum LoadError {
     /// Asking a hook plugin what it handles failed, or its answer is invalid.
     #[error("describing the hooks failed: {0}")]
     Hooks(String),
+    /// `[provenance] require_signatures` is set and the file is not installed, not the one
+    /// installed, or signed by no trusted key.
+    #[error(transparent)]
+    Provenance(#[from] plugboard_provenance::ProvenanceError),
 }
 
 /// Why a tool call failed. Every variant names the plugin or tool and what to do.

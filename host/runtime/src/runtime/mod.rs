@@ -460,7 +460,8 @@ impl PluginLoader {
     /// Loads the plugin file at `path` without registering it (for `plugin inspect`).
     pub async fn load_file(&self, path: &Path) -> Result<LoadedPlugin, LoadError> {
         let bytes = std::fs::read(path).map_err(|e| LoadError::Component(format!("cannot read {}: {e}", path.display())))?;
-        self.load(discovery::Candidate::file(path.to_path_buf(), bytes, 0)).await
+        let lock = path.parent().and_then(|dir| plugboard_provenance::LockFile::read(dir).ok().flatten());
+        self.load(discovery::Candidate::file(path.to_path_buf(), bytes, 0).recorded_in(lock.as_ref())).await
     }
 }
 

@@ -3,11 +3,12 @@
 //! the hooks it handles. Calls dispatch to the world's own module (`tool`, `provider`,
 //! `hook`), each running in the plugin's [`Sandbox`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::BoxFuture;
+use plugboard_provenance::{LockedPlugin, Provenance, ProvenanceError};
 use serde::Serialize;
 use wasmtime::Store;
 use wasmtime::component::Linker;
@@ -23,7 +24,7 @@ use crate::capability::{CapabilityPolicy, PolicyContext, ProviderOverrides};
 use crate::hooks::HookInfo;
 use crate::runtime::artifact_cache::{ArtifactCache, CacheOutcome, content_hash};
 use crate::runtime::bindings::{ProviderPluginPre, ToolPluginPre, WIT_PACKAGE, compaction_types, hook_types};
-use crate::runtime::config::{GrantSource, RuntimeConfig};
+use crate::runtime::config::{GrantSource, ProvenanceSettings, RuntimeConfig};
 use crate::runtime::engine::PluginEngine;
 use crate::runtime::manifest::{PluginManifest, World};
 
@@ -118,6 +119,8 @@ pub struct CompiledPlugin {
     stats: LoadStats,
     engine: PluginEngine,
     recipe: Recipe,
+    installed: Option<LockedPlugin>,
+    provenance: Option<Provenance>,
 }
 
 impl CompiledPlugin {
@@ -134,16 +137,17 @@ impl CompiledPlugin {
         policy_ctx: &PolicyContext,
     ) -> Result<Self, LoadError> {
         let started = Instant::now();
-        let Candidate { source, bytes, first_party, precompiled, .. } = candidate;
+        let Candidate { source, bytes, first_party, precompiled, installed, .. } = candidate;
         let bytes = &*bytes;
         let path = match &source {
             PluginSource::File { path } => Some(path.as_path()),
             PluginSource::Bundled { .. } => None,
         };
+        let hash = content_hash(bytes);
+        let provenance = provenance_of(&source, installed.as_ref(), &hash, &config.provenance)?;
         let manifest = PluginManifest::read(bytes, path)?;
         let (grants, grant_source) = config.grants_for(&manifest.id, first_party);
         let policy = Arc::new(CapabilityPolicy::resolve(&manifest, grants.as_ref(), policy_ctx)?);
-        let hash = content_hash(bytes);
         let (component, cache_outcome) = cache
             .load_or_compile(&engine.engine, bytes, &hash, precompiled)
             .map_err(|e| LoadError::Component(format!("does not compile: {e:#}")))?;
@@ -158,7 +162,18 @@ impl CompiledPlugin {
             World::HookPlugin => Recipe::Hook(HookRecipe::new(instance_pre).map_err(exports)?),
         };
         let stats = LoadStats { cache: cache_outcome, micros: started.elapsed().as_micros() as u64 };
-        Ok(CompiledPlugin { manifest, source, content_hash: hash, policy, grant_source, stats, engine: engine.clone(), recipe })
+        Ok(CompiledPlugin {
+            manifest,
+            source,
+            content_hash: hash,
+            policy,
+            grant_source,
+            stats,
+            engine: engine.clone(),
+            recipe,
+            installed,
+            provenance,
+        })
     }
 
     /// Asks the plugin what it offers, once, under its limits: its tools, the models a
@@ -178,7 +193,37 @@ impl CompiledPlugin {
             engine: self.engine,
             sandbox,
             served,
+            installed: self.installed,
+            provenance: self.provenance,
         })
+    }
+}
+
+/// What is known of where the plugin at `source` (whose SHA-256 is `hash`) came from, from
+/// its lock file record `installed`; under `require_signatures`, an error unless a trusted
+/// key signed it. An embedded plugin has none and needs none.
+pub(crate) fn provenance_of(
+    source: &PluginSource,
+    installed: Option<&LockedPlugin>,
+    hash: &str,
+    settings: &ProvenanceSettings,
+) -> Result<Option<Provenance>, ProvenanceError> {
+    let PluginSource::File { path } = source else { return Ok(None) };
+    let digest = format!("sha256:{hash}");
+    match (installed, settings.require_signatures) {
+        (Some(entry), true) => plugboard_provenance::require_signed(entry, &digest, &settings.keys).map(Some),
+        (Some(entry), false) => match plugboard_provenance::check(entry, &digest, &settings.keys) {
+            Ok(provenance) => Ok(Some(provenance)),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "a plugin's lock file record does not match it; it loads as a local file");
+                Ok(None)
+            }
+        },
+        (None, true) => Err(ProvenanceError::NotInstalled {
+            file: path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+            lock: plugboard_provenance::LockFile::path_in(path.parent().unwrap_or(Path::new("."))),
+        }),
+        (None, false) => Ok(None),
     }
 }
 
@@ -198,6 +243,10 @@ pub struct LoadedPlugin {
     /// Where its calls run: its engine under its effective capabilities.
     sandbox: Sandbox,
     served: Served,
+    /// Its record in its directory's lock file.
+    pub installed: Option<LockedPlugin>,
+    /// Where it was installed from and who signed it, when it was installed from a registry.
+    pub provenance: Option<Provenance>,
 }
 
 impl LoadedPlugin {
@@ -238,6 +287,7 @@ impl LoadedPlugin {
             "manifest": self.manifest,
             "source": self.source,
             "sha256": self.content_hash,
+            "provenance": self.provenance,
             "load": self.stats,
             "tools": self.tools(),
             "provider": self.provider(),
@@ -267,7 +317,19 @@ impl LoadedPlugin {
             sandbox: Sandbox::new(&self.manifest.id, &self.engine, policy),
             engine: self.engine.clone(),
             served: self.served.clone(),
+            installed: self.installed.clone(),
+            provenance: self.provenance.clone(),
         }
+    }
+
+    /// This plugin with `provenance` (after a configuration reload changed the trusted keys).
+    pub(crate) fn with_provenance(self, provenance: Option<Provenance>) -> LoadedPlugin {
+        LoadedPlugin { provenance, ..self }
+    }
+
+    /// Its provenance under other `[provenance]` settings (see [`provenance_of`]).
+    pub(crate) fn provenance_under(&self, settings: &ProvenanceSettings) -> Result<Option<Provenance>, ProvenanceError> {
+        provenance_of(&self.source, self.installed.as_ref(), &self.content_hash, settings)
     }
 
     /// [`Self::with_policy`], described again under the new policy (a provider's models

@@ -26,6 +26,8 @@ pub struct Reconfiguration<'a> {
     config: RuntimeConfig,
     policy_ctx: PolicyContext,
     policies: BTreeMap<String, (Arc<CapabilityPolicy>, GrantSource)>,
+    /// Per plugin id, its provenance under the new `[provenance]`, or why it no longer loads.
+    provenance: BTreeMap<String, Result<Option<plugboard_provenance::Provenance>, String>>,
 }
 
 impl PluginHost {
@@ -38,14 +40,16 @@ impl PluginHost {
         policy_ctx.sandbox = config.sandbox.clone();
         policy_ctx.set_secrets(crate::secrets::configured(&config));
         let mut policies = BTreeMap::new();
+        let mut provenance = BTreeMap::new();
         for plugin in self.registry().plugins() {
+            provenance.insert(plugin.manifest.id.clone(), plugin.provenance_under(&config.provenance).map_err(|e| e.to_string()));
             let first_party = matches!(plugin.source, PluginSource::Bundled { .. });
             let (grants, grant_source) = config.grants_for(&plugin.manifest.id, first_party);
             let policy = CapabilityPolicy::resolve(&plugin.manifest, grants.as_ref(), &policy_ctx)
                 .map_err(|e| format!("plugin `{}`: {e}", plugin.manifest.id))?;
             policies.insert(plugin.manifest.id.clone(), (Arc::new(policy), grant_source));
         }
-        Ok(Reconfiguration { host: self, _one_at_a_time: one_at_a_time, config, policy_ctx, policies })
+        Ok(Reconfiguration { host: self, _one_at_a_time: one_at_a_time, config, policy_ctx, policies, provenance })
     }
 }
 
@@ -56,7 +60,7 @@ impl Reconfiguration<'_> {
     /// settings). Plugins that failed to load are tried again, since a grant may have been
     /// the cause.
     pub async fn apply(self, announce: Vec<(&'static str, Value)>) {
-        let Reconfiguration { host, _one_at_a_time, config, policy_ctx, mut policies } = self;
+        let Reconfiguration { host, _one_at_a_time, config, policy_ctx, mut policies, mut provenance } = self;
         let registry = host.registry();
         let config_servers = config.mcp_servers.clone();
         *host.config.write().expect("not poisoned") = Arc::new(config);
@@ -69,6 +73,14 @@ impl Reconfiguration<'_> {
         };
         for plugin in registry.plugins() {
             let (policy, grant_source) = policies.remove(&plugin.manifest.id).expect("resolved when prepared");
+            let provenance = match provenance.remove(&plugin.manifest.id).expect("checked when prepared") {
+                Ok(provenance) => provenance,
+                Err(reason) => {
+                    tracing::warn!(plugin = %plugin.manifest.id, %reason, "unloaded under the new [provenance] settings");
+                    next.failures.push(crate::runtime::LoadFailure { source: plugin.source.clone(), reason });
+                    continue;
+                }
+            };
             let settings_changed = policy.granted != plugin.policy().granted;
             let updated = if plugin.provider().is_some() && settings_changed {
                 match plugin.redescribed(policy.clone(), grant_source).await {
@@ -81,7 +93,7 @@ impl Reconfiguration<'_> {
             } else {
                 plugin.with_policy(policy, grant_source)
             };
-            next.register(Arc::new(updated));
+            next.register(Arc::new(updated.with_provenance(provenance)));
         }
         // `failed_hashes` stays empty: what failed is tried again under the new grants.
         let unchanged = host.mcp.unchanged(&config_servers);

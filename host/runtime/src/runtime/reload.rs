@@ -151,7 +151,7 @@ impl PluginHost {
             };
             let unchanged = match (&previous, &hash) {
                 (Some(_), None) => true,
-                (Some(p), Some(hash)) => p.content_hash == *hash,
+                (Some(p), Some(hash)) => p.content_hash == *hash && p.installed == candidate.installed,
                 (None, _) => false,
             };
             let known_broken = hash.as_ref().is_some_and(|h| old.failed_hashes.get(&candidate.source) == Some(h));
