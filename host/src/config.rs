@@ -132,10 +132,16 @@ impl Config {
         {
             return Ok(LoadedConfig { config: Config::default(), path: Some(path), untrusted: Some(untrusted) });
         }
-        let mut config = Config::parse_from(&text, origin).map_err(|message| ConfigError::Invalid { path: path.clone(), message })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        config.provenance.read_keys(base).map_err(|message| ConfigError::Invalid { path: path.clone(), message })?;
+        let config = Config::read(&text, origin, &path).map_err(|message| ConfigError::Invalid { path: path.clone(), message })?;
         Ok(LoadedConfig { config, path: Some(path), untrusted: None })
+    }
+
+    /// [`Self::parse_from`] for the file at `path`, then reads the files it names (the
+    /// trusted keys of `[provenance]`, relative to the file's directory).
+    pub fn read(text: &str, origin: ConfigOrigin, path: &Path) -> Result<Config, String> {
+        let mut config = Config::parse_from(text, origin)?;
+        config.provenance.read_keys(path.parent().unwrap_or(Path::new(".")))?;
+        Ok(config)
     }
 
     /// Parses a configuration file from `origin`: a workspace file may not hold secrets.

@@ -30,6 +30,8 @@
 
 #![warn(missing_docs)]
 
+/// Where an installed plugin came from and who signed it (the `plugboard-provenance` crate).
+pub use plugboard_provenance as provenance;
 pub use plugboard_runtime::{capability, first_party, hooks, runtime, secrets, suggest, trust};
 
 pub mod agent;

@@ -54,7 +54,8 @@ struct Critical {
 
 #[derive(Deserialize)]
 struct Image {
-    #[serde(rename = "docker-manifest-digest")]
+    // cosign's own spec writes it capitalized in an example; Go's decoder accepts either.
+    #[serde(rename = "docker-manifest-digest", alias = "Docker-manifest-digest")]
     digest: String,
 }
 

@@ -66,7 +66,7 @@ impl App {
         if self.origin == ConfigOrigin::Workspace {
             self.check_trusted(&text)?;
         }
-        let new = Config::parse_from(&text, self.origin).map_err(reject)?;
+        let new = Config::read(&text, self.origin, &path).map_err(reject)?;
         let sections = changed_sections(&self.config(), &new);
         if sections.is_empty() {
             *self.rejected.lock().expect("not poisoned") = None;
@@ -129,8 +129,14 @@ fn changed_sections(old: &Config, new: &Config) -> Vec<String> {
     let mut keys: Vec<String> = a.as_object().into_iter().chain(b.as_object()).flat_map(|o| o.keys().cloned()).collect();
     keys.sort();
     keys.dedup();
-    // API keys are never serialized: compare the plugin tables themselves.
-    keys.into_iter().filter(|k| if k == "plugins" { old.plugins != new.plugins } else { a.get(k) != b.get(k) }).collect()
+    // API keys and trusted keys are never serialized: compare those tables themselves.
+    keys.into_iter()
+        .filter(|k| match k.as_str() {
+            "plugins" => old.plugins != new.plugins,
+            "provenance" => old.provenance != new.provenance,
+            _ => a.get(k) != b.get(k),
+        })
+        .collect()
 }
 
 #[cfg(test)]

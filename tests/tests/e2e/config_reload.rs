@@ -223,3 +223,50 @@ async fn an_agent_rule_that_does_not_parse_stops_the_start_and_names_the_file() 
     let text = err.to_string();
     assert!(text.contains("plugboard.toml") && text.contains("[agents.review] max_steps must be at least 1"), "{text}");
 }
+
+/// Records `file` in the plugins directory's lock file as installed from a registry, signed
+/// by `key` (what `plugboard plugin install` writes after pulling it).
+fn record_installed(plugins: &std::path::Path, file: &str, key: &plugboard::provenance::SigningKey) {
+    use plugboard::provenance::{LockFile, LockedPlugin, artifact, digest};
+    let wasm = std::fs::read(plugins.join(file)).unwrap();
+    let manifest = artifact::manifest(&digest(b"{}"), 2, &digest(&wasm), wasm.len());
+    let manifest_digest = digest(manifest.as_bytes());
+    let mut lock = LockFile::read(plugins).unwrap().unwrap_or_default();
+    lock.upsert(LockedPlugin {
+        file: file.into(),
+        source: "oci://registry.example/plugins/echo:1.0.0".into(),
+        signatures: vec![key.sign("registry.example/plugins/echo", &manifest_digest)],
+        digest: manifest_digest,
+        manifest,
+    });
+    lock.write(plugins).unwrap();
+}
+
+#[tokio::test]
+async fn requiring_signatures_while_running_unloads_the_unsigned_plugins_and_dropping_it_brings_them_back() {
+    let ws = Workspace::new();
+    let alice = plugboard::provenance::SigningKey::generate().unwrap();
+    std::fs::write(ws.outside.join("alice.pub"), alice.public_pem()).unwrap();
+    record_installed(&ws.plugins, "plugboard_test_echo.wasm", &alice);
+    let app = ws.app().await;
+    let host = app.host();
+    let echo = host.registry().plugin("echo").unwrap().clone();
+    let provenance = echo.provenance.as_ref().expect("echo was installed");
+    assert_eq!(provenance.source, "oci://registry.example/plugins/echo:1.0.0");
+    assert!(provenance.signer.is_none(), "no key is trusted yet");
+
+    let key = ws.outside.join("alice.pub");
+    ws.config(&format!("[provenance]\nrequire_signatures = true\ntrusted_keys = [{:?}]\n", key.display().to_string())).trust();
+    assert_eq!(app.reload_config().await.unwrap().sections, ["provenance"]);
+    let registry = host.registry();
+    assert_eq!(registry.plugin("echo").unwrap().provenance.as_ref().unwrap().signer.as_ref().unwrap().name, "alice");
+    assert!(call_tool(host, "echo", json!({ "text": "still here" })).await.is_ok());
+    assert!(registry.plugin("hostile").is_none(), "an unsigned plugin is unloaded");
+    let failure = registry.failures().iter().find(|f| f.source.to_string().ends_with("plugboard_test_hostile.wasm")).expect("and named");
+    assert!(failure.reason.contains("was not installed from a registry"), "{}", failure.reason);
+
+    ws.config("").trust();
+    assert_eq!(app.reload_config().await.unwrap().sections, ["provenance"]);
+    assert!(host.registry().plugin("hostile").is_some(), "back once signatures are no longer required");
+    assert!(host.registry().failures().is_empty(), "{:?}", host.registry().failures());
+}
