@@ -21,6 +21,13 @@ use plugboard_provenance::{SignatureRecord, SigningKey, digest};
 /// The scheme of a plugin reference: `oci://registry/repository:tag` or `…@sha256:…`.
 pub const SCHEME: &str = "oci://";
 
+/// The largest component pulled: a manifest may declare no more, and a registry that sends
+/// more than its manifest declared is cut off there.
+pub const MAX_PLUGIN_BYTES: u64 = 256 << 20;
+
+/// The largest signature payload read (cosign's are a few hundred bytes).
+const MAX_PAYLOAD_BYTES: usize = 64 << 10;
+
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
@@ -128,7 +135,12 @@ impl Registry {
         let host = registry.rsplit_once(':').map_or(registry.as_str(), |(host, _)| host);
         let loopback = host == "localhost" || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
         let protocol = if loopback { ClientProtocol::HttpsExcept(vec![registry.clone()]) } else { ClientProtocol::Https };
-        let client = Client::new(ClientConfig { protocol, ..Default::default() });
+        let client = Client::new(ClientConfig {
+            protocol,
+            connect_timeout: Some(std::time::Duration::from_secs(30)),
+            read_timeout: Some(std::time::Duration::from_secs(60)),
+            ..Default::default()
+        });
         let auth = match (std::env::var("PLUGBOARD_REGISTRY_USERNAME"), std::env::var("PLUGBOARD_REGISTRY_PASSWORD")) {
             (Ok(user), Ok(password)) => RegistryAuth::Basic(user, password),
             _ => RegistryAuth::Anonymous,
@@ -166,7 +178,10 @@ impl Registry {
             return Err(artifact(format!("the registry served a manifest whose digest is {manifest_digest}")));
         }
         let layer = artifact::wasm_layer(&bytes).map_err(artifact)?;
-        let mut wasm = Vec::with_capacity(layer.size as usize);
+        if layer.size > MAX_PLUGIN_BYTES {
+            return Err(artifact(format!("its component is {} bytes, more than the {MAX_PLUGIN_BYTES} a plugin may be", layer.size)));
+        }
+        let mut wasm = Bounded::new(layer.size as usize);
         let descriptor = OciDescriptor {
             media_type: WASM_LAYER_MEDIA_TYPE.into(),
             digest: layer.digest.clone(),
@@ -174,6 +189,7 @@ impl Registry {
             ..Default::default()
         };
         self.client.pull_blob(image, &descriptor, &mut wasm).await.map_err(failed)?;
+        let wasm = wasm.bytes;
         if digest(&wasm) != layer.digest {
             return Err(artifact(format!("its layer is not the one its manifest names ({})", layer.digest)));
         }
@@ -253,8 +269,9 @@ impl Registry {
             };
             let descriptor =
                 OciDescriptor { media_type: SIMPLE_SIGNING_MEDIA_TYPE.into(), digest: payload_digest.into(), ..Default::default() };
-            let mut payload = Vec::new();
+            let mut payload = Bounded::new(MAX_PAYLOAD_BYTES);
             self.client.pull_blob(&image, &descriptor, &mut payload).await.map_err(failed)?;
+            let payload = payload.bytes;
             if digest(&payload) != payload_digest {
                 continue;
             }
@@ -269,6 +286,41 @@ impl Registry {
     async fn push_manifest(&self, image: &Reference, manifest: Vec<u8>) -> Result<(), OciDistributionError> {
         let content_type = http::HeaderValue::from_static(MANIFEST_MEDIA_TYPE);
         self.client.push_manifest_raw(image, manifest, content_type).await.map(drop)
+    }
+}
+
+/// A blob being pulled, refused past `limit` bytes: a registry may send without end.
+struct Bounded {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl Bounded {
+    fn new(limit: usize) -> Bounded {
+        Bounded { bytes: Vec::new(), limit }
+    }
+}
+
+impl tokio::io::AsyncWrite for Bounded {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.bytes.len() + buf.len() > self.limit {
+            let limit = self.limit;
+            return std::task::Poll::Ready(Err(std::io::Error::other(format!("the registry sent more than the {limit} bytes declared"))));
+        }
+        self.bytes.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
@@ -325,4 +377,39 @@ fn component_names(wasm: &[u8]) -> Result<(Vec<String>, Vec<String>), String> {
         }
     }
     Ok((imports, exports))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_blob_longer_than_declared_is_cut_off() {
+        use tokio::io::AsyncWriteExt as _;
+        let mut blob = Bounded::new(8);
+        blob.write_all(b"12345678").await.unwrap();
+        let err = blob.write_all(b"9").await.unwrap_err();
+        assert!(err.to_string().contains("more than the 8 bytes"), "{err}");
+        assert_eq!(blob.bytes, b"12345678");
+    }
+
+    #[test]
+    fn references_name_a_registry_and_say_what_is_wrong() {
+        let r = PluginRef::parse("oci://127.0.0.1:5000/team/echo:1.0").unwrap();
+        assert_eq!((r.repository().as_str(), r.name()), ("127.0.0.1:5000/team/echo", "echo"));
+        let digest = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(r.at_digest(&digest).to_string(), format!("oci://127.0.0.1:5000/team/echo@{digest}"));
+        for (bad, says) in
+            [("127.0.0.1:5000/echo:1", "does not start with oci://"), ("oci://echo:1", "names no registry host"), ("oci://r.io/Echo:1", "")]
+        {
+            let err = PluginRef::parse(bad).unwrap_err().to_string();
+            assert!(err.contains(says) && err.contains(bad), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_core_module_is_not_pushed_as_a_component() {
+        let err = wasm_config(b"\0asm\x01\0\0\0").unwrap_err();
+        assert!(err.contains("core wasm module"), "{err}");
+    }
 }

@@ -139,7 +139,8 @@ fn call_error(tool: &str, message: String, e: CallError) -> ApiError {
 /// The plugins.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PluginList {
-    /// Loaded plugins: manifest, source, hash, tools, grants.
+    /// Loaded plugins: manifest, source, hash, tools, grants, and `provenance` (`{source,
+    /// digest, signer: {name, fingerprint}, signatures}`) for one installed from a registry.
     #[schema(value_type = Vec<Object>)]
     pub plugins: Vec<Value>,
     /// Plugins that failed to load, with the reason.
