@@ -39,6 +39,17 @@ pub struct Provenance {
     pub signatures: usize,
 }
 
+impl Provenance {
+    /// Who vouches for it, in words: the trusted key that signed it, or why none does.
+    pub fn signed_by(&self) -> String {
+        match (&self.signer, self.signatures) {
+            (Some(signer), _) => signer.to_string(),
+            (None, 0) => "nobody (unsigned)".to_string(),
+            (None, n) => format!("no trusted key ({n} signature(s) by keys not in [provenance] trusted_keys)"),
+        }
+    }
+}
+
 /// A trusted key that signed a plugin.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Signer {

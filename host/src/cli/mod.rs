@@ -892,15 +892,7 @@ fn print_models(host: &PluginHost, json: bool) {
 
 /// Where an installed plugin came from and who signed it, on one line.
 fn provenance_text(provenance: &plugboard_provenance::Provenance) -> String {
-    format!("from {} ({}), signed by {}", provenance.source, provenance.digest, signer_text(provenance))
-}
-
-fn signer_text(provenance: &plugboard_provenance::Provenance) -> String {
-    match (&provenance.signer, provenance.signatures) {
-        (Some(signer), _) => signer.to_string(),
-        (None, 0) => "nobody (unsigned)".to_string(),
-        (None, n) => format!("no trusted key ({n} signature(s) by keys not in [provenance] trusted_keys)"),
-    }
+    format!("from {} ({}), signed by {}", provenance.source, provenance.digest, provenance.signed_by())
 }
 
 fn print_plugins(host: &PluginHost, json: bool) {
@@ -988,7 +980,7 @@ async fn inspect(host: &PluginHost, plugin: &str, json: bool) -> anyhow::Result<
     println!("sha256      {}", plugin.content_hash);
     if let Some(provenance) = &plugin.provenance {
         println!("installed   {} ({})", provenance.source, provenance.digest);
-        println!("signer      {}", signer_text(provenance));
+        println!("signer      {}", provenance.signed_by());
     }
     println!("world       {} ({})", m.world, m.wit.as_deref().unwrap_or("WIT version not stated"));
     println!("load        {} in {:.1} ms", value["load"]["cache"].as_str().unwrap_or(""), plugin.stats.micros as f64 / 1000.0);

@@ -99,7 +99,7 @@ async fn install(reference: &str, dir: &Path, name: Option<&str>, policy: &Prove
     let mut lock = LockFile::read(dir)?.unwrap_or_default();
     lock.upsert(entry.clone());
     put(dir, &entry.file, &pulled.wasm, &lock)?;
-    println!("installed {} into {}: {}", entry.file, dir.display(), described(&provenance));
+    println!("installed {} into {}: {}", entry.file, dir.display(), super::provenance_text(&provenance));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -111,7 +111,7 @@ async fn install_locked(dir: &Path, policy: &ProvenanceSettings) -> anyhow::Resu
         let pulled = Registry::for_ref(&reference).pull(&reference).await?;
         let provenance = checked(entry, &pulled.wasm, policy)?;
         put(dir, &entry.file, &pulled.wasm, &lock)?;
-        println!("installed {} into {}: {}", entry.file, dir.display(), described(&provenance));
+        println!("installed {} into {}: {}", entry.file, dir.display(), super::provenance_text(&provenance));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -123,15 +123,6 @@ fn put(dir: &Path, file: &str, wasm: &[u8], lock: &LockFile) -> anyhow::Result<(
     let temporary = dir.join(format!(".{file}.tmp"));
     std::fs::write(&temporary, wasm).with_context(|| format!("cannot write {}", temporary.display()))?;
     std::fs::rename(&temporary, dir.join(file)).with_context(|| format!("cannot write {}", dir.join(file).display()))
-}
-
-fn described(provenance: &Provenance) -> String {
-    let signer = match (&provenance.signer, provenance.signatures) {
-        (Some(signer), _) => format!("signed by {signer}"),
-        (None, 0) => "unsigned".to_string(),
-        (None, n) => format!("{n} signature(s), none by a trusted key"),
-    };
-    format!("{} ({}), {signer}", provenance.source, provenance.digest)
 }
 
 fn keygen(dir: &Path, name: &str) -> anyhow::Result<ExitCode> {
