@@ -232,10 +232,11 @@ fn record_installed(plugins: &std::path::Path, file: &str, key: &plugboard::prov
     let manifest = artifact::manifest(&digest(b"{}"), 2, &digest(&wasm), wasm.len());
     let manifest_digest = digest(manifest.as_bytes());
     let mut lock = LockFile::read(plugins).unwrap().unwrap_or_default();
+    let name = file.trim_end_matches(".wasm");
     lock.upsert(LockedPlugin {
         file: file.into(),
-        source: "oci://registry.example/plugins/echo:1.0.0".into(),
-        signatures: vec![key.sign("registry.example/plugins/echo", &manifest_digest)],
+        source: format!("oci://registry.example/plugins/{name}:1.0.0"),
+        signatures: vec![key.sign(&format!("registry.example/plugins/{name}"), &manifest_digest)],
         digest: manifest_digest,
         manifest,
     });
@@ -252,7 +253,7 @@ async fn requiring_signatures_while_running_unloads_the_unsigned_plugins_and_dro
     let host = app.host();
     let echo = host.registry().plugin("echo").unwrap().clone();
     let provenance = echo.provenance.as_ref().expect("echo was installed");
-    assert_eq!(provenance.source, "oci://registry.example/plugins/echo:1.0.0");
+    assert_eq!(provenance.source, "oci://registry.example/plugins/plugboard_test_echo:1.0.0");
     assert!(provenance.signer.is_none(), "no key is trusted yet");
 
     let key = ws.outside.join("alice.pub");
@@ -269,4 +270,24 @@ async fn requiring_signatures_while_running_unloads_the_unsigned_plugins_and_dro
     assert_eq!(app.reload_config().await.unwrap().sections, ["provenance"]);
     assert!(host.registry().plugin("hostile").is_some(), "back once signatures are no longer required");
     assert!(host.registry().failures().is_empty(), "{:?}", host.registry().failures());
+}
+
+#[tokio::test]
+async fn a_plugin_refused_at_start_loads_once_the_same_bytes_are_installed_with_a_signature() {
+    let ws = Workspace::new();
+    let alice = plugboard::provenance::SigningKey::generate().unwrap();
+    let key = ws.outside.join("alice.pub");
+    std::fs::write(&key, alice.public_pem()).unwrap();
+    ws.config(&format!("[provenance]\nrequire_signatures = true\ntrusted_keys = [{:?}]\n", key.display().to_string())).trust();
+    let app = plugboard::app::App::start(ws.options()).await.unwrap();
+    let host = app.host();
+    assert!(host.registry().plugin("echo").is_none(), "copied in by hand, it is refused");
+    // A reload with nothing changed does not try it again; installing the same bytes with a
+    // signed record is a change.
+    host.reload(None).await.unwrap();
+    assert!(host.registry().plugin("echo").is_none());
+    record_installed(&ws.plugins, "plugboard_test_echo.wasm", &alice);
+    let report = host.reload(None).await.unwrap();
+    let echo = host.registry().plugin("echo").cloned();
+    assert!(echo.is_some_and(|p| p.provenance.as_ref().is_some_and(|p| p.signer.is_some())), "{report:?}");
 }

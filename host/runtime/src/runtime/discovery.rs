@@ -44,6 +44,17 @@ impl Candidate {
         }
     }
 
+    /// What a failed load is remembered by, so that the same file is not tried again until
+    /// it changes: its content, and its lock file record (installing the same bytes with a
+    /// record or a new signature is a change).
+    /// `hash` is its content hash.
+    pub fn failure_key(&self, hash: &str) -> String {
+        match &self.installed {
+            Some(entry) => format!("{hash} {} {}", entry.digest, entry.signatures.len()),
+            None => hash.to_string(),
+        }
+    }
+
     /// This candidate with its record from `lock` (the lock file of its directory).
     pub fn recorded_in(mut self, lock: Option<&plugboard_provenance::LockFile>) -> Self {
         if let (Some(lock), PluginSource::File { path }) = (lock, &self.source) {

@@ -210,7 +210,7 @@ impl PluginHost {
         let hashes: std::collections::HashMap<PluginSource, String> = candidates
             .iter()
             .filter(|c| matches!(c.source, PluginSource::File { .. }))
-            .map(|c| (c.source.clone(), crate::runtime::artifact_cache::content_hash(&c.bytes)))
+            .map(|c| (c.source.clone(), c.failure_key(&crate::runtime::artifact_cache::content_hash(&c.bytes))))
             .collect();
         for (source, result) in host.load_all(candidates).await {
             match result {

@@ -82,8 +82,8 @@ pub struct Registry {
     pub(super) providers: BTreeMap<String, Arc<LoadedPlugin>>,
     pub(super) hooks: BTreeMap<String, Arc<LoadedPlugin>>,
     pub(super) failures: Vec<LoadFailure>,
-    /// The content hash of each file that failed to load, so an unchanged broken file is
-    /// not tried (and reported) again at every reload.
+    /// What each file that failed to load is remembered by ([`super::discovery::Candidate::failure_key`]),
+    /// so an unchanged broken file is not tried (and reported) again at every reload.
     pub(super) failed_hashes: std::collections::HashMap<super::PluginSource, String>,
     /// Workspace plugin files that are not loaded because their content is not trusted.
     pub(super) untrusted: Vec<crate::trust::UntrustedFile>,

@@ -154,12 +154,13 @@ impl PluginHost {
                 (Some(p), Some(hash)) => p.content_hash == *hash && p.installed == candidate.installed,
                 (None, _) => false,
             };
-            let known_broken = hash.as_ref().is_some_and(|h| old.failed_hashes.get(&candidate.source) == Some(h));
+            let failure_key = hash.as_deref().map(|h| candidate.failure_key(h));
+            let known_broken = failure_key.as_ref().is_some_and(|k| old.failed_hashes.get(&candidate.source) == Some(k));
             if known_broken {
                 if let Some(p) = previous {
                     slots.push((Slot::Keep(p), index));
                 } else if let Some(f) = old.failures.iter().find(|f| f.source == candidate.source) {
-                    slots.push((Slot::StillBroken(f.clone(), hash.unwrap_or_default()), index));
+                    slots.push((Slot::StillBroken(f.clone(), failure_key.unwrap_or_default()), index));
                 }
                 continue;
             }
@@ -169,8 +170,8 @@ impl PluginHost {
                 previous => {
                     let loader = self.loader();
                     let kept_source = candidate.source.clone();
-                    if let Some(hash) = hash {
-                        hashes.insert(index, hash);
+                    if let Some(key) = failure_key {
+                        hashes.insert(index, key);
                     }
                     let id = previous.as_ref().map(|p| p.manifest.id.clone());
                     loading.push(("plugin.loading", json!({ "id": id, "source": kept_source })));
