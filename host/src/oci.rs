@@ -121,6 +121,16 @@ pub struct Pulled {
     pub wasm: Vec<u8>,
 }
 
+/// A plugin's manifest, checked to be a wasm artifact.
+pub struct Resolved {
+    /// The manifest, as served.
+    pub manifest: String,
+    /// Its digest.
+    pub digest: String,
+    /// The component's layer.
+    pub layer: artifact::Descriptor,
+}
+
 /// A client for the registry of one reference.
 pub struct Registry {
     client: Client,
@@ -170,14 +180,7 @@ impl Registry {
         let failed =
             |e: OciDistributionError| OciError::Registry { action: "pulling", reference: reference.to_string(), message: e.to_string() };
         let artifact = |message: String| OciError::Artifact { reference: reference.to_string(), message };
-        let (bytes, _) = self.client.pull_manifest_raw(image, &self.auth, &[MANIFEST_MEDIA_TYPE]).await.map_err(failed)?;
-        let manifest_digest = digest(&bytes);
-        if let Some(asked) = reference.digest()
-            && asked != manifest_digest
-        {
-            return Err(artifact(format!("the registry served a manifest whose digest is {manifest_digest}")));
-        }
-        let layer = artifact::wasm_layer(&bytes).map_err(artifact)?;
+        let Resolved { manifest, digest: manifest_digest, layer } = self.resolve(reference).await?;
         if layer.size > MAX_PLUGIN_BYTES {
             return Err(artifact(format!("its component is {} bytes, more than the {MAX_PLUGIN_BYTES} a plugin may be", layer.size)));
         }
@@ -193,14 +196,25 @@ impl Registry {
         if digest(&wasm) != layer.digest {
             return Err(artifact(format!("its layer is not the one its manifest names ({})", layer.digest)));
         }
-        let manifest = String::from_utf8(bytes.to_vec()).map_err(|_| artifact("its manifest is not UTF-8".into()))?;
         Ok(Pulled { manifest, digest: manifest_digest, wasm })
     }
 
-    /// The cosign signatures of `digest` in `reference`'s repository (none when there is no
-    /// signature manifest).
-    pub async fn signatures(&self, reference: &PluginRef, digest_: &str) -> Result<Vec<SignatureRecord>, OciError> {
-        Ok(self.signature_layers(reference, digest_).await?.into_iter().map(|(record, _)| record).collect())
+    /// The manifest at `reference`, without the component: it must be a wasm artifact and
+    /// have the digest the reference names (if any).
+    pub async fn resolve(&self, reference: &PluginRef) -> Result<Resolved, OciError> {
+        let failed =
+            |e: OciDistributionError| OciError::Registry { action: "pulling", reference: reference.to_string(), message: e.to_string() };
+        let artifact = |message: String| OciError::Artifact { reference: reference.to_string(), message };
+        let (bytes, _) = self.client.pull_manifest_raw(&reference.reference, &self.auth, &[MANIFEST_MEDIA_TYPE]).await.map_err(failed)?;
+        let manifest_digest = digest(&bytes);
+        if let Some(asked) = reference.digest()
+            && asked != manifest_digest
+        {
+            return Err(artifact(format!("the registry served a manifest whose digest is {manifest_digest}")));
+        }
+        let layer = artifact::wasm_layer(&bytes).map_err(artifact)?;
+        let manifest = String::from_utf8(bytes.to_vec()).map_err(|_| artifact("its manifest is not UTF-8".into()))?;
+        Ok(Resolved { manifest, digest: manifest_digest, layer })
     }
 
     /// Signs `digest` in `reference`'s repository with `key`, adding the signature to those
@@ -208,11 +222,11 @@ impl Registry {
     pub async fn sign(&self, reference: &PluginRef, digest_: &str, key: &SigningKey) -> Result<(), OciError> {
         let failed =
             |e: OciDistributionError| OciError::Registry { action: "signing", reference: reference.to_string(), message: e.to_string() };
-        let mut layers = self.signature_layers(reference, digest_).await?;
-        layers.push((key.sign(&reference.repository(), digest_), None));
+        let mut layers = self.signatures(reference, digest_).await?;
+        layers.push(key.sign(&reference.repository(), digest_));
         let image = reference.at_tag(&signature_tag(digest_));
         let mut descriptors = Vec::new();
-        for (record, _) in &layers {
+        for record in &layers {
             let payload = BASE64
                 .decode(&record.payload)
                 .map_err(|e| OciError::Artifact { reference: reference.to_string(), message: e.to_string() })?;
@@ -243,8 +257,9 @@ impl Registry {
         self.push_manifest(&image, manifest.to_string().into_bytes()).await.map_err(failed)
     }
 
-    /// Each signature layer of `digest`'s signature manifest, with its payload's digest.
-    async fn signature_layers(&self, reference: &PluginRef, digest_: &str) -> Result<Vec<(SignatureRecord, Option<String>)>, OciError> {
+    /// The cosign signatures of `digest` in `reference`'s repository (none when there is no
+    /// signature manifest).
+    pub async fn signatures(&self, reference: &PluginRef, digest_: &str) -> Result<Vec<SignatureRecord>, OciError> {
         let image = reference.at_tag(&signature_tag(digest_));
         let failed = |e: OciDistributionError| OciError::Registry {
             action: "reading the signatures of",
@@ -275,10 +290,7 @@ impl Registry {
             if digest(&payload) != payload_digest {
                 continue;
             }
-            records.push((
-                SignatureRecord { payload: BASE64.encode(&payload), signature: signature.to_string() },
-                Some(payload_digest.to_string()),
-            ));
+            records.push(SignatureRecord { payload: BASE64.encode(&payload), signature: signature.to_string() });
         }
         Ok(records)
     }

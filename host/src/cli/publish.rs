@@ -56,9 +56,9 @@ async fn sign(reference: &str, key: &Path) -> anyhow::Result<ExitCode> {
     let reference = PluginRef::parse(reference)?;
     let key = SigningKey::read(key)?;
     let registry = Registry::for_ref(&reference);
-    let pulled = registry.pull(&reference).await?;
-    registry.sign(&reference, &pulled.digest, &key).await?;
-    println!("signed {} ({}) with {}", reference, pulled.digest, key.fingerprint());
+    let resolved = registry.resolve(&reference).await?;
+    registry.sign(&reference, &resolved.digest, &key).await?;
+    println!("signed {} ({}) with {}", reference, resolved.digest, key.fingerprint());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -98,7 +98,7 @@ async fn install(reference: &str, dir: &Path, name: Option<&str>, policy: &Prove
     let provenance = checked(&entry, &pulled.wasm, policy)?;
     let mut lock = LockFile::read(dir)?.unwrap_or_default();
     lock.upsert(entry.clone());
-    put(dir, &entry.file, &pulled.wasm, &lock)?;
+    put(dir, &entry.file, &pulled.wasm, Some(&lock))?;
     println!("installed {} into {}: {}", entry.file, dir.display(), super::provenance_text(&provenance));
     Ok(ExitCode::SUCCESS)
 }
@@ -110,16 +110,18 @@ async fn install_locked(dir: &Path, policy: &ProvenanceSettings) -> anyhow::Resu
         let reference = PluginRef::parse(&entry.source)?.at_digest(&entry.digest);
         let pulled = Registry::for_ref(&reference).pull(&reference).await?;
         let provenance = checked(entry, &pulled.wasm, policy)?;
-        put(dir, &entry.file, &pulled.wasm, &lock)?;
+        put(dir, &entry.file, &pulled.wasm, None)?;
         println!("installed {} into {}: {}", entry.file, dir.display(), super::provenance_text(&provenance));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes the lock file, then the plugin (each replaced at once), so that a server watching
-/// `dir` finds the record when it sees the file.
-fn put(dir: &Path, file: &str, wasm: &[u8], lock: &LockFile) -> anyhow::Result<()> {
-    lock.write(dir)?;
+/// Writes the lock file (when it changed), then the plugin (each replaced at once), so that
+/// a server watching `dir` finds the record when it sees the file.
+fn put(dir: &Path, file: &str, wasm: &[u8], lock: Option<&LockFile>) -> anyhow::Result<()> {
+    if let Some(lock) = lock {
+        lock.write(dir)?;
+    }
     let temporary = dir.join(format!(".{file}.tmp"));
     std::fs::write(&temporary, wasm).with_context(|| format!("cannot write {}", temporary.display()))?;
     std::fs::rename(&temporary, dir.join(file)).with_context(|| format!("cannot write {}", dir.join(file).display()))
