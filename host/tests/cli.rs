@@ -283,6 +283,34 @@ fn a_scaffolded_plugin_passes_its_own_tests_builds_and_runs() {
 }
 
 #[test]
+fn a_scaffolded_provider_plugin_passes_its_unit_tests_and_its_recorded_streams() {
+    let tmp = TempDir::new("scaffold-provider");
+    scaffold(&tmp, &["my-api", "--provider"]);
+    let crate_dir = tmp.0.join("my-api");
+    let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("[package.metadata.plugboard.credentials]\nheader = \"authorization\""), "{manifest}");
+    // The unit tests run although the crate imports Plugboard's host and wasi:http; then the
+    // recorded streams, through the host.
+    let test = cargo_in(&crate_dir, &["test"]);
+    let (stdout, stderr) = (text(&test.stdout), text(&test.stderr));
+    assert!(test.status.success(), "the scaffold's own tests pass: {stdout}{stderr}");
+    assert!(stdout.contains("test tests::a_tool_result_follows_the_assistant_message_that_called_it ... ok"), "{stdout}");
+    assert!(stdout.contains("ok    provider assembles a tool call sent in pieces") && stdout.contains("3 passed, 0 failed"), "{stdout}");
+    let wasm = guest_target().join("wasm32-wasip2/release/my_api.wasm");
+    let out = plugboard(&tmp.workspace(), &["plugin", "inspect", wasm.to_str().unwrap()]);
+    assert!(text(&out.stdout).contains("world       provider-plugin"), "{}", text(&out.stdout));
+
+    // A unit test that calls a host function fails, naming it: a test binary has none.
+    let lib = crate_dir.join("src/lib.rs");
+    let asks = "\n#[cfg(test)]\nmod asks_the_host {\n    #[test]\n    fn for_its_settings() {\n        let _ = <super::Api as plugboard_sdk::provider::Provider>::info();\n    }\n}\n";
+    std::fs::write(&lib, std::fs::read_to_string(&lib).unwrap() + asks).unwrap();
+    let test = cargo_in(&crate_dir, &["test"]);
+    let (stdout, stderr) = (text(&test.stdout), text(&test.stderr));
+    assert!(!test.status.success() && !stdout.contains("running plugboard-test.toml"), "{stdout}");
+    assert!(stderr.contains("the test called `plugboard:plugin/host@0.1.1#config`, a Plugboard host function"), "{stderr}");
+}
+
+#[test]
 fn a_scaffolded_hook_plugin_passes_its_own_tests_and_declares_its_hooks() {
     let tmp = TempDir::new("scaffold-hook");
     scaffold(&tmp, &["guard-rails", "--hook"]);

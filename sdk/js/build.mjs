@@ -1,5 +1,5 @@
 // Builds the plugin: app.js (with what it imports) into a WebAssembly component for the
-// world its plugin.toml names (`tool-plugin` or `hook-plugin`) in wit/, with
+// world its plugin.toml names (`tool-plugin`, `hook-plugin`, `provider-plugin`) in wit/, with
 // componentize-js. Usage: node build.mjs OUT.wasm
 import { componentize } from "@bytecodealliance/componentize-js";
 import { readFileSync, readdirSync, writeFileSync } from "node:fs";
@@ -9,14 +9,17 @@ const here = fileURLToPath(new URL(".", import.meta.url));
 const out = process.argv[2] || "plugin.wasm";
 // The newest line of WIT releases Plugboard serves (`plugboard plugin wit` writes them).
 const line = readdirSync(`${here}wit`).filter((d) => d.startsWith("since_v")).sort().at(-1);
-const world = /^world\s*=\s*"([a-z-]+)"/m.exec(readFileSync(`${here}plugin.toml`, "utf8"))?.[1];
+const manifest = readFileSync(`${here}plugin.toml`, "utf8");
+const world = /^world\s*=\s*"([a-z-]+)"/m.exec(manifest)?.[1];
 if (!world) throw new Error("plugin.toml names no world: add e.g. world = \"tool-plugin\"");
+// `fetch` (over wasi:http) is built in only for a plugin that asks for the network; the
+// host still lets its requests through only to the hosts the operator grants.
+const network = /^network\s*=/m.test(manifest);
 const { component } = await componentize({
   sourcePath: `${here}app.js`,
   witPath: `${here}wit/${line}`,
   worldName: world,
-  // Plugins reach the network through wasi:http only when granted; this one needs no fetch.
-  disableFeatures: ["http", "fetch-event"],
+  disableFeatures: network ? ["fetch-event"] : ["http", "fetch-event"],
 });
 writeFileSync(`${here}${out}`, component);
 console.log(`built ${out} (${component.length} bytes)`);

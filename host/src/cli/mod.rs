@@ -289,14 +289,18 @@ pub enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Create a new tool plugin crate (or, with `--hook`, a hook plugin crate), ready to
-    /// build with `cargo build --release`.
+    /// Create a new tool plugin (or, with `--hook` or `--provider`, a hook or provider
+    /// plugin), ready to build and to test with `plugboard plugin test`.
     New {
         /// The plugin's name (lowercase letters, digits and `-`).
         name: String,
         /// A hook plugin (`tool.before` and `tool.after` examples) instead of a tool.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "provider")]
         hook: bool,
+        /// A provider plugin (an adapter for an OpenAI-compatible Chat Completions API, with
+        /// recorded answers to test it against) instead of a tool.
+        #[arg(long)]
+        provider: bool,
         /// The language: `rust` (a crate on plugboard-sdk), `python` (a project built with
         /// componentize-py) or `js` (a project built with componentize-js).
         #[arg(long, value_enum, default_value_t = Lang::Rust)]
@@ -482,14 +486,18 @@ fn init_logging(level: &str, format: Option<LogFormat>) -> Result<(), String> {
 const MCP_SETTLE: std::time::Duration = std::time::Duration::from_secs(120);
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Command::Plugin(PluginCommand::New { name, dir, hook, sdk_path: None, lang: lang @ (Lang::Python | Lang::Js) }) = &cli.command {
+    if let Command::Plugin(PluginCommand::New { name, dir, hook, provider, sdk_path: None, lang: lang @ (Lang::Python | Lang::Js) }) =
+        &cli.command
+    {
         use crate::cli::scaffold;
         let parent = dir.clone().unwrap_or_else(|| PathBuf::from("."));
-        let created = match (lang, hook) {
-            (Lang::Python, false) => scaffold::new_python_tool_plugin(name, &parent)?,
-            (Lang::Python, true) => scaffold::new_python_hook_plugin(name, &parent)?,
-            (_, false) => scaffold::new_js_tool_plugin(name, &parent)?,
-            (_, true) => scaffold::new_js_hook_plugin(name, &parent)?,
+        let created = match (lang, hook, provider) {
+            (Lang::Python, true, _) => scaffold::new_python_hook_plugin(name, &parent)?,
+            (Lang::Python, _, true) => scaffold::new_python_provider_plugin(name, &parent)?,
+            (Lang::Python, ..) => scaffold::new_python_tool_plugin(name, &parent)?,
+            (_, true, _) => scaffold::new_js_hook_plugin(name, &parent)?,
+            (_, _, true) => scaffold::new_js_provider_plugin(name, &parent)?,
+            _ => scaffold::new_js_tool_plugin(name, &parent)?,
         };
         let (needs, first) = if *lang == Lang::Python {
             ("componentize-py installed: pip install componentize-py", "")
@@ -508,16 +516,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         let lang = if *lang == Lang::Python { "python" } else { "js" };
         anyhow::bail!("--sdk-path does not go with --lang {lang}: it names plugboard-sdk, for Rust crates");
     }
-    if let Command::Plugin(PluginCommand::New { name, dir, hook, sdk_path, lang: Lang::Rust }) = &cli.command {
+    if let Command::Plugin(PluginCommand::New { name, dir, hook, provider, sdk_path, lang: Lang::Rust }) = &cli.command {
         use crate::cli::scaffold::{self, SdkSource};
         let parent = dir.clone().unwrap_or_else(|| PathBuf::from("."));
         let file = name.replace('-', "_");
         let sdk = sdk_path.clone().map_or_else(SdkSource::published, SdkSource::Path);
-        let created = if *hook { scaffold::new_hook_plugin(name, &parent, &sdk)? } else { scaffold::new_tool_plugin(name, &parent, &sdk)? };
+        let created = match (hook, provider) {
+            (true, _) => scaffold::new_hook_plugin(name, &parent, &sdk)?,
+            (_, true) => scaffold::new_provider_plugin(name, &parent, &sdk)?,
+            _ => scaffold::new_tool_plugin(name, &parent, &sdk)?,
+        };
         println!("Created {}. Next:", created.display());
         println!("  cd {} && cargo build --release", created.display());
         println!("  cargo test        (needs `plugboard` on the PATH: unit tests, then plugboard-test.toml)");
-        if *hook {
+        if *hook || *provider {
             println!("  plugboard plugin inspect target/wasm32-wasip2/release/{file}.wasm");
             println!("  copy the .wasm into .plugboard/plugins/ of a workspace: `plugboard serve` picks it up");
         } else {

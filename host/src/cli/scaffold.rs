@@ -1,4 +1,5 @@
-//! `plugboard plugin new`: a new tool (or hook) plugin crate, ready to build and to test.
+//! `plugboard plugin new`: a new tool, hook or provider plugin, in Rust, Python or
+//! JavaScript, ready to build and to test (providers: [`provider`]).
 //!
 //! The crate depends on `plugboard-sdk` by version (from crates.io), or on a local copy when
 //! told to (`--sdk-path`, for work on Plugboard itself). Its `.cargo/config.toml` builds for
@@ -6,6 +7,10 @@
 //! runs the unit tests in a sandbox and then the calls of its `plugboard-test.toml`.
 
 use std::path::{Path, PathBuf};
+
+mod provider;
+
+pub use provider::{new_js_provider_plugin, new_provider_plugin, new_python_provider_plugin};
 
 /// Why a plugin crate could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +129,7 @@ mod tests {{
         parent,
         "A Plugboard tool plugin",
         sdk,
+        NO_CAPABILITIES,
         &[("src/lib.rs", &lib), ("plugboard-test.toml", &spec), ("README.md", &readme)],
     )
 }
@@ -500,12 +506,27 @@ plugboard_sdk::export_hooks! {{
         parent,
         "A Plugboard hook plugin",
         sdk,
+        NO_CAPABILITIES,
         &[("src/lib.rs", &lib), ("plugboard-test.toml", &spec), ("README.md", &readme)],
     )
 }
 
 /// Writes a plugin crate: its manifest, build and test settings, and `files`.
-fn write_crate(name: &str, parent: &Path, description: &str, sdk: &SdkSource, files: &[(&str, &str)]) -> Result<PathBuf, ScaffoldError> {
+/// The capabilities a new tool or hook crate asks for: none yet, with what it may ask for.
+const NO_CAPABILITIES: &str = r#"# What this plugin asks for. It gets only what the operator also grants in plugboard.toml.
+# filesystem = "read-only" | "read-write"; network = ["https://api.example.com"];
+# process = ["git *"]; env = ["MY_TOKEN"]
+[package.metadata.plugboard.capabilities]
+"#;
+
+fn write_crate(
+    name: &str,
+    parent: &Path,
+    description: &str,
+    sdk: &SdkSource,
+    capabilities: &str,
+    files: &[(&str, &str)],
+) -> Result<PathBuf, ScaffoldError> {
     let dir = new_folder(name, parent)?;
     let sdk = sdk.dependency()?;
     let manifest = format!(
@@ -522,11 +543,7 @@ crate-type = ["cdylib"]
 [dependencies]
 {sdk}
 
-# What this plugin asks for. It gets only what the operator also grants in plugboard.toml.
-# filesystem = "read-only" | "read-write"; network = ["https://api.example.com"];
-# process = ["git *"]; env = ["MY_TOKEN"]
-[package.metadata.plugboard.capabilities]
-
+{capabilities}
 # A crate of its own, not a member of an enclosing workspace.
 [workspace]
 "#
@@ -610,6 +627,26 @@ mod tests {
             assert_eq!(spec.hook.len(), 3);
             assert!(std::fs::read_to_string(hook.join("plugin.toml")).unwrap().contains("world = \"hook-plugin\""));
         }
+        let providers = [
+            new_python_provider_plugin("py-chat", &parent).unwrap(),
+            new_js_provider_plugin("js-chat", &parent).unwrap(),
+            new_provider_plugin("rs-chat", &parent, &SdkSource::published()).unwrap(),
+        ];
+        for (dir, source) in providers.iter().zip(["app.py", "app.js", "src/lib.rs"]) {
+            let spec = crate::cli::plugin_test::read(&dir.join("plugboard-test.toml")).unwrap();
+            assert_eq!(spec.provider.len(), 3);
+            assert!(spec.provider.iter().all(|case| dir.join(&case.stream).is_file()), "every recorded answer is written");
+            let id = dir.file_name().unwrap().to_str().unwrap();
+            let code = std::fs::read_to_string(dir.join(source)).unwrap();
+            assert!(code.contains(&format!("\"{id}\"")) && !code.contains("{plugin-id}"), "{code}");
+        }
+        for dir in &providers[..2] {
+            let manifest = std::fs::read_to_string(dir.join("plugin.toml")).unwrap();
+            assert!(manifest.contains("world = \"provider-plugin\"") && manifest.contains("[credentials]"), "{manifest}");
+        }
+        let world = std::fs::read_to_string(providers[0].join("wit/world.wit")).unwrap();
+        assert!(world.contains("include plugboard:plugin/provider-plugin@0.1.1;"), "{world}");
+        assert!(providers[0].join("wit/deps/since_v0.1.0/provider.wit").is_file() && providers[0].join("wit/deps/http.wit").is_file());
         let not_sdk = new_tool_plugin("other", &parent, &SdkSource::Path(parent.clone()));
         assert!(matches!(not_sdk, Err(ScaffoldError::NotSdk(_))), "{not_sdk:?}");
         assert!(matches!(new_hook_plugin("Bad", &parent, &SdkSource::published()), Err(ScaffoldError::InvalidName(_))));

@@ -141,11 +141,22 @@ impl Sandbox {
         let stderr = store.data().redactor().redact(&stderr);
         let tail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).rev().take(5).collect();
         let trap = error.downcast_ref::<wasmtime::Trap>().map(|t| t.to_string()).unwrap_or_else(|| format!("{error:#}"));
-        let message = if tail.is_empty() {
+        let mut message = if tail.is_empty() {
             trap
         } else {
             format!("{trap}; its last output: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))
         };
+        // A guest that cannot handle a refusal (some language runtimes abort on one) still
+        // gets its cause named: what the host refused it, and the line that would grant it.
+        if let Some(denial) = store.data_mut().take_denials().into_iter().next() {
+            message.push_str(&format!(
+                "; before that it was denied {} access to `{}`: {}\n{}",
+                denial.kind,
+                denial.target,
+                denial.reason,
+                self.policy.grant_hint(denial.kind, &denial.target)
+            ));
+        }
         CallError::Crashed { plugin, message }
     }
 

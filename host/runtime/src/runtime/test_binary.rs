@@ -2,9 +2,9 @@
 //! for `wasm32-wasip2` and hands to its runner (`plugboard plugin test-runner`). It runs on
 //! an engine of its own, with its arguments, its standard streams, the crate's directory
 //! read-only as `.`, the `RUST_TEST_*` and `RUST_BACKTRACE` variables, and nothing else: no
-//! network, no other file, no Plugboard interface (a test that calls a host function is
-//! refused at instantiation, naming the import; test those calls with `plugboard plugin
-//! test`).
+//! network (wasi:http refuses every request), no other file, no Plugboard interface. A
+//! binary that imports those (every provider does) still runs; a test that calls a
+//! Plugboard function traps, naming it (test those calls with `plugboard plugin test`).
 
 use std::path::Path;
 
@@ -13,9 +13,12 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::p2::bindings::Command;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 struct TestState {
     ctx: WasiCtx,
+    http: WasiHttpCtx,
+    no_network: NoNetwork,
     table: ResourceTable,
 }
 
@@ -23,6 +26,56 @@ impl WasiView for TestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.ctx, table: &mut self.table }
     }
+}
+
+impl WasiHttpView for TestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.no_network }
+    }
+}
+
+/// wasi:http for a test binary: every request is refused before anything is sent.
+struct NoNetwork;
+
+impl WasiHttpHooks for NoNetwork {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (http::Response<wasmtime_wasi_http::WasiBody>, Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+/// Links each of the component's Plugboard imports as a function that traps, naming it.
+fn trap_plugboard_imports(linker: &mut Linker<TestState>, component: &Component, engine: &Engine) -> anyhow::Result<()> {
+    use wasmtime::component::types::ComponentItem;
+    for (name, item) in component.component_type().imports(engine) {
+        let ComponentItem::ComponentInstance(instance) = item.ty else { continue };
+        if !name.starts_with("plugboard:") {
+            continue;
+        }
+        let mut linked = linker.instance(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (function, item) in instance.exports(engine) {
+            if let ComponentItem::ComponentFunc(_) = item.ty {
+                let called = format!("{name}#{function}");
+                linked
+                    .func_new(function, move |_, _, _, _| {
+                        wasmtime::bail!("the test called `{called}`, a Plugboard host function, which a unit test does not have")
+                    })
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The variables a test binary sees: those of the Rust test harness.
@@ -62,6 +115,8 @@ async fn run_once(binary: &Path, args: &[String], dir: &Path) -> anyhow::Result<
         .with_context(|| format!("{} is not a WebAssembly component", binary.display()))?;
     let mut linker: Linker<TestState> = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
+    trap_plugboard_imports(&mut linker, &component, &engine)?;
     let name = binary.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut ctx = WasiCtxBuilder::new();
     ctx.inherit_stdio()
@@ -72,20 +127,21 @@ async fn run_once(binary: &Path, args: &[String], dir: &Path) -> anyhow::Result<
     for (key, value) in std::env::vars().filter(|(k, _)| passed_on(k)) {
         ctx.env(key, value);
     }
-    let mut store = Store::new(&engine, TestState { ctx: ctx.build(), table: ResourceTable::new() });
-    let command = Command::instantiate_async(&mut store, &component, &linker).await.map_err(|e| {
-        anyhow::anyhow!(
-            "{} cannot run as a test: {e} (a test binary gets WASI only; calls to Plugboard's host functions are tested with `plugboard plugin test`)",
-            binary.display()
-        )
-    })?;
+    let state = TestState { ctx: ctx.build(), http: WasiHttpCtx::new(), no_network: NoNetwork, table: ResourceTable::new() };
+    let mut store = Store::new(&engine, state);
+    let command = Command::instantiate_async(&mut store, &component, &linker)
+        .await
+        .map_err(|e| anyhow::anyhow!("{} cannot run as a test: {e}", binary.display()))?;
     match command.wasi_cli_run().call_run(&mut store).await {
         Ok(Ok(())) => Ok(Ended::Exit(0)),
         Ok(Err(())) => Ok(Ended::Exit(1)),
         Err(e) => match (e.downcast_ref::<I32Exit>(), e.downcast_ref::<wasmtime::Trap>()) {
             (Some(exit), _) => Ok(Ended::Exit(exit.0)),
             (None, Some(wasmtime::Trap::UnreachableCodeReached)) => Ok(Ended::Panicked),
-            (None, _) => Err(anyhow::anyhow!("{} trapped: {e:#}", binary.display())),
+            (None, _) => Err(anyhow::anyhow!(
+                "{} trapped: {e:#}\n(a test binary gets WASI only; test calls to Plugboard's host functions and the network with `plugboard plugin test`)",
+                binary.display()
+            )),
         },
     }
 }
