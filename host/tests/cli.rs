@@ -283,6 +283,40 @@ fn a_scaffolded_plugin_passes_its_own_tests_builds_and_runs() {
 }
 
 #[test]
+fn the_sdk_as_packaged_for_crates_io_builds_a_new_plugin_without_the_repository() {
+    let tmp = TempDir::new("sdk-package");
+    let version = env!("CARGO_PKG_VERSION");
+    // What `cargo publish` would upload: the SDK and its macros, each alone.
+    let out = Command::new(env!("CARGO"))
+        .args(["package", "-p", "plugboard-sdk-macros", "-p", "plugboard-sdk", "--no-verify", "--allow-dirty"])
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .env("CARGO_TARGET_DIR", guest_target())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let registry = tmp.0.join("registry");
+    std::fs::create_dir_all(&registry).unwrap();
+    for name in ["plugboard-sdk", "plugboard-sdk-macros"] {
+        let packaged = guest_target().join(format!("package/{name}-{version}.crate"));
+        let out = Command::new("tar").arg("xzf").arg(&packaged).arg("-C").arg(&registry).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    // A new plugin on the unpacked SDK, its macros resolved to their unpacked copy as
+    // crates.io would resolve them.
+    let sdk = registry.join(format!("plugboard-sdk-{version}"));
+    let out = plugboard(&tmp.0, &["plugin", "new", "greeter", "--dir", tmp.0.to_str().unwrap(), "--sdk-path", sdk.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let manifest = tmp.0.join("greeter/Cargo.toml");
+    let macros = registry.join(format!("plugboard-sdk-macros-{version}"));
+    let patch = format!("\n[patch.crates-io]\nplugboard-sdk-macros = {{ path = {:?} }}\n", macros.display().to_string());
+    std::fs::write(&manifest, std::fs::read_to_string(&manifest).unwrap() + &patch).unwrap();
+    let build = cargo_in(&tmp.0.join("greeter"), &["build", "--release"]);
+    assert!(build.status.success(), "the packaged SDK builds a plugin: {}", text(&build.stderr));
+    let compiled = format!("Compiling plugboard-sdk v{version} ({})", sdk.display());
+    assert!(text(&build.stderr).contains(&compiled), "built from the package alone: {}", text(&build.stderr));
+}
+
+#[test]
 fn a_scaffolded_provider_plugin_passes_its_unit_tests_and_its_recorded_streams() {
     let tmp = TempDir::new("scaffold-provider");
     scaffold(&tmp, &["my-api", "--provider"]);

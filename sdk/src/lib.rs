@@ -45,7 +45,7 @@ pub use tool::{Access, CapabilityKind, Context, Output, ToolError};
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit/since_v0.1.0",
+        path: "wit/since_v0.1.0",
         world: "tool-plugin",
         pub_export_macro: true,
         default_bindings_module: "plugboard_sdk::bindings",
@@ -57,7 +57,7 @@ pub mod bindings {
 #[doc(hidden)]
 pub mod provider_bindings {
     wit_bindgen::generate!({
-        path: "../wit/since_v0.1.0",
+        path: "wit/since_v0.1.0",
         world: "provider-plugin",
         pub_export_macro: true,
         export_macro_name: "export_provider_world",
@@ -74,7 +74,7 @@ pub mod provider_bindings {
 #[doc(hidden)]
 pub mod hook_bindings {
     wit_bindgen::generate!({
-        path: "../wit/since_v0.1.0",
+        path: "wit/since_v0.1.0",
         world: "hook-plugin",
         pub_export_macro: true,
         export_macro_name: "export_hook_world",
@@ -93,7 +93,7 @@ pub mod hook_bindings {
 #[doc(hidden)]
 pub mod compaction_bindings {
     wit_bindgen::generate!({
-        path: "../wit/since_v0.1.0",
+        path: "wit/since_v0.1.0",
         world: "compaction-hook",
         pub_export_macro: true,
         export_macro_name: "export_compaction_world",
