@@ -105,12 +105,14 @@ export async function* sse(response) {
   if (data.length) yield { event: event || "message", data: data.join("\n") };
 }
 
-/** The WIT `provider-error` of anything `complete` threw. */
+/** The WIT `provider-error` of anything `complete` threw: a `Failure` as it says, any
+ * other error (a bug, a chunk that is not JSON) named, not retried. */
 function providerError(e) {
   if (e instanceof Failure) {
     return { message: e.message, status: e.status, retryable: e.retryable, retryAfterMs: e.retryAfterMs };
   }
-  return { message: String((e && e.message) || e), status: undefined, retryable: false, retryAfterMs: undefined };
+  const message = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+  return { message, status: undefined, retryable: false, retryAfterMs: undefined };
 }
 
 /** The `provider` interface componentize-js exports: `info()` returns the provider's id,

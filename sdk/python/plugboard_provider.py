@@ -37,6 +37,14 @@ class Failure(Exception):
         return wit.ProviderError(str(self), self.status, self.retryable, self.retry_after_ms)
 
 
+def _provider_error(e):
+    """The WIT `provider-error` of anything `complete` raised: a `Failure` as it says, any
+    other exception (a bug, a chunk that is not JSON) named, not retried."""
+    if isinstance(e, Failure):
+        return e.to_wit()
+    return wit.ProviderError(f"{type(e).__name__}: {e}", None, False, None)
+
+
 # Stream events, as `complete` yields them.
 def text(delta):
     return wit.StreamEvent_TextDelta(delta)
@@ -200,15 +208,16 @@ class _Completion(wit.Completion):
             return next(self._events)
         except StopIteration:
             return None
-        except Failure as e:
-            raise Err(e.to_wit())
+        except Exception as e:
+            raise Err(_provider_error(e))
 
 
 def export_provider(info, complete):
     """The `provider` class componentize-py exports: `info()` returns a `ProviderInfo`, and
     `complete(request)` is a generator of stream events (`text`, `tool_call_start`, ...)
-    that raises `Failure` when the API fails. Its first step runs when the host asks for the
-    completion, so an API that refuses the request fails `complete` itself."""
+    that raises `Failure` when the API fails (any other exception fails the completion too,
+    named). Its first step runs when the host asks for the completion, so an API that refuses
+    the request fails `complete` itself."""
 
     class Provider(exports.Provider):
         def info(self):
@@ -220,8 +229,8 @@ def export_provider(info, complete):
                 first = next(events)
             except StopIteration:
                 return _Completion(iter(()))
-            except Failure as e:
-                raise Err(e.to_wit())
+            except Exception as e:
+                raise Err(_provider_error(e))
 
             def replay():
                 yield first

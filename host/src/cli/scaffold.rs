@@ -277,16 +277,31 @@ export const hooks = exportHooks({{
     let readme = format!(
         "# {name}\n\nA Plugboard hook plugin in JavaScript, built with componentize-js.\n\n```sh\nnpm install\nplugboard plugin test                 # builds {file}.wasm, then checks the hooks' decisions\n```\n\nKeep `plugin.toml` beside `{file}.wasm`; its order and strictness are set in `plugboard.toml`: `[hooks.{name}] priority = 0, fail_closed = false`.\n"
     );
-    let files = [
-        ("app.js", app.as_str()),
-        ("plugboard-hook.js", JS_HOOK_HELPER),
+    write_js_project(name, parent, ("plugboard-hook.js", JS_HOOK_HELPER), [&app, &manifest, &spec, &readme], &[])
+}
+
+/// Writes the JavaScript project `name`: `app.js` and its helper `(file, text)`, the build
+/// script and `package.json` (componentize-js from npm), the manifest, the spec, the README,
+/// `extra` files, and the WIT package.
+fn write_js_project(
+    name: &str,
+    parent: &Path,
+    helper: (&str, &str),
+    [app, manifest, spec, readme]: [&str; 4],
+    extra: &[(&str, &str)],
+) -> Result<PathBuf, ScaffoldError> {
+    let package = js_package(name, &name.replace('-', "_"));
+    let mut files = vec![
+        ("app.js", app),
+        helper,
         ("build.mjs", JS_BUILD),
-        ("package.json", &js_package(name, &file)),
-        ("plugin.toml", &manifest),
-        ("plugboard-test.toml", &spec),
-        ("README.md", &readme),
+        ("package.json", &package),
+        ("plugin.toml", manifest),
+        ("plugboard-test.toml", spec),
+        ("README.md", readme),
         (".gitignore", "node_modules/\n*.wasm\n"),
     ];
+    files.extend_from_slice(extra);
     write_guest_project(name, parent, &files)
 }
 
@@ -339,23 +354,12 @@ const {tool} = defineTool({{
 export const tool = exportTools({tool});
 "#
     );
-    let package = js_package(name, &tool);
     let manifest = guest_manifest(name, &tool, "JavaScript", "process = [\"git *\"]; env = [\"MY_TOKEN\"]");
     let spec = tool_spec(name, &tool, &format!("{tool}.wasm"), r#"["npm", "run", "build"]"#, WRONG_TYPE);
     let readme = format!(
         "# {name}\n\nA Plugboard tool plugin in JavaScript, built with [componentize-js](https://www.npmjs.com/package/@bytecodealliance/componentize-js).\n\n```sh\nnpm install\nnpm run build                         # builds {tool}.wasm\nplugboard plugin test                 # builds, then runs plugboard-test.toml\nplugboard tool call --plugins . {tool} '{{\"name\":\"world\"}}'\n```\n\n`plugin.toml` is the manifest: keep it beside `{tool}.wasm`. `wit/` is Plugboard's WIT package (`plugboard plugin wit` writes it again). `app.js` may import other modules; they are bundled into the component.\n"
     );
-    let files = [
-        ("app.js", app.as_str()),
-        ("plugboard-tool.js", JS_HELPER),
-        ("build.mjs", JS_BUILD),
-        ("package.json", &package),
-        ("plugin.toml", &manifest),
-        ("plugboard-test.toml", &spec),
-        ("README.md", &readme),
-        (".gitignore", "node_modules/\n*.wasm\n"),
-    ];
-    write_guest_project(name, parent, &files)
+    write_js_project(name, parent, ("plugboard-tool.js", JS_HELPER), [&app, &manifest, &spec, &readme], &[])
 }
 
 /// The `plugin.toml` of a tool plugin in `language` (beside its `.wasm`, as the SDK embeds

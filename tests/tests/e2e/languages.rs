@@ -341,6 +341,7 @@ async fn check_provider(root: &Path, project: &Path, id: &str) {
             &[("retry-after", "3"), ("content-type", "application/json")],
             r#"{"error":{"message":"Rate limit reached"}}"#,
         ),
+        Scripted::sse("data: {not json}\n\n", 64),
     ]);
     let config = format!(
         "[plugins.{id}]\nnetwork = [\"{url}\"]\napi_key = \"sk-test\"\nsettings = {{ base_url = \"{url}/v1\", models = [\"m\", {{ id = \"big\", context_tokens = 200000 }}] }}\n",
@@ -375,6 +376,12 @@ async fn check_provider(root: &Path, project: &Path, id: &str) {
         }
         other => panic!("{id}: expected the API's 429, got {:?}", other.map(|o| o.0)),
     }
+    // A chunk the template cannot parse fails the completion with the language's error, and
+    // the plugin keeps serving.
+    match stream(host, &format!("{id}/m"), after_a_tool_call()).await {
+        Err(CompletionError::Api { retryable, message, .. }) => assert!(message.contains("JSON") && !retryable, "{id}: {message}"),
+        other => panic!("{id}: expected the parse error, got {:?}", other.map(|o| o.0)),
+    }
     drop(app);
 
     // Sent elsewhere than its grant, nothing leaves, and the error says why.
@@ -386,7 +393,7 @@ async fn check_provider(root: &Path, project: &Path, id: &str) {
     let message = error.to_string();
     assert!(message.contains("denied network access") && message.contains("127.0.0.1:9"), "{id}: {message}");
     assert!(!error.is_retryable(), "{id}: a denial is not retried: {message}");
-    assert_eq!(server.received().len(), 2, "{id}: the refused request reached no server");
+    assert_eq!(server.received().len(), 3, "{id}: the refused request reached no server");
 }
 
 #[tokio::test(flavor = "multi_thread")]

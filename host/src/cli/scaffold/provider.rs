@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{JS_BUILD, ScaffoldError, SdkSource, js_package, new_folder, write_crate, write_files, write_guest_project};
+use super::{ScaffoldError, SdkSource, new_folder, write_crate, write_files};
 
 const RUST_LIB: &str = include_str!("../../../../sdk/templates/provider/lib.rs");
 const PYTHON_APP: &str = include_str!("../../../../sdk/templates/provider/app.py");
@@ -116,19 +116,7 @@ pub fn new_js_provider_plugin(name: &str, parent: &Path) -> Result<PathBuf, Scaf
         &format!("npm install\nplugboard plugin test        # builds {file}.wasm, then replays recorded/ against it"),
         &format!("`{file}.wasm` and `plugin.toml`"),
     );
-    let package = js_package(name, &file);
-    let mut files = vec![
-        ("app.js", app.as_str()),
-        ("plugboard-provider.js", JS_HELPER),
-        ("build.mjs", JS_BUILD),
-        ("package.json", &package),
-        ("plugin.toml", &manifest),
-        ("plugboard-test.toml", &spec),
-        ("README.md", &readme),
-        (".gitignore", "node_modules/\n*.wasm\n"),
-    ];
-    files.extend(RECORDED);
-    write_guest_project(name, parent, &files)
+    super::write_js_project(name, parent, ("plugboard-provider.js", JS_HELPER), [&app, &manifest, &spec, &readme], RECORDED)
 }
 
 /// The `plugin.toml`: the provider world, the network, and where the host puts the key.
