@@ -57,13 +57,34 @@ export async function post(url, body, headers) {
     throw new Failure(`${url} could not be reached: ${(e && e.message) || e}`, { retryable: true });
   }
   if (response.ok) return response;
-  const detail = (await response.text()).slice(0, 1000);
+  const detail = (await leading(response, 16 * 1024)).slice(0, 1000);
   const status = response.status;
   throw new Failure(`${url} answered HTTP ${status}: ${detail}`, {
     status,
     retryable: [408, 409, 429].includes(status) || status >= 500,
     retryAfterMs: milliseconds(response.headers.get("retry-after")),
   });
+}
+
+/** Up to `limit` bytes of `response`'s body, decoded; the rest is not read. */
+async function leading(response, limit) {
+  const reader = response.body.getReader();
+  const chunks = [];
+  let length = 0;
+  while (length < limit) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    length += value.length;
+  }
+  reader.cancel().catch(() => {});
+  const bytes = new Uint8Array(length);
+  let at = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, at);
+    at += chunk.length;
+  }
+  return new TextDecoder().decode(bytes.subarray(0, limit));
 }
 
 /** The server-sent events of `response` as `{ event, data }`, each as soon as it is whole

@@ -150,7 +150,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 }
 
 /// What `WasiHttpHooks::send_request` returns: the response and the task that drives it.
-type SentRequest = Box<
+pub(crate) type SentRequest = Box<
     dyn Future<
             Output = Result<
                 (http::Response<wasmtime_wasi_http::WasiBody>, Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>),

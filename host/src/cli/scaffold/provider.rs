@@ -1,8 +1,8 @@
-//! `plugboard plugin new NAME --provider --lang python|js`: a provider plugin for an
+//! `plugboard plugin new NAME --provider [--lang rust|python|js]`: a provider plugin for an
 //! OpenAI-compatible Chat Completions API (the most common shape: vLLM, llama.cpp's
 //! server, Ollama, LM Studio, OpenRouter), streamed, with recorded answers its
 //! `plugboard-test.toml` replays. The templates live in `sdk/templates/provider/` as real
-//! Python and JavaScript files; `{plugin-id}` in them becomes the plugin's id.
+//! Rust, Python and JavaScript files; `{plugin-id}` in them becomes the plugin's id.
 
 use std::path::{Path, PathBuf};
 
