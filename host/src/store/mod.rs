@@ -115,7 +115,7 @@ impl<T> std::future::Future for PendingWrite<T> {
 /// A write, in its own savepoint of a batch's transaction, that collects the events it
 /// records.
 pub struct Tx<'a> {
-    tx: rusqlite::Savepoint<'a>,
+    tx: &'a Connection,
     events: Vec<Event>,
     /// The last part number used per message in this write.
     pub(crate) part_seqs: std::collections::HashMap<String, i64>,
@@ -124,7 +124,7 @@ pub struct Tx<'a> {
 impl Tx<'_> {
     /// The transaction, for queries.
     pub fn conn(&self) -> &Connection {
-        &self.tx
+        self.tx
     }
 
     /// Records an event in this transaction, with the next global and per-session
@@ -171,6 +171,10 @@ impl SessionStore {
         schema::migrate(&mut conn).map_err(|e| open_error(format!("migrating: {e}")))?;
         // Every statement the store runs stays prepared (the default keeps 16).
         conn.set_prepared_statement_cache_capacity(256);
+        // Plans that do not depend on bound values: otherwise SQLite prepares a statement
+        // again whenever a new value is bound where the planner looked at the old one (a
+        // LIMIT, an equality it weighs), which was most of the executions of some queries.
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map_err(|e| open_error(e.to_string()))?;
         let checkpointer = Checkpointer::start(&mut conn, path, wal_limit_frames).map_err(open_error)?;
         let (jobs, receiver) = std::sync::mpsc::channel::<Job>();
         let bus = EventBus::new(4096);
@@ -390,19 +394,29 @@ fn serve(
 fn commit_batch(conn: &mut Connection, batch: Vec<WriteFn>, bus: &EventBus) {
     let mut delivers = Vec::with_capacity(batch.len());
     let mut events = Vec::new();
+    let conn: &Connection = conn;
+    // The statements that open and close transactions and savepoints stay prepared, like
+    // every other (rusqlite's `Transaction` and `Savepoint` parse theirs on every use).
+    let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut statement| statement.execute([])).map(drop);
     let committed = (|| -> rusqlite::Result<()> {
-        let mut outer = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        run("BEGIN IMMEDIATE")?;
         for write in batch {
-            let mut tx = Tx { tx: outer.savepoint()?, events: Vec::new(), part_seqs: Default::default() };
+            run("SAVEPOINT write")?;
+            let mut tx = Tx { tx: conn, events: Vec::new(), part_seqs: Default::default() };
             let (ok, deliver) = write(&mut tx);
             delivers.push(deliver);
             if ok {
                 events.append(&mut tx.events);
-                tx.tx.commit()?;
+            } else {
+                run("ROLLBACK TO write")?;
             }
+            run("RELEASE write")?;
         }
-        outer.commit()
+        run("COMMIT")
     })();
+    if committed.is_err() && !conn.is_autocommit() {
+        let _ = run("ROLLBACK");
+    }
     match committed {
         Ok(()) => {
             bus.publish(events);

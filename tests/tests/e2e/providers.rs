@@ -230,6 +230,35 @@ async fn a_slow_stream_delivers_events_as_they_arrive() {
 }
 
 #[tokio::test]
+async fn a_caller_that_stops_waiting_for_an_event_loses_nothing_and_gets_it_next_time() {
+    let sse = openai_sse(&[
+        r#"{"choices":[{"index":0,"delta":{"content":"late "}}]}"#,
+        r#"{"choices":[{"index":0,"delta":{"content":"words"}}]}"#,
+        r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+    ]);
+    let pieces: Vec<Vec<u8>> = sse.split_inclusive("\n\n").map(|p| p.as_bytes().to_vec()).collect();
+    let server = ScriptedServer::start(vec![Scripted {
+        status: 200,
+        headers: vec![("content-type".into(), "text/event-stream".into())],
+        pieces,
+        delay: Duration::from_millis(300),
+    }]);
+    let ws = openai_workspace(&server, "");
+    let host = ws.host().await;
+    let mut stream = host.complete("openai/test-model", request("hi")).await.unwrap();
+    // A caller racing the stream against something else (a timer) drops `next` midway.
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), stream.next()).await;
+    assert!(gave_up.is_err(), "the first event cannot have arrived within 50 ms: {gave_up:?}");
+    let mut text = String::new();
+    while let Some(event) = stream.next().await.expect("the stream goes on after a caller gave up waiting") {
+        if let StreamEvent::TextDelta(t) = event {
+            text.push_str(&t);
+        }
+    }
+    assert_eq!(text, "late words");
+}
+
+#[tokio::test]
 async fn an_ungranted_api_host_is_refused_and_nothing_is_sent() {
     let server = ScriptedServer::start(vec![Scripted::error(500, &[], "must not be reached")]);
     let ws = Workspace::new();

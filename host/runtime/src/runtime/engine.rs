@@ -195,22 +195,32 @@ fn probe_pool(engine: &Engine) -> Result<(), String> {
 /// Dropping the returned future stops `work` at its next yield; a panic in `work` is
 /// raised again here.
 pub async fn on_guest_threads<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> T {
-    struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-    impl<T> Drop for AbortOnDrop<T> {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
     let mut work = Box::pin(work);
     if let std::task::Poll::Ready(value) = futures::poll!(&mut work) {
         return value;
     }
-    let mut task = AbortOnDrop(guest_runtime().spawn(work));
+    let mut task = spawn_on_guest_threads(work);
     match (&mut task.0).await {
         Ok(value) => value,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => unreachable!("guest tasks are aborted only by their waiter: {e}"),
     }
+}
+
+/// A task on the guest threads, stopped at its next yield when this handle is dropped.
+pub struct GuestTask<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for GuestTask<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts `work` on the guest threads at once, as a task of its own: for work that waits
+/// for I/O from its start and runs for long, such as a provider's stream, whose HTTP
+/// connection then lives on the same threads as the guest that reads it.
+pub fn spawn_on_guest_threads<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> GuestTask<T> {
+    GuestTask(guest_runtime().spawn(work))
 }
 
 /// The guest threads: one worker per core, made once per process and never shut down.

@@ -2,12 +2,14 @@
 //! at load, and again when its settings change), streamed completions, and their errors.
 
 use serde::Serialize;
-use wasmtime::component::ResourceAny;
 
+use std::sync::Arc;
+
+use super::engine::{GuestTask, spawn_on_guest_threads};
 use super::error::{CallError, LoadError};
-use super::sandbox::Sandbox;
+use super::sandbox::{Sandbox, SlottedStore};
 use super::state::CallState;
-use crate::runtime::bindings::{ProviderPlugin, ProviderPluginPre, provider_types as wit};
+use crate::runtime::bindings::{ProviderPluginPre, provider_types as wit};
 
 /// The provider part of a model reference, `provider/model`.
 pub fn provider_of(model: &str) -> &str {
@@ -210,76 +212,116 @@ impl ProviderWorld {
     /// Starts a streamed completion on a fresh instance in `sandbox`; the stream keeps the
     /// instance, under the same sandbox, until it ends or is dropped.
     pub(crate) async fn complete(&self, sandbox: Sandbox, request: CompletionRequest) -> Result<ProviderStream, CompletionError> {
-        let pre = self.pre.clone();
-        let ((instance, started), mut store) = sandbox
-            .run(None, move |store| {
-                Box::pin(async move {
-                    let instance = pre.instantiate_async(&mut *store).await?;
-                    let started = instance.plugboard_plugin_provider().call_complete(&mut *store, &request).await?;
-                    Ok((instance, started))
-                })
-            })
-            .await
-            .map_err(CompletionError::Plugin)?;
-        match started {
-            Err(api) => {
-                let denials = store.data_mut().take_denials();
-                let mut error = CompletionError::api(sandbox.plugin(), api, store.data().redactor());
-                // A request the network grant refused: the same "add this line" as a tool's.
-                if let (CompletionError::Api { message, .. }, Some(denial)) = (&mut error, denials.first()) {
-                    message.push('\n');
-                    message.push_str(&sandbox.policy().grant_hint(denial.kind, &denial.target));
-                }
-                Err(error)
-            }
-            Ok(completion) => Ok(ProviderStream { sandbox, live: Some((store, instance)), completion, ended: false }),
+        let plugin: Arc<str> = sandbox.plugin().into();
+        let (started, opened) = tokio::sync::oneshot::channel();
+        let (events, received) = tokio::sync::mpsc::channel(READ_AHEAD);
+        let task = spawn_on_guest_threads(produce(sandbox, self.pre.clone(), request, started, events));
+        match opened.await {
+            Ok(Ok(())) => Ok(ProviderStream { plugin, events: received, _task: task, ended: false }),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(stopped(&plugin)),
         }
     }
 }
 
-/// A completion being streamed by a provider plugin: one instance lives for the whole
-/// stream and is dropped with it (which abandons the request). Each step runs on the guest
-/// threads, the store and instance going there and back.
-pub struct ProviderStream {
-    sandbox: Sandbox,
-    /// The store and instance between steps; `None` once the stream ended, or when a step
-    /// was abandoned midway (its future dropped).
-    live: Option<(super::sandbox::SlottedStore, ProviderPlugin)>,
-    completion: ResourceAny,
-    ended: bool,
-}
+/// How many events a stream reads ahead of its consumer.
+const READ_AHEAD: usize = 16;
 
-impl ProviderStream {
-    /// The next event, `Ok(None)` at the end. Each step runs under the plugin's time limit
-    /// (waiting for the API included).
-    pub async fn next(&mut self) -> Result<Option<StreamEvent>, CompletionError> {
-        let Some((store, instance)) = self.live.take() else {
-            if self.ended {
-                return Ok(None);
-            }
-            let message = "the stream was abandoned midway through a step".to_string();
-            return Err(CompletionError::Plugin(CallError::Host { plugin: self.sandbox.plugin().to_string(), message }));
-        };
-        let completion = self.completion;
-        let step = self
-            .sandbox
-            .resume(store, move |store| {
+/// One event of a stream as its task sends it: `Ok(None)` ends it.
+type Step = Result<Option<StreamEvent>, CompletionError>;
+
+/// A stream's task, on the guest threads from its start: it instantiates the provider,
+/// starts the completion (answering `started`), then sends each event the guest gives
+/// until the end, an error, or the consumer is gone. Each step runs under the plugin's
+/// time limit, waiting for the API included; waiting for the consumer is not counted.
+async fn produce(
+    sandbox: Sandbox,
+    pre: ProviderPluginPre<CallState>,
+    request: CompletionRequest,
+    started: tokio::sync::oneshot::Sender<Result<(), CompletionError>>,
+    events: tokio::sync::mpsc::Sender<Step>,
+) {
+    let opened = sandbox
+        .run_here(None, move |store| {
+            Box::pin(async move {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                let started = instance.plugboard_plugin_provider().call_complete(&mut *store, &request).await?;
+                Ok((instance, started))
+            })
+        })
+        .await;
+    let (mut instance, completion, mut store) = match opened {
+        Err(e) => return drop(started.send(Err(CompletionError::Plugin(e)))),
+        Ok(((_, Err(api)), mut store)) => return drop(started.send(Err(refused(&sandbox, api, &mut store)))),
+        Ok(((instance, Ok(completion)), store)) => (instance, completion, store),
+    };
+    if started.send(Ok(())).is_err() {
+        return;
+    }
+    loop {
+        let step = sandbox
+            .resume_here(store, move |store| {
                 Box::pin(async move {
                     let event = instance.plugboard_plugin_provider().completion().call_next(store, completion).await?;
                     Ok((instance, event))
                 })
             })
             .await;
-        self.ended = !matches!(step, Ok(((_, Ok(Some(_))), _)));
-        match step {
-            Err(e) => Err(CompletionError::Plugin(e)),
-            Ok(((_, Err(api)), store)) => Err(CompletionError::api(self.sandbox.plugin(), api, store.data().redactor())),
-            Ok(((_, Ok(None)), _)) => Ok(None),
-            Ok(((instance, Ok(Some(event))), store)) => {
-                self.live = Some((store, instance));
-                Ok(Some(event))
-            }
+        let (step, live) = match step {
+            Err(e) => (Err(CompletionError::Plugin(e)), None),
+            Ok(((_, Err(api)), store)) => (Err(CompletionError::api(sandbox.plugin(), api, store.data().redactor())), None),
+            Ok(((_, Ok(None)), _)) => (Ok(None), None),
+            Ok(((instance, Ok(Some(event))), store)) => (Ok(Some(event)), Some((instance, store))),
+        };
+        if events.send(step).await.is_err() {
+            return;
         }
+        let Some(live) = live else { return };
+        (instance, store) = live;
+    }
+}
+
+/// The provider's answer to `complete` when it refused to start; a request the network
+/// grant refused gets the same "add this line" as a tool's.
+fn refused(sandbox: &Sandbox, api: wit::ProviderError, store: &mut SlottedStore) -> CompletionError {
+    let denials = store.data_mut().take_denials();
+    let mut error = CompletionError::api(sandbox.plugin(), api, store.data().redactor());
+    if let (CompletionError::Api { message, .. }, Some(denial)) = (&mut error, denials.first()) {
+        message.push('\n');
+        message.push_str(&sandbox.policy().grant_hint(denial.kind, &denial.target));
+    }
+    error
+}
+
+/// A stream whose task ended without a last step: a bug of the host, named as such.
+fn stopped(plugin: &str) -> CompletionError {
+    let message = "the stream's task stopped before the stream ended (a bug of the host; see its log)".to_string();
+    CompletionError::Plugin(CallError::Host { plugin: plugin.to_string(), message })
+}
+
+/// A completion being streamed by a provider plugin. One instance lives for the whole
+/// stream, in a task of its own on the guest threads that reads up to [`READ_AHEAD`]
+/// events ahead; dropping the stream stops the task, which drops the instance and so
+/// abandons the request. Each event thus costs one wake-up of the consumer, not a trip of
+/// the store to the guest threads and back.
+pub struct ProviderStream {
+    plugin: Arc<str>,
+    events: tokio::sync::mpsc::Receiver<Step>,
+    _task: GuestTask<()>,
+    ended: bool,
+}
+
+impl ProviderStream {
+    /// The next event, `Ok(None)` at the end (and after an error). Each step runs under
+    /// the plugin's time limit (waiting for the API included). Dropping this future loses
+    /// nothing: the event stays for the next call.
+    pub async fn next(&mut self) -> Result<Option<StreamEvent>, CompletionError> {
+        if self.ended {
+            return Ok(None);
+        }
+        let step = self.events.recv().await.unwrap_or_else(|| Err(stopped(&self.plugin)));
+        self.ended = !matches!(step, Ok(Some(_)));
+        step
     }
 }
 

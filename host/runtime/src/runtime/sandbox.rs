@@ -2,7 +2,8 @@
 //! engine and policy; `Sandbox::run` takes an instance slot, makes a fresh store under the
 //! policy's memory limit, and runs the caller's instantiate-and-call on the guest threads
 //! under the time limit plus [`GRACE`]; `Sandbox::resume` runs a further step on a store
-//! that lives on (a provider's stream). A trap is explained once, here: memory limit, time
+//! that lives on. `run_here` and `resume_here` do the same on the current thread, for work
+//! already on the guest threads (a provider's stream, a task of its own there). A trap is explained once, here: memory limit, time
 //! limit, or a crash with the last lines the guest wrote to stderr (masked).
 
 use std::sync::Arc;
@@ -83,20 +84,34 @@ impl Sandbox {
         self.resume(store, run).await
     }
 
+    /// [`Sandbox::run`] on the current thread: for work already on the guest threads.
+    pub(crate) async fn run_here<T, F>(&self, progress: Option<ProgressSink>, run: F) -> Result<(T, SlottedStore), CallError>
+    where
+        F: for<'s> FnOnce(&'s mut Store<CallState>) -> BoxFuture<'s, wasmtime::Result<T>>,
+    {
+        let store = self.new_store(progress).await?;
+        self.resume_here(store, run).await
+    }
+
     /// Runs `run` on `store` on the guest threads, under the plugin's time limit plus
     /// [`GRACE`]. Epochs only make a computing guest yield; this limit ends it, and ends one
     /// that waits inside a host call.
-    pub(crate) async fn resume<T, F>(&self, mut store: SlottedStore, run: F) -> Result<(T, SlottedStore), CallError>
+    pub(crate) async fn resume<T, F>(&self, store: SlottedStore, run: F) -> Result<(T, SlottedStore), CallError>
     where
         T: Send + 'static,
         F: for<'s> FnOnce(&'s mut Store<CallState>) -> BoxFuture<'s, wasmtime::Result<T>> + Send + 'static,
     {
+        let sandbox = self.clone();
+        crate::runtime::engine::on_guest_threads(async move { sandbox.resume_here(store, run).await }).await
+    }
+
+    /// [`Sandbox::resume`] on the current thread: for work already on the guest threads.
+    pub(crate) async fn resume_here<T, F>(&self, mut store: SlottedStore, run: F) -> Result<(T, SlottedStore), CallError>
+    where
+        F: for<'s> FnOnce(&'s mut Store<CallState>) -> BoxFuture<'s, wasmtime::Result<T>>,
+    {
         let limits = self.policy.limits;
-        let (outcome, mut store) = crate::runtime::engine::on_guest_threads(async move {
-            let outcome = tokio::time::timeout(limits.timeout() + GRACE, run(&mut store.store)).await;
-            (outcome, store)
-        })
-        .await;
+        let outcome = tokio::time::timeout(limits.timeout() + GRACE, run(&mut store.store)).await;
         match outcome {
             Err(_) => Err(CallError::Timeout { plugin: self.plugin.to_string(), limit_ms: limits.timeout_ms }),
             Ok(Err(trap)) => Err(self.explain_trap(trap, &mut store)),
