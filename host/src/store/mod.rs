@@ -175,6 +175,10 @@ impl SessionStore {
         // again whenever a new value is bound where the planner looked at the old one (a
         // LIMIT, an equality it weighs), which was most of the executions of some queries.
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map_err(|e| open_error(e.to_string()))?;
+        // The savepoint of each write journals the pages it changes; past 64 KiB in one
+        // transaction (a group commit) SQLite spills that journal to a temporary file, and
+        // every later page costs a `pwrite`. In memory it stays small: writes are small.
+        conn.pragma_update(None, "temp_store", "MEMORY").map_err(|e| open_error(e.to_string()))?;
         let checkpointer = Checkpointer::start(&mut conn, path, wal_limit_frames).map_err(open_error)?;
         let (jobs, receiver) = std::sync::mpsc::channel::<Job>();
         let bus = EventBus::new(4096);
