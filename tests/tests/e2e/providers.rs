@@ -69,6 +69,12 @@ fn openai_workspace(server: &ScriptedServer, extra_settings: &str) -> Workspace 
     ws
 }
 
+/// A server that streams `chunks` as OpenAI events, each after `delay`.
+fn slow_sse_server(chunks: &[&str], delay: Duration) -> ScriptedServer {
+    let pieces = openai_sse(chunks).split_inclusive("\n\n").map(|p| p.as_bytes().to_vec()).collect();
+    ScriptedServer::start(vec![Scripted { status: 200, headers: vec![("content-type".into(), "text/event-stream".into())], pieces, delay }])
+}
+
 fn openai_sse(chunks: &[&str]) -> String {
     let mut out = String::new();
     for c in chunks {
@@ -200,20 +206,16 @@ async fn a_stream_cut_in_the_middle_is_a_retryable_error_after_what_arrived() {
 
 #[tokio::test]
 async fn a_slow_stream_delivers_events_as_they_arrive() {
-    let sse = openai_sse(&[
-        r#"{"choices":[{"index":0,"delta":{"content":"one "}}]}"#,
-        r#"{"choices":[{"index":0,"delta":{"content":"two "}}]}"#,
-        r#"{"choices":[{"index":0,"delta":{"content":"three"}}]}"#,
-        r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
-    ]);
-    let pieces: Vec<Vec<u8>> = sse.split_inclusive("\n\n").map(|p| p.as_bytes().to_vec()).collect();
     let delay = Duration::from_millis(150);
-    let server = ScriptedServer::start(vec![Scripted {
-        status: 200,
-        headers: vec![("content-type".into(), "text/event-stream".into())],
-        pieces,
+    let server = slow_sse_server(
+        &[
+            r#"{"choices":[{"index":0,"delta":{"content":"one "}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"two "}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"three"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        ],
         delay,
-    }]);
+    );
     let ws = openai_workspace(&server, "");
     let host = ws.host().await;
     let started = Instant::now();
@@ -231,18 +233,14 @@ async fn a_slow_stream_delivers_events_as_they_arrive() {
 
 #[tokio::test]
 async fn a_caller_that_stops_waiting_for_an_event_loses_nothing_and_gets_it_next_time() {
-    let sse = openai_sse(&[
-        r#"{"choices":[{"index":0,"delta":{"content":"late "}}]}"#,
-        r#"{"choices":[{"index":0,"delta":{"content":"words"}}]}"#,
-        r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
-    ]);
-    let pieces: Vec<Vec<u8>> = sse.split_inclusive("\n\n").map(|p| p.as_bytes().to_vec()).collect();
-    let server = ScriptedServer::start(vec![Scripted {
-        status: 200,
-        headers: vec![("content-type".into(), "text/event-stream".into())],
-        pieces,
-        delay: Duration::from_millis(300),
-    }]);
+    let server = slow_sse_server(
+        &[
+            r#"{"choices":[{"index":0,"delta":{"content":"late "}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"words"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        ],
+        Duration::from_millis(300),
+    );
     let ws = openai_workspace(&server, "");
     let host = ws.host().await;
     let mut stream = host.complete("openai/test-model", request("hi")).await.unwrap();
