@@ -1,9 +1,9 @@
 //! The `provider-plugin` world on top of the sandbox: what a provider serves (asked once,
 //! at load, and again when its settings change), streamed completions, and their errors.
 
-use serde::Serialize;
-
 use std::sync::Arc;
+
+use serde::Serialize;
 
 use super::engine::{GuestTask, spawn_on_guest_threads};
 use super::error::{CallError, LoadError};

@@ -3,8 +3,9 @@
 //! policy's memory limit, and runs the caller's instantiate-and-call on the guest threads
 //! under the time limit plus [`GRACE`]; `Sandbox::resume` runs a further step on a store
 //! that lives on. `run_here` and `resume_here` do the same on the current thread, for work
-//! already on the guest threads (a provider's stream, a task of its own there). A trap is explained once, here: memory limit, time
-//! limit, or a crash with the last lines the guest wrote to stderr (masked).
+//! already on the guest threads (a provider's stream, a task of its own there). A trap is
+//! explained once, here: memory limit, time limit, or a crash with the last lines the
+//! guest wrote to stderr (masked).
 
 use std::sync::Arc;
 use std::time::Duration;
