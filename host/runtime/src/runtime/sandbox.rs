@@ -97,13 +97,18 @@ impl Sandbox {
     /// Runs `run` on `store` on the guest threads, under the plugin's time limit plus
     /// [`GRACE`]. Epochs only make a computing guest yield; this limit ends it, and ends one
     /// that waits inside a host call.
-    pub(crate) async fn resume<T, F>(&self, store: SlottedStore, run: F) -> Result<(T, SlottedStore), CallError>
+    pub(crate) async fn resume<T, F>(&self, mut store: SlottedStore, run: F) -> Result<(T, SlottedStore), CallError>
     where
         T: Send + 'static,
         F: for<'s> FnOnce(&'s mut Store<CallState>) -> BoxFuture<'s, wasmtime::Result<T>> + Send + 'static,
     {
-        let sandbox = self.clone();
-        crate::runtime::engine::on_guest_threads(async move { sandbox.resume_here(store, run).await }).await
+        let limits = self.policy.limits;
+        let (outcome, store) = crate::runtime::engine::on_guest_threads(async move {
+            let outcome = tokio::time::timeout(limits.timeout() + GRACE, run(&mut store.store)).await;
+            (outcome, store)
+        })
+        .await;
+        self.settle(outcome, store)
     }
 
     /// [`Sandbox::resume`] on the current thread: for work already on the guest threads.
@@ -111,8 +116,17 @@ impl Sandbox {
     where
         F: for<'s> FnOnce(&'s mut Store<CallState>) -> BoxFuture<'s, wasmtime::Result<T>>,
     {
+        let outcome = tokio::time::timeout(self.policy.limits.timeout() + GRACE, run(&mut store.store)).await;
+        self.settle(outcome, store)
+    }
+
+    /// A step's outcome: its value, or the time limit, or the trap explained.
+    fn settle<T>(
+        &self,
+        outcome: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+        mut store: SlottedStore,
+    ) -> Result<(T, SlottedStore), CallError> {
         let limits = self.policy.limits;
-        let outcome = tokio::time::timeout(limits.timeout() + GRACE, run(&mut store.store)).await;
         match outcome {
             Err(_) => Err(CallError::Timeout { plugin: self.plugin.to_string(), limit_ms: limits.timeout_ms }),
             Ok(Err(trap)) => Err(self.explain_trap(trap, &mut store)),
