@@ -254,6 +254,8 @@ pub struct Received {
     pub headers: Vec<(String, String)>,
     /// The body.
     pub body: String,
+    /// Which connection it came on: 1 for the first the server accepted, and so on.
+    pub connection: usize,
 }
 
 impl Received {
@@ -269,51 +271,99 @@ pub struct ScriptedServer {
     /// Its address.
     pub addr: SocketAddr,
     received: Arc<std::sync::Mutex<Vec<Received>>>,
+    cut: Arc<std::sync::atomic::AtomicUsize>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// What a [`ScriptedServer`]'s connections share.
+struct ScriptState {
+    script: Vec<Scripted>,
+    served: std::sync::atomic::AtomicUsize,
+    received: Arc<std::sync::Mutex<Vec<Received>>>,
+    cut: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ScriptState {
+    /// Answers the next request on `stream`; false when the connection is done.
+    fn answer(&self, stream: &mut std::net::TcpStream, connection: usize, keep_alive: bool) -> bool {
+        let Some(mut request) = read_request(stream) else { return false };
+        request.connection = connection;
+        self.received.lock().unwrap().push(request);
+        let answer = &self.script[self.served.fetch_add(1, Ordering::SeqCst).min(self.script.len() - 1)];
+        let mut head = format!("HTTP/1.1 {} Scripted\r\n", answer.status);
+        if keep_alive {
+            head.push_str(&format!("content-length: {}\r\n", answer.pieces.iter().map(Vec::len).sum::<usize>()));
+        } else {
+            head.push_str("connection: close\r\n");
+        }
+        for (k, v) in &answer.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut whole = stream.write_all(head.as_bytes()).is_ok();
+        for piece in &answer.pieces {
+            if !whole {
+                break;
+            }
+            if !answer.delay.is_zero() {
+                std::thread::sleep(answer.delay);
+            }
+            whole = stream.write_all(piece).and_then(|_| stream.flush()).is_ok();
+        }
+        if !whole {
+            self.cut.fetch_add(1, Ordering::SeqCst);
+        }
+        whole && keep_alive
+    }
+}
+
 impl ScriptedServer {
-    /// Starts a server with its script.
+    /// Starts a server with its script; it closes each connection after one answer.
     pub fn start(script: Vec<Scripted>) -> Self {
+        Self::serve(script, false)
+    }
+
+    /// Starts a server with its script that keeps connections open (HTTP/1.1 keep-alive,
+    /// each answer with its length) and serves each on a thread of its own.
+    pub fn keep_alive(script: Vec<Scripted>) -> Self {
+        Self::serve(script, true)
+    }
+
+    fn serve(script: Vec<Scripted>, keep_alive: bool) -> Self {
         assert!(!script.is_empty(), "a script needs at least one response");
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         listener.set_nonblocking(true).unwrap();
         let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let cut = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (r, s) = (received.clone(), stop.clone());
+        let state = Arc::new(ScriptState { script, served: Default::default(), received: received.clone(), cut: cut.clone() });
+        let s = stop.clone();
         std::thread::spawn(move || {
-            let mut served = 0usize;
+            let mut accepted = 0usize;
             while !s.load(Ordering::Relaxed) {
                 let Ok((mut stream, _)) = listener.accept() else {
                     std::thread::sleep(std::time::Duration::from_millis(2));
                     continue;
                 };
+                accepted += 1;
                 stream.set_nonblocking(false).unwrap();
-                let Some(request) = read_request(&mut stream) else { continue };
-                r.lock().unwrap().push(request);
-                let answer = &script[served.min(script.len() - 1)];
-                served += 1;
-                let mut head = format!("HTTP/1.1 {} Scripted\r\nconnection: close\r\n", answer.status);
-                for (k, v) in &answer.headers {
-                    head.push_str(&format!("{k}: {v}\r\n"));
+                if keep_alive {
+                    let state = state.clone();
+                    std::thread::spawn(move || while state.answer(&mut stream, accepted, true) {});
+                } else {
+                    state.answer(&mut stream, accepted, false);
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
                 }
-                head.push_str("\r\n");
-                if stream.write_all(head.as_bytes()).is_err() {
-                    continue;
-                }
-                for piece in &answer.pieces {
-                    if !answer.delay.is_zero() {
-                        std::thread::sleep(answer.delay);
-                    }
-                    if stream.write_all(piece).and_then(|_| stream.flush()).is_err() {
-                        break;
-                    }
-                }
-                let _ = stream.shutdown(std::net::Shutdown::Both);
             }
         });
-        ScriptedServer { addr, received, stop }
+        ScriptedServer { addr, received, cut, stop }
+    }
+
+    /// How many answers the client stopped reading before their end (their connection
+    /// closed under them).
+    pub fn answers_cut(&self) -> usize {
+        self.cut.load(Ordering::SeqCst)
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -350,7 +400,7 @@ fn read_request(stream: &mut std::net::TcpStream) -> Option<Received> {
     let length = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0usize);
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body).ok()?;
-    Some(Received { line, headers, body: String::from_utf8_lossy(&body).into_owned() })
+    Some(Received { line, headers, body: String::from_utf8_lossy(&body).into_owned(), connection: 0 })
 }
 
 /// The version of `@copilotkit/aimock` the conformance tests run against.

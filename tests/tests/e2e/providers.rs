@@ -75,6 +75,18 @@ fn slow_sse_server(chunks: &[&str], delay: Duration) -> ScriptedServer {
     ScriptedServer::start(vec![Scripted { status: 200, headers: vec![("content-type".into(), "text/event-stream".into())], pieces, delay }])
 }
 
+/// A server that keeps its connections open and answers every request with `chunks` as
+/// OpenAI events, each after `delay`.
+fn keep_alive_server(chunks: &[&str], delay: Duration) -> ScriptedServer {
+    let pieces = openai_sse(chunks).split_inclusive("\n\n").map(|p| p.as_bytes().to_vec()).collect();
+    ScriptedServer::keep_alive(vec![Scripted {
+        status: 200,
+        headers: vec![("content-type".into(), "text/event-stream".into())],
+        pieces,
+        delay,
+    }])
+}
+
 fn openai_sse(chunks: &[&str]) -> String {
     let mut out = String::new();
     for c in chunks {
@@ -254,6 +266,55 @@ async fn a_caller_that_stops_waiting_for_an_event_loses_nothing_and_gets_it_next
         }
     }
     assert_eq!(text, "late words");
+}
+
+#[tokio::test]
+async fn a_providers_next_request_goes_out_on_its_open_connection_and_no_other_plugin_gets_it() {
+    let server = keep_alive_server(
+        &[r#"{"choices":[{"index":0,"delta":{"content":"hello"}}]}"#, r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#],
+        Duration::ZERO,
+    );
+    let ws = openai_workspace(&server, "");
+    let openai = std::fs::read_to_string(ws.operator_config_path()).unwrap();
+    ws.operator_config(&format!("{openai}[plugins.fetch]\nnetwork = [\"{}\"]\n", server.url()));
+    let host = ws.host().await;
+    for _ in 0..2 {
+        assert_eq!(collect(&host, "openai/test-model", request("hi")).await.unwrap().text, "hello");
+    }
+    let fetched = plugboard_tests::call(&host, "fetch", serde_json::json!({ "url": format!("{}/page", server.url()) })).await.unwrap();
+    assert!(fetched.text.contains("hello"), "{}", fetched.text);
+    assert_eq!(collect(&host, "openai/test-model", request("hi")).await.unwrap().text, "hello");
+
+    let received = server.received();
+    let connections: Vec<usize> = received.iter().map(|r| r.connection).collect();
+    assert_eq!(connections, [1, 1, 2, 1], "the provider's turns share one connection; the fetch tool opens one of its own");
+    // The key goes with each of the provider's requests, and never with another plugin's.
+    let keys: Vec<Option<&str>> = received.iter().map(|r| r.header("authorization")).collect();
+    assert_eq!(keys, [Some("Bearer sk-test"), Some("Bearer sk-test"), None, Some("Bearer sk-test")]);
+}
+
+#[tokio::test]
+async fn a_stream_dropped_midway_closes_its_connection_and_the_next_request_opens_a_new_one() {
+    let words: Vec<String> = (0..20).map(|i| format!(r#"{{"choices":[{{"index":0,"delta":{{"content":"w{i} "}}}}]}}"#)).collect();
+    let mut chunks: Vec<&str> = words.iter().map(String::as_str).collect();
+    chunks.push(r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#);
+    let server = keep_alive_server(&chunks, Duration::from_millis(30));
+    let ws = openai_workspace(&server, "");
+    let host = ws.host().await;
+    let mut stream = host.complete("openai/test-model", request("count")).await.unwrap();
+    assert!(matches!(stream.next().await.unwrap(), Some(StreamEvent::TextDelta(t)) if t == "w0 "));
+    drop(stream);
+    // The server finds its answer cut: the connection was closed, not kept for the rest
+    // (a model behind it stops generating).
+    let started = Instant::now();
+    while server.answers_cut() == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "the connection of a dropped stream stays open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let whole = collect(&host, "openai/test-model", request("count")).await.unwrap();
+    assert!(whole.text.starts_with("w0 w1 ") && whole.text.ends_with("w19 "), "{}", whole.text);
+    let connections: Vec<usize> = server.received().iter().map(|r| r.connection).collect();
+    assert_eq!(connections, [1, 2]);
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@
 pub mod artifact_cache;
 pub mod bindings;
 pub mod config;
+pub mod connections;
 pub mod discovery;
 pub mod engine;
 pub mod error;

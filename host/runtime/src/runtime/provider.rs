@@ -270,7 +270,12 @@ async fn produce(
         let (step, live) = match step {
             Err(e) => (Err(CompletionError::Plugin(e)), None),
             Ok(((_, Err(api)), store)) => (Err(CompletionError::api(sandbox.plugin(), api, store.data().redactor())), None),
-            Ok(((_, Ok(None)), _)) => (Ok(None), None),
+            // The store goes before the end is announced: its instance slot, and its
+            // connection (given back to the pool), are free when the caller goes on.
+            Ok(((_, Ok(None)), store)) => {
+                drop(store);
+                (Ok(None), None)
+            }
             Ok(((instance, Ok(Some(event))), store)) => (Ok(Some(event)), Some((instance, store))),
         };
         if events.send(step).await.is_err() {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use wasmtime::Store;
 
+use super::connections::Connections;
 use super::error::CallError;
 use super::state::{CallState, ProgressSink};
 use crate::capability::CapabilityPolicy;
@@ -56,12 +57,13 @@ pub struct Sandbox {
     plugin: Arc<str>,
     engine: PluginEngine,
     policy: Arc<CapabilityPolicy>,
+    connections: Arc<Connections>,
 }
 
 impl Sandbox {
     /// The sandbox of plugin `plugin` under `policy`.
     pub(crate) fn new(plugin: &str, engine: &PluginEngine, policy: Arc<CapabilityPolicy>) -> Self {
-        Sandbox { plugin: plugin.into(), engine: engine.clone(), policy }
+        Sandbox { plugin: plugin.into(), engine: engine.clone(), policy, connections: Arc::default() }
     }
 
     /// The plugin's id.
@@ -144,7 +146,7 @@ impl Sandbox {
             tracing::warn!(%error, "a call found no instance slot");
             error
         })?;
-        let state = CallState::new(self.policy.clone(), progress)
+        let state = CallState::new(self.policy.clone(), progress, self.connections.clone())
             .map_err(|e| CallError::Host { plugin: self.plugin.to_string(), message: format!("{e:#}") })?;
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| &mut s.limiter);

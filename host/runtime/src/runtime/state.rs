@@ -14,6 +14,7 @@ use crate::capability::filesystem::Access;
 use crate::capability::network::NetworkPolicy;
 use crate::capability::process::CommandError;
 use crate::runtime::bindings::{host, process, types};
+use crate::runtime::connections::Connections;
 
 /// Receives the partial output (`host.progress`) of a running call.
 pub type ProgressSink = Arc<dyn Fn(&str) + Send + Sync>;
@@ -56,7 +57,7 @@ pub struct CallState {
 
 impl CallState {
     /// Prepares the sandbox of one call from the plugin's policy.
-    pub fn new(policy: Arc<CapabilityPolicy>, progress: Option<ProgressSink>) -> anyhow::Result<Self> {
+    pub fn new(policy: Arc<CapabilityPolicy>, progress: Option<ProgressSink>, connections: Arc<Connections>) -> anyhow::Result<Self> {
         let mut builder = WasiCtx::builder();
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         builder
@@ -89,6 +90,7 @@ impl CallState {
                 policy: policy.network.clone(),
                 credential: policy.credential.clone(),
                 redactor: policy.redactor.clone(),
+                connections,
                 denials: Vec::new(),
             },
             limiter: MemoryLimiter { max_bytes: memory, exceeded: false },
@@ -162,11 +164,13 @@ pub(crate) type SentRequest = Box<
 /// The network policy, where `wasi:http` sends requests: a refused request is never sent.
 /// A provider's API key is added here, to allowed requests only; the plugin can neither
 /// read nor set that header. The response's headers and body reach the plugin with every
-/// known secret masked, so an endpoint that echoes the key does not hand it over.
+/// known secret masked, so an endpoint that echoes the key does not hand it over. Allowed
+/// requests go out on the sandbox's [`Connections`], which keep them open between requests.
 struct NetworkHooks {
     policy: NetworkPolicy,
     credential: Option<crate::capability::Credential>,
     redactor: crate::secrets::Redactor,
+    connections: Arc<Connections>,
     denials: Vec<HostDenial>,
 }
 
@@ -203,16 +207,17 @@ impl WasiHttpHooks for NetworkHooks {
             request.headers_mut().insert(credential.header.clone(), credential.value.clone());
         }
         let redactor = self.redactor.clone();
+        let connections = self.connections.clone();
         Box::new(async move {
-            use http_body_util::BodyExt;
             // A name that resolves to Plugboard's own API (checked only on a port it serves).
             if crate::capability::network::resolves_to_plugboard(&host, port).await {
                 tracing::info!(target = %format!("{scheme}://{host}:{port}"), "outgoing request to Plugboard's own API refused");
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
             }
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            let response = if redactor.is_empty() { response.map(BodyExt::boxed_unsync) } else { redact_response(response, redactor) };
-            Ok((response, Box::new(io) as Box<dyn Future<Output = _> + Send>))
+            let response = connections.send(request, options).await?;
+            let response = if redactor.is_empty() { response } else { redact_response(response, redactor) };
+            // The connection's I/O is a task of its own (it may outlive this response).
+            Ok((response, Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>))
         })
     }
 }

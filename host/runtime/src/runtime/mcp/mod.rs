@@ -89,7 +89,7 @@ impl McpTools {
             } else if let std::collections::btree_map::Entry::Vacant(slot) = remote.entry(name.clone()) {
                 slot.insert(tool.name.to_string());
                 let description = tool.description.as_deref().or(tool.title.as_deref()).unwrap_or_default().to_string();
-                tools.push(ToolDefinition { name, description, parameters: Value::Object((*tool.input_schema).clone()) });
+                tools.push(ToolDefinition::new(name, description, Value::Object((*tool.input_schema).clone())));
             } else {
                 skipped.push(format!("`{}`: another of its tools is also named `{name}` here", tool.name));
             }
