@@ -533,7 +533,7 @@ impl<'a> Activity<'a> {
             .map(|(t, _)| ToolSpec {
                 name: t.name.clone(),
                 description: t.description.clone(),
-                parameters_schema: t.parameters.to_string(),
+                parameters_schema: t.parameters_json().to_string(),
             })
             .collect()
     }

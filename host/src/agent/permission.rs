@@ -4,7 +4,7 @@
 //! still cannot exceed its plugin's grants.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use globset::{GlobBuilder, GlobMatcher};
 use serde::{Deserialize, Serialize};
@@ -15,19 +15,25 @@ use crate::store::SessionStore;
 
 pub use crate::store::model::{Action, RuleSpec};
 
-/// A compiled rule.
+/// A compiled rule. Its matchers are shared by every clone: each activity starts from a
+/// clone of its agent's rules, and a clone of a matcher would start without the match
+/// caches the first one built (a regex's caches belong to the value, not its program).
 #[derive(Debug, Clone)]
 pub struct Rule {
     spec: RuleSpec,
-    tool: GlobMatcher,
-    pattern: GlobMatcher,
+    tool: Arc<GlobMatcher>,
+    pattern: Arc<GlobMatcher>,
 }
 
 impl Rule {
     /// Compiles a rule; the error names the bad glob.
     pub fn new(spec: RuleSpec) -> Result<Self, String> {
         let glob = |g: &str| {
-            GlobBuilder::new(g).literal_separator(false).build().map(|g| g.compile_matcher()).map_err(|e| format!("rule glob `{g}`: {e}"))
+            GlobBuilder::new(g)
+                .literal_separator(false)
+                .build()
+                .map(|g| Arc::new(g.compile_matcher()))
+                .map_err(|e| format!("rule glob `{g}`: {e}"))
         };
         Ok(Rule { tool: glob(&spec.tool)?, pattern: glob(&spec.pattern)?, spec })
     }

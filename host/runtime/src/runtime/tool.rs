@@ -19,6 +19,23 @@ pub struct ToolDefinition {
     pub description: String,
     /// JSON Schema of its arguments.
     pub parameters: serde_json::Value,
+    /// `parameters` as JSON text, as every provider request carries it: serialized once
+    /// here rather than on every turn of every session.
+    #[serde(skip)]
+    parameters_json: String,
+}
+
+impl ToolDefinition {
+    /// A tool named `name` whose arguments follow the JSON Schema `parameters`.
+    pub fn new(name: String, description: String, parameters: serde_json::Value) -> Self {
+        let parameters_json = parameters.to_string();
+        ToolDefinition { name, description, parameters, parameters_json }
+    }
+
+    /// Its parameters schema as JSON text.
+    pub fn parameters_json(&self) -> &str {
+        &self.parameters_json
+    }
 }
 
 /// What a call needs besides the tool and its arguments.
@@ -136,7 +153,7 @@ fn checked_definition(d: types::ToolDefinition) -> Result<ToolDefinition, String
     }
     let parameters = serde_json::from_str(&d.parameters_schema)
         .map_err(|e| format!("tool `{}` has a parameters schema that is not JSON: {e}", d.name))?;
-    Ok(ToolDefinition { name: d.name, description: d.description, parameters })
+    Ok(ToolDefinition::new(d.name, d.description, parameters))
 }
 
 /// A tool's output within the plugin's `max_output_bytes`, its text, title and metadata
