@@ -53,11 +53,19 @@ impl Drop for Model {
     }
 }
 
-/// This process's CPU time and context switches so far.
+/// This process's CPU time, context switches and page faults so far.
 #[derive(Clone, Copy)]
 struct Usage {
     cpu: Duration,
     switches: i64,
+    faults: i64,
+}
+
+/// [`Usage`] per one of `n`: CPU in µs, context switches, page faults.
+struct PerOne {
+    cpu: f64,
+    switches: f64,
+    faults: f64,
 }
 
 impl Usage {
@@ -65,13 +73,21 @@ impl Usage {
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
         unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
         let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-        Usage { cpu: time(usage.ru_utime) + time(usage.ru_stime), switches: usage.ru_nvcsw + usage.ru_nivcsw }
+        Usage {
+            cpu: time(usage.ru_utime) + time(usage.ru_stime),
+            switches: usage.ru_nvcsw + usage.ru_nivcsw,
+            faults: usage.ru_minflt + usage.ru_majflt,
+        }
     }
 
-    /// CPU in µs and context switches, per one of `n`, since `self`.
-    fn per(self, n: usize) -> (f64, f64) {
+    /// The usage since `self`, per one of `n`.
+    fn per(self, n: usize) -> PerOne {
         let now = Usage::now();
-        ((now.cpu - self.cpu).as_secs_f64() * 1e6 / n as f64, (now.switches - self.switches) as f64 / n as f64)
+        PerOne {
+            cpu: (now.cpu - self.cpu).as_secs_f64() * 1e6 / n as f64,
+            switches: (now.switches - self.switches) as f64 / n as f64,
+            faults: (now.faults - self.faults) as f64 / n as f64,
+        }
     }
 }
 
@@ -116,6 +132,7 @@ async fn run() {
     sequential(&runtime, 200).await;
     direct_read(&app, 2_000).await;
     at_once(&runtime, 1_000, "1,000 sessions prompted at once").await;
+    at_once(&runtime, 1_000, "1,000 sessions prompted at once, again").await;
     if burst > 0 {
         at_once(&runtime, burst, &format!("{burst} sessions in one burst (1,000 run at once, the rest queue)")).await;
     }
@@ -134,13 +151,15 @@ async fn sequential(runtime: &Arc<AgentRuntime>, prompts: usize) {
         assert_eq!(outcome.text, EXPECTED, "a sequential prompt's answer");
         samples.push(started.elapsed());
     }
-    let (cpu, switches) = before.per(prompts);
+    let used = before.per(prompts);
     println!("{prompts} prompts, one at a time");
     println!(
-        "  median {:.2} ms   p99 {:.2} ms   host CPU per prompt {:.0} µs   context switches per prompt {switches:.0}",
+        "  median {:.2} ms   p99 {:.2} ms   host CPU per prompt {:.0} µs   context switches per prompt {:.0}   page faults per prompt {:.0}",
         percentile(&mut samples, 0.5),
         percentile(&mut samples, 0.99),
-        cpu
+        used.cpu,
+        used.switches,
+        used.faults
     );
 }
 
@@ -154,9 +173,15 @@ async fn direct_read(app: &plugboard::app::App, calls: usize) {
         samples.push(started.elapsed());
         assert!(out.text.contains("content of a.txt"), "read returned {:?}", out.text);
     }
-    let (cpu, switches) = before.per(calls);
+    let used = before.per(calls);
     println!("\n{calls} direct `read` calls");
-    println!("  median {:.0} µs   CPU per call {cpu:.0} µs   context switches per call {switches:.1}", percentile(&mut samples, 0.5) * 1e3);
+    println!(
+        "  median {:.0} µs   CPU per call {:.0} µs   context switches per call {:.1}   page faults per call {:.1}",
+        percentile(&mut samples, 0.5) * 1e3,
+        used.cpu,
+        used.switches,
+        used.faults
+    );
 }
 
 async fn at_once(runtime: &Arc<AgentRuntime>, count: usize, title: &str) {
@@ -188,12 +213,14 @@ async fn at_once(runtime: &Arc<AgentRuntime>, count: usize, title: &str) {
         }
     }
     let elapsed = started.elapsed();
-    let (cpu, _) = before.per(count);
+    let used = before.per(count);
     println!("\n{title}");
     println!(
-        "  {:.0} sessions/s   {:.2} s to all done   errors {errors}   wrong answers {wrong}   host CPU per prompt {cpu:.0} µs   peak RSS {:.0} MiB",
+        "  {:.0} sessions/s   {:.2} s to all done   errors {errors}   wrong answers {wrong}   host CPU per prompt {:.0} µs   page faults per prompt {:.0}   peak RSS {:.0} MiB",
         count as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64(),
+        used.cpu,
+        used.faults,
         peak_rss_mib()
     );
     if let Some(e) = first_error {
