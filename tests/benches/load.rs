@@ -7,11 +7,14 @@
 //! calls of the bundled `read` tool, then an answer that says how many of the three reads
 //! returned their file, so a wrong result is counted as one. The host runs in this process
 //! with the default `[engine]` settings and `[sessions] max_concurrent = 1000`. Prints:
-//! - a prompt at a time: latency, and the host's CPU and context switches per prompt;
-//! - a direct `read` call: latency, CPU and context switches;
-//! - 1,000 sessions prompted at once, then `PLUGBOARD_BENCH_BURST` (10,000 by default) in
-//!   one burst (all but 1,000 queue; 0 skips it): sessions/s, time to all done, errors, wrong answers,
-//!   CPU per prompt and the process's peak RSS.
+//! - a prompt at a time: latency, and the host's CPU, context switches and page faults per
+//!   prompt;
+//! - a direct `read` call: latency, CPU, context switches and page faults;
+//! - 1,000 sessions prompted at once, twice (the first run also touches the instance pools'
+//!   memory for the first time, the second runs on warm pools as a server that has been up
+//!   a while does), then `PLUGBOARD_BENCH_BURST` (10,000 by default) in one burst (all but
+//!   1,000 queue; 0 skips it): sessions/s, time to all done, errors, wrong answers, CPU and
+//!   page faults per prompt, and the process's peak RSS.
 
 use std::io::BufRead;
 use std::sync::Arc;
@@ -132,7 +135,7 @@ async fn run() {
     sequential(&runtime, 200).await;
     direct_read(&app, 2_000).await;
     at_once(&runtime, 1_000, "1,000 sessions prompted at once").await;
-    at_once(&runtime, 1_000, "1,000 sessions prompted at once, again").await;
+    at_once(&runtime, 1_000, "1,000 sessions prompted at once, again (warm pools)").await;
     if burst > 0 {
         at_once(&runtime, burst, &format!("{burst} sessions in one burst (1,000 run at once, the rest queue)")).await;
     }

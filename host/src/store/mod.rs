@@ -144,7 +144,7 @@ impl Tx<'_> {
         };
         self.tx
             .prepare_cached("INSERT INTO events (session_id, session_seq, type, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
-            .execute(params![session_id, session_seq, kind, data.to_string(), timestamp])?;
+            .execute(params![session_id, session_seq, kind, serde_json::to_string(&data).expect("JSON values serialize"), timestamp])?;
         let seq = self.tx.last_insert_rowid();
         self.events.push(Event { seq, session_id: session_id.map(str::to_string), session_seq, kind: kind.to_string(), timestamp, data });
         Ok(())

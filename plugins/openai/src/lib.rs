@@ -69,7 +69,7 @@ impl Provider for OpenAi {
             .map_err(ProviderError::from)?
             .header("content-type", "application/json")
             .header("accept", "text/event-stream")
-            .body(body.to_string());
+            .body(serde_json::to_vec(&body).map_err(|e| ProviderError::fatal(format!("the request cannot be serialized: {e}")))?);
         let response = send_checked(http)?;
         Ok(Box::new(SseCompletion::new(response, ChatEvents { calls: BTreeMap::new() })))
     }
