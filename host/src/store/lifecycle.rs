@@ -361,6 +361,7 @@ impl Tx<'_> {
                 .prepare_cached("INSERT INTO events (session_id, session_seq, type, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
                 .execute(params![s.id, event.session_seq, event.kind, event.data.to_string(), event.created_at])?;
         }
+        self.forget_session_seq(&s.id);
         self.close_unfinished(&s.id, MessageStatus::Interrupted, "interrupted: the session was exported while this turn ran", None)?;
         let imported = json!({ "exported_at": doc.exported_at, "messages": doc.messages.len(), "events": doc.events.len() });
         self.emit(Some(&s.id), "session.imported", imported)?;

@@ -23,6 +23,7 @@ mod schema;
 pub mod session_rules;
 pub mod sessions;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -118,7 +119,63 @@ pub struct Tx<'a> {
     tx: &'a Connection,
     events: Vec<Event>,
     /// The last part number used per message in this write.
-    pub(crate) part_seqs: std::collections::HashMap<String, i64>,
+    pub(crate) part_seqs: HashMap<String, i64>,
+    /// Each session's last number as this connection knew it before this write.
+    session_seqs: &'a SessionSeqs,
+    /// What this write changed of them: a number, or `None` (not known: ask the log).
+    session_seqs_now: HashMap<String, Option<i64>>,
+}
+
+/// The last per-session sequence number of each session this connection wrote an event
+/// for, so that a new event's number is not looked up in the log. They are right while no
+/// other connection commits (a CLI command in another process): `PRAGMA data_version`
+/// changes when one did, and then they are forgotten, as they are when a batch fails.
+#[derive(Default)]
+struct SessionSeqs {
+    /// `PRAGMA data_version` when `committed` was last known right.
+    data_version: i64,
+    committed: HashMap<String, i64>,
+    /// What the writes of the batch in progress changed, applied when it commits.
+    batch: HashMap<String, Option<i64>>,
+}
+
+/// Past this many sessions, the numbers known are forgotten and looked up again.
+const MAX_SESSION_SEQS: usize = 65_536;
+
+impl SessionSeqs {
+    /// The last number of session `id`, when known.
+    fn last(&self, id: &str) -> Option<i64> {
+        match self.batch.get(id) {
+            Some(known) => *known,
+            None => self.committed.get(id).copied(),
+        }
+    }
+
+    /// Called in a transaction that holds the write lock, before its first write: forgets
+    /// every number when another connection committed since the last check.
+    fn check(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        let version = conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?;
+        if version != self.data_version || self.committed.len() > MAX_SESSION_SEQS {
+            self.committed.clear();
+            self.data_version = version;
+        }
+        Ok(())
+    }
+
+    /// The batch committed (`true`) or failed, and what it changed is known or not.
+    fn settle(&mut self, committed: bool) {
+        if !committed {
+            self.committed.clear();
+            self.batch.clear();
+            return;
+        }
+        for (id, last) in self.batch.drain() {
+            match last {
+                Some(last) => self.committed.insert(id, last),
+                None => self.committed.remove(&id),
+            };
+        }
+    }
 }
 
 impl Tx<'_> {
@@ -131,23 +188,44 @@ impl Tx<'_> {
     /// sequence numbers.
     pub fn emit(&mut self, session_id: Option<&str>, kind: &str, data: serde_json::Value) -> rusqlite::Result<()> {
         let timestamp = now_ms();
-        let earlier = session_id.and_then(|id| self.events.iter().rev().find(|e| e.session_id.as_deref() == Some(id)));
-        let session_seq: i64 = match (session_id, earlier) {
-            (Some(_), Some(event)) => event.session_seq + 1,
-            (Some(id), None) => self
-                .tx
-                .prepare_cached("SELECT session_seq FROM events WHERE session_id = ?1 ORDER BY seq DESC LIMIT 1")?
-                .query_row(params![id], |r| r.get::<_, i64>(0))
-                .optional()?
-                .map_or(1, |last| last + 1),
-            (None, _) => 0,
+        let session_seq = match session_id {
+            Some(id) => self.last_session_seq(id)? + 1,
+            None => 0,
         };
         self.tx
             .prepare_cached("INSERT INTO events (session_id, session_seq, type, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
             .execute(params![session_id, session_seq, kind, serde_json::to_string(&data).expect("JSON values serialize"), timestamp])?;
+        if let Some(id) = session_id {
+            self.session_seqs_now.insert(id.to_string(), Some(session_seq));
+        }
         let seq = self.tx.last_insert_rowid();
         self.events.push(Event { seq, session_id: session_id.map(str::to_string), session_seq, kind: kind.to_string(), timestamp, data });
         Ok(())
+    }
+
+    /// The number of session `id`'s last event (0 when it has none).
+    fn last_session_seq(&mut self, id: &str) -> rusqlite::Result<i64> {
+        let known = match self.session_seqs_now.get(id) {
+            Some(known) => *known,
+            None => self.session_seqs.last(id),
+        };
+        if let Some(last) = known {
+            return Ok(last);
+        }
+        let last = self
+            .tx
+            .prepare_cached("SELECT session_seq FROM events WHERE session_id = ?1 ORDER BY seq DESC LIMIT 1")?
+            .query_row(params![id], |r| r.get::<_, i64>(0))
+            .optional()?
+            .unwrap_or(0);
+        self.session_seqs_now.insert(id.to_string(), Some(last));
+        Ok(last)
+    }
+
+    /// Says that session `id`'s events were written other than by [`Tx::emit`] (an
+    /// import): its last number is looked up in the log again.
+    pub(crate) fn forget_session_seq(&mut self, id: &str) {
+        self.session_seqs_now.insert(id.to_string(), None);
     }
 }
 
@@ -365,6 +443,7 @@ fn serve(
     bus: &EventBus,
     checkpointer: &Checkpointer,
 ) -> Option<tokio::sync::oneshot::Sender<Result<(), StoreError>>> {
+    let mut session_seqs = SessionSeqs::default();
     let mut next = jobs.recv().ok();
     while let Some(job) = next.take() {
         match job {
@@ -383,7 +462,7 @@ fn serve(
                     }
                 }
                 checkpointer.hold_back(conn);
-                commit_batch(conn, batch, bus);
+                commit_batch(conn, batch, bus, &mut session_seqs);
             }
         }
         if next.is_none() {
@@ -395,7 +474,7 @@ fn serve(
 
 /// Runs writes in one transaction, each in its own savepoint; after the commit, publishes
 /// their events and delivers their answers.
-fn commit_batch(conn: &mut Connection, batch: Vec<WriteFn>, bus: &EventBus) {
+fn commit_batch(conn: &mut Connection, batch: Vec<WriteFn>, bus: &EventBus, session_seqs: &mut SessionSeqs) {
     let mut delivers = Vec::with_capacity(batch.len());
     let mut events = Vec::new();
     let conn: &Connection = conn;
@@ -404,13 +483,17 @@ fn commit_batch(conn: &mut Connection, batch: Vec<WriteFn>, bus: &EventBus) {
     let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut statement| statement.execute([])).map(drop);
     let committed = (|| -> rusqlite::Result<()> {
         run("BEGIN IMMEDIATE")?;
+        session_seqs.check(conn)?;
         for write in batch {
             run("SAVEPOINT write")?;
-            let mut tx = Tx { tx: conn, events: Vec::new(), part_seqs: Default::default() };
+            let mut tx =
+                Tx { tx: conn, events: Vec::new(), part_seqs: Default::default(), session_seqs, session_seqs_now: Default::default() };
             let (ok, deliver) = write(&mut tx);
             delivers.push(deliver);
+            let (mut written, changed) = (tx.events, tx.session_seqs_now);
             if ok {
-                events.append(&mut tx.events);
+                events.append(&mut written);
+                session_seqs.batch.extend(changed);
             } else {
                 run("ROLLBACK TO write")?;
             }
@@ -421,6 +504,7 @@ fn commit_batch(conn: &mut Connection, batch: Vec<WriteFn>, bus: &EventBus) {
     if committed.is_err() && !conn.is_autocommit() {
         let _ = run("ROLLBACK");
     }
+    session_seqs.settle(committed.is_ok());
     match committed {
         Ok(()) => {
             bus.publish(events);
@@ -626,6 +710,56 @@ mod tests {
         assert_eq!(stored.iter().map(|e| (e.seq, e.kind.as_str())).collect::<Vec<_>>(), [(1, "first"), (2, "last")]);
         let published: Vec<Event> = std::iter::from_fn(|| bus.try_recv().ok()).collect();
         assert_eq!(published, stored, "only what was stored is announced, in order");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The per-session numbers of session `id`'s events, in order.
+    async fn session_seqs(store: &SessionStore, id: &str) -> Vec<i64> {
+        let events = store.events_after(0, Some(id.to_string()), 100).await.unwrap();
+        events.iter().map(|e| e.session_seq).collect()
+    }
+
+    #[tokio::test]
+    async fn a_sessions_event_numbers_go_on_without_gaps_past_a_write_that_failed() {
+        let dir = std::env::temp_dir().join(format!("plugboard-store-seq-failed-{}", std::process::id()));
+        let store = SessionStore::open(&dir.join("plugboard.db")).unwrap();
+        store.write(|tx| tx.emit(Some("s"), "first", json!({}))).await.unwrap();
+        // Queued together: the failing write's number is taken by the one after it.
+        let failing = store.write(|tx| {
+            tx.emit(Some("s"), "lost", json!({}))?;
+            tx.conn().execute("INSERT INTO no_such_table VALUES (1)", []).map(|_| ())
+        });
+        let next = store.write(|tx| tx.emit(Some("s"), "second", json!({})));
+        assert!(failing.await.is_err());
+        next.await.unwrap();
+        // And in a commit of its own.
+        let alone = store.write(|tx| {
+            tx.emit(Some("s"), "lost", json!({}))?;
+            tx.conn().execute("INSERT INTO no_such_table VALUES (1)", []).map(|_| ())
+        });
+        assert!(alone.await.is_err());
+        store.write(|tx| tx.emit(Some("s"), "third", json!({}))).await.unwrap();
+        assert_eq!(session_seqs(&store, "s").await, [1, 2, 3]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_sessions_event_numbers_follow_events_another_process_wrote_meanwhile() {
+        let dir = std::env::temp_dir().join(format!("plugboard-store-seq-other-{}", std::process::id()));
+        let path = dir.join("plugboard.db");
+        let store = SessionStore::open(&path).unwrap();
+        store.write(|tx| tx.emit(Some("s"), "first", json!({}))).await.unwrap();
+        store.write(|tx| tx.emit(Some("s"), "second", json!({}))).await.unwrap();
+        // A CLI command in another process, with a connection of its own.
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute("INSERT INTO events (session_id, session_seq, type, data, created_at) VALUES ('s', 3, 'other', '{}', 0)", [])
+            .unwrap();
+        drop(other);
+        store.write(|tx| tx.emit(Some("s"), "fourth", json!({}))).await.unwrap();
+        assert_eq!(session_seqs(&store, "s").await, [1, 2, 3, 4]);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
