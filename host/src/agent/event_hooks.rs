@@ -23,7 +23,11 @@ pub fn deliver_events(store: &SessionStore, host: Weak<PluginHost>) -> watch::Re
     receiver
 }
 
-async fn deliver(events: impl futures::Stream<Item = crate::store::events::Event>, host: Weak<PluginHost>, handled: watch::Sender<i64>) {
+async fn deliver(
+    events: impl futures::Stream<Item = std::sync::Arc<crate::store::events::Event>>,
+    host: Weak<PluginHost>,
+    handled: watch::Sender<i64>,
+) {
     futures::pin_mut!(events);
     while let Some(event) = events.next().await {
         let seq = event.seq;
@@ -32,7 +36,7 @@ async fn deliver(events: impl futures::Stream<Item = crate::store::events::Event
         if chain.wants_event(&event.kind) {
             let record = HookEvent {
                 seq: event.seq.max(0) as u64,
-                event_type: event.kind,
+                event_type: event.kind.clone(),
                 timestamp: event.timestamp,
                 data: event.data.to_string(),
             };

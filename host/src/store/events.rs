@@ -86,10 +86,11 @@ pub const TYPES: &[&str] = &[
 /// thousand sessions streaming, each stream sees its own session's events, not everyone's.
 /// A subscriber that falls behind by more than its channel's buffer misses events and is
 /// told so (`RecvError::Lagged`); it then replays the gap from the store by sequence number.
+/// An event is shared by its subscribers ([`Arc`]), not copied for each.
 #[derive(Debug, Clone)]
 pub struct EventBus {
-    all: broadcast::Sender<Event>,
-    sessions: Arc<Mutex<HashMap<String, broadcast::Sender<Event>>>>,
+    all: broadcast::Sender<Arc<Event>>,
+    sessions: Arc<Mutex<HashMap<String, broadcast::Sender<Arc<Event>>>>>,
     session_capacity: usize,
 }
 
@@ -100,19 +101,19 @@ const SESSION_CAPACITY: usize = 512;
 
 /// What a subscriber receives, from the whole log or from one session.
 pub struct Subscription {
-    receiver: broadcast::Receiver<Event>,
+    receiver: broadcast::Receiver<Arc<Event>>,
     /// The session followed, whose channel is dropped with its last subscriber.
     session: Option<(String, EventBus)>,
 }
 
 impl Subscription {
     /// The next event, in commit order; `Lagged` when some were missed.
-    pub async fn recv(&mut self) -> Result<Event, broadcast::error::RecvError> {
+    pub async fn recv(&mut self) -> Result<Arc<Event>, broadcast::error::RecvError> {
         self.receiver.recv().await
     }
 
     /// The next event if one is waiting.
-    pub fn try_recv(&mut self) -> Result<Event, broadcast::error::TryRecvError> {
+    pub fn try_recv(&mut self) -> Result<Arc<Event>, broadcast::error::TryRecvError> {
         self.receiver.try_recv()
     }
 }
@@ -140,6 +141,7 @@ impl EventBus {
         let whole_log = self.all.receiver_count() > 0;
         // A send fails only when no one listens, which is nothing to report.
         for event in events {
+            let event = Arc::new(event);
             match event.session_id.as_ref().and_then(|id| sessions.get(id)) {
                 Some(follower) => {
                     if whole_log {

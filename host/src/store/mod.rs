@@ -3,7 +3,9 @@
 //! event commit in one transaction, and only then go out on the [`EventBus`].
 //!
 //! One thread owns the connection; async code sends it closures ([`SessionStore::write`],
-//! [`SessionStore::read`]) and awaits the answer, so no tokio worker blocks on SQLite.
+//! [`SessionStore::read`]) and awaits the answer, so no tokio worker blocks on SQLite. It
+//! keeps each session's last event number ([`SessionSeqs`]) for as long as no other
+//! connection commits.
 //!
 //! The write-ahead log is copied into the database by a checkpoint thread of its own, so
 //! commits do not wait for the disk. It stays bounded under writes that never pause: past
@@ -358,7 +360,7 @@ impl SessionStore {
     /// follower falls behind the bus's buffer. It subscribes at once, so with `None` no
     /// event committed after this call is missed. For observers of the whole log (metrics,
     /// `event` hooks).
-    pub fn tail(&self, after: Option<i64>) -> impl futures::Stream<Item = Event> + Send + 'static {
+    pub fn tail(&self, after: Option<i64>) -> impl futures::Stream<Item = std::sync::Arc<Event>> + Send + 'static {
         use tokio::sync::broadcast::error::RecvError;
         let store = self.clone();
         let mut live = store.bus().subscribe();
@@ -375,7 +377,7 @@ impl SessionStore {
                             Ok(page) => {
                                 for event in page {
                                     cursor = event.seq;
-                                    yield event;
+                                    yield std::sync::Arc::new(event);
                                 }
                             }
                             Err(e) => {
@@ -708,7 +710,7 @@ mod tests {
         last.await.unwrap();
         let stored = store.events_after(0, None, 10).await.unwrap();
         assert_eq!(stored.iter().map(|e| (e.seq, e.kind.as_str())).collect::<Vec<_>>(), [(1, "first"), (2, "last")]);
-        let published: Vec<Event> = std::iter::from_fn(|| bus.try_recv().ok()).collect();
+        let published: Vec<Event> = std::iter::from_fn(|| bus.try_recv().ok()).map(std::sync::Arc::unwrap_or_clone).collect();
         assert_eq!(published, stored, "only what was stored is announced, in order");
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);

@@ -133,7 +133,7 @@ async fn events_are_sequenced_durable_and_match_what_subscribers_saw() {
     let stored = f.store.events_after(0, Some(session.id.clone()), 10_000).await.unwrap();
     let mut seen = Vec::new();
     while let Ok(event) = live.try_recv() {
-        seen.push(event);
+        seen.push(std::sync::Arc::unwrap_or_clone(event));
     }
     assert_eq!(seen, stored, "live subscribers see exactly the stored events, in order");
     let session_seqs: Vec<i64> = stored.iter().map(|e| e.session_seq).collect();

@@ -16,7 +16,7 @@ use tokio::sync::broadcast;
 use crate::agent::{call, fixture, request_body, say};
 
 /// The next event of `session` that satisfies `wanted` (fails after 20 s without one).
-async fn next_event(events: &mut Subscription, session: &str, wanted: impl Fn(&Event) -> bool) -> Event {
+async fn next_event(events: &mut Subscription, session: &str, wanted: impl Fn(&Event) -> bool) -> std::sync::Arc<Event> {
     let search = async {
         loop {
             match events.recv().await {
