@@ -4,7 +4,7 @@
 //!
 //! One thread owns the connection; async code sends it closures ([`SessionStore::write`],
 //! [`SessionStore::read`]) and awaits the answer, so no tokio worker blocks on SQLite. It
-//! keeps each session's last event number ([`SessionSeqs`]) for as long as no other
+//! keeps each session's last event number (`SessionSeqs`) for as long as no other
 //! connection commits.
 //!
 //! The write-ahead log is copied into the database by a checkpoint thread of its own, so
