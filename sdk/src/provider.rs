@@ -267,10 +267,32 @@ pub fn merge_options(body: &mut serde_json::Value, options: Option<&str>) -> Res
     Ok(())
 }
 
+/// `body` as JSON, with the provider options (`options`, a JSON object) merged in as
+/// [`merge_options`] does. Without options, `body` is serialized straight to bytes, no JSON
+/// tree built.
+pub fn body_with_options<T: serde::Serialize>(body: &T, options: Option<&str>) -> Result<Vec<u8>, ProviderError> {
+    let unserializable = |e: serde_json::Error| ProviderError::fatal(format!("the request cannot be serialized: {e}"));
+    if options.is_none() {
+        return serde_json::to_vec(body).map_err(unserializable);
+    }
+    let mut merged = serde_json::to_value(body).map_err(unserializable)?;
+    merge_options(&mut merged, options)?;
+    serde_json::to_vec(&merged).map_err(unserializable)
+}
+
 /// The parameters schema of `tool`, parsed.
 pub fn tool_schema(tool: &ToolSpec) -> Result<serde_json::Value, ProviderError> {
-    serde_json::from_str(&tool.parameters_schema)
-        .map_err(|e| ProviderError::fatal(format!("tool `{}` has a schema that is not JSON: {e}", tool.name)))
+    serde_json::from_str(&tool.parameters_schema).map_err(|e| schema_error(tool, e))
+}
+
+/// The parameters schema of `tool` as it came, checked to be JSON: to copy into a request
+/// serialized with serde without building the schema as values.
+pub fn tool_parameters(tool: &ToolSpec) -> Result<&serde_json::value::RawValue, ProviderError> {
+    serde_json::from_str(&tool.parameters_schema).map_err(|e| schema_error(tool, e))
+}
+
+fn schema_error(tool: &ToolSpec, e: serde_json::Error) -> ProviderError {
+    ProviderError::fatal(format!("tool `{}` has a schema that is not JSON: {e}", tool.name))
 }
 
 #[cfg(test)]
@@ -291,6 +313,25 @@ mod tests {
         assert_eq!((bare.message.as_str(), bare.retryable), ("error 503: busy", true));
         let text = stream_error(&json!({ "error": "model not found" })).unwrap();
         assert_eq!((text.message.as_str(), text.retryable), ("model not found", false));
+    }
+
+    #[test]
+    fn provider_options_replace_the_fields_they_name_and_add_the_others() {
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            model: &'a str,
+            temperature: f32,
+            schema: &'a serde_json::value::RawValue,
+        }
+        let schema = serde_json::value::RawValue::from_string(r#"{"type": "object"}"#.into()).unwrap();
+        let body = Body { model: "m", temperature: 0.5, schema: &schema };
+        let plain = body_with_options(&body, None).unwrap();
+        assert_eq!(String::from_utf8(plain).unwrap(), r#"{"model":"m","temperature":0.5,"schema":{"type": "object"}}"#);
+        let merged = body_with_options(&body, Some(r#"{"temperature": 1.0, "seed": 7}"#)).unwrap();
+        let merged: serde_json::Value = serde_json::from_slice(&merged).unwrap();
+        assert_eq!(merged, json!({ "model": "m", "temperature": 1.0, "seed": 7, "schema": { "type": "object" } }));
+        let refused = body_with_options(&body, Some("[1]")).unwrap_err();
+        assert_eq!(refused.message, "provider options must be a JSON object");
     }
 
     #[test]

@@ -13,6 +13,8 @@ use std::collections::VecDeque;
 
 use plugboard_sdk::http::Request;
 use plugboard_sdk::provider::*;
+use plugboard_sdk::serde::Serialize;
+use plugboard_sdk::serde_json::value::RawValue;
 use plugboard_sdk::serde_json::{self, Value, json};
 
 const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
@@ -63,7 +65,7 @@ impl Provider for Anthropic {
             .header("content-type", "application/json")
             .header("accept", "text/event-stream")
             .header("anthropic-version", &version)
-            .body(body.to_string());
+            .body(body);
         let response = send_checked(http)?;
         let usage = Usage { input_tokens: 0, output_tokens: 0, cache_read_tokens: 0, cache_write_tokens: 0, reasoning_tokens: 0 };
         Ok(Box::new(SseCompletion::new(response, MessageEvents { blocks: Vec::new(), tool_calls: 0, usage })))
@@ -73,7 +75,7 @@ impl Provider for Anthropic {
 /// The JSON body of a streamed Messages request. Consecutive messages of the same role are
 /// merged (the API wants user and assistant turns to alternate); tool results travel in a
 /// user turn.
-fn request_body(request: &CompletionRequest) -> Result<Value, ProviderError> {
+fn request_body(request: &CompletionRequest) -> Result<Vec<u8>, ProviderError> {
     let mut messages: Vec<Value> = Vec::new();
     for message in &request.messages {
         let role = match message.role {
@@ -107,28 +109,45 @@ fn request_body(request: &CompletionRequest) -> Result<Value, ProviderError> {
             _ => messages.push(json!({ "role": role, "content": blocks })),
         }
     }
-    let mut body = json!({
-        "model": request.model,
-        "messages": messages,
-        "max_tokens": request.max_output_tokens.unwrap_or(8192),
-        "stream": true,
-    });
-    if let Some(system) = &request.system {
-        body["system"] = json!(system);
-    }
-    if let Some(t) = request.temperature {
-        body["temperature"] = json!(t);
-    }
-    if !request.tools.is_empty() {
-        let mut tools = Vec::new();
-        for t in &request.tools {
-            let schema = tool_schema(t)?;
-            tools.push(json!({ "name": t.name, "description": t.description, "input_schema": schema }));
-        }
-        body["tools"] = Value::Array(tools);
-    }
-    merge_options(&mut body, request.options.as_deref())?;
-    Ok(body)
+    let tools = request
+        .tools
+        .iter()
+        .map(|t| Ok(ToolOut { name: &t.name, description: &t.description, input_schema: tool_parameters(t)? }))
+        .collect::<Result<Vec<_>, ProviderError>>()?;
+    let body = MessagesBody {
+        model: &request.model,
+        messages,
+        max_tokens: request.max_output_tokens.unwrap_or(8192),
+        stream: true,
+        system: request.system.as_deref(),
+        temperature: request.temperature,
+        tools,
+    };
+    body_with_options(&body, request.options.as_deref())
+}
+
+/// A Messages request body; each tool's schema is copied as it came.
+#[derive(Serialize)]
+#[serde(crate = "plugboard_sdk::serde")]
+struct MessagesBody<'a> {
+    model: &'a str,
+    messages: Vec<Value>,
+    max_tokens: u32,
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<ToolOut<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(crate = "plugboard_sdk::serde")]
+struct ToolOut<'a> {
+    name: &'a str,
+    description: &'a str,
+    input_schema: &'a RawValue,
 }
 
 /// What a content block of the stream is, by the API's block index.

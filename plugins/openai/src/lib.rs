@@ -10,11 +10,14 @@
 //!   (the default for OpenAI's own API, whose reasoning models refuse the other) or
 //!   `max_tokens` (the default for any other server, as most compatible servers read it).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 
 use plugboard_sdk::http::Request;
 use plugboard_sdk::provider::*;
-use plugboard_sdk::serde_json::{self, Value, json};
+use plugboard_sdk::serde::Serialize;
+use plugboard_sdk::serde_json::value::RawValue;
+use plugboard_sdk::serde_json::{self, Value};
 
 const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 
@@ -69,66 +72,153 @@ impl Provider for OpenAi {
             .map_err(ProviderError::from)?
             .header("content-type", "application/json")
             .header("accept", "text/event-stream")
-            .body(serde_json::to_vec(&body).map_err(|e| ProviderError::fatal(format!("the request cannot be serialized: {e}")))?);
+            .body(body);
         let response = send_checked(http)?;
         Ok(Box::new(SseCompletion::new(response, ChatEvents { calls: BTreeMap::new() })))
     }
 }
 
-/// The JSON body of a streamed Chat Completions request.
+/// The JSON body of a streamed Chat Completions request, serialized straight from the
+/// request: no JSON tree is built (unless provider options are merged in), and each tool's
+/// schema is copied as it came (checked, not parsed into values).
 /// The host holds `max_output_tokens` to the model's output limit; it goes in `limit_field`.
-fn request_body(request: &CompletionRequest, include_usage: bool, limit_field: &str) -> Result<Value, ProviderError> {
-    let mut messages = Vec::new();
+fn request_body(request: &CompletionRequest, include_usage: bool, limit_field: &str) -> Result<Vec<u8>, ProviderError> {
+    let mut messages = Vec::with_capacity(request.messages.len() + 1);
     if let Some(system) = &request.system {
-        messages.push(json!({ "role": "system", "content": system }));
+        messages.push(ChatMessage::System { content: system });
     }
     for message in &request.messages {
-        let mut text = String::new();
+        let mut text: Option<Cow<str>> = None;
         let mut tool_calls = Vec::new();
         for part in &message.parts {
             match part {
-                ContentPart::Text(t) => text.push_str(t),
+                ContentPart::Text(t) => match &mut text {
+                    None => text = Some(Cow::Borrowed(t)),
+                    Some(text) => text.to_mut().push_str(t),
+                },
                 ContentPart::Reasoning(_) => {}
-                ContentPart::ToolCall(c) => tool_calls.push(json!({
-                    "id": c.id, "type": "function", "function": { "name": c.name, "arguments": c.arguments }
-                })),
-                ContentPart::ToolResult(r) => messages.push(json!({ "role": "tool", "tool_call_id": r.call_id, "content": r.content })),
+                ContentPart::ToolCall(c) => tool_calls.push(CallOut {
+                    id: &c.id,
+                    kind: "function",
+                    function: FunctionOut { name: &c.name, arguments: &c.arguments },
+                }),
+                ContentPart::ToolResult(r) => messages.push(ChatMessage::Tool { tool_call_id: &r.call_id, content: &r.content }),
             }
         }
+        let text = text.filter(|t| !t.is_empty());
         match message.role {
-            Role::User if !text.is_empty() => messages.push(json!({ "role": "user", "content": text })),
-            Role::Assistant if !text.is_empty() || !tool_calls.is_empty() => {
-                let mut m = json!({ "role": "assistant", "content": if text.is_empty() { Value::Null } else { Value::String(text) } });
-                if !tool_calls.is_empty() {
-                    m["tool_calls"] = Value::Array(tool_calls);
+            Role::User => {
+                if let Some(content) = text {
+                    messages.push(ChatMessage::User { content });
                 }
-                messages.push(m);
+            }
+            Role::Assistant if text.is_some() || !tool_calls.is_empty() => {
+                messages.push(ChatMessage::Assistant { content: text, tool_calls })
             }
             _ => {}
         }
     }
-    let mut body = json!({ "model": request.model, "messages": messages, "stream": true });
-    if include_usage {
-        body["stream_options"] = json!({ "include_usage": true });
-    }
-    if !request.tools.is_empty() {
-        let mut tools = Vec::new();
-        for t in &request.tools {
-            let parameters = tool_schema(t)?;
-            tools.push(
-                json!({ "type": "function", "function": { "name": t.name, "description": t.description, "parameters": parameters } }),
-            );
-        }
-        body["tools"] = Value::Array(tools);
-    }
-    if let Some(t) = request.temperature {
-        body["temperature"] = json!(t);
-    }
-    if let Some(m) = request.max_output_tokens {
-        body[limit_field] = json!(m);
-    }
-    merge_options(&mut body, request.options.as_deref())?;
-    Ok(body)
+    let tools = request
+        .tools
+        .iter()
+        .map(|t| {
+            let parameters = tool_parameters(t)?;
+            Ok(ToolOut { kind: "function", function: FunctionSpec { name: &t.name, description: &t.description, parameters } })
+        })
+        .collect::<Result<Vec<_>, ProviderError>>()?;
+    let limit = |field: &str| request.max_output_tokens.filter(|_| limit_field == field);
+    let body = ChatBody {
+        model: &request.model,
+        messages,
+        stream: true,
+        stream_options: include_usage.then_some(StreamOptions { include_usage: true }),
+        tools,
+        temperature: request.temperature,
+        max_tokens: limit("max_tokens"),
+        max_completion_tokens: limit("max_completion_tokens"),
+    };
+    body_with_options(&body, request.options.as_deref())
+}
+
+/// A Chat Completions request body.
+#[derive(Serialize)]
+#[serde(crate = "plugboard_sdk::serde")]
+struct ChatBody<'a> {
+    model: &'a str,
+    messages: Vec<ChatMessage<'a>>,
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<ToolOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
+}
+
+#[derive(Serialize)]
+#[serde(crate = "plugboard_sdk::serde")]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+/// One message of the conversation, as Chat Completions takes it.
+#[derive(Serialize)]
+#[serde(crate = "plugboard_sdk::serde")]
+#[serde(tag = "role", rename_all = "lowercase")]
+enum ChatMessage<'a> {
+    System {
+        content: &'a str,
+    },
+    User {
+        content: Cow<'a, str>,
+    },
+    Assistant {
+        content: Option<Cow<'a, str>>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        tool_calls: Vec<CallOut<'a>>,
+    },
+    Tool {
+        tool_call_id: &'a str,
+        content: &'a str,
+    },
+}
+
+/// A tool call of an assistant message.
+#[derive(Serialize)]
+#[serde(crate = "plugboard_sdk::serde")]
+struct CallOut<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(crate = "plugboard_sdk::serde")]
+struct FunctionOut<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+/// A tool offered to the model.
+#[derive(Serialize)]
+#[serde(crate = "plugboard_sdk::serde")]
+struct ToolOut<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionSpec<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(crate = "plugboard_sdk::serde")]
+struct FunctionSpec<'a> {
+    name: &'a str,
+    description: &'a str,
+    parameters: &'a RawValue,
 }
 
 /// A tool call being assembled: whether its start was emitted, and arguments that arrived

@@ -127,6 +127,34 @@ async fn openai_streams_text_usage_and_sends_the_key_only_from_the_host() {
 }
 
 #[tokio::test]
+async fn openai_provider_options_replace_the_fields_they_name_once_and_a_bad_schema_is_named() {
+    let done = openai_sse(&[r#"{"choices":[{"index":0,"delta":{"content":"ok"},"finish_reason":"stop"}]}"#]);
+    let server = ScriptedServer::start(vec![Scripted::sse(&done, 64)]);
+    let ws = openai_workspace(&server, "");
+    let host = ws.host().await;
+    let mut with_options = request("hi");
+    with_options.options = Some(r#"{"temperature": 1.5, "max_tokens": 99, "seed": 7}"#.into());
+    collect(&host, "openai/test-model", with_options).await.unwrap();
+    let raw = &server.received()[0].body;
+    let body: serde_json::Value = serde_json::from_str(raw).unwrap();
+    assert_eq!((body["temperature"].as_f64(), body["max_tokens"].as_u64(), body["seed"].as_u64()), (Some(1.5), Some(99), Some(7)));
+    assert_eq!(raw.matches("\"temperature\"").count(), 1, "each field is written once: {raw}");
+    assert_eq!(raw.matches("\"max_tokens\"").count(), 1, "each field is written once: {raw}");
+    let schema: serde_json::Value = serde_json::from_str(&request("hi").tools[0].parameters_schema).unwrap();
+    assert_eq!(body["tools"][0]["function"]["parameters"], schema, "the schema goes out as it came");
+
+    let mut not_an_object = request("hi");
+    not_an_object.options = Some("[1]".into());
+    let err = collect(&host, "openai/test-model", not_an_object).await.expect_err("refused");
+    assert!(err.to_string().contains("provider options must be a JSON object"), "{err}");
+    let mut bad_schema = request("hi");
+    bad_schema.tools[0].parameters_schema = "{not json".into();
+    let err = collect(&host, "openai/test-model", bad_schema).await.expect_err("refused");
+    assert!(err.to_string().contains("tool `read` has a schema that is not JSON"), "{err}");
+    assert_eq!(server.received().len(), 1, "refused requests are not sent");
+}
+
+#[tokio::test]
 async fn openai_tool_calls_split_at_every_byte_and_in_parallel_reassemble() {
     let sse = openai_sse(&[
         r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"read","arguments":""}}]}}]}"#,
