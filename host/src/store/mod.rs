@@ -164,7 +164,9 @@ impl SessionSeqs {
         Ok(())
     }
 
-    /// The batch committed (`true`) or failed, and what it changed is known or not.
+    /// Ends a batch: what it changed is applied when it committed. When it failed, every
+    /// number is forgotten and read from the log again: failures are rare, and the log is
+    /// then the one account that is sure to be right.
     fn settle(&mut self, committed: bool) {
         if !committed {
             self.committed.clear();
