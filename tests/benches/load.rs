@@ -3,7 +3,8 @@
 //!
 //! The model is `scripted-model` (this package's binary), an OpenAI-compatible server in a
 //! process of its own that streams one chunk every `PLUGBOARD_BENCH_DELAY_MS` (2 by
-//! default). Every prompt is two turns of the bundled `openai` provider: three parallel
+//! default), with `TCP_NODELAY` as the big APIs' servers set it (`PLUGBOARD_BENCH_NODELAY=0`
+//! leaves Nagle's algorithm on, as some self-hosted servers do). Every prompt is two turns of the bundled `openai` provider: three parallel
 //! calls of the bundled `read` tool, then an answer that says how many of the three reads
 //! returned their file, so a wrong result is counted as one. The host runs in this process
 //! with the default `[engine]` settings and `[sessions] max_concurrent = 1000`. Prints:
@@ -35,9 +36,9 @@ struct Model {
 }
 
 impl Model {
-    fn start(delay_ms: u64) -> Model {
+    fn start(delay_ms: u64, nodelay: bool) -> Model {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scripted-model"))
-            .args(["--delay-ms", &delay_ms.to_string()])
+            .args(["--delay-ms", &delay_ms.to_string(), "--nodelay", &nodelay.to_string()])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -116,7 +117,8 @@ async fn run() {
     let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let delay_ms = env("PLUGBOARD_BENCH_DELAY_MS", 2) as u64;
     let burst = env("PLUGBOARD_BENCH_BURST", 10_000);
-    let model = Model::start(delay_ms);
+    let nodelay = env("PLUGBOARD_BENCH_NODELAY", 1) != 0;
+    let model = Model::start(delay_ms, nodelay);
     let ws = Workspace::new();
     for file in ["a.txt", "b.txt", "c.txt"] {
         ws.file(file, format!("content of {file}\n"));

@@ -1,7 +1,8 @@
 //! A scripted OpenAI-compatible model for load benchmarks, run as a process of its own so
 //! that what it costs is not counted as the host's.
 //!
-//! `scripted-model [--delay-ms N] [--root DIR]` listens on a free loopback port, prints
+//! `scripted-model [--delay-ms N] [--root DIR] [--nodelay false]` listens on a free loopback
+//! port (with `TCP_NODELAY`, as the big APIs' servers set it, unless `--nodelay false`), prints
 //! `listening on 127.0.0.1:PORT`, and answers every `POST /v1/chat/completions` with a
 //! stream (one chunk every N ms, 2 by default), concurrently and without limit:
 //! - a conversation without tool results: three parallel `read` calls, of `a.txt`, `b.txt`
@@ -29,12 +30,14 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let mut delay = Duration::from_millis(2);
     let mut root = String::new();
+    let mut nodelay = true;
     while let Some(arg) = args.next() {
         match (arg.as_str(), args.next()) {
             ("--delay-ms", Some(ms)) if ms.parse::<u64>().is_ok() => delay = Duration::from_millis(ms.parse().unwrap()),
             ("--root", Some(dir)) => root = dir,
+            ("--nodelay", Some(on)) if on.parse::<bool>().is_ok() => nodelay = on.parse().unwrap(),
             _ => {
-                eprintln!("usage: scripted-model [--delay-ms N] [--root DIR]");
+                eprintln!("usage: scripted-model [--delay-ms N] [--root DIR] [--nodelay true|false]");
                 std::process::exit(2);
             }
         }
@@ -48,8 +51,8 @@ async fn main() {
         let mut sink = Vec::new();
         let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
     });
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
+    let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp| {
+        let _ = tcp.set_nodelay(nodelay);
     });
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
