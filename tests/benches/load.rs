@@ -3,10 +3,11 @@
 //!
 //! The model is `scripted-model` (this package's binary), an OpenAI-compatible server in a
 //! process of its own that streams one chunk every `PLUGBOARD_BENCH_DELAY_MS` (2 by
-//! default), with `TCP_NODELAY` as the big APIs' servers set it (`PLUGBOARD_BENCH_NODELAY=0`
-//! leaves Nagle's algorithm on, as some self-hosted servers do). Every prompt is two turns of the bundled `openai` provider: three parallel
-//! calls of the bundled `read` tool, then an answer that says how many of the three reads
-//! returned their file, so a wrong result is counted as one. The host runs in this process
+//! default), with `TCP_NODELAY` as the big APIs' servers set it
+//! (`PLUGBOARD_BENCH_NODELAY=0` leaves Nagle's algorithm on, as some self-hosted servers
+//! do). Every prompt is two turns of the bundled `openai` provider: three parallel calls of
+//! the bundled `read` tool, then an answer that says how many of the three reads returned
+//! their file, so a wrong result is counted as one. The host runs in this process
 //! with the default `[engine]` settings and `[sessions] max_concurrent = 1000`. Prints:
 //! - a prompt at a time: latency, and the host's CPU, context switches and page faults per
 //!   prompt;
